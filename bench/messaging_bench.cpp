@@ -1,0 +1,322 @@
+// messaging_bench: page <-> service worker messaging through the public client API, each result
+// with its same-run baseline (DESIGN §10).
+//
+//   messaging_bench [--daemon PATH] [--iterations N] [--warmup N] [--messages N]
+//                   [--max-seconds S] [--timeout-s S]
+//
+// --daemon defaults to ../sw_daemon/sw_daemon next to this executable's directory (the build tree).
+// Each phase starts its own sw_daemon in a fresh temporary runtime directory, waits until a client
+// can attach, measures, then stops it with SIGTERM.
+//
+// Results (value / baseline = ratio; target in brackets):
+//   messageSW_rtt_spinning_{64B,4KiB}  p50/p99 vs raw_ring_rtt_spin        [64B p50 <= 4]
+//   messageSW_rtt_blocking_{64B,4KiB}  p50/p99 vs unix_socket_rtt          [64B p50 <= 1.2]
+//   post_throughput_64B                msg/s   vs raw_ring_throughput_64B  [>= 0.3]
+//   post_throughput_spinning_64B       msg/s   vs raw_ring_throughput_64B  (daemon with --spin-us)
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <filesystem>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "baseline.h"
+#include "swipc/client.h"
+#include "swipc/value.h"
+
+namespace sb = swipc::bench;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr const char* SCOPE = "bench";
+constexpr auto CONNECT_DEADLINE = 10s;
+constexpr auto STOP_DEADLINE = 5s;
+
+std::string describe(const swipc::Error& e) { return e.describe(); }
+
+/// ../sw_daemon/sw_daemon relative to the directory holding this executable.
+std::string defaultDaemonPath() {
+  std::error_code ec;
+  auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) return "sw_daemon";
+  return (self.parent_path().parent_path() / "sw_daemon" / "sw_daemon").string();
+}
+
+/// A sw_daemon child with its own temporary runtime directory. Stopped (SIGTERM, then SIGKILL
+/// after a deadline) and the directory removed on destruction.
+class DaemonProcess {
+ public:
+  DaemonProcess(const std::string& path, int spinUs) {
+    char tmpl[] = "/tmp/swipc-bench.XXXXXX";
+    if (!::mkdtemp(tmpl)) throw std::runtime_error(std::string("mkdtemp: ") + std::strerror(errno));
+    runtimeDir_ = tmpl;
+
+    std::vector<std::string> argv = {path, "--scope", SCOPE, "--runtime-dir", runtimeDir_,
+                                      "--log-level", "warn"};
+    if (spinUs > 0) {
+      argv.push_back("--spin-us");
+      argv.push_back(std::to_string(spinUs));
+    }
+    std::vector<char*> cargv;
+    for (auto& a : argv) cargv.push_back(a.data());
+    cargv.push_back(nullptr);
+
+    std::fflush(nullptr);
+    pid_ = ::fork();
+    if (pid_ < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
+    if (pid_ == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+      ::dup2(STDERR_FILENO, STDOUT_FILENO);  // keep our stdout pure JSON lines
+      ::execv(cargv[0], cargv.data());
+      const char msg[] = "messaging_bench: execv(sw_daemon) failed\n";
+      ssize_t ignored = ::write(STDERR_FILENO, msg, sizeof msg - 1);
+      (void)ignored;
+      ::_exit(127);
+    }
+  }
+  DaemonProcess(const DaemonProcess&) = delete;
+  DaemonProcess& operator=(const DaemonProcess&) = delete;
+  ~DaemonProcess() {
+    try {
+      stop();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "messaging_bench: stopping sw_daemon: %s\n", e.what());
+    }
+    std::error_code ec;
+    std::filesystem::remove_all(runtimeDir_, ec);
+  }
+
+  const std::string& runtimeDir() const { return runtimeDir_; }
+
+  /// False once the daemon has exited (and reaps it).
+  bool alive() {
+    if (pid_ <= 0) return false;
+    int status = 0;
+    pid_t r = ::waitpid(pid_, &status, WNOHANG);
+    if (r == pid_) {
+      exitStatus_ = status;
+      pid_ = -1;
+      return false;
+    }
+    return true;
+  }
+  int exitStatus() const { return exitStatus_; }
+
+  /// SIGTERM, wait up to STOP_DEADLINE for a graceful exit, then SIGKILL.
+  void stop() {
+    if (!alive()) return;
+    ::kill(pid_, SIGTERM);
+    const auto deadline = std::chrono::steady_clock::now() + STOP_DEADLINE;
+    auto backoff = 1ms;
+    while (alive()) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        std::fprintf(stderr, "messaging_bench: sw_daemon ignored SIGTERM for %llds; killing it\n",
+                     static_cast<long long>(STOP_DEADLINE.count()));
+        ::kill(pid_, SIGKILL);
+        int status = 0;
+        ::waitpid(pid_, &status, 0);
+        pid_ = -1;
+        return;
+      }
+      std::this_thread::sleep_for(backoff);
+      backoff = std::min(backoff * 2, std::chrono::milliseconds(20));
+    }
+  }
+
+ private:
+  std::string runtimeDir_;
+  pid_t pid_ = -1;
+  int exitStatus_ = 0;
+};
+
+/// Attaches to `daemon`, retrying (with a short backoff) until CONNECT_DEADLINE; fails at once if
+/// the daemon exits.
+swipc::Client connectWithRetry(DaemonProcess& daemon, std::chrono::microseconds spin) {
+  swipc::ClientOptions opts;
+  opts.scope = SCOPE;
+  opts.runtimeDir = daemon.runtimeDir();
+  opts.attachTimeout = 2000ms;
+  opts.spin = spin;
+  opts.reconnect = false;
+  const auto deadline = std::chrono::steady_clock::now() + CONNECT_DEADLINE;
+  auto backoff = 1ms;
+  for (;;) {
+    auto client = swipc::Client::connect(opts);
+    if (client) return std::move(client).value();
+    if (!daemon.alive()) {
+      throw std::runtime_error("sw_daemon exited (status " + std::to_string(daemon.exitStatus()) +
+                               ") before a client could attach: " + describe(client.error()));
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      throw std::runtime_error("could not attach to sw_daemon: " + describe(client.error()));
+    }
+    std::this_thread::sleep_for(backoff);
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(50));
+  }
+}
+
+swipc::Value echoMessage(size_t padBytes) {
+  return swipc::Value::map(
+      {{"type", "ECHO"}, {"pad", swipc::Bytes{std::vector<uint8_t>(padBytes, 0xA5)}}});
+}
+
+struct RunLimits {
+  int iterations = 20'000;
+  int warmup = 2'000;
+  uint64_t messages = 200'000;
+  std::chrono::seconds maxSeconds{8};  // per measurement; stops early (with what it has) after it
+};
+
+/// messageSW(ECHO with `padBytes` of bytes) round trips.
+sb::Latency measureMessageSW(swipc::Client& client, size_t padBytes, const RunLimits& limits) {
+  const swipc::Value data = echoMessage(padBytes);
+  auto first = client.messageSW(data, 5000ms);
+  if (!first) throw std::runtime_error("messageSW(ECHO): " + describe(first.error()));
+  const swipc::Value* pad = first->find("pad");
+  if (!pad || !pad->isBytes() || pad->asBytes().data.size() != padBytes || (*first)["type"] != "ECHO") {
+    throw std::runtime_error("messageSW(ECHO): the reply is not the echoed message");
+  }
+
+  std::vector<uint64_t> samples;
+  samples.reserve(static_cast<size_t>(limits.iterations));
+  const uint64_t stopAt = sb::nowNs() + static_cast<uint64_t>(
+                                            std::chrono::nanoseconds(limits.maxSeconds).count());
+  const int total = limits.warmup + limits.iterations;
+  for (int i = 0; i < total; ++i) {
+    const uint64_t t0 = sb::nowNs();
+    auto reply = client.messageSW(data, 5000ms);
+    const uint64_t t1 = sb::nowNs();
+    if (!reply) throw std::runtime_error("messageSW(ECHO): " + describe(reply.error()));
+    if (i >= limits.warmup) samples.push_back(t1 - t0);
+    if (t1 > stopAt && samples.size() >= 1000) {
+      std::fprintf(stderr, "messaging_bench: messageSW %zu B stopped after %zu samples (time cap)\n",
+                   padBytes, samples.size());
+      break;
+    }
+  }
+  return sb::summarize(samples);
+}
+
+/// page -> daemon one-way: `messages` posts of a small message the daemon ignores, then one
+/// messageSW, which the daemon answers only after consuming everything before it.
+double measurePostThroughput(swipc::Client& client, const RunLimits& limits) {
+  swipc::Controller* controller = client.controller();
+  if (!controller) throw std::runtime_error("client is not controlled");
+  const swipc::Value noop = swipc::Value::map({{"type", "NOOP"}});
+  const swipc::Value echo = echoMessage(64);
+  swipc::PostOptions opts;
+  opts.waitForSpace = 5000ms;
+
+  // Warm-up: a few posts and one round trip.
+  for (int i = 0; i < 1000; ++i) {
+    auto r = controller->postMessage(noop, opts);
+    if (!r) throw std::runtime_error("postMessage: " + describe(r.error()));
+  }
+  if (auto r = client.messageSW(echo, 10000ms); !r) throw std::runtime_error("messageSW: " + describe(r.error()));
+
+  const uint64_t stopAt = sb::nowNs() + static_cast<uint64_t>(
+                                            std::chrono::nanoseconds(limits.maxSeconds).count());
+  const uint64_t t0 = sb::nowNs();
+  uint64_t sent = 0;
+  for (; sent < limits.messages; ++sent) {
+    auto r = controller->postMessage(noop, opts);
+    if (!r) throw std::runtime_error("postMessage #" + std::to_string(sent) + ": " + describe(r.error()));
+    if ((sent & 0xFFF) == 0xFFF && sb::nowNs() > stopAt) {
+      ++sent;
+      std::fprintf(stderr, "messaging_bench: post throughput stopped after %llu messages (time cap)\n",
+                   static_cast<unsigned long long>(sent));
+      break;
+    }
+  }
+  auto r = client.messageSW(echo, 30000ms);
+  const uint64_t t1 = sb::nowNs();
+  if (!r) throw std::runtime_error("messageSW after the posts: " + describe(r.error()));
+  return static_cast<double>(sent) * 1e9 / static_cast<double>(t1 - t0);
+}
+
+std::string sizeName(size_t bytes) { return bytes == 64 ? "64B" : "4KiB"; }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    sb::Args args(argc, argv);
+    if (args.has("help")) {
+      std::printf("usage: messaging_bench [--daemon PATH] [--iterations N] [--warmup N] [--messages N]"
+                  " [--max-seconds S] [--timeout-s S]\n");
+      return 0;
+    }
+    ::alarm(static_cast<unsigned>(args.getInt("timeout-s", 120)));  // last-resort watchdog
+    const std::string daemonPath = args.getOr("daemon", defaultDaemonPath());
+    if (::access(daemonPath.c_str(), X_OK) != 0) {
+      throw std::runtime_error("sw_daemon not found or not executable: " + daemonPath + " (use --daemon PATH)");
+    }
+    RunLimits limits;
+    limits.iterations = static_cast<int>(args.getInt("iterations", limits.iterations));
+    limits.warmup = static_cast<int>(args.getInt("warmup", limits.warmup));
+    limits.messages = static_cast<uint64_t>(args.getInt("messages", static_cast<long>(limits.messages)));
+    limits.maxSeconds = std::chrono::seconds(args.getInt("max-seconds", limits.maxSeconds.count()));
+    const int spinUs = static_cast<int>(args.getInt("spin-us", 200));
+    const size_t sizes[] = {64, 4096};
+
+    // Same-run baselines.
+    sb::PingPongConfig ping;
+    ping.iterations = limits.iterations;
+    ping.warmup = limits.warmup;
+    sb::Latency rawSpin[2];
+    sb::Latency socket[2];
+    for (int i = 0; i < 2; ++i) {
+      ping.payloadBytes = static_cast<uint32_t>(sizes[i]);
+      rawSpin[i] = sb::ringRoundTrip(ping, sb::WaitMode::SPIN);
+      socket[i] = sb::unixSocketRoundTrip(ping);
+    }
+    sb::ThroughputConfig tput;
+    tput.messages = 1'000'000;
+    const double rawRate = sb::ringThroughput(tput);
+
+    // Blocking: daemon sleeps on its doorbells, client does not spin.
+    {
+      DaemonProcess daemon(daemonPath, 0);
+      swipc::Client client = connectWithRetry(daemon, 0us);
+      for (int i = 0; i < 2; ++i) {
+        sb::Latency l = measureMessageSW(client, sizes[i], limits);
+        const std::string name = "messageSW_rtt_blocking_" + sizeName(sizes[i]);
+        sb::emit(name, "p50", l.p50Ns, "ns", socket[i].p50Ns);
+        sb::emit(name, "p99", l.p99Ns, "ns", socket[i].p99Ns);
+      }
+      sb::emit("post_throughput_64B", "rate", measurePostThroughput(client, limits), "msg/s", rawRate);
+      client.close();
+    }
+
+    // Spinning: daemon --spin-us, client spins as long before sleeping.
+    {
+      DaemonProcess daemon(daemonPath, spinUs);
+      swipc::Client client = connectWithRetry(daemon, std::chrono::microseconds(spinUs));
+      for (int i = 0; i < 2; ++i) {
+        sb::Latency l = measureMessageSW(client, sizes[i], limits);
+        const std::string name = "messageSW_rtt_spinning_" + sizeName(sizes[i]);
+        sb::emit(name, "p50", l.p50Ns, "ns", rawSpin[i].p50Ns);
+        sb::emit(name, "p99", l.p99Ns, "ns", rawSpin[i].p99Ns);
+      }
+      sb::emit("post_throughput_spinning_64B", "rate", measurePostThroughput(client, limits), "msg/s",
+               rawRate);
+      client.close();
+    }
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "messaging_bench: %s\n", e.what());
+    return 1;
+  }
+}

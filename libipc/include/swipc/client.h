@@ -1,0 +1,137 @@
+// swipc::Client — the page side: attach to a scope's service worker daemon, post to it, receive
+// its messages, ask it questions (messageSW).
+//
+// Threading: a Client and everything made from it belong to the thread that runs its loop
+// (run(), runUntil() or fd()+dispatch()); callbacks run there, never under a library lock.
+// post() and wake() are the only thread-safe entries.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "swipc/error.h"
+#include "swipc/message_event.h"
+#include "swipc/types.h"
+#include "swipc/value.h"
+
+namespace swipc {
+
+struct ClientOptions {
+  std::string scope = "default";
+  std::string runtimeDir;  // empty: $SWIPC_RUNTIME_DIR, $XDG_RUNTIME_DIR/swipc or /tmp/swipc-<uid>
+  std::string url;         // empty: app://<scope>/
+  ClientType type = ClientType::WINDOW;
+  bool controlled = true;  // false: attach uncontrolled (no controller until the daemon claims us)
+  std::chrono::milliseconds attachTimeout{2000};
+  /// Busy-poll this long for a reply before sleeping (lower latency, burns a core while waiting).
+  std::chrono::microseconds spin{0};
+  /// Re-attach by itself (with backoff) after the daemon dies or restarts.
+  bool reconnect = true;
+};
+
+struct PostOptions {
+  /// Report, through onDelivered, when the daemon has consumed the message.
+  bool requestAck = false;
+  /// Wait this long for ring space when the up ring is full (0: fail at once with QueueFull).
+  std::chrono::milliseconds waitForSpace{1000};
+};
+
+class Client;
+
+/// navigator.serviceWorker.controller: the way to the daemon. Valid while the client is
+/// controlled; obtain it again after a controllerchange.
+class Controller {
+ public:
+  /// Posts to the service worker. Returns the message's sequence number. QueueFull when the ring
+  /// stays full past opts.waitForSpace, QuotaExceededError over the size limit (nothing sent),
+  /// InvalidStateError when not controlled.
+  Result<MessageSeq> postMessage(const Value& data, const PostOptions& opts = {});
+  Result<MessageSeq> postTyped(uint64_t typeId, const TypedBuilder& build, const PostOptions& opts = {});
+  template <typename T, typename F>
+  Result<MessageSeq> postMessage(F&& fill, const PostOptions& opts = {}) {
+    auto [id, b] = typedBuilder<T>(std::forward<F>(fill));
+    return postTyped(id, b, opts);
+  }
+
+  /// Made by Client; use Client::controller().
+  explicit Controller(Client* c) : client_(c) {}
+
+ private:
+  Client* client_;
+};
+
+class Client {
+ public:
+  /// Attaches to the daemon of opts.scope: NoDaemon, AttachTimeout, VersionMismatch, TypeError.
+  static Result<Client> connect(const ClientOptions& opts);
+
+  Client(Client&&) noexcept;
+  Client& operator=(Client&&) noexcept;
+  ~Client();  // detaches gracefully
+
+  const ClientId& id() const;
+  bool controlled() const;
+  /// True while attached to a daemon (controlled or not).
+  bool attached() const;
+  /// nullptr while uncontrolled or detached.
+  Controller* controller();
+  /// The daemon's --sw-version as told at attach.
+  const std::string& swVersion() const;
+
+  /// SW -> client messages. Held (in order) until startMessages().
+  void onMessage(std::function<void(const MessageEvent&)> fn);
+  void onMessageError(std::function<void(const MessageErrorEvent&)> fn);
+  /// Fired with the new state when the controller appears or goes (claim, daemon loss/restart).
+  void onControllerChange(std::function<void(bool controlled)> fn);
+  /// A post (or messageSW request) the daemon never consumed: e.g. it died first.
+  void onUndelivered(std::function<void(MessageSeq, const Error&)> fn);
+  /// A post made with requestAck was consumed by the daemon.
+  void onDelivered(std::function<void(MessageSeq)> fn);
+  /// Accept typed payloads of schema T (others raise messageerror).
+  TypeRegistry& types();
+
+  /// Enables the message queue (DOMContentLoaded / startMessages()).
+  void startMessages();
+
+  /// Workbox messageSW: posts `data` with a reply port and waits for the first reply.
+  /// TimeoutError at the deadline; Disconnected if the daemon goes away first. Events that
+  /// arrive meanwhile are kept for the next dispatch (no callbacks run inside this call).
+  Result<Value> messageSW(const Value& data, Deadline deadline = NO_DEADLINE);
+  Result<Value> messageSW(const Value& data, std::chrono::milliseconds timeout) {
+    return messageSW(data, deadlineIn(timeout));
+  }
+  /// Non-blocking messageSW: `done` runs on the loop thread with the reply or the error.
+  void messageSWAsync(const Value& data, std::function<void(Result<Value>)> done,
+                      std::optional<Deadline> deadline = std::nullopt);
+
+  /// A pollable fd: readable when dispatch() has work. For embedding in your own poll loop.
+  int fd() const;
+  /// Handles everything ready now; never blocks.
+  void dispatch();
+  /// Runs the loop until stop().
+  void run();
+  /// Runs the loop until `deadline` or stop(); returns false on deadline.
+  bool runUntil(Deadline deadline);
+  /// Runs the loop until `pred()` is true (checked after each step) or the deadline.
+  bool runUntil(const std::function<bool()>& pred, Deadline deadline);
+  void stop();
+  /// Thread-safe: run `fn` on the loop thread.
+  void post(std::function<void()> fn);
+  /// Thread-safe: wake a blocked run().
+  void wake();
+
+  /// Detaches gracefully now (the daemon sees a normal exit). Later calls fail Disconnected.
+  void close();
+
+  class Impl;
+
+ private:
+  friend class Controller;
+  explicit Client(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace swipc

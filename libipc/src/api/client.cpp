@@ -1,0 +1,591 @@
+#include "swipc/client.h"
+
+#include <poll.h>
+#include <spdlog/spdlog.h>
+#include <sys/epoll.h>
+
+#include <array>
+#include <deque>
+#include <unordered_map>
+
+#include "api/payload.h"
+#include "core/attach.h"
+#include "core/event_loop.h"
+#include "core/paths.h"
+
+namespace swipc {
+
+using core::Connection;
+using core::EventLoop;
+
+class Client::Impl {
+ public:
+  explicit Impl(ClientOptions o) : opts_(std::move(o)), controller_(nullptr) {}
+  ~Impl() { close(); }
+
+  Result<void> start();
+  void close();
+
+  Result<MessageSeq> sendPost(const api::OutgoingPayload& payload, const PostOptions& opts, uint64_t replyId);
+  void messageSWAsync(const Value& data, std::function<void(Result<Value>)> done, std::optional<Deadline> deadline);
+  Result<Value> messageSW(const Value& data, Deadline deadline);
+  void startMessages();
+  void dispatchOnce(Deadline until);
+  void flushDeferred();
+
+  ClientOptions opts_;
+  core::ScopePaths paths_;
+  std::unique_ptr<EventLoop> loop_;
+  std::unique_ptr<Connection> conn_;
+  core::ResumeToken token_{};
+  bool haveToken_ = false;
+  ClientId id_;
+  bool controlled_ = false;
+  bool closed_ = false;
+  bool stopRequested_ = false;
+  std::string swVersion_;
+  Controller controller_;
+  TypeRegistry types_;
+
+  std::function<void(const MessageEvent&)> onMessage_;
+  std::function<void(const MessageErrorEvent&)> onMessageError_;
+  std::function<void(bool)> onControllerChange_;
+  std::function<void(MessageSeq, const Error&)> onUndelivered_;
+  std::function<void(MessageSeq)> onDelivered_;
+
+ private:
+  struct Outstanding {
+    MessageSeq seq;
+    uint64_t endPos;  // up-ring tail after this message: consumed once the daemon's head passes it
+    bool wantAck;
+  };
+  struct PendingReply {
+    std::function<void(Result<Value>)> done;
+    EventLoop::TimerId timer = 0;
+    MessageSeq seq = 0;
+  };
+
+  void install(core::Attached attached);
+  void onSocket(uint32_t events);
+  void drainIncoming();
+  void handleEnvelope(wire::Inbound&& in);
+  void daemonLost(const std::string& reason);
+  void scheduleReconnect();
+  void tryReconnect();
+  void pruneOutstanding();
+  void deliver(std::function<void()> fn);
+  bool waitForSpace(Deadline deadline);
+  void failReply(uint64_t replyId, Error err);
+
+  EventLoop::WatchId socketWatch_ = 0;
+  uint64_t generation_ = 0;  // bumps whenever conn_ is replaced or dropped
+  MessageSeq nextSeq_ = 1;   // sender-local, keeps increasing across re-attaches
+  std::deque<Outstanding> outstanding_;
+  std::unordered_map<uint64_t, PendingReply> replies_;
+  uint64_t nextReplyId_ = 1;
+  bool started_ = false;
+  std::deque<std::function<void()>> held_;      // SW -> client events until startMessages()
+  std::deque<std::function<void()>> deferred_;  // events that arrived inside a blocking call
+  int blockingDepth_ = 0;
+  EventLoop::TimerId reconnectTimer_ = 0;
+  std::chrono::milliseconds backoff_{50};
+  std::array<capnp::word, 1024> scratch_{};
+};
+
+// ------------------------------------------------------------------------------------------------ attach
+
+Result<void> Client::Impl::start() {
+  auto paths = core::scopePaths(opts_.runtimeDir, opts_.scope);
+  if (!paths) return paths.error();
+  paths_ = *paths;
+  if (opts_.url.empty()) opts_.url = "app://" + opts_.scope + "/";
+  auto loop = EventLoop::create();
+  if (!loop) return loop.error();
+  loop_ = std::move(*loop);
+  core::HelloInfo hello;
+  hello.protocolVersion = schema::PROTOCOL_VERSION;
+  hello.type = opts_.type == ClientType::WORKER ? ClientType::WORKER : ClientType::WINDOW;
+  hello.url = opts_.url;
+  hello.controlled = opts_.controlled;
+  auto attached = core::attachToDaemon(paths_.socket, hello, deadlineIn(opts_.attachTimeout));
+  if (!attached) return attached.error();
+  install(std::move(*attached));
+  return {};
+}
+
+void Client::Impl::install(core::Attached attached) {
+  conn_ = std::move(attached.connection);
+  ++generation_;
+  id_ = attached.welcome.clientId;
+  token_ = attached.welcome.resumeToken;
+  haveToken_ = true;
+  controlled_ = attached.welcome.controlled;
+  swVersion_ = attached.welcome.swVersion;
+  auto w = loop_->watch(conn_->socketFd(), EPOLLIN | EPOLLRDHUP, [this](uint32_t ev) { onSocket(ev); });
+  SWIPC_ASSERT(w.ok(), "cannot watch the control socket");
+  socketWatch_ = *w;
+  spdlog::debug("attached client={} controlled={} sw_version={}", id_.toString(), controlled_, swVersion_);
+}
+
+void Client::Impl::close() {
+  if (closed_) return;
+  closed_ = true;
+  if (reconnectTimer_) loop_->cancelTimer(reconnectTimer_);
+  if (conn_) {
+    drainIncoming();
+    capnp::MallocMessageBuilder mb(64);
+    mb.initRoot<schema::Control>().initGoodbye().setReason("client closed");
+    conn_->sendControl(mb);
+    daemonLost("client closed");
+  }
+}
+
+void Client::Impl::scheduleReconnect() {
+  if (closed_ || !opts_.reconnect || reconnectTimer_) return;
+  reconnectTimer_ = loop_->addTimer(deadlineIn(backoff_), [this] {
+    reconnectTimer_ = 0;
+    tryReconnect();
+  });
+  backoff_ = std::min(backoff_ * 2, std::chrono::milliseconds(400));
+}
+
+void Client::Impl::tryReconnect() {
+  if (closed_ || conn_) return;
+  core::HelloInfo hello;
+  hello.protocolVersion = schema::PROTOCOL_VERSION;
+  hello.type = opts_.type == ClientType::WORKER ? ClientType::WORKER : ClientType::WINDOW;
+  hello.url = opts_.url;
+  hello.controlled = opts_.controlled;
+  if (haveToken_) hello.resumeToken = token_;
+  auto attached = core::attachToDaemon(paths_.socket, hello,
+                                       deadlineIn(std::min(opts_.attachTimeout, std::chrono::milliseconds(1000))));
+  if (!attached) {
+    spdlog::debug("re-attach failed: {}", attached.error().describe());
+    scheduleReconnect();
+    return;
+  }
+  backoff_ = std::chrono::milliseconds(50);
+  install(std::move(*attached));
+  spdlog::info("re-attached client={} controlled={}", id_.toString(), controlled_);
+  if (controlled_) {
+    deliver([this] {
+      if (onControllerChange_) onControllerChange_(true);
+    });
+  }
+}
+
+void Client::Impl::daemonLost(const std::string& reason) {
+  if (!conn_) return;
+  // The daemon is gone: its head index is final. What it read was delivered, the rest was not.
+  const uint64_t consumed = conn_->outConsumed();
+  std::vector<std::pair<MessageSeq, bool>> delivered;  // seq, wantAck
+  std::vector<MessageSeq> lost;
+  for (const auto& o : outstanding_) {
+    if (o.endPos <= consumed) {
+      if (o.wantAck) delivered.emplace_back(o.seq, true);
+    } else {
+      lost.push_back(o.seq);
+    }
+  }
+  outstanding_.clear();
+  std::vector<uint64_t> pendingReplies;
+  for (auto& [rid, r] : replies_) pendingReplies.push_back(rid);
+  loop_->unwatch(socketWatch_);
+  conn_.reset();
+  ++generation_;
+  const bool wasControlled = controlled_;
+  controlled_ = false;
+  spdlog::info("daemon lost ({}): {} message(s) not delivered", reason, lost.size());
+  for (uint64_t rid : pendingReplies)
+    failReply(rid, makeError(Errc::DISCONNECTED, "the service worker went away before replying (" + reason + ")"));
+  for (auto& [seq, ack] : delivered) {
+    deliver([this, seq = seq] {
+      if (onDelivered_) onDelivered_(seq);
+    });
+  }
+  for (MessageSeq seq : lost) {
+    deliver([this, seq, reason] {
+      if (onUndelivered_)
+        onUndelivered_(seq, makeError(Errc::DISCONNECTED, "not delivered: the daemon never read it (" + reason + ")"));
+    });
+  }
+  if (wasControlled) {
+    deliver([this] {
+      if (onControllerChange_) onControllerChange_(false);
+    });
+  }
+  scheduleReconnect();
+}
+
+// ------------------------------------------------------------------------------------------------ inbound
+
+void Client::Impl::onSocket(uint32_t events) {
+  if (!conn_) return;
+  const uint64_t gen = generation_;
+  Error err;
+  std::string lostReason;
+  auto s = conn_->pumpSocket(
+      [&](wire::Inbound&& in) {
+        auto c = in.control();
+        if (c.isGoodbye()) lostReason = std::string("daemon said goodbye: ") + c.getGoodbye().getReason().cStr();
+        if (c.isError()) {
+          lostReason = std::string(c.getError().getName().cStr()) + ": " + c.getError().getMessage().cStr();
+          spdlog::warn("daemon reported {}", lostReason);
+        }
+      },
+      err);
+  drainIncoming();  // messages the daemon committed before leaving are still ours
+  if (gen != generation_ || !conn_) return;
+  if (s == core::IoStatus::FAILED) return daemonLost("ProtocolViolation: " + err.message);
+  if (s == core::IoStatus::CLOSED || (events & (EPOLLHUP | EPOLLRDHUP | EPOLLERR)))
+    return daemonLost(lostReason.empty() ? "daemon hung up" : lostReason);
+  if (!lostReason.empty()) return daemonLost(lostReason);
+}
+
+void Client::Impl::drainIncoming() {
+  if (!conn_) return;
+  const uint64_t gen = generation_;
+  for (;;) {
+    wire::Inbound in;
+    Error err;
+    auto s = conn_->receive(in, err);
+    if (s == Connection::RecvStatus::VIOLATION) {
+      spdlog::error("daemon wrote a malformed message: {}", err.describe());
+      return daemonLost("ProtocolViolation: " + err.message);
+    }
+    if (s == Connection::RecvStatus::EMPTY) {
+      conn_->publishConsumed();
+      if (!conn_->armAndCheck()) break;
+      continue;
+    }
+    handleEnvelope(std::move(in));
+    if (gen != generation_ || !conn_) return;
+  }
+  pruneOutstanding();
+}
+
+void Client::Impl::handleEnvelope(wire::Inbound&& inbound) {
+  auto owner = std::make_shared<const wire::Inbound>(std::move(inbound));
+  auto env = owner->envelope();
+  switch (env.which()) {
+    case schema::Envelope::CLIENT_POST: {
+      auto ev = std::make_shared<MessageEvent>();
+      auto r = api::readPayload(env.getClientPost().getPayload(), owner, types_, *ev);
+      std::function<void()> fire;
+      if (r) {
+        fire = [this, ev] {
+          if (onMessage_) onMessage_(*ev);
+        };
+      } else {
+        Error e = r.error();
+        fire = [this, e] {
+          if (onMessageError_) onMessageError_(MessageErrorEvent{"client", e});
+        };
+      }
+      if (started_)
+        deliver(std::move(fire));
+      else
+        held_.push_back(std::move(fire));
+      return;
+    }
+    case schema::Envelope::REPLY: {
+      auto rep = env.getReply();
+      auto it = replies_.find(rep.getReplyId());
+      if (it == replies_.end()) return;  // late (after timeout) or second reply: dropped
+      PendingReply pr = std::move(it->second);
+      replies_.erase(it);
+      if (pr.timer) loop_->cancelTimer(pr.timer);
+      MessageEvent ev;
+      auto r = api::readPayload(rep.getPayload(), owner, types_, ev);
+      if (r)
+        pr.done(std::move(ev.data));
+      else
+        pr.done(r.error());
+      return;
+    }
+    case schema::Envelope::ACK: {
+      MessageSeq seq = env.getAck().getSeq();
+      for (auto it = outstanding_.begin(); it != outstanding_.end(); ++it) {
+        if (it->seq == seq) {
+          outstanding_.erase(it);
+          break;
+        }
+      }
+      deliver([this, seq] {
+        if (onDelivered_) onDelivered_(seq);
+      });
+      return;
+    }
+    case schema::Envelope::ERROR: {
+      auto e = env.getError();
+      Errc code = Errc::PROTOCOL_VIOLATION;
+      errorFromName(e.getName().cStr(), code);
+      Error err = makeError(code, e.getMessage().cStr());
+      MessageSeq ref = e.getRefSeq();
+      for (auto& [rid, r] : replies_) {
+        if (r.seq == ref) {
+          failReply(rid, err);
+          break;
+        }
+      }
+      for (auto it = outstanding_.begin(); it != outstanding_.end(); ++it) {
+        if (it->seq == ref) {
+          outstanding_.erase(it);
+          break;
+        }
+      }
+      spdlog::warn("daemon rejected message seq={}: {}", ref, err.describe());
+      deliver([this, ref, err] {
+        if (onUndelivered_) onUndelivered_(ref, err);
+      });
+      return;
+    }
+    default:
+      spdlog::warn("ignoring envelope kind {} from the daemon", static_cast<int>(env.which()));
+      return;
+  }
+}
+
+void Client::Impl::failReply(uint64_t replyId, Error err) {
+  auto it = replies_.find(replyId);
+  if (it == replies_.end()) return;
+  PendingReply pr = std::move(it->second);
+  replies_.erase(it);
+  if (pr.timer) loop_->cancelTimer(pr.timer);
+  pr.done(std::move(err));
+}
+
+void Client::Impl::pruneOutstanding() {
+  if (!conn_ || outstanding_.empty()) return;
+  const uint64_t consumed = conn_->outConsumed();
+  while (!outstanding_.empty() && !outstanding_.front().wantAck && outstanding_.front().endPos <= consumed)
+    outstanding_.pop_front();
+}
+
+void Client::Impl::deliver(std::function<void()> fn) {
+  if (blockingDepth_ > 0) {
+    deferred_.push_back(std::move(fn));
+    return;
+  }
+  fn();
+}
+
+void Client::Impl::flushDeferred() {
+  while (!deferred_.empty() && blockingDepth_ == 0) {
+    auto fn = std::move(deferred_.front());
+    deferred_.pop_front();
+    fn();
+  }
+}
+
+void Client::Impl::startMessages() {
+  if (started_) return;
+  started_ = true;
+  while (!held_.empty()) {
+    auto fn = std::move(held_.front());
+    held_.pop_front();
+    deliver(std::move(fn));
+  }
+}
+
+void Client::Impl::dispatchOnce(Deadline until) {
+  flushDeferred();
+  loop_->runOnce(until);
+  flushDeferred();
+}
+
+// ------------------------------------------------------------------------------------------------ outbound
+
+bool Client::Impl::waitForSpace(Deadline deadline) {
+  // The daemon rings our socket once it frees space (we set writerWaiting on FULL).
+  const uint64_t gen = generation_;
+  while (conn_ && gen == generation_) {
+    auto now = Clock::now();
+    if (now >= deadline) return false;
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count();
+    pollfd p{conn_->socketFd(), POLLIN, 0};
+    ::poll(&p, 1, static_cast<int>(std::min<int64_t>(ms + 1, 10)));
+    if (p.revents) {
+      ++blockingDepth_;
+      onSocket(p.revents & POLLHUP ? EPOLLHUP : 0);
+      --blockingDepth_;
+      if (!deferred_.empty()) loop_->wake();
+    }
+    return conn_ && gen == generation_;
+  }
+  return false;
+}
+
+Result<MessageSeq> Client::Impl::sendPost(const api::OutgoingPayload& payload, const PostOptions& opts,
+                                          uint64_t replyId) {
+  if (closed_) return makeError(Errc::DISCONNECTED, "client is closed");
+  if (!conn_ || !controlled_) return makeError(Errc::INVALID_STATE, "no controller: not controlled by a service worker");
+  const MessageSeq seq = nextSeq_;
+  capnp::MallocMessageBuilder mb(kj::arrayPtr(scratch_.data(), scratch_.size()));
+  auto env = mb.initRoot<schema::Envelope>();
+  env.setSchemaVersion(schema::SCHEMA_VERSION);
+  env.setSeq(seq);
+  auto post = env.initControllerPost();
+  api::writePayload(payload, post.initPayload());
+  post.setReplyId(replyId);
+  post.setWantAck(opts.requestAck);
+  const Deadline deadline = deadlineIn(opts.waitForSpace);
+  for (;;) {
+    switch (conn_->send(mb, seq)) {
+      case Connection::SendStatus::OK:
+        ++nextSeq_;
+        outstanding_.push_back(Outstanding{seq, conn_->outPublished(), opts.requestAck});
+        conn_->wakePeerIfSleeping();
+        if (outstanding_.size() > 4096) pruneOutstanding();
+        return seq;
+      case Connection::SendStatus::TOO_BIG:
+        return makeError(Errc::QUOTA_EXCEEDED, "message larger than the daemon's limit of " +
+                                                   std::to_string(conn_->maxMessageBytes()) + " bytes; nothing sent");
+      case Connection::SendStatus::BROKEN:
+        daemonLost("ring corrupt");
+        return makeError(Errc::DISCONNECTED, "connection to the daemon broke");
+      case Connection::SendStatus::FULL:
+        conn_->wakePeer();  // make sure the daemon is draining
+        if (!waitForSpace(deadline)) {
+          if (!conn_) return makeError(Errc::DISCONNECTED, "daemon went away while the queue was full");
+          return makeError(Errc::QUEUE_FULL, "the daemon's queue stayed full; nothing sent");
+        }
+        break;
+    }
+  }
+}
+
+void Client::Impl::messageSWAsync(const Value& data, std::function<void(Result<Value>)> done,
+                                  std::optional<Deadline> deadline) {
+  const uint64_t replyId = nextReplyId_++;
+  api::OutgoingPayload p;
+  p.value = &data;
+  auto seq = sendPost(p, PostOptions{}, replyId);
+  if (!seq) {
+    done(seq.error());
+    return;
+  }
+  PendingReply pr;
+  pr.done = std::move(done);
+  pr.seq = *seq;
+  if (deadline) {
+    pr.timer = loop_->addTimer(*deadline, [this, replyId] {
+      auto it = replies_.find(replyId);
+      if (it == replies_.end()) return;
+      it->second.timer = 0;
+      failReply(replyId, makeError(Errc::TIMEOUT, "no reply from the service worker before the deadline"));
+    });
+  }
+  replies_.emplace(replyId, std::move(pr));
+}
+
+Result<Value> Client::Impl::messageSW(const Value& data, Deadline deadline) {
+  std::optional<Result<Value>> result;
+  ++blockingDepth_;
+  messageSWAsync(
+      data, [&result](Result<Value> r) { result.emplace(std::move(r)); },
+      deadline == NO_DEADLINE ? std::nullopt : std::optional<Deadline>(deadline));
+  while (!result) {
+    if (opts_.spin.count() > 0 && conn_) {
+      // Spin phase: clear our sleeping flag so the daemon skips the wake-up, poll the ring.
+      conn_->disarm();
+      const auto spinUntil = Clock::now() + opts_.spin;
+      while (!result && conn_ && Clock::now() < spinUntil) {
+        if (conn_->hasIncoming()) drainIncoming();
+      }
+      if (result) break;
+    }
+    if (conn_ && conn_->armAndCheck()) {
+      drainIncoming();
+      continue;
+    }
+    loop_->runOnce(NO_DEADLINE);
+  }
+  if (conn_) conn_->armAndCheck();
+  --blockingDepth_;
+  if (!deferred_.empty()) loop_->wake();
+  return std::move(*result);
+}
+
+// ------------------------------------------------------------------------------------------------ public
+
+Result<Client> Client::connect(const ClientOptions& opts) {
+  auto impl = std::make_unique<Impl>(opts);
+  if (auto r = impl->start(); !r) return r.error();
+  return Client(std::move(impl));
+}
+
+Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {
+  impl_->controller_ = Controller(this);
+}
+Client::Client(Client&& o) noexcept : impl_(std::move(o.impl_)) {
+  if (impl_) impl_->controller_ = Controller(this);
+}
+Client& Client::operator=(Client&& o) noexcept {
+  impl_ = std::move(o.impl_);
+  if (impl_) impl_->controller_ = Controller(this);
+  return *this;
+}
+Client::~Client() = default;
+
+const ClientId& Client::id() const { return impl_->id_; }
+bool Client::controlled() const { return impl_->controlled_; }
+bool Client::attached() const { return impl_->conn_ != nullptr; }
+Controller* Client::controller() { return impl_->controlled_ && impl_->conn_ ? &impl_->controller_ : nullptr; }
+const std::string& Client::swVersion() const { return impl_->swVersion_; }
+void Client::onMessage(std::function<void(const MessageEvent&)> fn) { impl_->onMessage_ = std::move(fn); }
+void Client::onMessageError(std::function<void(const MessageErrorEvent&)> fn) { impl_->onMessageError_ = std::move(fn); }
+void Client::onControllerChange(std::function<void(bool)> fn) { impl_->onControllerChange_ = std::move(fn); }
+void Client::onUndelivered(std::function<void(MessageSeq, const Error&)> fn) { impl_->onUndelivered_ = std::move(fn); }
+void Client::onDelivered(std::function<void(MessageSeq)> fn) { impl_->onDelivered_ = std::move(fn); }
+TypeRegistry& Client::types() { return impl_->types_; }
+void Client::startMessages() { impl_->startMessages(); }
+Result<Value> Client::messageSW(const Value& data, Deadline deadline) { return impl_->messageSW(data, deadline); }
+void Client::messageSWAsync(const Value& data, std::function<void(Result<Value>)> done,
+                            std::optional<Deadline> deadline) {
+  impl_->messageSWAsync(data, std::move(done), deadline);
+}
+int Client::fd() const { return impl_->loop_->fd(); }
+void Client::dispatch() { impl_->dispatchOnce(Clock::now()); }
+void Client::run() {
+  impl_->stopRequested_ = false;
+  while (!impl_->stopRequested_) impl_->dispatchOnce(NO_DEADLINE);
+}
+bool Client::runUntil(Deadline deadline) {
+  impl_->stopRequested_ = false;
+  while (!impl_->stopRequested_) {
+    if (Clock::now() >= deadline) return false;
+    impl_->dispatchOnce(deadline);
+  }
+  return true;
+}
+bool Client::runUntil(const std::function<bool()>& pred, Deadline deadline) {
+  impl_->stopRequested_ = false;
+  while (!pred()) {
+    if (impl_->stopRequested_ || Clock::now() >= deadline) return pred();
+    impl_->dispatchOnce(deadline);
+  }
+  return true;
+}
+void Client::stop() {
+  impl_->stopRequested_ = true;
+  impl_->loop_->wake();
+}
+void Client::post(std::function<void()> fn) { impl_->loop_->post(std::move(fn)); }
+void Client::wake() { impl_->loop_->wake(); }
+void Client::close() { impl_->close(); }
+
+Result<MessageSeq> Controller::postMessage(const Value& data, const PostOptions& opts) {
+  api::OutgoingPayload p;
+  p.value = &data;
+  return client_->impl_->sendPost(p, opts, 0);
+}
+
+Result<MessageSeq> Controller::postTyped(uint64_t typeId, const TypedBuilder& build, const PostOptions& opts) {
+  api::OutgoingPayload p;
+  p.typeId = typeId;
+  p.build = &build;
+  return client_->impl_->sendPost(p, opts, 0);
+}
+
+}  // namespace swipc

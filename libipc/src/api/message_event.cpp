@@ -1,0 +1,80 @@
+#include "swipc/message_event.h"
+
+#include "api/payload.h"
+#include "api/port_impl.h"
+#include "wire/value_codec.h"
+
+namespace swipc {
+
+Result<void> TypeRegistry::check(uint64_t typeId, capnp::AnyPointer::Reader content) const {
+  for (const auto& e : validators_) {
+    if (e.typeId != typeId) continue;
+    try {
+      e.validate(content);
+      return {};
+    } catch (const kj::Exception& ex) {
+      return makeError(Errc::DATA_CLONE, std::string("typed payload does not match its schema: ") +
+                                             ex.getDescription().cStr());
+    }
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(typeId));
+  return makeError(Errc::DATA_CLONE, std::string("no accepted schema with type id 0x") + buf);
+}
+
+Result<void> MessagePort::postMessage(const Value& data) {
+  if (!impl_) return makeError(Errc::INVALID_STATE, "port is not bound");
+  api::OutgoingPayload p;
+  p.value = &data;
+  return impl_->post(p);
+}
+
+Result<void> MessagePort::postTyped(uint64_t typeId, const TypedBuilder& build) {
+  if (!impl_) return makeError(Errc::INVALID_STATE, "port is not bound");
+  api::OutgoingPayload p;
+  p.typeId = typeId;
+  p.build = &build;
+  return impl_->post(p);
+}
+
+void MessagePort::close() {
+  if (impl_) impl_->close();
+}
+
+namespace api {
+
+void writePayload(const OutgoingPayload& p, schema::Payload::Builder out) {
+  if (p.value) {
+    wire::writeValue(*p.value, out.initValue());
+    return;
+  }
+  auto t = out.initTyped();
+  t.setTypeId(p.typeId);
+  (*p.build)(t.getContent());
+}
+
+Result<void> readPayload(schema::Payload::Reader in, const std::shared_ptr<const wire::Inbound>& owner,
+                         const TypeRegistry& types, MessageEvent& event) {
+  switch (in.which()) {
+    case schema::Payload::VALUE: {
+      auto v = wire::readValue(in.getValue());
+      if (!v) return v.error();
+      event.data = std::move(*v);
+      return {};
+    }
+    case schema::Payload::TYPED: {
+      auto t = in.getTyped();
+      if (auto ok = types.check(t.getTypeId(), t.getContent()); !ok) return ok.error();
+      auto typed = std::make_shared<TypedContent>();
+      typed->typeId = t.getTypeId();
+      typed->content = t.getContent();
+      typed->keepAlive = owner;
+      event.typed = std::move(typed);
+      return {};
+    }
+  }
+  return makeError(Errc::DATA_CLONE, "payload of a kind this build does not know");
+}
+
+}  // namespace api
+}  // namespace swipc

@@ -1,0 +1,789 @@
+#include "swipc/service_worker.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/epoll.h>
+#include <sys/file.h>
+#include <sys/signalfd.h>
+
+#include <algorithm>
+#include <deque>
+#include <unordered_map>
+
+#include "api/payload.h"
+#include "api/port_impl.h"
+#include "common/sys_error.h"
+#include "core/attach.h"
+#include "core/event_loop.h"
+#include "core/paths.h"
+#include "core/socket.h"
+#include "swipc/json.h"
+#include "wire/limits.h"
+
+namespace swipc {
+
+namespace {
+
+using core::Connection;
+using core::EventLoop;
+
+/// One message accepted for a client whose ring was full.
+struct Outgoing {
+  std::unique_ptr<capnp::MallocMessageBuilder> message;
+  MessageSeq seq;
+};
+
+struct ClientRecord {
+  ClientId id;
+  std::string url;
+  ClientType type = ClientType::WINDOW;
+  bool controlled = true;
+  pid_t pid = 0;
+  uint64_t order = 0;
+  std::unique_ptr<Connection> conn;
+  EventLoop::WatchId socketWatch = 0;
+  EventLoop::WatchId doorbellWatch = 0;
+  std::deque<Outgoing> backlog;
+  MessageSeq nextSeq = 1;
+  bool unresponsive = false;
+  bool alive = true;
+  bool drainScheduled = false;
+};
+
+struct PendingAttach {
+  UniqueFd socket;
+  EventLoop::WatchId watch = 0;
+  EventLoop::TimerId timer = 0;
+  core::PeerCred cred;
+};
+
+constexpr int DRAIN_BUDGET = 256;
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------------
+
+class ServiceWorker::Impl {
+ public:
+  Impl(ServiceWorker* owner, ServiceWorkerOptions o) : owner_(owner), opts_(std::move(o)) {}
+  ~Impl() { shutdown("daemon object destroyed"); }
+
+  Result<void> listen();
+  Result<void> run();
+  void stop() {
+    stopRequested_ = true;
+    if (loop_) loop_->wake();
+  }
+  void dispatchOnce(Deadline until);
+
+  Result<MessageSeq> postToClient(const ClientId& id, const api::OutgoingPayload& payload);
+  Result<void> reply(const ClientId& id, uint64_t replyId, const api::OutgoingPayload& payload);
+  std::vector<ClientHandle> matchAll(const MatchAllOptions& o) const;
+  std::optional<ClientHandle> get(const ClientId& id) const;
+  ClientHandle handleFor(const ClientRecord& c) const;
+
+  ServiceWorker* owner_;
+  ServiceWorkerOptions opts_;
+  std::unique_ptr<EventLoop> loop_;
+  Counters counters_;
+  TypeRegistry types_;
+  std::function<void(ExtendableMessageEvent&)> onMessage_;
+  std::function<void(const MessageErrorEvent&, const ClientHandle&)> onMessageError_;
+  std::function<void(const ClientId&, MessageSeq, const Error&)> onUndelivered_;
+  std::function<void(const ClientHandle&)> onAttached_;
+  std::function<void(const ClientId&, const std::string&)> onDetached_;
+  std::unordered_map<ClientId, std::unique_ptr<ClientRecord>> clients_;
+
+ private:
+  void onListenReadable();
+  void onPendingReadable(uint64_t pendingId);
+  void dropPending(uint64_t pendingId);
+  void admit(PendingAttach p, const core::HelloInfo& hello);
+  void onClientSocket(const ClientId& id, uint32_t events);
+  void drain(ClientRecord& c);
+  bool handleEnvelope(ClientRecord& c, wire::Inbound&& in);
+  void violation(ClientRecord& c, const Error& err);
+  void detach(ClientRecord& c, const std::string& reason, bool goodbye = false);
+  Result<MessageSeq> enqueue(ClientRecord& c, std::unique_ptr<capnp::MallocMessageBuilder> mb, MessageSeq seq);
+  void flushBacklog(ClientRecord& c);
+  std::unique_ptr<capnp::MallocMessageBuilder> newEnvelope(ClientRecord& c, MessageSeq& seq);
+  void sendError(ClientRecord& c, Errc code, const std::string& message, uint64_t refSeq);
+  void onSignal();
+  void logCounters();
+  void shutdown(const std::string& reason);
+  ClientRecord* find(const ClientId& id) const;
+
+  core::ScopePaths paths_;
+  UniqueFd lockFd_;
+  UniqueFd listenFd_;
+  UniqueFd signalFd_;
+  sigset_t oldMask_{};
+  bool listening_ = false;
+  bool stopRequested_ = false;
+  uint64_t epoch_ = 0;
+  uint64_t nextOrder_ = 1;
+  uint64_t nextPending_ = 1;
+  std::unordered_map<uint64_t, PendingAttach> pending_;
+  Clock::time_point lastActivity_{};
+};
+
+namespace {
+
+class ReplyPort final : public MessagePort::Impl {
+ public:
+  ReplyPort(ServiceWorker::Impl* sw, ClientId client, uint64_t replyId) : sw_(sw), client_(client), replyId_(replyId) {}
+  Result<void> post(const api::OutgoingPayload& payload) override {
+    if (closed_) return makeError(Errc::INVALID_STATE, "port is closed");
+    if (used_) {
+      ++sw_->counters_.repliesDropped;  // messageSW resolves with the first reply only
+      return {};
+    }
+    used_ = true;
+    return sw_->reply(client_, replyId_, payload);
+  }
+  void close() override { closed_ = true; }
+
+ private:
+  ServiceWorker::Impl* sw_;
+  ClientId client_;
+  uint64_t replyId_;
+  bool used_ = false;
+  bool closed_ = false;
+};
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------------ setup
+
+Result<void> ServiceWorker::Impl::listen() {
+  if (listening_) return {};
+  auto paths = core::scopePaths(opts_.runtimeDir, opts_.scope);
+  if (!paths) return paths.error();
+  paths_ = *paths;
+  if (auto r = core::ensurePrivateDir(paths_.dir); !r) return r.error();
+  lockFd_.reset(::open(paths_.lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!lockFd_) return sysError("open " + paths_.lock);
+  if (::flock(lockFd_.get(), LOCK_EX | LOCK_NB) == -1) {
+    if (errno == EWOULDBLOCK)
+      return makeError(Errc::ALREADY_RUNNING,
+                       "another sw_daemon already serves scope '" + opts_.scope + "' (" + paths_.lock + " is locked)");
+    return sysError("flock " + paths_.lock);
+  }
+  auto sock = core::listenSeqpacket(paths_.socket, opts_.allowGroup ? 0660 : 0600);
+  if (!sock) return sock.error();
+  listenFd_ = std::move(*sock);
+  auto loop = EventLoop::create();
+  if (!loop) return loop.error();
+  loop_ = std::move(*loop);
+  if (auto w = loop_->watch(listenFd_.get(), EPOLLIN, [this](uint32_t) { onListenReadable(); }); !w) return w.error();
+  if (opts_.handleSignals) {
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGUSR1);
+    ::pthread_sigmask(SIG_BLOCK, &mask, &oldMask_);
+    signalFd_.reset(::signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC));
+    if (!signalFd_) return sysError("signalfd");
+    if (auto w = loop_->watch(signalFd_.get(), EPOLLIN, [this](uint32_t) { onSignal(); }); !w) return w.error();
+  }
+  ::signal(SIGPIPE, SIG_IGN);
+  epoch_ = core::randomU64();
+  listening_ = true;
+  spdlog::info("listening scope={} socket={} version={} max_message_bytes={} ring_bytes={}", opts_.scope,
+               paths_.socket, opts_.version, opts_.maxMessageBytes, opts_.ringBytes);
+  return {};
+}
+
+void ServiceWorker::Impl::onSignal() {
+  signalfd_siginfo si;
+  while (::read(signalFd_.get(), &si, sizeof si) == sizeof si) {
+    if (si.ssi_signo == SIGUSR1) {
+      logCounters();
+    } else {
+      spdlog::info("signal {}: stopping gracefully", si.ssi_signo);
+      stopRequested_ = true;
+    }
+  }
+}
+
+void ServiceWorker::Impl::logCounters() {
+  spdlog::info("counters clients={} {}", clients_.size(), toJsonText(counters_.toValue()));
+}
+
+// ------------------------------------------------------------------------------------------------ loop
+
+void ServiceWorker::Impl::dispatchOnce(Deadline until) {
+  loop_->runOnce(until);
+  if (opts_.spin.count() > 0) {
+    bool any = false;
+    for (auto& [id, c] : clients_) {
+      if (c->alive && c->conn && c->conn->hasIncoming()) {
+        drain(*c);
+        any = true;
+      }
+    }
+    if (any) lastActivity_ = Clock::now();
+  }
+}
+
+Result<void> ServiceWorker::Impl::run() {
+  if (auto r = listen(); !r) return r;
+  stopRequested_ = false;
+  while (!stopRequested_) {
+    if (opts_.spin.count() > 0 && Clock::now() - lastActivity_ < opts_.spin) {
+      dispatchOnce(Clock::now());  // busy phase: poll fds and rings without sleeping
+      continue;
+    }
+    if (opts_.spin.count() > 0) {
+      // About to sleep: ask every client to ring again, then catch what raced with that.
+      bool any = false;
+      for (auto& [id, c] : clients_) {
+        if (c->alive && c->conn && c->conn->armAndCheck()) {
+          drain(*c);
+          any = true;
+        }
+      }
+      if (any) {
+        lastActivity_ = Clock::now();
+        continue;
+      }
+    }
+    dispatchOnce(NO_DEADLINE);
+  }
+  shutdown("daemon stopping");
+  return {};
+}
+
+void ServiceWorker::Impl::shutdown(const std::string& reason) {
+  if (!listening_) return;
+  std::vector<ClientRecord*> all;
+  for (auto& [id, c] : clients_)
+    if (c->alive) all.push_back(c.get());
+  for (auto* c : all) detach(*c, reason, /*goodbye=*/true);
+  for (auto& [pid, p] : pending_) {
+    loop_->unwatch(p.watch);
+    loop_->cancelTimer(p.timer);
+  }
+  pending_.clear();
+  clients_.clear();
+  ::unlink(paths_.socket.c_str());
+  listenFd_.reset();
+  lockFd_.reset();  // releases the flock
+  if (signalFd_) {
+    signalFd_.reset();
+    ::pthread_sigmask(SIG_SETMASK, &oldMask_, nullptr);
+  }
+  listening_ = false;
+  spdlog::info("stopped: {} {}", reason, toJsonText(counters_.toValue()));
+}
+
+// ------------------------------------------------------------------------------------------------ attach
+
+void ServiceWorker::Impl::onListenReadable() {
+  for (int i = 0; i < 64; ++i) {
+    UniqueFd sock;
+    if (core::acceptConnection(listenFd_.get(), sock) != core::IoStatus::OK) return;
+    auto cred = core::peerCred(sock.get());
+    if (!cred) continue;
+    bool sameUser = cred->uid == ::geteuid();
+    bool sameGroup = opts_.allowGroup && cred->gid == ::getegid();
+    if (!sameUser && !sameGroup) {
+      ++counters_.rejectedClients;
+      spdlog::warn("rejected pid={} uid={}: not this daemon's user", cred->pid, cred->uid);
+      core::sendControlError(sock.get(), Errc::INVALID_ACCESS, "peer uid not allowed");
+      continue;
+    }
+    if (clients_.size() + pending_.size() >= opts_.maxClients) {
+      ++counters_.rejectedClients;
+      spdlog::warn("rejected pid={}: max clients ({}) reached", cred->pid, opts_.maxClients);
+      core::sendControlError(sock.get(), Errc::QUOTA_EXCEEDED,
+                             "daemon has reached --max-clients " + std::to_string(opts_.maxClients));
+      continue;
+    }
+    uint64_t pid = nextPending_++;
+    PendingAttach p;
+    p.cred = *cred;
+    int fd = sock.get();
+    p.socket = std::move(sock);
+    auto w = loop_->watch(fd, EPOLLIN | EPOLLRDHUP, [this, pid](uint32_t) { onPendingReadable(pid); });
+    if (!w) continue;
+    p.watch = *w;
+    p.timer = loop_->addTimer(deadlineIn(opts_.attachTimeout), [this, pid] {
+      auto it = pending_.find(pid);
+      if (it == pending_.end()) return;
+      ++counters_.attachTimeouts;
+      spdlog::warn("attach timeout: pid={} sent no Hello within {} ms", it->second.cred.pid,
+                   opts_.attachTimeout.count());
+      core::sendControlError(it->second.socket.get(), Errc::ATTACH_TIMEOUT, "no Hello before the deadline");
+      dropPending(pid);
+    });
+    pending_.emplace(pid, std::move(p));
+  }
+}
+
+void ServiceWorker::Impl::dropPending(uint64_t pendingId) {
+  auto it = pending_.find(pendingId);
+  if (it == pending_.end()) return;
+  loop_->unwatch(it->second.watch);
+  loop_->cancelTimer(it->second.timer);
+  pending_.erase(it);
+}
+
+void ServiceWorker::Impl::onPendingReadable(uint64_t pendingId) {
+  auto it = pending_.find(pendingId);
+  if (it == pending_.end()) return;
+  core::Datagram d;
+  auto s = core::recvDatagram(it->second.socket.get(), d, wire::MAX_CONTROL_BYTES);
+  if (s == core::IoStatus::AGAIN) return;
+  if (s != core::IoStatus::OK) {
+    dropPending(pendingId);
+    return;
+  }
+  auto fail = [&](Errc code, const std::string& msg) {
+    if (code == Errc::VERSION_MISMATCH)
+      ++counters_.versionMismatches;
+    else
+      ++counters_.protocolViolations;
+    spdlog::warn("attach refused pid={}: {}: {}", it->second.cred.pid, errorName(code), msg);
+    core::sendControlError(it->second.socket.get(), code, msg);
+    dropPending(pendingId);
+  };
+  if (d.truncated || d.bytes.empty() || d.bytes.size() % sizeof(capnp::word) != 0 || !d.fds.empty())
+    return fail(Errc::PROTOCOL_VIOLATION, "malformed Hello datagram");
+  auto words = kj::heapArray<capnp::word>(d.bytes.size() / sizeof(capnp::word));
+  std::memcpy(words.begin(), d.bytes.data(), d.bytes.size());
+  auto in = wire::Inbound::adoptControl(std::move(words), wire::readerOptions(wire::MAX_CONTROL_BYTES));
+  if (!in) return fail(in.error().code, in.error().message);
+  auto hello = core::parseHello(in->control());
+  if (!hello) return fail(hello.error().code, hello.error().message);
+  if (hello->protocolVersion != schema::PROTOCOL_VERSION)
+    return fail(Errc::VERSION_MISMATCH, "daemon speaks protocol " + std::to_string(schema::PROTOCOL_VERSION) +
+                                            ", client " + std::to_string(hello->protocolVersion));
+  PendingAttach p = std::move(it->second);
+  loop_->unwatch(p.watch);
+  loop_->cancelTimer(p.timer);
+  pending_.erase(it);
+  admit(std::move(p), *hello);
+}
+
+void ServiceWorker::Impl::admit(PendingAttach p, const core::HelloInfo& hello) {
+  core::WelcomeInfo w;
+  w.resumeToken = hello.resumeToken ? *hello.resumeToken : core::newResumeToken();
+  w.clientId = core::clientIdForToken(w.resumeToken);
+  if (auto* existing = find(w.clientId); existing && existing->alive) {
+    ++counters_.protocolViolations;
+    spdlog::warn("attach refused pid={}: client {} is already attached", p.cred.pid, w.clientId.toString());
+    core::sendControlError(p.socket.get(), Errc::INVALID_STATE, "client id already attached");
+    return;
+  }
+  w.daemonEpoch = epoch_;
+  w.maxMessageBytes = opts_.maxMessageBytes;
+  w.controlled = hello.controlled;
+  w.swVersion = opts_.version;
+  w.rings = core::RingSizes{opts_.ringBytes, opts_.ringBytes};
+  auto conn = core::sendWelcome(std::move(p.socket), w);
+  if (!conn) {
+    spdlog::warn("attach failed pid={}: {}", p.cred.pid, conn.error().describe());
+    return;
+  }
+  auto rec = std::make_unique<ClientRecord>();
+  ClientRecord& c = *rec;
+  c.id = w.clientId;
+  c.url = hello.url;
+  c.type = hello.type;
+  c.controlled = hello.controlled;
+  c.pid = p.cred.pid;
+  c.order = nextOrder_++;
+  c.conn = std::move(*conn);
+  clients_.erase(c.id);  // a dead record with the same id (re-attach) goes now
+  ClientId id = c.id;
+  auto sw = loop_->watch(c.conn->socketFd(), EPOLLIN | EPOLLRDHUP, [this, id](uint32_t ev) { onClientSocket(id, ev); });
+  auto bw = loop_->watch(c.conn->doorbellFd(), EPOLLIN | EPOLLET, [this, id](uint32_t) {
+    if (auto* cr = find(id); cr && cr->alive) {
+      drain(*cr);
+      flushBacklog(*cr);
+    }
+  });
+  if (!sw || !bw) {
+    spdlog::error("cannot watch client fds: {}", (!sw ? sw.error() : bw.error()).describe());
+    if (sw) loop_->unwatch(*sw);
+    if (bw) loop_->unwatch(*bw);
+    return;
+  }
+  c.socketWatch = *sw;
+  c.doorbellWatch = *bw;
+  clients_.emplace(id, std::move(rec));
+  ++counters_.attached;
+  spdlog::info("attached client={} pid={} type={} controlled={} url={} resumed={}", id.toString(), c.pid,
+               clientTypeName(c.type), c.controlled, c.url, hello.resumeToken.has_value());
+  if (onAttached_) onAttached_(handleFor(c));
+}
+
+// ------------------------------------------------------------------------------------------------ inbound
+
+void ServiceWorker::Impl::onClientSocket(const ClientId& id, uint32_t events) {
+  ClientRecord* c = find(id);
+  if (!c || !c->alive) return;
+  Error err;
+  bool goodbye = false;
+  auto s = c->conn->pumpSocket(
+      [&](wire::Inbound&& in) {
+        if (in.control().isGoodbye()) goodbye = true;
+      },
+      err);
+  if (s == core::IoStatus::FAILED) return violation(*c, err);
+  if (s == core::IoStatus::CLOSED || goodbye || (events & (EPOLLHUP | EPOLLRDHUP | EPOLLERR))) {
+    drain(*c);  // what it committed before leaving is still delivered
+    if (c->alive) detach(*c, goodbye ? "closed" : "hung up");
+  }
+}
+
+void ServiceWorker::Impl::drain(ClientRecord& c) {
+  int handled = 0;
+  for (;;) {
+    wire::Inbound in;
+    Error err;
+    auto s = c.conn->receive(in, err);
+    if (s == Connection::RecvStatus::VIOLATION) return violation(c, err);
+    if (s == Connection::RecvStatus::OK) {
+      if (!handleEnvelope(c, std::move(in))) return;
+      if (!c.alive) return;
+      if (++handled < DRAIN_BUDGET) continue;
+      // Fairness: let other clients in, come back for the rest.
+      c.conn->publishConsumed();
+      if (!c.drainScheduled) {
+        c.drainScheduled = true;
+        ClientId id = c.id;
+        loop_->post([this, id] {
+          if (auto* cr = find(id); cr && cr->alive) {
+            cr->drainScheduled = false;
+            drain(*cr);
+          }
+        });
+      }
+      return;
+    }
+    c.conn->publishConsumed();
+    if (opts_.spin.count() > 0) return;  // the spin loop re-arms before sleeping
+    if (!c.conn->armAndCheck()) return;
+  }
+}
+
+bool ServiceWorker::Impl::handleEnvelope(ClientRecord& c, wire::Inbound&& inbound) {
+  auto owner = std::make_shared<const wire::Inbound>(std::move(inbound));
+  auto env = owner->envelope();
+  if (!env.isControllerPost()) {
+    violation(c, makeError(Errc::PROTOCOL_VIOLATION, "a client may only post to its controller on the ring"));
+    return false;
+  }
+  ++counters_.messagesIn;
+  lastActivity_ = Clock::now();
+  auto post = env.getControllerPost();
+  const MessageSeq seq = env.getSeq();
+  ClientId id = c.id;
+  auto ackIfWanted = [&] {
+    if (!post.getWantAck()) return;
+    if (auto* cr = find(id); cr && cr->alive) {
+      MessageSeq s;
+      auto mb = newEnvelope(*cr, s);
+      mb->getRoot<schema::Envelope>().initAck().setSeq(seq);
+      (void)enqueue(*cr, std::move(mb), s);
+    }
+  };
+  if (!c.controlled) {
+    // Rejected, not consumed: the error (not an ack) is the outcome the sender sees.
+    sendError(c, Errc::INVALID_STATE, "client is not controlled by this service worker", seq);
+    return true;
+  }
+  if (post.getPorts().size() != 0) {
+    violation(c, makeError(Errc::PROTOCOL_VIOLATION, "port transfer is not supported by this daemon"));
+    return false;
+  }
+  ExtendableMessageEvent ev;
+  if (auto r = api::readPayload(post.getPayload(), owner, types_, ev); !r) {
+    ++counters_.messageErrors;
+    spdlog::warn("messageerror from client={} seq={}: {}", id.toString(), seq, r.error().describe());
+    if (onMessageError_) onMessageError_(MessageErrorEvent{"serviceworker", r.error()}, handleFor(c));
+    ackIfWanted();
+    return true;
+  }
+  ev.source = handleFor(c);
+  if (uint64_t replyId = post.getReplyId())
+    ev.ports.emplace_back(std::make_shared<ReplyPort>(this, id, replyId));
+  if (onMessage_) {
+    try {
+      onMessage_(ev);
+    } catch (const std::exception& e) {
+      spdlog::error("message handler threw for client={} seq={}: {}", id.toString(), seq, e.what());
+    }
+  }
+  ackIfWanted();
+  return true;
+}
+
+void ServiceWorker::Impl::violation(ClientRecord& c, const Error& err) {
+  ++counters_.protocolViolations;
+  spdlog::warn("protocol violation by client={} pid={}: {}; disconnecting", c.id.toString(), c.pid, err.message);
+  if (c.conn) core::sendControlError(c.conn->socketFd(), Errc::PROTOCOL_VIOLATION, err.message);
+  detach(c, "ProtocolViolation: " + err.message);
+}
+
+void ServiceWorker::Impl::detach(ClientRecord& c, const std::string& reason, bool goodbye) {
+  if (!c.alive) return;
+  c.alive = false;
+  ++counters_.detached;
+  if (goodbye && c.conn) {
+    capnp::MallocMessageBuilder mb(64);
+    mb.initRoot<schema::Control>().initGoodbye().setReason(reason);
+    c.conn->sendControl(mb);
+  }
+  loop_->unwatch(c.socketWatch);
+  loop_->unwatch(c.doorbellWatch);
+  for (auto& o : c.backlog) {
+    ++counters_.undelivered;
+    if (onUndelivered_)
+      onUndelivered_(c.id, o.seq, makeError(Errc::DISCONNECTED, "client went away before it was delivered"));
+  }
+  c.backlog.clear();
+  c.conn.reset();  // closes the socket and unmaps the segment
+  spdlog::info("detached client={} pid={}: {}", c.id.toString(), c.pid, reason);
+  ClientId id = c.id;
+  if (onDetached_) onDetached_(id, reason);
+  // Erase later: callers up the stack may still hold a reference.
+  loop_->post([this, id] {
+    auto it = clients_.find(id);
+    if (it != clients_.end() && !it->second->alive) clients_.erase(it);
+  });
+}
+
+// ------------------------------------------------------------------------------------------------ outbound
+
+std::unique_ptr<capnp::MallocMessageBuilder> ServiceWorker::Impl::newEnvelope(ClientRecord& c, MessageSeq& seq) {
+  auto mb = std::make_unique<capnp::MallocMessageBuilder>(256);
+  auto env = mb->initRoot<schema::Envelope>();
+  env.setSchemaVersion(schema::SCHEMA_VERSION);
+  seq = c.nextSeq++;
+  env.setSeq(seq);
+  return mb;
+}
+
+Result<MessageSeq> ServiceWorker::Impl::enqueue(ClientRecord& c, std::unique_ptr<capnp::MallocMessageBuilder> mb,
+                                                MessageSeq seq) {
+  if (!c.backlog.empty()) {
+    c.backlog.push_back(Outgoing{std::move(mb), seq});
+    flushBacklog(c);
+    return seq;
+  }
+  switch (c.conn->send(*mb, seq)) {
+    case Connection::SendStatus::OK:
+      ++counters_.messagesOut;
+      c.conn->wakePeerIfSleeping();
+      return seq;
+    case Connection::SendStatus::FULL:
+      c.backlog.push_back(Outgoing{std::move(mb), seq});
+      return seq;
+    case Connection::SendStatus::TOO_BIG:
+      ++counters_.oversize;
+      return makeError(Errc::QUOTA_EXCEEDED, "message larger than --max-message-bytes");
+    case Connection::SendStatus::BROKEN:
+      violation(c, makeError(Errc::PROTOCOL_VIOLATION, "client corrupted its down ring"));
+      return makeError(Errc::DISCONNECTED, "client disconnected");
+  }
+  return seq;
+}
+
+void ServiceWorker::Impl::flushBacklog(ClientRecord& c) {
+  bool sent = false;
+  while (!c.backlog.empty() && c.alive) {
+    auto& front = c.backlog.front();
+    auto s = c.conn->send(*front.message, front.seq);
+    if (s == Connection::SendStatus::FULL) break;
+    if (s == Connection::SendStatus::BROKEN) {
+      violation(c, makeError(Errc::PROTOCOL_VIOLATION, "client corrupted its down ring"));
+      return;
+    }
+    if (s == Connection::SendStatus::OK) {
+      ++counters_.messagesOut;
+      sent = true;
+    }
+    c.backlog.pop_front();
+  }
+  if (sent && c.alive) c.conn->wakePeerIfSleeping();
+  if (c.backlog.empty() && c.unresponsive) {
+    c.unresponsive = false;
+    spdlog::info("client={} drains again", c.id.toString());
+  }
+}
+
+Result<MessageSeq> ServiceWorker::Impl::postToClient(const ClientId& id, const api::OutgoingPayload& payload) {
+  ClientRecord* c = find(id);
+  if (!c || !c->alive) {
+    ++counters_.undelivered;
+    return makeError(Errc::NOT_FOUND, "client " + id.toString() + " is gone");
+  }
+  if (c->backlog.size() >= opts_.maxBacklog) {
+    ++counters_.queueFull;
+    if (!c->unresponsive) {
+      c->unresponsive = true;
+      ++counters_.unresponsive;
+      spdlog::warn("client={} pid={} unresponsive: {} messages waiting; rejecting further posts", id.toString(),
+                   c->pid, c->backlog.size());
+    }
+    return makeError(Errc::QUEUE_FULL, "client is not draining its queue");
+  }
+  MessageSeq seq;
+  auto mb = newEnvelope(*c, seq);
+  auto post = mb->getRoot<schema::Envelope>().initClientPost();
+  api::writePayload(payload, post.initPayload());
+  return enqueue(*c, std::move(mb), seq);
+}
+
+Result<void> ServiceWorker::Impl::reply(const ClientId& id, uint64_t replyId, const api::OutgoingPayload& payload) {
+  ClientRecord* c = find(id);
+  if (!c || !c->alive) return makeError(Errc::NOT_FOUND, "client " + id.toString() + " is gone");
+  MessageSeq seq;
+  auto mb = newEnvelope(*c, seq);
+  auto r = mb->getRoot<schema::Envelope>().initReply();
+  r.setReplyId(replyId);
+  api::writePayload(payload, r.initPayload());
+  auto s = enqueue(*c, std::move(mb), seq);
+  if (!s) return s.error();
+  return {};
+}
+
+void ServiceWorker::Impl::sendError(ClientRecord& c, Errc code, const std::string& message, uint64_t refSeq) {
+  MessageSeq seq;
+  auto mb = newEnvelope(c, seq);
+  auto e = mb->getRoot<schema::Envelope>().initError();
+  e.setName(std::string(errorName(code)));
+  e.setMessage(message);
+  e.setRefSeq(refSeq);
+  (void)enqueue(c, std::move(mb), seq);
+}
+
+// ------------------------------------------------------------------------------------------------ clients
+
+ClientRecord* ServiceWorker::Impl::find(const ClientId& id) const {
+  auto it = clients_.find(id);
+  return it == clients_.end() ? nullptr : it->second.get();
+}
+
+ClientHandle ServiceWorker::Impl::handleFor(const ClientRecord& c) const {
+  ClientHandle h;
+  h.sw_ = owner_;
+  h.id_ = c.id;
+  h.url_ = c.url;
+  h.type_ = c.type;
+  h.controlled_ = c.controlled;
+  h.pid_ = c.pid;
+  return h;
+}
+
+std::vector<ClientHandle> ServiceWorker::Impl::matchAll(const MatchAllOptions& o) const {
+  std::vector<const ClientRecord*> picked;
+  for (const auto& [id, c] : clients_) {
+    if (!c->alive) continue;
+    if (!o.includeUncontrolled && !c->controlled) continue;
+    if (o.type != ClientType::ALL && c->type != o.type) continue;
+    picked.push_back(c.get());
+  }
+  std::sort(picked.begin(), picked.end(), [](const ClientRecord* a, const ClientRecord* b) {
+    if (a->type != b->type) return a->type == ClientType::WINDOW;
+    return a->order < b->order;
+  });
+  std::vector<ClientHandle> out;
+  out.reserve(picked.size());
+  for (const auto* c : picked) out.push_back(handleFor(*c));
+  return out;
+}
+
+std::optional<ClientHandle> ServiceWorker::Impl::get(const ClientId& id) const {
+  const ClientRecord* c = find(id);
+  if (!c || !c->alive) return std::nullopt;
+  return handleFor(*c);
+}
+
+// ------------------------------------------------------------------------------------------------ public
+
+ServiceWorker::ServiceWorker(ServiceWorkerOptions opts) : impl_(std::make_unique<Impl>(this, std::move(opts))) {}
+ServiceWorker::~ServiceWorker() = default;
+Result<void> ServiceWorker::listen() { return impl_->listen(); }
+Result<void> ServiceWorker::run() { return impl_->run(); }
+void ServiceWorker::stop() { impl_->stop(); }
+void ServiceWorker::post(std::function<void()> fn) {
+  SWIPC_REQUIRE(impl_->loop_ != nullptr, "post() before listen()");
+  impl_->loop_->post(std::move(fn));
+}
+void ServiceWorker::wake() {
+  if (impl_->loop_) impl_->loop_->wake();
+}
+int ServiceWorker::fd() const { return impl_->loop_ ? impl_->loop_->fd() : -1; }
+void ServiceWorker::dispatch() {
+  if (impl_->loop_) impl_->dispatchOnce(Clock::now());
+}
+void ServiceWorker::onMessage(std::function<void(ExtendableMessageEvent&)> fn) { impl_->onMessage_ = std::move(fn); }
+void ServiceWorker::onMessageError(std::function<void(const MessageErrorEvent&, const ClientHandle&)> fn) {
+  impl_->onMessageError_ = std::move(fn);
+}
+void ServiceWorker::onUndelivered(std::function<void(const ClientId&, MessageSeq, const Error&)> fn) {
+  impl_->onUndelivered_ = std::move(fn);
+}
+void ServiceWorker::onClientAttached(std::function<void(const ClientHandle&)> fn) { impl_->onAttached_ = std::move(fn); }
+void ServiceWorker::onClientDetached(std::function<void(const ClientId&, const std::string&)> fn) {
+  impl_->onDetached_ = std::move(fn);
+}
+TypeRegistry& ServiceWorker::types() { return impl_->types_; }
+std::vector<ClientHandle> ServiceWorker::matchAll(const MatchAllOptions& opts) const { return impl_->matchAll(opts); }
+std::optional<ClientHandle> ServiceWorker::get(const ClientId& id) const { return impl_->get(id); }
+const ServiceWorkerOptions& ServiceWorker::options() const { return impl_->opts_; }
+Counters ServiceWorker::counters() const { return impl_->counters_; }
+size_t ServiceWorker::clientCount() const {
+  size_t n = 0;
+  for (const auto& [id, c] : impl_->clients_) n += c->alive ? 1 : 0;
+  return n;
+}
+
+Result<MessageSeq> ClientHandle::postMessage(const Value& data) {
+  SWIPC_REQUIRE(sw_ != nullptr, "ClientHandle not from a ServiceWorker");
+  api::OutgoingPayload p;
+  p.value = &data;
+  return sw_->impl().postToClient(id_, p);
+}
+
+Result<MessageSeq> ClientHandle::postTyped(uint64_t typeId, const TypedBuilder& build) {
+  SWIPC_REQUIRE(sw_ != nullptr, "ClientHandle not from a ServiceWorker");
+  api::OutgoingPayload p;
+  p.typeId = typeId;
+  p.build = &build;
+  return sw_->impl().postToClient(id_, p);
+}
+
+Value ClientHandle::describe() const {
+  return Value::map({{"id", id_.toString()},
+                     {"url", url_},
+                     {"type", std::string(clientTypeName(type_))},
+                     {"frameType", "top-level"},
+                     {"focused", false},
+                     {"visibilityState", "visible"}});
+}
+
+Value Counters::toValue() const {
+  return Value::map({{"attached", int64_t(attached)},
+                     {"detached", int64_t(detached)},
+                     {"attachTimeouts", int64_t(attachTimeouts)},
+                     {"versionMismatches", int64_t(versionMismatches)},
+                     {"rejectedClients", int64_t(rejectedClients)},
+                     {"protocolViolations", int64_t(protocolViolations)},
+                     {"messagesIn", int64_t(messagesIn)},
+                     {"messagesOut", int64_t(messagesOut)},
+                     {"messageErrors", int64_t(messageErrors)},
+                     {"queueFull", int64_t(queueFull)},
+                     {"unresponsive", int64_t(unresponsive)},
+                     {"undelivered", int64_t(undelivered)},
+                     {"oversize", int64_t(oversize)},
+                     {"repliesDropped", int64_t(repliesDropped)}});
+}
+
+}  // namespace swipc

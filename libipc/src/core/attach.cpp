@@ -1,0 +1,140 @@
+#include "core/attach.h"
+
+#include <poll.h>
+
+#include <cstring>
+
+#include "wire/codec.h"
+#include "wire/limits.h"
+
+namespace swipc::core {
+
+namespace {
+
+bool sendControlWords(int fd, capnp::MessageBuilder& mb, const std::vector<int>& fds = {}) {
+  auto words = capnp::messageToFlatArray(mb);
+  return sendDatagram(fd, words.begin(), words.size() * sizeof(capnp::word), fds) == IoStatus::OK;
+}
+
+Result<wire::Inbound> decodeControl(const Datagram& d) {
+  if (d.truncated || d.bytes.empty() || d.bytes.size() % sizeof(capnp::word) != 0)
+    return makeError(Errc::PROTOCOL_VIOLATION, "malformed control datagram");
+  auto words = kj::heapArray<capnp::word>(d.bytes.size() / sizeof(capnp::word));
+  std::memcpy(words.begin(), d.bytes.data(), d.bytes.size());
+  return wire::Inbound::adoptControl(std::move(words), wire::readerOptions(wire::MAX_CONTROL_BYTES));
+}
+
+}  // namespace
+
+void sendControlError(int socketFd, Errc code, const std::string& message) {
+  capnp::MallocMessageBuilder mb(128);
+  auto e = mb.initRoot<schema::Control>().initError();
+  e.setName(std::string(errorName(code)));
+  e.setMessage(message);
+  sendControlWords(socketFd, mb);
+}
+
+Result<Attached> attachToDaemon(const std::string& socketPath, const HelloInfo& hello, Deadline deadline) {
+  auto sock = connectSeqpacket(socketPath);
+  if (!sock) return sock.error();
+  {
+    capnp::MallocMessageBuilder mb(128);
+    auto h = mb.initRoot<schema::Control>().initHello();
+    h.setProtocolVersion(hello.protocolVersion);
+    h.setClientType(hello.type == ClientType::WORKER ? schema::ClientType::WORKER : schema::ClientType::WINDOW);
+    h.setUrl(hello.url);
+    if (hello.resumeToken) h.setResumeToken(capnp::Data::Reader(hello.resumeToken->data(), hello.resumeToken->size()));
+    h.setControlled(hello.controlled);
+    auto words = capnp::messageToFlatArray(mb);
+    IoStatus s = sendDatagram(sock->get(), words.begin(), words.size() * sizeof(capnp::word));
+    if (s == IoStatus::AGAIN) return makeError(Errc::ATTACH_TIMEOUT, "daemon's socket is full");
+    if (s != IoStatus::OK) return makeError(Errc::NO_DAEMON, "daemon hung up during attach");
+  }
+  Datagram d;
+  for (;;) {
+    IoStatus s = recvDatagram(sock->get(), d, wire::MAX_CONTROL_BYTES);
+    if (s == IoStatus::OK) break;
+    if (s == IoStatus::CLOSED) return makeError(Errc::NO_DAEMON, "daemon closed the connection during attach");
+    if (s == IoStatus::FAILED) return makeError(Errc::DISCONNECTED, "attach: recv failed");
+    auto now = Clock::now();
+    if (now >= deadline) return makeError(Errc::ATTACH_TIMEOUT, "no Welcome from the daemon before the deadline");
+    int ms = deadline == Deadline::max()
+                 ? -1
+                 : static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count() + 1);
+    pollfd p{sock->get(), POLLIN, 0};
+    ::poll(&p, 1, ms);
+  }
+  auto in = decodeControl(d);
+  if (!in) return in.error();
+  auto control = in->control();
+  if (control.isError()) {
+    Errc code = Errc::PROTOCOL_VIOLATION;
+    errorFromName(control.getError().getName().cStr(), code);
+    return makeError(code, control.getError().getMessage().cStr());
+  }
+  if (!control.isWelcome() || d.fds.size() != 2)
+    return makeError(Errc::PROTOCOL_VIOLATION, "expected Welcome with a segment and a doorbell");
+  auto w = control.getWelcome();
+  if (w.getLayoutVersion() != shm::LAYOUT_VERSION)
+    return makeError(Errc::VERSION_MISMATCH, "daemon uses segment layout " + std::to_string(w.getLayoutVersion()));
+  if (w.getClientId().size() != 16 || w.getResumeToken().size() != 32)
+    return makeError(Errc::PROTOCOL_VIOLATION, "Welcome with a malformed id or token");
+  Attached a;
+  std::array<uint8_t, 16> id;
+  std::memcpy(id.data(), w.getClientId().begin(), 16);
+  a.welcome.clientId = ClientId(id);
+  std::memcpy(a.welcome.resumeToken.data(), w.getResumeToken().begin(), 32);
+  a.welcome.daemonEpoch = w.getDaemonEpoch();
+  a.welcome.maxMessageBytes = w.getMaxMessageBytes();
+  a.welcome.controlled = w.getControlled();
+  a.welcome.swVersion = w.getSwVersion().cStr();
+  a.welcome.rings = RingSizes{w.getUpRingBytes(), w.getDownRingBytes()};
+  auto conn = Connection::openForClient(std::move(*sock), std::move(d.fds[0]), std::move(d.fds[1]),
+                                        a.welcome.maxMessageBytes);
+  if (!conn) return conn.error();
+  a.connection = std::move(*conn);
+  return a;
+}
+
+Result<HelloInfo> parseHello(schema::Control::Reader control) {
+  if (!control.isHello()) return makeError(Errc::PROTOCOL_VIOLATION, "first message was not Hello");
+  auto h = control.getHello();
+  HelloInfo info;
+  info.protocolVersion = h.getProtocolVersion();
+  info.type = h.getClientType() == schema::ClientType::WORKER ? ClientType::WORKER : ClientType::WINDOW;
+  info.url = h.getUrl().cStr();
+  if (info.url.size() > 2048) return makeError(Errc::TYPE, "url longer than 2048 bytes");
+  info.controlled = h.getControlled();
+  auto t = h.getResumeToken();
+  if (t.size() == 32) {
+    ResumeToken tok;
+    std::memcpy(tok.data(), t.begin(), 32);
+    info.resumeToken = tok;
+  } else if (t.size() != 0) {
+    return makeError(Errc::PROTOCOL_VIOLATION, "resume token must be 32 bytes");
+  }
+  return info;
+}
+
+Result<std::unique_ptr<Connection>> sendWelcome(UniqueFd socket, const WelcomeInfo& welcome) {
+  int sockFd = socket.get();
+  auto conn = Connection::createForDaemon(std::move(socket), welcome.rings, welcome.maxMessageBytes);
+  if (!conn) return conn.error();
+  capnp::MallocMessageBuilder mb(256);
+  auto w = mb.initRoot<schema::Control>().initWelcome();
+  w.setClientId(capnp::Data::Reader(welcome.clientId.bytes().data(), 16));
+  w.setResumeToken(capnp::Data::Reader(welcome.resumeToken.data(), 32));
+  w.setLayoutVersion(shm::LAYOUT_VERSION);
+  w.setUpRingBytes(static_cast<uint32_t>(welcome.rings.up));
+  w.setDownRingBytes(static_cast<uint32_t>(welcome.rings.down));
+  w.setDaemonEpoch(welcome.daemonEpoch);
+  w.setMaxMessageBytes(welcome.maxMessageBytes);
+  w.setControlled(welcome.controlled);
+  w.setSwVersion(welcome.swVersion);
+  if (!sendControlWords(sockFd, mb, {(*conn)->segmentFd(), (*conn)->doorbellFd()}))
+    return makeError(Errc::DISCONNECTED, "could not send Welcome");
+  (*conn)->forgetPassedFds();
+  return conn;
+}
+
+}  // namespace swipc::core

@@ -1,0 +1,48 @@
+// The attach handshake (DESIGN §3): Hello -> Welcome + (segment memfd, doorbell eventfd).
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "core/connection.h"
+#include "core/identity.h"
+#include "swipc/types.h"
+
+namespace swipc::core {
+
+struct HelloInfo {
+  uint32_t protocolVersion = 0;
+  ClientType type = ClientType::WINDOW;
+  std::string url;
+  std::optional<ResumeToken> resumeToken;
+  bool controlled = true;
+};
+
+struct WelcomeInfo {
+  ClientId clientId;
+  ResumeToken resumeToken{};
+  uint64_t daemonEpoch = 0;
+  uint64_t maxMessageBytes = 0;
+  bool controlled = true;
+  std::string swVersion;
+  RingSizes rings;
+};
+
+struct Attached {
+  std::unique_ptr<Connection> connection;
+  WelcomeInfo welcome;
+};
+
+/// Client side, blocking until `deadline`: connect, Hello, wait for Welcome, map the segment.
+/// NoDaemon, AttachTimeout, VersionMismatch, ProtocolViolation, Disconnected.
+Result<Attached> attachToDaemon(const std::string& socketPath, const HelloInfo& hello, Deadline deadline);
+
+/// Daemon side: parses a Hello datagram's control message.
+Result<HelloInfo> parseHello(schema::Control::Reader control);
+/// Daemon side: creates the client's connection and sends Welcome with its fds.
+Result<std::unique_ptr<Connection>> sendWelcome(UniqueFd socket, const WelcomeInfo& welcome);
+/// Sends an error control message (best effort, never blocks).
+void sendControlError(int socketFd, Errc code, const std::string& message);
+
+}  // namespace swipc::core

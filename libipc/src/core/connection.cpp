@@ -1,0 +1,254 @@
+#include "core/connection.h"
+
+#include <fcntl.h>
+
+#include <cstring>
+
+#include "shm/memfd.h"
+#include "wire/limits.h"
+
+namespace swipc::core {
+
+using queue::RING_HEADER_BYTES;
+using queue::RingHeader;
+using queue::RingStatus;
+
+Result<std::unique_ptr<Connection>> Connection::createForDaemon(UniqueFd socket, RingSizes sizes,
+                                                                uint64_t maxMessageBytes) {
+  std::unique_ptr<Connection> c(new Connection());
+  c->role_ = Role::DAEMON;
+  c->socket_ = std::move(socket);
+  c->maxMessageBytes_ = maxMessageBytes;
+  c->options_ = wire::readerOptions(maxMessageBytes);
+  auto layout = shm::computeLayout(sizes.up, sizes.down, RING_HEADER_BYTES);
+  auto fd = shm::createMemfd("swipc-client", layout.totalBytes);
+  if (!fd) return fd.error();
+  auto map = shm::Mapping::map(fd->get(), layout.totalBytes, shm::Access::READ_WRITE);
+  if (!map) return map.error();
+  c->mapping_ = std::move(*map);
+  // The client must never be able to resize the segment under us (that would SIGBUS the daemon).
+  if (auto s = shm::addSeals(fd->get(), shm::SEALS_FIXED_SIZE | F_SEAL_SEAL); !s) return s.error();
+  shm::writeHeader(c->mapping_.data(), layout);
+  c->segmentFd_ = std::move(*fd);
+  auto bell = queue::Doorbell::create();
+  if (!bell) return bell.error();
+  c->doorbell_ = std::move(*bell);
+  if (auto r = c->initRings(layout); !r) return r.error();
+  return c;
+}
+
+Result<std::unique_ptr<Connection>> Connection::openForClient(UniqueFd socket, UniqueFd segment, UniqueFd doorbell,
+                                                              uint64_t maxMessageBytes) {
+  std::unique_ptr<Connection> c(new Connection());
+  c->role_ = Role::CLIENT;
+  c->socket_ = std::move(socket);
+  c->maxMessageBytes_ = maxMessageBytes;
+  c->options_ = wire::readerOptions(maxMessageBytes);
+  auto size = shm::fileSize(segment.get());
+  if (!size) return size.error();
+  auto map = shm::Mapping::map(segment.get(), *size, shm::Access::READ_WRITE);
+  if (!map) return map.error();
+  c->mapping_ = std::move(*map);
+  auto layout = shm::readHeader(c->mapping_.data(), c->mapping_.size(), RING_HEADER_BYTES);
+  if (!layout) return layout.error();
+  c->doorbell_ = queue::Doorbell(std::move(doorbell));
+  if (auto r = c->initRings(*layout); !r) return r.error();
+  return c;
+}
+
+Result<void> Connection::initRings(const shm::SegmentLayout& l) {
+  uint8_t* base = mapping_.data();
+  auto* up = reinterpret_cast<RingHeader*>(base + l.upOffset);
+  auto* down = reinterpret_cast<RingHeader*>(base + l.downOffset);
+  uint8_t* upData = base + l.upOffset + RING_HEADER_BYTES;
+  uint8_t* downData = base + l.downOffset + RING_HEADER_BYTES;
+  if (role_ == Role::DAEMON) {
+    out_ = queue::RingWriter(down, downData, l.downCapacity);
+    in_ = queue::RingReader(up, upData, l.upCapacity);
+  } else {
+    out_ = queue::RingWriter(up, upData, l.upCapacity);
+    in_ = queue::RingReader(down, downData, l.downCapacity);
+  }
+  in_.setSleeping(true);  // by default every reader wants a wake; spinning clears it
+  return {};
+}
+
+Connection::SendStatus Connection::send(capnp::MessageBuilder& envelope, uint64_t seq) {
+  const size_t bytes = wire::encodedBytes(envelope);
+  if (bytes > maxMessageBytes_) return SendStatus::TOO_BIG;
+  uint8_t* dst = nullptr;
+  if (bytes <= out_.maxPayload()) {
+    RingStatus s = out_.tryClaim(static_cast<uint32_t>(bytes), dst);
+    if (s == RingStatus::FULL) {
+      out_.setWaiting(true);
+      s = out_.tryClaim(static_cast<uint32_t>(bytes), dst);  // the reader may have freed space meanwhile
+    }
+    if (s == RingStatus::FULL) return SendStatus::FULL;
+    if (s != RingStatus::OK) return SendStatus::BROKEN;
+    wire::encodeInto(envelope, dst, bytes);
+    out_.commit(wire::RECORD_ENVELOPE);
+    return SendStatus::OK;
+  }
+  // Out of line: reserve the ring record first so a full ring sends nothing at all.
+  RingStatus s = out_.tryClaim(sizeof(wire::OutOfLineRecord), dst);
+  if (s == RingStatus::FULL) {
+    out_.setWaiting(true);
+    s = out_.tryClaim(sizeof(wire::OutOfLineRecord), dst);
+  }
+  if (s == RingStatus::FULL) return SendStatus::FULL;
+  if (s != RingStatus::OK) return SendStatus::BROKEN;
+  auto fd = wire::encodeToSealedMemfd(envelope, bytes);
+  if (!fd) {
+    out_.cancelClaim();
+    return SendStatus::BROKEN;
+  }
+  capnp::MallocMessageBuilder control(64);
+  auto ool = control.initRoot<schema::Control>().initOutOfLine();
+  ool.setSeq(seq);
+  ool.setBytes(bytes);
+  auto words = capnp::messageToFlatArray(control);
+  auto io = sendDatagram(socket_.get(), words.begin(), words.size() * sizeof(capnp::word), {fd->get()});
+  if (io != IoStatus::OK) {
+    out_.cancelClaim();
+    return io == IoStatus::AGAIN ? SendStatus::FULL : SendStatus::BROKEN;
+  }
+  wire::OutOfLineRecord rec{seq, bytes};
+  std::memcpy(dst, &rec, sizeof rec);
+  out_.commit(wire::RECORD_OUT_OF_LINE);
+  return SendStatus::OK;
+}
+
+void Connection::wakePeer() {
+  if (role_ == Role::DAEMON) {
+    sendDatagram(socket_.get(), &WAKE_BYTE, 1);  // AGAIN means wakes are already queued
+  } else {
+    doorbell_.ring();
+  }
+}
+
+void Connection::wakePeerIfSleeping() {
+  if (out_.takeReaderSleeping()) wakePeer();
+}
+
+Connection::RecvStatus Connection::receive(wire::Inbound& out, Error& err) {
+  queue::RecordView rec;
+  RingStatus s = in_.peek(rec);
+  if (s == RingStatus::EMPTY) return RecvStatus::EMPTY;
+  if (s == RingStatus::CORRUPT) {
+    err = makeError(Errc::PROTOCOL_VIOLATION, "corrupt ring indices or record framing");
+    return RecvStatus::VIOLATION;
+  }
+  if (rec.type == wire::RECORD_ENVELOPE) {
+    auto in = wire::Inbound::copyEnvelope(rec.payload, rec.length, options_);
+    in_.releaseLocal();
+    if (!in) {
+      err = in.error();
+      return RecvStatus::VIOLATION;
+    }
+    out = std::move(*in);
+    return RecvStatus::OK;
+  }
+  if (rec.type == wire::RECORD_OUT_OF_LINE && rec.length == sizeof(wire::OutOfLineRecord)) {
+    wire::OutOfLineRecord ool;
+    std::memcpy(&ool, rec.payload, sizeof ool);
+    in_.releaseLocal();
+    if (ool.bytes > maxMessageBytes_) {
+      err = makeError(Errc::PROTOCOL_VIOLATION, "out-of-line message over the size limit");
+      return RecvStatus::VIOLATION;
+    }
+    auto it = oolFds_.find(ool.seq);
+    if (it == oolFds_.end()) {
+      // The fd was sent before the record was published, so it is already queued on the socket.
+      Error perr;
+      pumpSocket([](wire::Inbound&&) {}, perr);
+      it = oolFds_.find(ool.seq);
+    }
+    if (it == oolFds_.end()) {
+      err = makeError(Errc::PROTOCOL_VIOLATION, "out-of-line record without its memfd");
+      return RecvStatus::VIOLATION;
+    }
+    UniqueFd fd = std::move(it->second);
+    oolFds_.erase(it);
+    auto in = wire::Inbound::mapEnvelope(std::move(fd), ool.bytes, options_);
+    if (!in) {
+      err = in.error();
+      return RecvStatus::VIOLATION;
+    }
+    out = std::move(*in);
+    return RecvStatus::OK;
+  }
+  err = makeError(Errc::PROTOCOL_VIOLATION, "unknown ring record type " + std::to_string(rec.type));
+  return RecvStatus::VIOLATION;
+}
+
+void Connection::publishConsumed() {
+  in_.publishHead();
+  if (in_.takeWriterWaiting()) wakePeer();
+}
+
+bool Connection::armAndCheck() {
+  in_.setSleeping(true);
+  return in_.hasData();
+}
+
+void Connection::disarm() { in_.setSleeping(false); }
+
+bool Connection::hasIncoming() { return in_.hasData(); }
+
+uint64_t Connection::outConsumed() {
+  out_.refreshHead();
+  return out_.approxHead();
+}
+
+IoStatus Connection::pumpSocket(const ControlHandler& onControl, Error& err) {
+  Datagram d;
+  // Bounded per call so a flooding peer cannot monopolise the loop; level-triggered epoll
+  // brings us back for the rest.
+  for (int budget = 0; budget < 256; ++budget) {
+    IoStatus s = recvDatagram(socket_.get(), d, wire::MAX_CONTROL_BYTES);
+    if (s == IoStatus::AGAIN) return IoStatus::OK;
+    if (s != IoStatus::OK) return s;
+    if (d.truncated) {
+      err = makeError(Errc::PROTOCOL_VIOLATION, "oversize control datagram or too many fds");
+      return IoStatus::FAILED;
+    }
+    if (d.bytes.size() == 1 && d.bytes[0] == WAKE_BYTE && d.fds.empty()) continue;
+    if (d.bytes.size() % sizeof(capnp::word) != 0 || d.bytes.empty()) {
+      err = makeError(Errc::PROTOCOL_VIOLATION, "control datagram is not a whole number of words");
+      return IoStatus::FAILED;
+    }
+    auto words = kj::heapArray<capnp::word>(d.bytes.size() / sizeof(capnp::word));
+    std::memcpy(words.begin(), d.bytes.data(), d.bytes.size());
+    auto in = wire::Inbound::adoptControl(std::move(words), wire::readerOptions(wire::MAX_CONTROL_BYTES));
+    if (!in) {
+      err = in.error();
+      return IoStatus::FAILED;
+    }
+    auto control = in->control();
+    if (control.isOutOfLine()) {
+      if (d.fds.size() != 1) {
+        err = makeError(Errc::PROTOCOL_VIOLATION, "out-of-line notice without exactly one fd");
+        return IoStatus::FAILED;
+      }
+      if (oolFds_.size() > 1024) {
+        err = makeError(Errc::PROTOCOL_VIOLATION, "too many out-of-line fds without records");
+        return IoStatus::FAILED;
+      }
+      oolFds_[control.getOutOfLine().getSeq()] = std::move(d.fds[0]);
+      continue;
+    }
+    if (!d.fds.empty()) {
+      err = makeError(Errc::PROTOCOL_VIOLATION, "unexpected fds on a control message");
+      return IoStatus::FAILED;
+    }
+    onControl(std::move(*in));
+  }
+  return IoStatus::OK;
+}
+
+bool Connection::sendControl(capnp::MessageBuilder& control) {
+  auto words = capnp::messageToFlatArray(control);
+  return sendDatagram(socket_.get(), words.begin(), words.size() * sizeof(capnp::word)) == IoStatus::OK;
+}
+
+}  // namespace swipc::core

@@ -1,0 +1,129 @@
+#include "core/socket.h"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include <cstring>
+
+#include "common/sys_error.h"
+
+namespace swipc::core {
+
+namespace {
+constexpr size_t MAX_FDS = 4;
+
+Result<sockaddr_un> address(const std::string& path) {
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  if (path.size() >= sizeof a.sun_path) return makeError(Errc::TYPE, "socket path too long: " + path);
+  std::memcpy(a.sun_path, path.c_str(), path.size() + 1);
+  return a;
+}
+}  // namespace
+
+Result<UniqueFd> listenSeqpacket(const std::string& path, unsigned mode) {
+  auto a = address(path);
+  if (!a) return a.error();
+  UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd) return sysError("socket");
+  ::unlink(path.c_str());  // the caller holds the scope lock: any existing file is stale
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&*a), sizeof *a) == -1) return sysError("bind " + path);
+  SWIPC_SYSCALL(::chmod(path.c_str(), mode), "chmod " + path);
+  SWIPC_SYSCALL(::listen(fd.get(), 512), "listen");
+  return fd;
+}
+
+Result<UniqueFd> connectSeqpacket(const std::string& path) {
+  auto a = address(path);
+  if (!a) return a.error();
+  UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd) return sysError("socket");
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&*a), sizeof *a) == -1) {
+    if (errno == ENOENT || errno == ECONNREFUSED || errno == ENOTDIR)
+      return makeError(Errc::NO_DAEMON, "no sw_daemon is listening at " + path);
+    if (errno == EAGAIN) return makeError(Errc::NO_DAEMON, "sw_daemon at " + path + " is not accepting connections");
+    return sysError("connect " + path);
+  }
+  return fd;
+}
+
+IoStatus acceptConnection(int listenFd, UniqueFd& out) {
+  int fd = ::accept4(listenFd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  if (fd < 0) return (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) ? IoStatus::AGAIN : IoStatus::FAILED;
+  out.reset(fd);
+  return IoStatus::OK;
+}
+
+Result<PeerCred> peerCred(int fd) {
+  ucred c{};
+  socklen_t len = sizeof c;
+  SWIPC_SYSCALL(::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c, &len), "SO_PEERCRED");
+  return PeerCred{c.pid, c.uid, c.gid};
+}
+
+IoStatus sendDatagram(int fd, const void* bytes, size_t n, const std::vector<int>& fds) {
+  SWIPC_REQUIRE(fds.size() <= MAX_FDS, "too many fds in one datagram");
+  iovec iov{const_cast<void*>(bytes), n};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * MAX_FDS)];
+  if (!fds.empty()) {
+    std::memset(control, 0, sizeof control);
+    msg.msg_control = control;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+  }
+  for (;;) {
+    ssize_t r = ::sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (r >= 0) return IoStatus::OK;
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return IoStatus::AGAIN;
+    if (errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN) return IoStatus::CLOSED;
+    return IoStatus::FAILED;
+  }
+}
+
+IoStatus recvDatagram(int fd, Datagram& out, size_t maxBytes) {
+  out.bytes.resize(maxBytes);
+  out.fds.clear();
+  out.truncated = false;
+  iovec iov{out.bytes.data(), maxBytes};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * MAX_FDS)];
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ssize_t r;
+  for (;;) {
+    r = ::recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (r >= 0) break;
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return IoStatus::AGAIN;
+    if (errno == ECONNRESET || errno == ENOTCONN) return IoStatus::CLOSED;
+    return IoStatus::FAILED;
+  }
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+      size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (size_t i = 0; i < count; ++i) {
+        int rfd;
+        std::memcpy(&rfd, CMSG_DATA(c) + i * sizeof(int), sizeof rfd);
+        out.fds.emplace_back(rfd);
+      }
+    }
+  }
+  if (r == 0 && out.fds.empty()) return IoStatus::CLOSED;  // SEQPACKET: zero-length read = hang-up
+  out.truncated = (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0;
+  out.bytes.resize(static_cast<size_t>(r));
+  return IoStatus::OK;
+}
+
+}  // namespace swipc::core

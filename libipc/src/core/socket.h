@@ -1,0 +1,42 @@
+// SOCK_SEQPACKET helpers: every call is non-blocking (MSG_DONTWAIT) so that nothing a peer does
+// can block the caller, and every received fd is close-on-exec.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "common/unique_fd.h"
+#include "swipc/error.h"
+
+namespace swipc::core {
+
+enum class IoStatus { OK, AGAIN, CLOSED, FAILED };
+
+struct PeerCred {
+  pid_t pid = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+};
+
+/// Binds and listens at `path` (replacing a stale socket file) with the given file mode.
+Result<UniqueFd> listenSeqpacket(const std::string& path, unsigned mode);
+/// Connects (non-blocking fd); NoDaemon when nobody listens at `path`.
+Result<UniqueFd> connectSeqpacket(const std::string& path);
+/// Accepts one connection (non-blocking, close-on-exec); AGAIN when none is pending.
+IoStatus acceptConnection(int listenFd, UniqueFd& out);
+Result<PeerCred> peerCred(int fd);
+
+/// Sends one datagram with up to 4 fds attached.
+IoStatus sendDatagram(int fd, const void* bytes, size_t n, const std::vector<int>& fds = {});
+
+struct Datagram {
+  std::vector<uint8_t> bytes;  // resized to the received length
+  std::vector<UniqueFd> fds;
+  bool truncated = false;      // bytes or fds did not fit: the peer is misbehaving
+};
+/// Receives one datagram of at most `maxBytes` bytes.
+IoStatus recvDatagram(int fd, Datagram& out, size_t maxBytes);
+
+}  // namespace swipc::core

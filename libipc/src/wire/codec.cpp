@@ -1,0 +1,92 @@
+#include "wire/codec.h"
+
+#include <kj/exception.h>
+#include <kj/io.h>
+#include <sys/mman.h>
+
+#include <cstring>
+
+#include "common/sys_error.h"
+#include "shm/memfd.h"
+
+namespace swipc::wire {
+
+template <typename Root>
+Result<Inbound> Inbound::validate(Inbound in, const capnp::ReaderOptions& options) {
+  try {
+    kj::ArrayPtr<const capnp::word> words =
+        in.mapping_ ? kj::ArrayPtr<const capnp::word>(reinterpret_cast<const capnp::word*>(in.mapping_->data()),
+                                                      in.bytes_ / sizeof(capnp::word))
+                    : in.words_.asPtr();
+    in.reader_ = std::make_unique<capnp::FlatArrayMessageReader>(words, options);
+    auto root = in.reader_->template getRoot<Root>();
+    root.totalSize();  // walks every pointer once, within the traversal and nesting limits
+    if constexpr (std::is_same_v<Root, schema::Envelope>) {
+      if (root.getSchemaVersion() != schema::SCHEMA_VERSION)
+        return makeError(Errc::VERSION_MISMATCH, "envelope schema version " + std::to_string(root.getSchemaVersion()) +
+                                                     ", expected " + std::to_string(schema::SCHEMA_VERSION));
+    }
+    // A fresh reader for the consumer: the traversal budget we just spent is per reader.
+    in.reader_ = std::make_unique<capnp::FlatArrayMessageReader>(words, options);
+  } catch (const kj::Exception& e) {
+    return makeError(Errc::PROTOCOL_VIOLATION, std::string("malformed message: ") + e.getDescription().cStr());
+  }
+  return in;
+}
+
+Result<Inbound> Inbound::copyEnvelope(const uint8_t* src, size_t n, const capnp::ReaderOptions& options) {
+  if (n == 0 || n % sizeof(capnp::word) != 0)
+    return makeError(Errc::PROTOCOL_VIOLATION, "envelope size " + std::to_string(n) + " is not a whole number of words");
+  Inbound in;
+  in.words_ = kj::heapArray<capnp::word>(n / sizeof(capnp::word));
+  std::memcpy(in.words_.begin(), src, n);
+  in.bytes_ = n;
+  return validate<schema::Envelope>(std::move(in), options);
+}
+
+Result<Inbound> Inbound::mapEnvelope(UniqueFd fd, uint64_t n, const capnp::ReaderOptions& options) {
+  if (n == 0 || n % sizeof(capnp::word) != 0)
+    return makeError(Errc::PROTOCOL_VIOLATION, "out-of-line size is not a whole number of words");
+  auto seals = shm::getSeals(fd.get());
+  if (!seals) return makeError(Errc::PROTOCOL_VIOLATION, "out-of-line fd is not a memfd");
+  if ((*seals & SEALS_IMMUTABLE) != SEALS_IMMUTABLE)
+    return makeError(Errc::PROTOCOL_VIOLATION, "out-of-line memfd is not sealed immutable");
+  auto size = shm::fileSize(fd.get());
+  if (!size || *size < n) return makeError(Errc::PROTOCOL_VIOLATION, "out-of-line memfd smaller than announced");
+  auto m = shm::Mapping::map(fd.get(), n, shm::Access::READ_ONLY);
+  if (!m) return m.error();
+  Inbound in;
+  in.mapping_ = std::make_shared<shm::Mapping>(std::move(*m));
+  in.bytes_ = n;
+  return validate<schema::Envelope>(std::move(in), options);
+}
+
+Result<Inbound> Inbound::adoptControl(kj::Array<capnp::word> words, const capnp::ReaderOptions& options) {
+  Inbound in;
+  in.bytes_ = words.size() * sizeof(capnp::word);
+  in.words_ = std::move(words);
+  return validate<schema::Control>(std::move(in), options);
+}
+
+size_t encodedBytes(capnp::MessageBuilder& message) {
+  return capnp::computeSerializedSizeInWords(message) * sizeof(capnp::word);
+}
+
+void encodeInto(capnp::MessageBuilder& message, uint8_t* dst, size_t bytes) {
+  kj::ArrayOutputStream out(kj::arrayPtr(reinterpret_cast<kj::byte*>(dst), bytes));
+  capnp::writeMessage(out, message);
+}
+
+Result<UniqueFd> encodeToSealedMemfd(capnp::MessageBuilder& message, size_t bytes) {
+  auto fd = shm::createMemfd("swipc-ool", bytes);
+  if (!fd) return fd.error();
+  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd->get(), 0);
+  if (p == MAP_FAILED) return sysError("mmap out-of-line memfd");
+  encodeInto(message, static_cast<uint8_t*>(p), bytes);
+  ::munmap(p, bytes);
+  auto s = shm::addSeals(fd->get(), SEALS_IMMUTABLE);
+  if (!s) return s.error();
+  return std::move(*fd);
+}
+
+}  // namespace swipc::wire

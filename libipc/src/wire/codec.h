@@ -1,0 +1,68 @@
+// Cap'n Proto framing: copy -> validate -> decode for inbound bytes; sizing and serializing for
+// outbound builders. Nothing here decodes in place from memory a peer can still write.
+#pragma once
+
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+#include <kj/array.h>
+
+#include <cstdint>
+#include <memory>
+
+#include "common/unique_fd.h"
+#include "envelope.capnp.h"
+#include "shm/mapping.h"
+#include "swipc/error.h"
+
+namespace swipc::wire {
+
+/// Ring record types (the queue layer only knows they are not PAD).
+inline constexpr uint32_t RECORD_ENVELOPE = 1;
+/// Payload: OutOfLineRecord. The envelope itself travels as a sealed memfd over the socket.
+inline constexpr uint32_t RECORD_OUT_OF_LINE = 2;
+
+struct OutOfLineRecord {
+  uint64_t seq;
+  uint64_t bytes;
+};
+
+/// Seals a receiver requires on an out-of-line memfd before mapping it.
+inline constexpr unsigned SEALS_IMMUTABLE = 0x0001 /*SEAL*/ | 0x0002 /*SHRINK*/ | 0x0004 /*GROW*/ | 0x0008 /*WRITE*/;
+
+/// An inbound message that owns its bytes: a private aligned copy, or an immutable (sealed)
+/// mapping. The root has been fully traversed once, so every pointer in it is known good.
+class Inbound {
+ public:
+  Inbound() = default;
+
+  /// Copies `n` bytes from `src` (shared memory) and validates them as an Envelope.
+  static Result<Inbound> copyEnvelope(const uint8_t* src, size_t n, const capnp::ReaderOptions& options);
+  /// Maps a sealed memfd read-only and validates it as an Envelope (zero copy).
+  static Result<Inbound> mapEnvelope(UniqueFd fd, uint64_t n, const capnp::ReaderOptions& options);
+  /// Validates an already private, word-aligned buffer as a Control message.
+  static Result<Inbound> adoptControl(kj::Array<capnp::word> words, const capnp::ReaderOptions& options);
+
+  schema::Envelope::Reader envelope() const { return reader_->getRoot<schema::Envelope>(); }
+  schema::Control::Reader control() const { return reader_->getRoot<schema::Control>(); }
+  /// Size in bytes of the encoded message.
+  size_t bytes() const { return bytes_; }
+  bool valid() const { return reader_ != nullptr; }
+
+ private:
+  template <typename Root>
+  static Result<Inbound> validate(Inbound in, const capnp::ReaderOptions& options);
+
+  kj::Array<capnp::word> words_;
+  std::shared_ptr<shm::Mapping> mapping_;
+  std::unique_ptr<capnp::FlatArrayMessageReader> reader_;
+  size_t bytes_ = 0;
+};
+
+/// Encoded size in bytes of a builder's message (framing included).
+size_t encodedBytes(capnp::MessageBuilder& message);
+/// Writes the message into `dst`, which must have exactly encodedBytes(message) bytes.
+void encodeInto(capnp::MessageBuilder& message, uint8_t* dst, size_t bytes);
+/// Writes the message into a fresh memfd sealed immutable (for out-of-line transfer).
+Result<UniqueFd> encodeToSealedMemfd(capnp::MessageBuilder& message, size_t bytes);
+
+}  // namespace swipc::wire

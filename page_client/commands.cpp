@@ -1,0 +1,127 @@
+#include "commands.h"
+
+#include <poll.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cstdio>
+#include <optional>
+
+#include "client_events.h"
+#include "event_writer.h"
+#include "signal_watch.h"
+#include "swipc/json.h"
+
+namespace page_client {
+
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr auto DEFAULT_TIMEOUT = 5000ms;
+
+void printLine(const std::string& text) {
+  std::string line = text + '\n';
+  std::fwrite(line.data(), 1, line.size(), stdout);
+  std::fflush(stdout);
+}
+
+/// Waits until the posted message `seq` is consumed by the daemon, reported undelivered, or the
+/// deadline passes.
+swipc::Result<void> waitDelivered(swipc::Client& client, swipc::MessageSeq seq, swipc::Deadline deadline) {
+  std::optional<swipc::Result<void>> outcome;
+  client.onDelivered([&](swipc::MessageSeq s) {
+    if (s == seq) outcome = swipc::Result<void>{};
+  });
+  client.onUndelivered([&](swipc::MessageSeq s, const swipc::Error& e) {
+    if (s == seq) outcome = swipc::Result<void>{e};
+  });
+  client.runUntil([&] { return outcome.has_value(); }, deadline);
+  if (!outcome) return swipc::makeError(swipc::Errc::TIMEOUT, "the daemon did not acknowledge the message in time");
+  return *outcome;
+}
+
+}  // namespace
+
+int runMessageSw(const GlobalOptions& opts, const std::string& json) {
+  auto data = swipc::parseJsonValue(json);
+  if (!data) {
+    reportError(data.error());
+    return EXIT_ERROR;
+  }
+  auto client = connectClient(opts);
+  if (!client) {
+    reportError(client.error());
+    return connectExitCode(client.error());
+  }
+  auto reply = client->messageSW(*data, opts.timeoutOr(DEFAULT_TIMEOUT));
+  if (!reply) {
+    reportError(reply.error());
+    return reply.error().code == swipc::Errc::TIMEOUT ? EXIT_TIMEOUT : EXIT_ERROR;
+  }
+  printLine(swipc::toJsonText(*reply));
+  return EXIT_OK;
+}
+
+int runPost(const GlobalOptions& opts, const std::string& json) {
+  auto data = swipc::parseJsonValue(json);
+  if (!data) {
+    reportError(data.error());
+    return EXIT_ERROR;
+  }
+  auto client = connectClient(opts);
+  if (!client) {
+    reportError(client.error());
+    return connectExitCode(client.error());
+  }
+  auto* controller = client->controller();
+  if (!controller) {
+    reportError(swipc::makeError(swipc::Errc::INVALID_STATE, "this client has no controller"));
+    return EXIT_ERROR;
+  }
+  auto seq = controller->postMessage(*data, {.requestAck = true});
+  if (!seq) {
+    reportError(seq.error());
+    return EXIT_ERROR;
+  }
+  auto delivered = waitDelivered(*client, *seq, swipc::deadlineIn(opts.timeoutOr(DEFAULT_TIMEOUT)));
+  if (!delivered) {
+    reportError(delivered.error());
+    return EXIT_ERROR;
+  }
+  return EXIT_OK;
+}
+
+int runBroadcast(const GlobalOptions&, const std::string&, const std::string&) {
+  // TODO(feature): BroadcastChannel is not in the client library yet.
+  reportError("broadcast: not supported yet");
+  return EXIT_ERROR;
+}
+
+int runListen(const GlobalOptions& opts, const std::vector<std::string>& channels) {
+  SignalWatch signals;  // before connect: library threads must inherit the blocked mask
+  auto client = connectClient(opts);
+  if (!client) {
+    reportError(client.error());
+    return connectExitCode(client.error());
+  }
+  // TODO(feature): join the BroadcastChannels once the library has them.
+  for (const auto& name : channels) spdlog::warn("listen: --channel {} ignored: BroadcastChannel not supported yet", name);
+
+  EventWriter out(stdout);
+  ReceivedPorts ports;
+  forwardClientEvents(*client, out, ports);
+  out.attached(client->id(), client->controlled());
+  client->startMessages();
+  client->dispatch();
+  while (!out.failed()) {
+    pollfd fds[] = {{client->fd(), POLLIN, 0}, {signals.fd(), POLLIN, 0}};
+    if (::poll(fds, 2, -1) < 0) continue;  // EINTR
+    if (fds[1].revents && signals.take() != 0) break;
+    if (fds[0].revents) client->dispatch();
+  }
+  client->close();
+  return out.failed() ? EXIT_ERROR : EXIT_OK;
+}
+
+}  // namespace page_client

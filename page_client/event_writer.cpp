@@ -1,0 +1,68 @@
+#include "event_writer.h"
+
+#include "swipc/json.h"
+
+namespace page_client {
+
+namespace {
+
+using OrderedJson = nlohmann::ordered_json;
+
+OrderedJson startEvent(const char* name) {
+  OrderedJson event = OrderedJson::object();
+  event["event"] = name;
+  return event;
+}
+
+}  // namespace
+
+void EventWriter::attached(const swipc::ClientId& id, bool controlled) {
+  auto event = startEvent("attached");
+  event["clientId"] = id.toString();
+  event["controlled"] = controlled;
+  writeLine(event);
+}
+
+void EventWriter::message(const swipc::MessageEvent& e, const std::vector<std::string>& portNames) {
+  auto event = startEvent("message");
+  event["data"] = OrderedJson(swipc::toJson(e.data));
+  event["ports"] = portNames;
+  writeLine(event);
+}
+
+void EventWriter::messageError(const swipc::MessageErrorEvent& e) {
+  auto event = startEvent("messageerror");
+  event["target"] = e.target;
+  writeLine(event);
+}
+
+void EventWriter::controllerChange(bool controlled) {
+  auto event = startEvent("controllerchange");
+  event["controlled"] = controlled;
+  writeLine(event);
+}
+
+void EventWriter::ok(const nlohmann::json& id, const OrderedJson& extra) {
+  auto event = startEvent("ok");
+  event["id"] = OrderedJson(id);
+  for (const auto& [key, value] : extra.items()) event[key] = value;
+  writeLine(event);
+}
+
+void EventWriter::error(const OpId& id, const swipc::Error& error) {
+  auto event = startEvent("error");
+  if (id) event["id"] = OrderedJson(*id);
+  event["name"] = std::string(error.name());
+  event["message"] = error.message;
+  writeLine(event);
+}
+
+void EventWriter::writeLine(const OrderedJson& event) {
+  if (failed_) return;
+  // Text that is not valid UTF-8 is replaced, never allowed to abort the line.
+  std::string line = event.dump(-1, ' ', false, OrderedJson::error_handler_t::replace);
+  line += '\n';
+  if (std::fwrite(line.data(), 1, line.size(), out_) != line.size() || std::fflush(out_) != 0) failed_ = true;
+}
+
+}  // namespace page_client

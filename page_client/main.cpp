@@ -1,0 +1,75 @@
+// page_client: a page for the command line (DESIGN §6). One-shot subcommands (message-sw, post,
+// broadcast, listen) and `script`, the JSON-lines driver that tests and tools use.
+#include <CLI/CLI.hpp>
+
+#include <csignal>
+#include <string>
+#include <vector>
+
+#include "cli_support.h"
+#include "commands.h"
+#include "core/log.h"
+#include "script_driver.h"
+
+namespace {
+
+using page_client::GlobalOptions;
+
+void addGlobalOptions(CLI::App& app, GlobalOptions& opts) {
+  app.add_option("--scope", opts.scope, "Scope (app) whose service worker to attach to")->capture_default_str();
+  app.add_option("--runtime-dir", opts.runtimeDir,
+                 "Runtime directory (default: $SWIPC_RUNTIME_DIR, $XDG_RUNTIME_DIR/swipc or /tmp/swipc-<uid>)");
+  app.add_option("--url", opts.url, "This client's URL (default: app://<scope>/)");
+  app.add_option("--type", opts.type, "Client type")->check(CLI::IsMember({"window", "worker"}))->capture_default_str();
+  app.add_flag("--uncontrolled", opts.uncontrolled, "Attach without becoming controlled (until the daemon claims)");
+  app.add_option("--log-level", opts.logLevel, "trace|debug|info|warn|error|critical|off (stderr)")
+      ->capture_default_str();
+  app.add_option("--timeout-ms", opts.timeoutMs,
+                 "Attach timeout, and the wait of message-sw, post and a graceful script exit (default 5000)")
+      ->check(CLI::NonNegativeNumber);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::signal(SIGPIPE, SIG_IGN);  // a closed stdout is a write error, reported, not a crash
+
+  CLI::App app{"page_client: a service-worker client (page) for swipc"};
+  app.fallthrough();  // global options may follow the subcommand; subcommands made below inherit this
+  app.require_subcommand(1);
+  GlobalOptions opts;
+  addGlobalOptions(app, opts);
+
+  std::string json;
+  std::string channelName;
+  std::vector<std::string> channels;
+  auto* messageSw = app.add_subcommand("message-sw", "Workbox messageSW: print the reply's data as one JSON line");
+  messageSw->add_option("json", json, "Message data (JSON)")->required();
+  auto* post = app.add_subcommand("post", "controller.postMessage; returns when the daemon has consumed it");
+  post->add_option("json", json, "Message data (JSON)")->required();
+  auto* broadcast = app.add_subcommand("broadcast", "Post once on a BroadcastChannel");
+  broadcast->add_option("name", channelName, "Channel name")->required();
+  broadcast->add_option("json", json, "Message data (JSON)")->required();
+  auto* listen = app.add_subcommand("listen", "Print every event as JSON lines until SIGINT/SIGTERM");
+  listen->add_option("--channel", channels, "Also listen on this BroadcastChannel (repeatable)");
+  auto* script = app.add_subcommand("script", "Read op lines on stdin, write event lines on stdout");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);
+    return code == 0 ? page_client::EXIT_OK : page_client::EXIT_ERROR;
+  }
+
+  if (auto logged = swipc::core::initLogging("page_client", opts.logLevel); !logged) {
+    page_client::reportError(logged.error());
+    return page_client::EXIT_ERROR;
+  }
+
+  if (*messageSw) return page_client::runMessageSw(opts, json);
+  if (*post) return page_client::runPost(opts, json);
+  if (*broadcast) return page_client::runBroadcast(opts, channelName, json);
+  if (*listen) return page_client::runListen(opts, channels);
+  if (*script) return page_client::runScript(opts);
+  return page_client::EXIT_ERROR;
+}

@@ -1,0 +1,234 @@
+#include "script_driver.h"
+
+#include <poll.h>
+#include <unistd.h>
+
+#include <array>
+#include <string>
+
+#include "cli_support.h"
+#include "swipc/json.h"
+
+namespace page_client {
+
+namespace {
+
+using nlohmann::json;
+
+/// Ops of DESIGN §6 that the client library cannot do yet.
+constexpr std::array UNSUPPORTED_OPS = {"bc.open",    "bc.post",    "bc.close", "channel.create", "port.post",
+                                        "port.start", "port.close", "setFocus", "setVisibility"};
+
+swipc::Error typeError(std::string message) { return swipc::makeError(swipc::Errc::TYPE, std::move(message)); }
+
+bool isUnsupportedOp(const std::string& name) {
+  for (const char* op : UNSUPPORTED_OPS)
+    if (name == op) return true;
+  return false;
+}
+
+std::string_view trim(std::string_view s) {
+  constexpr std::string_view SPACE = " \t\r\n";
+  auto first = s.find_first_not_of(SPACE);
+  if (first == std::string_view::npos) return {};
+  return s.substr(first, s.find_last_not_of(SPACE) - first + 1);
+}
+
+/// Parses one op line: a JSON object, or a TypeError carrying the parser's message.
+swipc::Result<json> parseOpLine(std::string_view line) {
+  json op;
+  try {
+    op = json::parse(line);
+  } catch (const json::parse_error& e) {
+    std::string what = e.what();
+    auto bracket = what.find("] ");  // drop nlohmann's "[json.exception.parse_error.101] " prefix
+    return typeError("malformed op line: " + (bracket == std::string::npos ? what : what.substr(bracket + 2)));
+  }
+  if (!op.is_object()) return typeError("an op line must be a JSON object");
+  return op;
+}
+
+/// The op's "data" as a Value; TypeError when missing or without a Value form.
+swipc::Result<swipc::Value> opData(const json& op) {
+  auto it = op.find("data");
+  if (it == op.end()) return typeError("op needs \"data\"");
+  return swipc::fromJson(*it);
+}
+
+/// The op's optional "timeoutMs": nullopt when absent or null (no timeout).
+swipc::Result<std::optional<swipc::Deadline>> opDeadline(const json& op) {
+  auto it = op.find("timeoutMs");
+  if (it == op.end() || it->is_null()) return std::optional<swipc::Deadline>{};
+  if (!it->is_number() || it->get<double>() < 0) return typeError("\"timeoutMs\" must be a non-negative number");
+  auto timeout = std::chrono::duration<double, std::milli>(it->get<double>());
+  return std::optional<swipc::Deadline>{swipc::Clock::now() + std::chrono::ceil<swipc::Clock::duration>(timeout)};
+}
+
+}  // namespace
+
+ScriptDriver::ScriptDriver(swipc::Client& client, EventWriter& out, int inputFd, SignalWatch& signals,
+                           std::chrono::milliseconds drainTimeout)
+    : client_(client), out_(out), input_(inputFd), signals_(signals), drainTimeout_(drainTimeout) {}
+
+int ScriptDriver::run() {
+  forwardClientEvents(client_, out_, ports_);
+  client_.onDelivered([this](swipc::MessageSeq seq) { onDelivered(seq); });
+  client_.onUndelivered([this](swipc::MessageSeq seq, const swipc::Error& e) { onUndelivered(seq, e); });
+  out_.attached(client_.id(), client_.controlled());
+
+  while (!exitCode_ && !out_.failed()) pollOnce();
+  if (!out_.failed()) drain();
+  if (exitId_) out_.ok(*exitId_);
+  client_.close();
+  return out_.failed() ? EXIT_ERROR : exitCode_.value_or(EXIT_OK);
+}
+
+void ScriptDriver::pollOnce() {
+  pollfd fds[] = {{client_.fd(), POLLIN, 0}, {signals_.fd(), POLLIN, 0}, {-1, POLLIN, 0}};
+  if (inputOpen_) fds[2].fd = input_.fd();
+  if (::poll(fds, 3, -1) < 0) return;  // EINTR
+  if (fds[1].revents && signals_.take() != 0) return finish(EXIT_OK);
+  if (fds[0].revents) client_.dispatch();
+  if (!fds[2].revents) return;
+
+  auto batch = input_.readAvailable();
+  for (size_t i = 0; i < batch.tooLong; ++i) out_.error(std::nullopt, typeError("op line too long"));
+  for (const auto& line : batch.lines) {
+    if (exitCode_) return;  // lines after exit are not run
+    handleLine(line);
+    client_.dispatch();
+  }
+  if (batch.end) {
+    inputOpen_ = false;
+    finish(EXIT_OK);
+  }
+}
+
+void ScriptDriver::handleLine(std::string_view line) {
+  line = trim(line);
+  if (line.empty()) return;
+  auto op = parseOpLine(line);
+  if (!op) return out_.error(std::nullopt, op.error());
+  OpId id;
+  if (auto it = op->find("id"); it != op->end()) id = *it;
+  handleOp(*op, id);
+}
+
+void ScriptDriver::handleOp(const json& op, const OpId& id) {
+  auto it = op.find("op");
+  if (it == op.end() || !it->is_string()) return out_.error(id, typeError("op line needs a string \"op\""));
+  const auto& name = it->get_ref<const std::string&>();
+  if (name == "startMessages") return opStartMessages(id);
+  if (name == "post") return opPost(op, id);
+  if (name == "messageSW") return opMessageSw(op, id);
+  if (name == "exit") return opExit(op, id);
+  if (isUnsupportedOp(name)) return out_.error(id, typeError("op '" + name + "' not supported yet"));
+  out_.error(id, typeError("unknown op '" + name + "'"));
+}
+
+void ScriptDriver::opStartMessages(const OpId& id) {
+  client_.startMessages();
+  if (id) out_.ok(*id);
+}
+
+void ScriptDriver::opPost(const json& op, const OpId& id) {
+  auto data = opData(op);
+  if (!data) return out_.error(id, data.error());
+  if (auto it = op.find("transfer"); it != op.end() && !it->is_null()) {
+    if (!it->is_array()) return out_.error(id, typeError("\"transfer\" must be a list of port names"));
+    // TODO(feature): transfer lists, once MessageChannel lands in the library.
+    if (!it->empty())
+      return out_.error(id, swipc::makeError(swipc::Errc::DATA_CLONE, "transferring ports is not supported yet"));
+  }
+  auto* controller = client_.controller();
+  if (!controller)
+    return out_.error(id, swipc::makeError(swipc::Errc::INVALID_STATE, "this client has no controller"));
+  // Always ask for the ack: "ok" must mean consumed by the daemon, and a graceful exit waits for it.
+  auto seq = controller->postMessage(*data, {.requestAck = true});
+  if (!seq) return out_.error(id, seq.error());
+  pendingPosts_.emplace(*seq, id);
+}
+
+void ScriptDriver::opMessageSw(const json& op, const OpId& id) {
+  auto data = opData(op);
+  if (!data) return out_.error(id, data.error());
+  auto deadline = opDeadline(op);
+  if (!deadline) return out_.error(id, deadline.error());
+  uint64_t request = nextRequest_++;
+  pendingRequests_.emplace(request, id);  // before the call: `done` may run inside it
+  client_.messageSWAsync(
+      *data, [this, request](swipc::Result<swipc::Value> reply) { onReply(request, reply); }, *deadline);
+}
+
+void ScriptDriver::opExit(const json& op, const OpId& id) {
+  int code = EXIT_OK;
+  if (auto it = op.find("code"); it != op.end() && !it->is_null()) {
+    if (!it->is_number_integer() || it->get<int64_t>() < 0 || it->get<int64_t>() > 255)
+      return out_.error(id, typeError("\"code\" must be an integer from 0 to 255"));
+    code = it->get<int>();
+  }
+  finish(code, id);
+}
+
+void ScriptDriver::onReply(uint64_t request, const swipc::Result<swipc::Value>& reply) {
+  auto it = pendingRequests_.find(request);
+  if (it == pendingRequests_.end()) return;  // already reported (abandoned at exit)
+  OpId id = std::move(it->second);
+  pendingRequests_.erase(it);
+  if (!reply) return out_.error(id, reply.error());
+  if (id) out_.ok(*id, {{"data", nlohmann::ordered_json(swipc::toJson(*reply))}});
+}
+
+void ScriptDriver::onDelivered(swipc::MessageSeq seq) {
+  auto it = pendingPosts_.find(seq);
+  if (it == pendingPosts_.end()) return;
+  if (it->second) out_.ok(*it->second);
+  pendingPosts_.erase(it);
+}
+
+void ScriptDriver::onUndelivered(swipc::MessageSeq seq, const swipc::Error& error) {
+  auto it = pendingPosts_.find(seq);
+  if (it == pendingPosts_.end()) return;  // e.g. a messageSW request: its `done` reports it
+  out_.error(it->second, error);
+  pendingPosts_.erase(it);
+}
+
+void ScriptDriver::drain() {
+  auto deadline = swipc::deadlineIn(drainTimeout_);
+  while ((!pendingPosts_.empty() || !pendingRequests_.empty()) && swipc::Clock::now() < deadline &&
+         !out_.failed()) {
+    pollfd fds[] = {{client_.fd(), POLLIN, 0}, {signals_.fd(), POLLIN, 0}};
+    ::poll(fds, 2, pollTimeoutMs(deadline));
+    if (fds[1].revents && signals_.take() != 0) break;  // asked again: stop waiting
+    client_.dispatch();
+  }
+  auto abandoned = swipc::makeError(swipc::Errc::ABORT, "exited before the daemon confirmed it");
+  for (const auto& [seq, id] : pendingPosts_) out_.error(id, abandoned);
+  for (const auto& [request, id] : pendingRequests_) out_.error(id, abandoned);
+  pendingPosts_.clear();
+  pendingRequests_.clear();
+}
+
+void ScriptDriver::finish(int code, OpId id) {
+  if (exitCode_) return;
+  exitCode_ = code;
+  exitId_ = std::move(id);
+}
+
+}  // namespace page_client
+
+namespace page_client {
+
+int runScript(const GlobalOptions& opts) {
+  SignalWatch signals;  // before connect: library threads must inherit the blocked mask
+  auto client = connectClient(opts);
+  if (!client) {
+    reportError(client.error());
+    return connectExitCode(client.error());
+  }
+  EventWriter out(stdout);
+  ScriptDriver driver(*client, out, STDIN_FILENO, signals, opts.timeoutOr(std::chrono::milliseconds(5000)));
+  return driver.run();
+}
+
+}  // namespace page_client

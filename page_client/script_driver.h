@@ -1,0 +1,79 @@
+// ScriptDriver: `page_client script` — op lines on stdin, event lines on stdout (DESIGN §6).
+//
+// One op per input line, one event per output line. Ops run in arrival order; ops that involve
+// the daemon (post, messageSW) complete asynchronously and report through ok/error events when
+// the daemon has taken them (post: consumed, via requestAck; messageSW: replied). EOF on stdin,
+// {"op":"exit"} and SIGINT/SIGTERM exit gracefully: pending completions are awaited (bounded),
+// then the client detaches.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <map>
+
+#include "cli_support.h"
+#include "client_events.h"
+#include "event_writer.h"
+#include "line_reader.h"
+#include "signal_watch.h"
+#include "swipc/client.h"
+
+namespace page_client {
+
+class ScriptDriver {
+ public:
+  /// `drainTimeout` bounds how long a graceful exit waits for pending completions.
+  ScriptDriver(swipc::Client& client, EventWriter& out, int inputFd, SignalWatch& signals,
+               std::chrono::milliseconds drainTimeout);
+
+  /// Prints the attached event, then runs until exit; returns the exit code.
+  int run();
+
+ private:
+  void pollOnce();
+  void handleLine(std::string_view line);
+  void handleOp(const nlohmann::json& op, const OpId& id);
+
+  void opStartMessages(const OpId& id);
+  void opPost(const nlohmann::json& op, const OpId& id);
+  void opMessageSw(const nlohmann::json& op, const OpId& id);
+  void opExit(const nlohmann::json& op, const OpId& id);
+
+  void onReply(uint64_t request, const swipc::Result<swipc::Value>& reply);
+  void onDelivered(swipc::MessageSeq seq);
+  void onUndelivered(swipc::MessageSeq seq, const swipc::Error& error);
+  /// Waits for outstanding posts and messageSW requests, then reports the rest as AbortError.
+  void drain();
+  void finish(int code, OpId id = std::nullopt);
+
+  swipc::Client& client_;
+  EventWriter& out_;
+  LineReader input_;
+  SignalWatch& signals_;
+  std::chrono::milliseconds drainTimeout_;
+  ReceivedPorts ports_;
+
+  bool inputOpen_ = true;
+  std::optional<int> exitCode_;
+  OpId exitId_;  // the id of the exit op, acknowledged right before detaching
+  /// Posts awaiting the daemon's ack, by sequence number, with the op's id.
+  std::map<swipc::MessageSeq, OpId> pendingPosts_;
+  /// messageSW requests awaiting their reply, by a local number, with the op's id.
+  std::map<uint64_t, OpId> pendingRequests_;
+  uint64_t nextRequest_ = 1;
+};
+
+}  // namespace page_client
+
+namespace page_client {
+
+/// `page_client script`: attaches, then runs a ScriptDriver over stdin/stdout. Exit code: the
+/// exit op's code (0 on EOF or SIGINT/SIGTERM), 2 when no daemon is there to attach to, 1 for
+/// other attach failures.
+int runScript(const GlobalOptions& opts);
+
+}  // namespace page_client

@@ -1,0 +1,112 @@
+@0xeec20a6bd2d8b27e;
+# Framing and control: one Envelope per ring record, one Control per socket datagram.
+# SCHEMA_VERSION below must change whenever an incompatible change is made here.
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("swipc::schema");
+
+using import "value.capnp".Value;
+
+const schemaVersion :UInt16 = 1;
+const protocolVersion :UInt32 = 1;
+
+# An application-defined Cap'n Proto struct posted instead of a Value.
+struct TypedPayload {
+  typeId @0 :UInt64;      # the struct's Cap'n Proto type id; receivers check it
+  content @1 :AnyPointer;
+}
+
+struct Payload {
+  union {
+    value @0 :Value;
+    typed @1 :TypedPayload;
+  }
+}
+
+# A MessagePort travelling in a transfer list (reserved for the MessagePort feature).
+struct PortDescriptor {
+  portId @0 :UInt64;
+  nextSeq @1 :UInt64;
+}
+
+struct Post {
+  payload @0 :Payload;
+  replyId @1 :UInt64;              # non-zero: the message carries a one-shot reply port
+  ports @2 :List(PortDescriptor);
+  wantAck @3 :Bool;                # daemon answers with an Ack once it has consumed this post
+}
+
+struct Reply {
+  replyId @0 :UInt64;
+  payload @1 :Payload;
+}
+
+struct Ack {
+  seq @0 :UInt64;                  # the sender-local seq of the consumed envelope
+}
+
+struct ErrorReport {
+  name @0 :Text;                   # one of the names in swipc/error.h
+  message @1 :Text;
+  refSeq @2 :UInt64;               # the envelope this is about, 0 if none
+}
+
+struct Envelope {
+  schemaVersion @0 :UInt16;
+  seq @1 :UInt64;                  # sender-local, increasing from 1
+  union {
+    controllerPost @2 :Post;       # page -> service worker
+    clientPost @3 :Post;           # service worker -> page
+    reply @4 :Reply;               # service worker -> page, answer on a one-shot reply port
+    ack @5 :Ack;                   # daemon -> page
+    error @6 :ErrorReport;         # either way
+  }
+}
+
+enum ClientType {
+  window @0;
+  worker @1;
+}
+
+# ---- control plane (SOCK_SEQPACKET datagrams) ----
+
+struct Hello {
+  protocolVersion @0 :UInt32;
+  clientType @1 :ClientType;
+  url @2 :Text;
+  resumeToken @3 :Data;            # empty on first attach
+  controlled @4 :Bool;
+}
+
+# Sent with three fds: the segment memfd, the up doorbell and the down doorbell.
+struct Welcome {
+  clientId @0 :Data;               # 16 bytes
+  resumeToken @1 :Data;            # 32 bytes; present it again to keep clientId
+  layoutVersion @2 :UInt32;
+  upRingBytes @3 :UInt32;
+  downRingBytes @4 :UInt32;
+  daemonEpoch @5 :UInt64;
+  maxMessageBytes @6 :UInt64;
+  controlled @7 :Bool;
+  swVersion @8 :Text;
+}
+
+# Sent with one fd: a sealed memfd holding one whole Envelope too large for a ring record.
+struct OutOfLine {
+  seq @0 :UInt64;
+  bytes @1 :UInt64;
+}
+
+struct Goodbye {
+  reason @0 :Text;
+}
+
+struct Control {
+  union {
+    hello @0 :Hello;
+    welcome @1 :Welcome;
+    error @2 :ErrorReport;
+    outOfLine @3 :OutOfLine;
+    goodbye @4 :Goodbye;
+  }
+}

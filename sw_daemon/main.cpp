@@ -1,0 +1,58 @@
+// sw_daemon: one long-lived service worker per scope (DESIGN §7).
+#include <CLI/CLI.hpp>
+#include <cstdio>
+
+#include "core/log.h"
+#include "reference_sw.h"
+#include "swipc/service_worker.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"sw_daemon: the service worker for one swipc scope"};
+  swipc::ServiceWorkerOptions opts;
+  std::string stateDir;
+  std::string logLevel = "info";
+  int64_t spinUs = 0;
+  uint64_t bcRingBytes = 1 << 20;
+  uint64_t ringBytes = opts.ringBytes;
+  app.add_option("--scope", opts.scope, "scope name ([A-Za-z0-9._-]{1,64})")->required();
+  app.add_option("--runtime-dir", opts.runtimeDir, "runtime directory (default $SWIPC_RUNTIME_DIR, "
+                                                   "$XDG_RUNTIME_DIR/swipc or /tmp/swipc-<uid>)");
+  app.add_option("--state-dir", stateDir, "durable state directory (Background Sync/Fetch)");
+  app.add_option("--sw-version", opts.version, "version string GET_VERSION answers")->capture_default_str();
+  app.add_option("--spin-us", spinUs, "busy-poll rings this many microseconds before sleeping")
+      ->check(CLI::Range(int64_t{0}, int64_t{1'000'000}));
+  app.add_option("--log-level", logLevel, "trace|debug|info|warn|error|critical|off")->capture_default_str();
+  app.add_option("--max-clients", opts.maxClients, "refuse attaches beyond this many clients")->capture_default_str();
+  app.add_option("--max-message-bytes", opts.maxMessageBytes, "largest message accepted or sent")
+      ->capture_default_str()
+      ->check(CLI::Range(uint64_t{1024}, uint64_t{1} << 32));
+  app.add_option("--bc-ring-bytes", bcRingBytes, "capacity of each BroadcastChannel ring")->capture_default_str();
+  app.add_option("--ring-bytes", ringBytes, "per-client ring size per direction (power of two)")
+      ->capture_default_str()
+      ->check([](const std::string& s) {
+        uint64_t v = std::stoull(s);
+        return (v >= 4096 && v <= (1u << 30) && !(v & (v - 1))) ? std::string() : "must be a power of two >= 4096";
+      });
+  app.add_option("--max-backlog", opts.maxBacklog, "messages held for a client that does not drain")
+      ->capture_default_str();
+  app.add_flag("--allow-group", opts.allowGroup, "socket mode 0660: accept clients of the same group");
+  CLI11_PARSE(app, argc, argv);
+  opts.spin = std::chrono::microseconds(spinUs);
+  opts.ringBytes = ringBytes;
+
+  if (auto r = swipc::core::initLogging("sw_daemon", logLevel); !r) {
+    std::fprintf(stderr, "sw_daemon: %s\n", r.error().describe().c_str());
+    return 1;
+  }
+  swipc::ServiceWorker sw(opts);
+  swipc::daemon::installReferenceServiceWorker(sw);
+  if (auto r = sw.listen(); !r) {
+    std::fprintf(stderr, "sw_daemon: %s\n", r.error().describe().c_str());
+    return 1;
+  }
+  if (auto r = sw.run(); !r) {
+    std::fprintf(stderr, "sw_daemon: %s\n", r.error().describe().c_str());
+    return 1;
+  }
+  return 0;
+}
