@@ -209,7 +209,7 @@ void Client::Impl::daemonLost(const std::string& reason) {
         onUndelivered_(seq, makeError(Errc::DISCONNECTED, "not delivered: the daemon never read it (" + reason + ")"));
     });
   }
-  if (wasControlled) {
+  if (wasControlled && !closed_) {
     deliver([this] {
       if (onControllerChange_) onControllerChange_(false);
     });
@@ -407,7 +407,7 @@ bool Client::Impl::waitForSpace(Deadline deadline) {
     ::poll(&p, 1, static_cast<int>(std::min<int64_t>(ms + 1, 10)));
     if (p.revents) {
       ++blockingDepth_;
-      onSocket(p.revents & POLLHUP ? EPOLLHUP : 0);
+      onSocket((p.revents & POLLHUP) ? uint32_t{EPOLLHUP} : uint32_t{0});
       --blockingDepth_;
       if (!deferred_.empty()) loop_->wake();
     }

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# The README's "run" command.
+#   scripts/run.sh               build (Release, if needed) and run a short demo of the scope "demo"
+#   scripts/run.sh daemon [ARGS] run just sw_daemon in the foreground (default --scope demo)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+BUILD="${SWIPC_BUILD_DIR:-build-release}"
+
+bash scripts/install-deps.sh >/dev/null
+if [ ! -f "$BUILD/CMakeCache.txt" ]; then
+  cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DSWIPC_BUILD_TESTS=OFF -DSWIPC_BUILD_BENCH=OFF >/dev/null
+fi
+cmake --build "$BUILD" -j "$(nproc 2>/dev/null || echo 2)" --target sw_daemon page_client >/dev/null
+DAEMON="$BUILD/sw_daemon/sw_daemon"
+PAGE="$BUILD/page_client/page_client"
+
+if [ "${1:-}" = "daemon" ]; then
+  shift
+  case " $* " in
+    *" --scope "*) exec "$DAEMON" "$@" ;;
+    *) exec "$DAEMON" --scope demo "$@" ;;
+  esac
+fi
+
+RT="$(mktemp -d "${TMPDIR:-/tmp}/swipc-demo.XXXXXX")"
+DAEMON_PID=""
+cleanup() {
+  if [ -n "$DAEMON_PID" ] && kill -0 "$DAEMON_PID" 2>/dev/null; then
+    kill -TERM "$DAEMON_PID" 2>/dev/null || true
+    wait "$DAEMON_PID" 2>/dev/null || true
+  fi
+  rm -rf "$RT"
+}
+trap cleanup EXIT
+
+say() { printf '\n\033[1m%s\033[0m\n' "$*"; }
+page() { "$PAGE" --scope demo --runtime-dir "$RT" "$@"; }
+
+say "1. Start the service worker daemon for scope 'demo' (version 1.0.0)"
+"$DAEMON" --scope demo --runtime-dir "$RT" --sw-version 1.0.0 --log-level info 2>"$RT/daemon.log" &
+DAEMON_PID=$!
+for _ in $(seq 1 100); do
+  if page --timeout-ms 100 message-sw '{"type":"GET_VERSION"}' >/dev/null 2>&1; then break; fi
+done
+echo "   sw_daemon pid $DAEMON_PID, socket $RT/demo/daemon.sock"
+
+say "2. messageSW: a page asks its service worker for the version (Workbox messageSW)"
+echo "   \$ page_client message-sw '{\"type\":\"GET_VERSION\"}'"
+echo "   reply: $(page message-sw '{"type":"GET_VERSION"}')"
+
+say "3. controller.postMessage: the SW answers event.source (a 'message' event at the page)"
+echo "   page B (script mode, JSON lines in and out):"
+page script <<'OPS' | sed 's/^/   < /'
+{"op":"startMessages"}
+{"op":"post","id":"p1","data":{"type":"ECHO","text":"hello from page B"}}
+{"op":"messageSW","id":"v","data":{"type":"GET_VERSION"}}
+{"op":"messageSW","id":"barrier","data":{"type":"ECHO","note":"everything before me has arrived"}}
+{"op":"exit","code":0}
+OPS
+
+say "4. A page that is killed (kill -9) is noticed and reclaimed at once"
+"$PAGE" --scope demo --runtime-dir "$RT" listen >/dev/null 2>&1 &
+VICTIM=$!
+for _ in $(seq 1 100); do grep -q "pid=$VICTIM" "$RT/daemon.log" && break; sleep 0.02; done
+kill -9 "$VICTIM"; wait "$VICTIM" 2>/dev/null || true
+for _ in $(seq 1 100); do grep -q "detached client=.* pid=$VICTIM" "$RT/daemon.log" && break; sleep 0.02; done
+grep "pid=$VICTIM" "$RT/daemon.log" | sed -E "s/^[^ ]+ //" | sed 's/^/   daemon log: /'
+
+say "5. The daemon restarts: pages re-attach by themselves and keep their client id"
+"$PAGE" --scope demo --runtime-dir "$RT" listen >"$RT/listen.out" 2>/dev/null &
+LISTENER=$!
+for _ in $(seq 1 100); do grep -q attached "$RT/listen.out" && break; sleep 0.02; done
+kill -9 "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null || true
+"$DAEMON" --scope demo --runtime-dir "$RT" --sw-version 1.0.1 --log-level info 2>>"$RT/daemon.log" &
+DAEMON_PID=$!
+for _ in $(seq 1 150); do [ "$(grep -c controllerchange "$RT/listen.out")" -ge 2 ] && break; sleep 0.02; done
+sed 's/^/   listener: /' "$RT/listen.out"
+grep "resumed=true" "$RT/daemon.log" | sed -E "s/^[^ ]+ //" | sed 's/^/   daemon log: /' || true
+echo "   new version: $(page message-sw '{"type":"GET_VERSION"}')"
+kill -TERM "$LISTENER" 2>/dev/null || true
+wait "$LISTENER" 2>/dev/null || true
+
+say "6. Stop the daemon gracefully (SIGTERM): nothing is left behind"
+kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null || true
+DAEMON_PID=""
+tail -n 1 "$RT/daemon.log" | sed 's/^/   daemon log: /'
+echo "   files left in the scope dir: $(ls "$RT/demo" | grep -v daemon.lock | wc -l) (the lock file stays; no /dev/shm objects are ever created)"
