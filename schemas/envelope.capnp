@@ -51,6 +51,20 @@ struct ErrorReport {
   refSeq @2 :UInt64;               # the envelope this is about, 0 if none
 }
 
+# page -> daemon: window state that drives matchAll order.
+struct ClientState {
+  focused @0 :Bool;
+  visible @1 :Bool;
+}
+
+struct ControllerChange {
+  controlled @0 :Bool;
+}
+
+struct Navigate {
+  url @0 :Text;
+}
+
 struct Envelope {
   schemaVersion @0 :UInt16;
   seq @1 :UInt64;                  # sender-local, increasing from 1
@@ -60,6 +74,10 @@ struct Envelope {
     reply @4 :Reply;               # service worker -> page, answer on a one-shot reply port
     ack @5 :Ack;                   # daemon -> page
     error @6 :ErrorReport;         # either way
+    clientState @7 :ClientState;   # page -> daemon (setFocus / setVisibility)
+    controllerChange @8 :ControllerChange;  # daemon -> page (clients.claim())
+    navigate @9 :Navigate;         # daemon -> page (WindowClient.navigate)
+    focus @10 :Void;               # daemon -> page (WindowClient.focus)
   }
 }
 
@@ -76,9 +94,10 @@ struct Hello {
   url @2 :Text;
   resumeToken @3 :Data;            # empty on first attach
   controlled @4 :Bool;
+  openToken @5 :Data;              # set by a page the daemon spawned (clients.openWindow)
 }
 
-# Sent with three fds: the segment memfd, the up doorbell and the down doorbell.
+# Sent with two fds: the segment memfd and the up doorbell eventfd.
 struct Welcome {
   clientId @0 :Data;               # 16 bytes
   resumeToken @1 :Data;            # 32 bytes; present it again to keep clientId

@@ -36,9 +36,23 @@ int main(int argc, char** argv) {
   app.add_option("--max-backlog", opts.maxBacklog, "messages held for a client that does not drain")
       ->capture_default_str();
   app.add_flag("--allow-group", opts.allowGroup, "socket mode 0660: accept clients of the same group");
+  std::string windowCommand;
+  int64_t openWindowTimeoutMs = opts.openWindowTimeout.count();
+  app.add_option("--window-command", windowCommand,
+                 "command openWindow runs, split on spaces; {url} {scope} {runtime-dir} are replaced "
+                 "(default: page_client listen)");
+  app.add_option("--open-window-timeout-ms", openWindowTimeoutMs, "how long openWindow waits for the page to attach")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   opts.spin = std::chrono::microseconds(spinUs);
   opts.ringBytes = ringBytes;
+  opts.openWindowTimeout = std::chrono::milliseconds(openWindowTimeoutMs);
+  for (size_t pos = 0; pos < windowCommand.size();) {
+    size_t end = windowCommand.find(' ', pos);
+    if (end == std::string::npos) end = windowCommand.size();
+    if (end > pos) opts.windowCommand.push_back(windowCommand.substr(pos, end - pos));
+    pos = end + 1;
+  }
 
   if (auto r = swipc::core::initLogging("sw_daemon", logLevel); !r) {
     std::fprintf(stderr, "sw_daemon: %s\n", r.error().describe().c_str());

@@ -30,6 +30,8 @@ struct ClientOptions {
   std::chrono::microseconds spin{0};
   /// Re-attach by itself (with backoff) after the daemon dies or restarts.
   bool reconnect = true;
+  /// Set by pages the daemon spawns (clients.openWindow); empty: taken from $SWIPC_OPEN_TOKEN.
+  std::string openToken;
 };
 
 struct PostOptions {
@@ -90,6 +92,16 @@ class Client {
   void onUndelivered(std::function<void(MessageSeq, const Error&)> fn);
   /// A post made with requestAck was consumed by the daemon.
   void onDelivered(std::function<void(MessageSeq)> fn);
+  /// The service worker navigated this window (WindowClient.navigate); url() is already updated.
+  void onNavigate(std::function<void(const std::string& url)> fn);
+  /// The service worker focused this window (WindowClient.focus).
+  void onFocus(std::function<void()> fn);
+
+  /// This client's url (changes on navigate).
+  const std::string& url() const;
+  /// Report window state to the daemon (drives matchAll order). Kept across re-attaches.
+  Result<void> setFocus(bool focused);
+  Result<void> setVisibility(bool visible);
   /// Accept typed payloads of schema T (others raise messageerror).
   TypeRegistry& types();
 

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "swipc/clients.h"
 #include "swipc/error.h"
 #include "swipc/message_event.h"
 #include "swipc/types.h"
@@ -30,35 +31,10 @@ struct ServiceWorkerOptions {
   bool allowGroup = false;            // socket mode 0660 and accept same-gid peers
   std::chrono::milliseconds attachTimeout{2000};
   bool handleSignals = true;          // SIGTERM/SIGINT: graceful stop; SIGUSR1: log counters
-};
-
-class ServiceWorker;
-
-/// A client as the daemon knows it (a snapshot of its metadata + a way to reach it).
-class ClientHandle {
- public:
-  const ClientId& id() const { return id_; }
-  const std::string& url() const { return url_; }
-  ClientType type() const { return type_; }
-  bool controlled() const { return controlled_; }
-  pid_t pid() const { return pid_; }
-
-  /// client.postMessage. NotFoundError when the client is gone, QueueFull when its backlog is at
-  /// the bound (the client stopped draining), QuotaExceededError over the size limit.
-  Result<MessageSeq> postMessage(const Value& data);
-  Result<MessageSeq> postTyped(uint64_t typeId, const TypedBuilder& build);
-
-  /// JSON-friendly description {id,url,type,frameType,focused,visibilityState}.
-  Value describe() const;
-
- private:
-  friend class ServiceWorker;
-  ServiceWorker* sw_ = nullptr;
-  ClientId id_;
-  std::string url_;
-  ClientType type_ = ClientType::WINDOW;
-  bool controlled_ = true;
-  pid_t pid_ = 0;
+  /// argv template openWindow runs; "{url}", "{scope}", "{runtime-dir}" are replaced.
+  /// Empty: page_client (next to this executable or on PATH) `listen` with that url.
+  std::vector<std::string> windowCommand;
+  std::chrono::milliseconds openWindowTimeout{5000};
 };
 
 /// A message from a client to the service worker.
@@ -66,15 +42,11 @@ struct ExtendableMessageEvent : MessageEvent {
   std::optional<ClientHandle> source;
 };
 
-struct MatchAllOptions {
-  bool includeUncontrolled = false;
-  ClientType type = ClientType::WINDOW;
-};
-
 struct Counters {
   uint64_t attached = 0, detached = 0, attachTimeouts = 0, versionMismatches = 0, rejectedClients = 0;
   uint64_t protocolViolations = 0, messagesIn = 0, messagesOut = 0, messageErrors = 0;
   uint64_t queueFull = 0, unresponsive = 0, undelivered = 0, oversize = 0, repliesDropped = 0;
+  uint64_t windowsOpened = 0, openWindowFailures = 0, claimed = 0;
   Value toValue() const;
 };
 
@@ -103,9 +75,12 @@ class ServiceWorker {
   void onClientDetached(std::function<void(const ClientId&, const std::string& reason)> fn);
   TypeRegistry& types();
 
-  /// clients.matchAll / clients.get.
-  std::vector<ClientHandle> matchAll(const MatchAllOptions& opts = {}) const;
-  std::optional<ClientHandle> get(const ClientId& id) const;
+  /// self.clients: matchAll, get, claim, openWindow.
+  Clients& clients();
+  const Clients& clients() const;
+  /// Shorthands for clients().matchAll / clients().get.
+  std::vector<ClientHandle> matchAll(const MatchAllOptions& opts = {}) const { return clients().matchAll(opts); }
+  std::optional<ClientHandle> get(const ClientId& id) const { return clients().get(id); }
 
   const ServiceWorkerOptions& options() const;
   Counters counters() const;
@@ -116,7 +91,9 @@ class ServiceWorker {
 
  private:
   friend class ClientHandle;
+  friend class Clients;
   std::unique_ptr<Impl> impl_;
+  Clients clients_;
 };
 
 }  // namespace swipc

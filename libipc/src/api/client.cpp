@@ -52,6 +52,12 @@ class Client::Impl {
   std::function<void(bool)> onControllerChange_;
   std::function<void(MessageSeq, const Error&)> onUndelivered_;
   std::function<void(MessageSeq)> onDelivered_;
+  std::function<void(const std::string&)> onNavigate_;
+  std::function<void()> onFocus_;
+  bool focused_ = false;
+  bool visible_ = true;
+
+  Result<void> sendState();
 
  private:
   struct Outstanding {
@@ -99,6 +105,12 @@ Result<void> Client::Impl::start() {
   if (!paths) return paths.error();
   paths_ = *paths;
   if (opts_.url.empty()) opts_.url = "app://" + opts_.scope + "/";
+  if (opts_.openToken.empty()) {
+    if (const char* t = std::getenv("SWIPC_OPEN_TOKEN"); t && *t) {
+      opts_.openToken = t;
+      ::unsetenv("SWIPC_OPEN_TOKEN");  // meant for this page only, not for its children
+    }
+  }
   auto loop = EventLoop::create();
   if (!loop) return loop.error();
   loop_ = std::move(*loop);
@@ -107,6 +119,7 @@ Result<void> Client::Impl::start() {
   hello.type = opts_.type == ClientType::WORKER ? ClientType::WORKER : ClientType::WINDOW;
   hello.url = opts_.url;
   hello.controlled = opts_.controlled;
+  hello.openToken = opts_.openToken;
   auto attached = core::attachToDaemon(paths_.socket, hello, deadlineIn(opts_.attachTimeout));
   if (!attached) return attached.error();
   install(std::move(*attached));
@@ -166,6 +179,7 @@ void Client::Impl::tryReconnect() {
   }
   backoff_ = std::chrono::milliseconds(50);
   install(std::move(*attached));
+  if (focused_ || !visible_) (void)sendState();  // the new daemon learns our window state
   spdlog::info("re-attached client={} controlled={}", id_.toString(), controlled_);
   if (controlled_) {
     deliver([this] {
@@ -316,6 +330,31 @@ void Client::Impl::handleEnvelope(wire::Inbound&& inbound) {
       });
       return;
     }
+    case schema::Envelope::CONTROLLER_CHANGE: {
+      const bool now = env.getControllerChange().getControlled();
+      if (now == controlled_) return;
+      controlled_ = now;
+      if (now) opts_.controlled = true;  // stay controlled across re-attaches, as a claimed page does
+      deliver([this, now] {
+        if (onControllerChange_) onControllerChange_(now);
+      });
+      return;
+    }
+    case schema::Envelope::NAVIGATE: {
+      std::string url = env.getNavigate().getUrl().cStr();
+      opts_.url = url;
+      deliver([this, url] {
+        if (onNavigate_) onNavigate_(url);
+      });
+      return;
+    }
+    case schema::Envelope::FOCUS: {
+      focused_ = true;
+      deliver([this] {
+        if (onFocus_) onFocus_();
+      });
+      return;
+    }
     case schema::Envelope::ERROR: {
       auto e = env.getError();
       Errc code = Errc::PROTOCOL_VIOLATION;
@@ -414,6 +453,36 @@ bool Client::Impl::waitForSpace(Deadline deadline) {
     return conn_ && gen == generation_;
   }
   return false;
+}
+
+Result<void> Client::Impl::sendState() {
+  if (closed_) return makeError(Errc::DISCONNECTED, "client is closed");
+  if (!conn_) return {};  // remembered; sent after the next attach
+  const MessageSeq seq = nextSeq_;
+  capnp::MallocMessageBuilder mb(kj::arrayPtr(scratch_.data(), scratch_.size()));
+  auto env = mb.initRoot<schema::Envelope>();
+  env.setSchemaVersion(schema::SCHEMA_VERSION);
+  env.setSeq(seq);
+  auto st = env.initClientState();
+  st.setFocused(focused_);
+  st.setVisible(visible_);
+  const Deadline deadline = deadlineIn(std::chrono::milliseconds(1000));
+  for (;;) {
+    switch (conn_->send(mb, seq)) {
+      case Connection::SendStatus::OK:
+        ++nextSeq_;
+        conn_->wakePeerIfSleeping();
+        return {};
+      case Connection::SendStatus::TOO_BIG:
+      case Connection::SendStatus::BROKEN:
+        return makeError(Errc::DISCONNECTED, "connection to the daemon broke");
+      case Connection::SendStatus::FULL:
+        conn_->wakePeer();
+        if (!waitForSpace(deadline)) return makeError(Errc::QUEUE_FULL, "the daemon's queue stayed full");
+        if (!conn_) return {};
+        break;
+    }
+  }
 }
 
 Result<MessageSeq> Client::Impl::sendPost(const api::OutgoingPayload& payload, const PostOptions& opts,
@@ -538,6 +607,17 @@ void Client::onMessageError(std::function<void(const MessageErrorEvent&)> fn) { 
 void Client::onControllerChange(std::function<void(bool)> fn) { impl_->onControllerChange_ = std::move(fn); }
 void Client::onUndelivered(std::function<void(MessageSeq, const Error&)> fn) { impl_->onUndelivered_ = std::move(fn); }
 void Client::onDelivered(std::function<void(MessageSeq)> fn) { impl_->onDelivered_ = std::move(fn); }
+void Client::onNavigate(std::function<void(const std::string&)> fn) { impl_->onNavigate_ = std::move(fn); }
+void Client::onFocus(std::function<void()> fn) { impl_->onFocus_ = std::move(fn); }
+const std::string& Client::url() const { return impl_->opts_.url; }
+Result<void> Client::setFocus(bool focused) {
+  impl_->focused_ = focused;
+  return impl_->sendState();
+}
+Result<void> Client::setVisibility(bool visible) {
+  impl_->visible_ = visible;
+  return impl_->sendState();
+}
 TypeRegistry& Client::types() { return impl_->types_; }
 void Client::startMessages() { impl_->startMessages(); }
 Result<Value> Client::messageSW(const Value& data, Deadline deadline) { return impl_->messageSW(data, deadline); }

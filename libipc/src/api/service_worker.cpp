@@ -5,9 +5,14 @@
 #include <spdlog/spdlog.h>
 #include <sys/epoll.h>
 #include <sys/file.h>
+#include <spawn.h>
 #include <sys/signalfd.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <deque>
 #include <unordered_map>
 
@@ -38,6 +43,10 @@ struct ClientRecord {
   ClientId id;
   std::string url;
   ClientType type = ClientType::WINDOW;
+  FrameType frameType = FrameType::TOP_LEVEL;
+  bool focused = false;
+  bool visible = true;
+  uint64_t focusOrder = 0;  // 0: never focused; larger = more recent
   bool controlled = true;
   pid_t pid = 0;
   uint64_t order = 0;
@@ -49,6 +58,16 @@ struct ClientRecord {
   bool unresponsive = false;
   bool alive = true;
   bool drainScheduled = false;
+};
+
+/// A page process spawned by clients.openWindow, until it attaches, fails or times out.
+struct OpenWindow {
+  pid_t pid = -1;
+  UniqueFd pidfd;
+  EventLoop::WatchId watch = 0;
+  EventLoop::TimerId timer = 0;
+  std::function<void(std::optional<ClientHandle>)> done;
+  bool attached = false;
 };
 
 struct PendingAttach {
@@ -82,6 +101,10 @@ class ServiceWorker::Impl {
   std::vector<ClientHandle> matchAll(const MatchAllOptions& o) const;
   std::optional<ClientHandle> get(const ClientId& id) const;
   ClientHandle handleFor(const ClientRecord& c) const;
+  size_t claim();
+  void openWindow(const std::string& url, std::function<void(std::optional<ClientHandle>)> done);
+  Result<ClientHandle> focus(const ClientId& id);
+  Result<ClientHandle> navigate(const ClientId& id, const std::string& url);
 
   ServiceWorker* owner_;
   ServiceWorkerOptions opts_;
@@ -111,10 +134,16 @@ class ServiceWorker::Impl {
   void sendError(ClientRecord& c, Errc code, const std::string& message, uint64_t refSeq);
   void onSignal();
   void logCounters();
+  Result<ClientRecord*> windowToCommand(const ClientId& id);
+  void takeFocus(ClientRecord& c);
+  bool sendSimple(ClientRecord& c, const std::function<void(schema::Envelope::Builder)>& fill);
+  void finishOpen(const std::string& token, std::optional<ClientHandle> result, const std::string& why);
+  std::vector<std::string> windowArgv(const std::string& url) const;
   void shutdown(const std::string& reason);
   ClientRecord* find(const ClientId& id) const;
 
   core::ScopePaths paths_;
+  std::string runtimeRoot_;
   UniqueFd lockFd_;
   UniqueFd listenFd_;
   UniqueFd signalFd_;
@@ -123,6 +152,8 @@ class ServiceWorker::Impl {
   bool stopRequested_ = false;
   uint64_t epoch_ = 0;
   uint64_t nextOrder_ = 1;
+  uint64_t focusCounter_ = 0;
+  std::unordered_map<std::string, OpenWindow> opens_;  // open token -> spawned page
   uint64_t nextPending_ = 1;
   std::unordered_map<uint64_t, PendingAttach> pending_;
   Clock::time_point lastActivity_{};
@@ -161,6 +192,7 @@ Result<void> ServiceWorker::Impl::listen() {
   auto paths = core::scopePaths(opts_.runtimeDir, opts_.scope);
   if (!paths) return paths.error();
   paths_ = *paths;
+  runtimeRoot_ = paths_.dir.substr(0, paths_.dir.size() - opts_.scope.size() - 1);
   if (auto r = core::ensurePrivateDir(paths_.dir); !r) return r.error();
   lockFd_.reset(::open(paths_.lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
   if (!lockFd_) return sysError("open " + paths_.lock);
@@ -267,6 +299,11 @@ void ServiceWorker::Impl::shutdown(const std::string& reason) {
     loop_->cancelTimer(p.timer);
   }
   pending_.clear();
+  for (auto& [token, o] : opens_) {
+    loop_->unwatch(o.watch);
+    loop_->cancelTimer(o.timer);
+  }
+  opens_.clear();  // spawned pages live on; they re-attach to the next daemon
   clients_.clear();
   ::unlink(paths_.socket.c_str());
   listenFd_.reset();
@@ -393,7 +430,10 @@ void ServiceWorker::Impl::admit(PendingAttach p, const core::HelloInfo& hello) {
   c.id = w.clientId;
   c.url = hello.url;
   c.type = hello.type;
+  c.frameType = hello.type == ClientType::WORKER ? FrameType::NONE : FrameType::TOP_LEVEL;
   c.controlled = hello.controlled;
+  const bool opened = !hello.openToken.empty() && opens_.count(hello.openToken) && !opens_[hello.openToken].attached;
+  if (opened && c.type == ClientType::WINDOW) c.frameType = FrameType::AUXILIARY;
   c.pid = p.cred.pid;
   c.order = nextOrder_++;
   c.conn = std::move(*conn);
@@ -419,6 +459,7 @@ void ServiceWorker::Impl::admit(PendingAttach p, const core::HelloInfo& hello) {
   spdlog::info("attached client={} pid={} type={} controlled={} url={} resumed={}", id.toString(), c.pid,
                clientTypeName(c.type), c.controlled, c.url, hello.resumeToken.has_value());
   if (onAttached_) onAttached_(handleFor(c));
+  if (opened) finishOpen(hello.openToken, handleFor(c), "attached");
 }
 
 // ------------------------------------------------------------------------------------------------ inbound
@@ -474,6 +515,16 @@ void ServiceWorker::Impl::drain(ClientRecord& c) {
 bool ServiceWorker::Impl::handleEnvelope(ClientRecord& c, wire::Inbound&& inbound) {
   auto owner = std::make_shared<const wire::Inbound>(std::move(inbound));
   auto env = owner->envelope();
+  if (env.isClientState()) {
+    auto st = env.getClientState();
+    c.visible = st.getVisible();
+    if (st.getFocused() && !c.focused && c.type == ClientType::WINDOW) {
+      takeFocus(c);
+    } else if (!st.getFocused()) {
+      c.focused = false;
+    }
+    return true;
+  }
   if (!env.isControllerPost()) {
     violation(c, makeError(Errc::PROTOCOL_VIOLATION, "a client may only post to its controller on the ring"));
     return false;
@@ -676,9 +727,66 @@ ClientHandle ServiceWorker::Impl::handleFor(const ClientRecord& c) const {
   h.id_ = c.id;
   h.url_ = c.url;
   h.type_ = c.type;
+  h.frameType_ = c.frameType;
+  h.focused_ = c.focused;
+  h.visible_ = c.visible;
   h.controlled_ = c.controlled;
   h.pid_ = c.pid;
   return h;
+}
+
+void ServiceWorker::Impl::takeFocus(ClientRecord& c) {
+  // One window has the focus at a time: it moves.
+  for (auto& [id, other] : clients_) other->focused = false;
+  c.focused = true;
+  c.focusOrder = ++focusCounter_;
+}
+
+bool ServiceWorker::Impl::sendSimple(ClientRecord& c, const std::function<void(schema::Envelope::Builder)>& fill) {
+  MessageSeq seq;
+  auto mb = newEnvelope(c, seq);
+  fill(mb->getRoot<schema::Envelope>());
+  return enqueue(c, std::move(mb), seq).ok();
+}
+
+size_t ServiceWorker::Impl::claim() {
+  size_t n = 0;
+  for (auto& [id, c] : clients_) {
+    if (!c->alive || c->controlled) continue;
+    c->controlled = true;
+    sendSimple(*c, [](schema::Envelope::Builder e) { e.initControllerChange().setControlled(true); });
+    ++n;
+  }
+  counters_.claimed += n;
+  spdlog::info("claim: {} client(s) now controlled", n);
+  return n;
+}
+
+Result<ClientRecord*> ServiceWorker::Impl::windowToCommand(const ClientId& id) {
+  ClientRecord* c = find(id);
+  if (!c || !c->alive) return makeError(Errc::NOT_FOUND, "client " + id.toString() + " is gone");
+  if (c->type != ClientType::WINDOW) return makeError(Errc::TYPE, "not a window client");
+  if (!c->controlled) return makeError(Errc::INVALID_STATE, "this service worker does not control the client");
+  return c;
+}
+
+Result<ClientHandle> ServiceWorker::Impl::focus(const ClientId& id) {
+  auto c = windowToCommand(id);
+  if (!c) return c.error();
+  takeFocus(**c);
+  if (!sendSimple(**c, [](schema::Envelope::Builder e) { e.setFocus(); }))
+    return makeError(Errc::QUEUE_FULL, "could not tell the client");
+  return handleFor(**c);
+}
+
+Result<ClientHandle> ServiceWorker::Impl::navigate(const ClientId& id, const std::string& url) {
+  auto c = windowToCommand(id);
+  if (!c) return c.error();
+  if (url.empty() || url.size() > 2048) return makeError(Errc::TYPE, "invalid url");
+  if (!sendSimple(**c, [&](schema::Envelope::Builder e) { e.initNavigate().setUrl(url); }))
+    return makeError(Errc::QUEUE_FULL, "could not tell the client");
+  (*c)->url = url;
+  return handleFor(**c);
 }
 
 std::vector<ClientHandle> ServiceWorker::Impl::matchAll(const MatchAllOptions& o) const {
@@ -689,8 +797,12 @@ std::vector<ClientHandle> ServiceWorker::Impl::matchAll(const MatchAllOptions& o
     if (o.type != ClientType::ALL && c->type != o.type) continue;
     picked.push_back(c.get());
   }
-  std::sort(picked.begin(), picked.end(), [](const ClientRecord* a, const ClientRecord* b) {
-    if (a->type != b->type) return a->type == ClientType::WINDOW;
+  // Windows focused at least once, most recent first; then never-focused windows by creation;
+  // then workers by creation.
+  auto rank = [](const ClientRecord* c) { return c->type == ClientType::WORKER ? 2 : (c->focusOrder ? 0 : 1); };
+  std::sort(picked.begin(), picked.end(), [&](const ClientRecord* a, const ClientRecord* b) {
+    if (rank(a) != rank(b)) return rank(a) < rank(b);
+    if (rank(a) == 0) return a->focusOrder > b->focusOrder;
     return a->order < b->order;
   });
   std::vector<ClientHandle> out;
@@ -705,9 +817,123 @@ std::optional<ClientHandle> ServiceWorker::Impl::get(const ClientId& id) const {
   return handleFor(*c);
 }
 
+// ------------------------------------------------------------------------------------------------ openWindow
+
+namespace {
+std::string findPageClient() {
+  char buf[4096];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n > 0) {
+    std::string dir(buf, static_cast<size_t>(n));
+    dir = dir.substr(0, dir.rfind('/'));
+    for (const std::string& cand : {dir + "/page_client", dir + "/../page_client/page_client"}) {
+      if (::access(cand.c_str(), X_OK) == 0) return cand;
+    }
+  }
+  return "page_client";  // from PATH
+}
+
+void replaceAll(std::string& s, const std::string& from, const std::string& to) {
+  for (size_t pos = 0; (pos = s.find(from, pos)) != std::string::npos; pos += to.size()) s.replace(pos, from.size(), to);
+}
+}  // namespace
+
+std::vector<std::string> ServiceWorker::Impl::windowArgv(const std::string& url) const {
+  std::vector<std::string> argv = opts_.windowCommand;
+  if (argv.empty())
+    argv = {findPageClient(), "--scope", "{scope}", "--runtime-dir", "{runtime-dir}", "--url", "{url}", "listen"};
+  for (auto& a : argv) {
+    replaceAll(a, "{url}", url);
+    replaceAll(a, "{scope}", opts_.scope);
+    replaceAll(a, "{runtime-dir}", runtimeRoot_);
+  }
+  return argv;
+}
+
+void ServiceWorker::Impl::openWindow(const std::string& url, std::function<void(std::optional<ClientHandle>)> done) {
+  char hex[33];
+  std::snprintf(hex, sizeof hex, "%016llx%016llx", static_cast<unsigned long long>(core::randomU64()),
+                static_cast<unsigned long long>(core::randomU64()));
+  const std::string token = hex;
+  const auto argv = windowArgv(url);
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  std::vector<std::string> envStore;
+  for (char** e = environ; *e; ++e)
+    if (std::strncmp(*e, "SWIPC_OPEN_TOKEN=", 17) != 0) envStore.emplace_back(*e);
+  envStore.push_back("SWIPC_OPEN_TOKEN=" + token);
+  std::vector<char*> envp;
+  for (auto& e : envStore) envp.push_back(e.data());
+  envp.push_back(nullptr);
+
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none;
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&attr, &none);  // the daemon blocks signals it reads via signalfd
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+  pid_t pid = -1;
+  int rc = ::posix_spawnp(&pid, args[0], nullptr, &attr, args.data(), envp.data());
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) {
+    ++counters_.openWindowFailures;
+    spdlog::warn("openWindow({}): cannot start {}: {}", url, argv[0], std::strerror(rc));
+    done(std::nullopt);
+    return;
+  }
+  OpenWindow o;
+  o.pid = pid;
+  o.done = std::move(done);
+  o.pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  if (o.pidfd) {
+    auto w = loop_->watch(o.pidfd.get(), EPOLLIN, [this, token](uint32_t) {
+      auto it = opens_.find(token);
+      if (it == opens_.end()) return;
+      int status = 0;
+      if (::waitpid(it->second.pid, &status, WNOHANG) != it->second.pid) return;
+      std::string why = WIFEXITED(status) ? "exited with status " + std::to_string(WEXITSTATUS(status))
+                                          : "killed by signal " + std::to_string(WTERMSIG(status));
+      finishOpen(token, std::nullopt, "the page " + why + " before attaching");
+      loop_->unwatch(it->second.watch);
+      opens_.erase(token);
+    });
+    if (w) o.watch = *w;
+  }
+  o.timer = loop_->addTimer(deadlineIn(opts_.openWindowTimeout), [this, token] {
+    auto it = opens_.find(token);
+    if (it == opens_.end() || it->second.attached) return;
+    it->second.timer = 0;
+    ::kill(it->second.pid, SIGKILL);  // reaped by the pidfd watch, so no zombie is left
+    finishOpen(token, std::nullopt,
+               "the page did not attach within " + std::to_string(opts_.openWindowTimeout.count()) + " ms");
+  });
+  spdlog::info("openWindow({}): spawned pid={} ({})", url, pid, argv[0]);
+  opens_.emplace(token, std::move(o));
+}
+
+void ServiceWorker::Impl::finishOpen(const std::string& token, std::optional<ClientHandle> result,
+                                     const std::string& why) {
+  auto it = opens_.find(token);
+  if (it == opens_.end() || !it->second.done) return;
+  auto done = std::move(it->second.done);
+  it->second.done = nullptr;
+  if (it->second.timer) loop_->cancelTimer(it->second.timer);
+  it->second.timer = 0;
+  if (result) {
+    it->second.attached = true;
+    ++counters_.windowsOpened;
+  } else {
+    ++counters_.openWindowFailures;
+    spdlog::warn("openWindow: pid={} failed: {}", it->second.pid, why);
+  }
+  done(std::move(result));
+}
+
 // ------------------------------------------------------------------------------------------------ public
 
-ServiceWorker::ServiceWorker(ServiceWorkerOptions opts) : impl_(std::make_unique<Impl>(this, std::move(opts))) {}
+ServiceWorker::ServiceWorker(ServiceWorkerOptions opts)
+    : impl_(std::make_unique<Impl>(this, std::move(opts))), clients_(this) {}
 ServiceWorker::~ServiceWorker() = default;
 Result<void> ServiceWorker::listen() { return impl_->listen(); }
 Result<void> ServiceWorker::run() { return impl_->run(); }
@@ -735,8 +961,14 @@ void ServiceWorker::onClientDetached(std::function<void(const ClientId&, const s
   impl_->onDetached_ = std::move(fn);
 }
 TypeRegistry& ServiceWorker::types() { return impl_->types_; }
-std::vector<ClientHandle> ServiceWorker::matchAll(const MatchAllOptions& opts) const { return impl_->matchAll(opts); }
-std::optional<ClientHandle> ServiceWorker::get(const ClientId& id) const { return impl_->get(id); }
+Clients& ServiceWorker::clients() { return clients_; }
+const Clients& ServiceWorker::clients() const { return clients_; }
+std::vector<ClientHandle> Clients::matchAll(const MatchAllOptions& opts) const { return sw_->impl_->matchAll(opts); }
+std::optional<ClientHandle> Clients::get(const ClientId& id) const { return sw_->impl_->get(id); }
+size_t Clients::claim() { return sw_->impl_->claim(); }
+void Clients::openWindow(const std::string& url, std::function<void(std::optional<ClientHandle>)> done) {
+  sw_->impl_->openWindow(url, std::move(done));
+}
 const ServiceWorkerOptions& ServiceWorker::options() const { return impl_->opts_; }
 Counters ServiceWorker::counters() const { return impl_->counters_; }
 size_t ServiceWorker::clientCount() const {
@@ -760,13 +992,32 @@ Result<MessageSeq> ClientHandle::postTyped(uint64_t typeId, const TypedBuilder& 
   return sw_->impl().postToClient(id_, p);
 }
 
+Result<ClientHandle> ClientHandle::focus() {
+  SWIPC_REQUIRE(sw_ != nullptr, "ClientHandle not from a ServiceWorker");
+  return sw_->impl().focus(id_);
+}
+
+Result<ClientHandle> ClientHandle::navigate(const std::string& url) {
+  SWIPC_REQUIRE(sw_ != nullptr, "ClientHandle not from a ServiceWorker");
+  return sw_->impl().navigate(id_, url);
+}
+
 Value ClientHandle::describe() const {
   return Value::map({{"id", id_.toString()},
                      {"url", url_},
                      {"type", std::string(clientTypeName(type_))},
-                     {"frameType", "top-level"},
-                     {"focused", false},
-                     {"visibilityState", "visible"}});
+                     {"frameType", std::string(frameTypeName(frameType_))},
+                     {"focused", focused_},
+                     {"visibilityState", std::string(visibilityState())}});
+}
+
+std::string_view frameTypeName(FrameType t) {
+  switch (t) {
+    case FrameType::TOP_LEVEL: return "top-level";
+    case FrameType::AUXILIARY: return "auxiliary";
+    case FrameType::NONE: return "none";
+  }
+  return "none";
 }
 
 Value Counters::toValue() const {
@@ -783,7 +1034,10 @@ Value Counters::toValue() const {
                      {"unresponsive", int64_t(unresponsive)},
                      {"undelivered", int64_t(undelivered)},
                      {"oversize", int64_t(oversize)},
-                     {"repliesDropped", int64_t(repliesDropped)}});
+                     {"repliesDropped", int64_t(repliesDropped)},
+                     {"windowsOpened", int64_t(windowsOpened)},
+                     {"openWindowFailures", int64_t(openWindowFailures)},
+                     {"claimed", int64_t(claimed)}});
 }
 
 }  // namespace swipc

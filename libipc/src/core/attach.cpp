@@ -45,6 +45,8 @@ Result<Attached> attachToDaemon(const std::string& socketPath, const HelloInfo& 
     h.setUrl(hello.url);
     if (hello.resumeToken) h.setResumeToken(capnp::Data::Reader(hello.resumeToken->data(), hello.resumeToken->size()));
     h.setControlled(hello.controlled);
+    if (!hello.openToken.empty())
+      h.setOpenToken(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(hello.openToken.data()), hello.openToken.size()));
     auto words = capnp::messageToFlatArray(mb);
     IoStatus s = sendDatagram(sock->get(), words.begin(), words.size() * sizeof(capnp::word));
     if (s == IoStatus::AGAIN) return makeError(Errc::ATTACH_TIMEOUT, "daemon's socket is full");
@@ -105,6 +107,9 @@ Result<HelloInfo> parseHello(schema::Control::Reader control) {
   info.url = h.getUrl().cStr();
   if (info.url.size() > 2048) return makeError(Errc::TYPE, "url longer than 2048 bytes");
   info.controlled = h.getControlled();
+  auto ot = h.getOpenToken();
+  if (ot.size() > 64) return makeError(Errc::PROTOCOL_VIOLATION, "open token longer than 64 bytes");
+  info.openToken.assign(reinterpret_cast<const char*>(ot.begin()), ot.size());
   auto t = h.getResumeToken();
   if (t.size() == 32) {
     ResumeToken tok;

@@ -17,6 +17,7 @@ struct HelloInfo {
   std::string url;
   std::optional<ResumeToken> resumeToken;
   bool controlled = true;
+  std::string openToken;  // raw bytes, set by pages spawned through clients.openWindow
 };
 
 struct WelcomeInfo {
