@@ -65,6 +65,35 @@ struct Navigate {
   url @0 :Text;
 }
 
+# ---- BroadcastChannel ----
+
+struct BcJoin {                    # page -> daemon: object `objectId` opens channel `name`
+  objectId @0 :UInt32;
+  name @1 :Text;
+}
+
+struct BcLeave {                   # page -> daemon
+  objectId @0 :UInt32;
+}
+
+struct BcPost {                    # page -> daemon: post once; the daemon writes the channel ring
+  objectId @0 :UInt32;
+  payload @1 :Payload;
+  wantAck @2 :Bool;                # daemon answers with an Ack once the post is in the ring
+}
+
+struct BcJoined {                  # daemon -> page: the join is in effect
+  objectId @0 :UInt32;
+  ringId @1 :UInt64;               # the ring's memfd came (once) in a Control.bcRing datagram
+  startPos @2 :UInt64;             # ring tail when the join was processed
+  startSeq @3 :UInt64;             # first channel seq this object receives
+  senderTag @4 :UInt64;            # this client's tag prefix (records it posted carry it)
+}
+
+struct BcMessage {                 # one record in a channel ring (written by the daemon only)
+  payload @0 :Payload;
+}
+
 struct Envelope {
   schemaVersion @0 :UInt16;
   seq @1 :UInt64;                  # sender-local, increasing from 1
@@ -78,6 +107,11 @@ struct Envelope {
     controllerChange @8 :ControllerChange;  # daemon -> page (clients.claim())
     navigate @9 :Navigate;         # daemon -> page (WindowClient.navigate)
     focus @10 :Void;               # daemon -> page (WindowClient.focus)
+    bcJoin @11 :BcJoin;
+    bcLeave @12 :BcLeave;
+    bcPost @13 :BcPost;
+    bcJoined @14 :BcJoined;
+    bcMessage @15 :BcMessage;      # only inside channel rings
   }
 }
 
@@ -116,6 +150,12 @@ struct OutOfLine {
   bytes @1 :UInt64;
 }
 
+# Sent with one fd: a channel ring memfd sealed F_SEAL_FUTURE_WRITE (map it read-only).
+struct BcRing {
+  ringId @0 :UInt64;
+  capacity @1 :UInt64;             # data bytes (power of two)
+}
+
 struct Goodbye {
   reason @0 :Text;
 }
@@ -127,5 +167,6 @@ struct Control {
     error @2 :ErrorReport;
     outOfLine @3 :OutOfLine;
     goodbye @4 :Goodbye;
+    bcRing @5 :BcRing;
   }
 }

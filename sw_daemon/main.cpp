@@ -26,7 +26,12 @@ int main(int argc, char** argv) {
   app.add_option("--max-message-bytes", opts.maxMessageBytes, "largest message accepted or sent")
       ->capture_default_str()
       ->check(CLI::Range(uint64_t{1024}, uint64_t{1} << 32));
-  app.add_option("--bc-ring-bytes", bcRingBytes, "capacity of each BroadcastChannel ring")->capture_default_str();
+  app.add_option("--bc-ring-bytes", bcRingBytes, "capacity of each BroadcastChannel ring (power of two)")
+      ->capture_default_str()
+      ->check([](const std::string& s) {
+        uint64_t v = std::stoull(s);
+        return (v >= 4096 && v <= (1u << 30) && !(v & (v - 1))) ? std::string() : "must be a power of two >= 4096";
+      });
   app.add_option("--ring-bytes", ringBytes, "per-client ring size per direction (power of two)")
       ->capture_default_str()
       ->check([](const std::string& s) {
@@ -46,6 +51,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   opts.spin = std::chrono::microseconds(spinUs);
   opts.ringBytes = ringBytes;
+  opts.bcRingBytes = bcRingBytes;
   opts.openWindowTimeout = std::chrono::milliseconds(openWindowTimeoutMs);
   for (size_t pos = 0; pos < windowCommand.size();) {
     size_t end = windowCommand.find(' ', pos);
@@ -59,11 +65,11 @@ int main(int argc, char** argv) {
     return 1;
   }
   swipc::ServiceWorker sw(opts);
-  swipc::daemon::installReferenceServiceWorker(sw);
   if (auto r = sw.listen(); !r) {
     std::fprintf(stderr, "sw_daemon: %s\n", r.error().describe().c_str());
     return 1;
   }
+  swipc::daemon::ReferenceServiceWorker reference(sw);
   if (auto r = sw.run(); !r) {
     std::fprintf(stderr, "sw_daemon: %s\n", r.error().describe().c_str());
     return 1;

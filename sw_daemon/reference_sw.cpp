@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "swipc/broadcast_channel.h"
+
 namespace swipc::daemon {
 
 namespace {
@@ -46,7 +48,19 @@ MatchAllOptions matchAllOptions(const Value& o) {
   return m;
 }
 
-void handle(ServiceWorker& sw, ExtendableMessageEvent& e) {
+}  // namespace
+
+struct ReferenceServiceWorker::State {
+  explicit State(ServiceWorker& s) : sw(s), countChannel(s, "count-channel") {}
+  ServiceWorker& sw;
+  int64_t count = 0;
+  BroadcastChannel countChannel;  // the article's example: INCREASE_COUNT -> COUNT on the channel
+};
+
+namespace {
+
+void handle(ReferenceServiceWorker::State& st, ExtendableMessageEvent& e) {
+  ServiceWorker& sw = st.sw;
   const std::string type = e.data["type"].textOr("");
   Responder reply(e);
   if (type == "GET_VERSION") {
@@ -68,6 +82,12 @@ void handle(ServiceWorker& sw, ExtendableMessageEvent& e) {
     for (auto& c : sw.clients().matchAll())
       if (c.postMessage(e.data["data"])) ++count;
     reply(Value::map({{"count", count}}));
+  } else if (type == "BROADCAST") {
+    const std::string channel = e.data["channel"].textOr("");
+    if (channel.empty()) return reply(errorValue(makeError(Errc::TYPE, "BROADCAST needs a channel")));
+    BroadcastChannel bc(sw, channel);  // destinations are fixed now; the object closes right after
+    auto r = bc.postMessage(e.data["data"]);
+    reply(r ? Value::map({{"posted", true}}) : errorValue(r.error()));
   } else if (type == "CLAIM") {
     reply(Value::map({{"claimed", static_cast<int64_t>(sw.clients().claim())}}));
   } else if (type == "OPEN_WINDOW") {
@@ -86,8 +106,17 @@ void handle(ServiceWorker& sw, ExtendableMessageEvent& e) {
 
 }  // namespace
 
-void installReferenceServiceWorker(ServiceWorker& sw) {
-  sw.onMessage([&sw](ExtendableMessageEvent& e) { handle(sw, e); });
+ReferenceServiceWorker::~ReferenceServiceWorker() = default;
+
+ReferenceServiceWorker::ReferenceServiceWorker(ServiceWorker& sw) : state_(std::make_unique<State>(sw)) {
+  State& st = *state_;
+  st.countChannel.onMessage([&st](const MessageEvent& e) {
+    if (e.data["type"].textOr("") != "INCREASE_COUNT") return;
+    ++st.count;
+    if (auto r = st.countChannel.postMessage(Value::map({{"type", "COUNT"}, {"count", st.count}})); !r)
+      spdlog::warn("count-channel post failed: {}", r.error().describe());
+  });
+  sw.onMessage([&st](ExtendableMessageEvent& e) { handle(st, e); });
   sw.onMessageError([](const MessageErrorEvent& e, const ClientHandle& from) {
     spdlog::warn("messageerror from client={}: {}", from.id().toString(), e.error.describe());
   });

@@ -19,6 +19,10 @@
 
 namespace swipc {
 
+namespace detail {
+class BroadcastHub;
+}
+
 struct ClientOptions {
   std::string scope = "default";
   std::string runtimeDir;  // empty: $SWIPC_RUNTIME_DIR, $XDG_RUNTIME_DIR/swipc or /tmp/swipc-<uid>
@@ -137,6 +141,9 @@ class Client {
 
   /// Detaches gracefully now (the daemon sees a normal exit). Later calls fail Disconnected.
   void close();
+
+  /// Internal: what BroadcastChannel objects made on this client talk to.
+  std::shared_ptr<detail::BroadcastHub> broadcastHub();
 
   class Impl;
 

@@ -19,6 +19,10 @@
 
 namespace swipc {
 
+namespace detail {
+class BroadcastHub;
+}
+
 struct ServiceWorkerOptions {
   std::string scope = "default";
   std::string runtimeDir;
@@ -35,6 +39,8 @@ struct ServiceWorkerOptions {
   /// Empty: page_client (next to this executable or on PATH) `listen` with that url.
   std::vector<std::string> windowCommand;
   std::chrono::milliseconds openWindowTimeout{5000};
+  /// Capacity of each BroadcastChannel ring (power of two >= 4096).
+  uint64_t bcRingBytes = 1 << 20;
 };
 
 /// A message from a client to the service worker.
@@ -47,6 +53,7 @@ struct Counters {
   uint64_t protocolViolations = 0, messagesIn = 0, messagesOut = 0, messageErrors = 0;
   uint64_t queueFull = 0, unresponsive = 0, undelivered = 0, oversize = 0, repliesDropped = 0;
   uint64_t windowsOpened = 0, openWindowFailures = 0, claimed = 0;
+  uint64_t broadcastsPosted = 0, channelsOpen = 0;
   Value toValue() const;
 };
 
@@ -85,6 +92,9 @@ class ServiceWorker {
   const ServiceWorkerOptions& options() const;
   Counters counters() const;
   size_t clientCount() const;
+
+  /// Internal: what BroadcastChannel objects made on this service worker talk to.
+  std::shared_ptr<detail::BroadcastHub> broadcastHub();
 
   class Impl;
   Impl& impl() { return *impl_; }

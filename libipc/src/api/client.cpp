@@ -5,11 +5,19 @@
 #include <sys/epoll.h>
 
 #include <array>
+#include <map>
+#include <sys/eventfd.h>
 #include <deque>
 #include <unordered_map>
 
+#include "api/broadcast_object.h"
+#include "api/broadcast_waiter.h"
 #include "api/payload.h"
 #include "core/attach.h"
+#include "queue/broadcast_ring.h"
+#include "shm/memfd.h"
+#include "swipc/broadcast_channel.h"
+#include "wire/limits.h"
 #include "core/event_loop.h"
 #include "core/paths.h"
 
@@ -58,6 +66,33 @@ class Client::Impl {
   bool visible_ = true;
 
   Result<void> sendState();
+  Result<MessageSeq> sendEnvelope(const std::function<void(schema::Envelope::Builder)>& fill, const PostOptions& opts,
+                                  bool track);
+
+  // ---- BroadcastChannel (client side)
+  class Hub;
+  void bcOpen(const std::shared_ptr<detail::BcObject>& obj);
+  Result<MessageSeq> bcPost(detail::BcObject& obj, const api::OutgoingPayload& payload, bool wantAck);
+  void bcClose(detail::BcObject& obj);
+  void bcJoined(schema::BcJoined::Reader j);
+  void readBroadcasts();
+  void refreshWaiter();
+  void dropRingIfUnused(const std::string& name);
+  bool joinPending(const std::string& name) const;
+
+  struct RingView {
+    uint64_t ringId = 0;
+    std::shared_ptr<shm::Mapping> map;
+    queue::BroadcastReader reader;
+    uint64_t expectedSeq = 0;
+  };
+  std::shared_ptr<Hub> hub_;
+  std::map<uint32_t, std::shared_ptr<detail::BcObject>> bcObjects_;  // by id = creation order
+  uint32_t nextBcId_ = 1;
+  std::unordered_map<std::string, RingView> rings_;
+  uint64_t senderTag_ = 0;
+  std::unique_ptr<api::BroadcastWaiter> waiter_;
+  UniqueFd bcWakeFd_;
 
  private:
   struct Outstanding {
@@ -114,6 +149,16 @@ Result<void> Client::Impl::start() {
   auto loop = EventLoop::create();
   if (!loop) return loop.error();
   loop_ = std::move(*loop);
+  bcWakeFd_.reset(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  if (!bcWakeFd_) return makeError(Errc::SYSTEM, "eventfd for broadcast wake-ups");
+  if (auto w = loop_->watch(bcWakeFd_.get(), EPOLLIN, [this](uint32_t) {
+        uint64_t v;
+        [[maybe_unused]] auto n = ::read(bcWakeFd_.get(), &v, sizeof v);
+        readBroadcasts();
+      });
+      !w)
+    return w.error();
+  hub_ = std::make_shared<Hub>(this);
   core::HelloInfo hello;
   hello.protocolVersion = schema::PROTOCOL_VERSION;
   hello.type = opts_.type == ClientType::WORKER ? ClientType::WORKER : ClientType::WINDOW;
@@ -143,6 +188,10 @@ void Client::Impl::install(core::Attached attached) {
 void Client::Impl::close() {
   if (closed_) return;
   closed_ = true;
+  for (auto& [id, obj] : bcObjects_) obj->closed = true;
+  bcObjects_.clear();
+  waiter_.reset();
+  hub_.reset();
   if (reconnectTimer_) loop_->cancelTimer(reconnectTimer_);
   if (conn_) {
     drainIncoming();
@@ -180,6 +229,16 @@ void Client::Impl::tryReconnect() {
   backoff_ = std::chrono::milliseconds(50);
   install(std::move(*attached));
   if (focused_ || !visible_) (void)sendState();  // the new daemon learns our window state
+  for (auto& [id, obj] : bcObjects_) {  // BroadcastChannel memberships survive a daemon restart
+    obj->joined = false;
+    (void)sendEnvelope(
+        [&, id = id](schema::Envelope::Builder e) {
+          auto j = e.initBcJoin();
+          j.setObjectId(id);
+          j.setName(obj->name);
+        },
+        PostOptions{}, false);
+  }
   spdlog::info("re-attached client={} controlled={}", id_.toString(), controlled_);
   if (controlled_) {
     deliver([this] {
@@ -205,6 +264,10 @@ void Client::Impl::daemonLost(const std::string& reason) {
   std::vector<uint64_t> pendingReplies;
   for (auto& [rid, r] : replies_) pendingReplies.push_back(rid);
   loop_->unwatch(socketWatch_);
+  readBroadcasts();  // what is still in the rings was posted before the daemon died
+  rings_.clear();
+  refreshWaiter();
+  for (auto& [id, obj] : bcObjects_) obj->joined = false;
   conn_.reset();
   ++generation_;
   const bool wasControlled = controlled_;
@@ -330,6 +393,9 @@ void Client::Impl::handleEnvelope(wire::Inbound&& inbound) {
       });
       return;
     }
+    case schema::Envelope::BC_JOINED:
+      bcJoined(env.getBcJoined());
+      return;
     case schema::Envelope::CONTROLLER_CHANGE: {
       const bool now = env.getControllerChange().getControlled();
       if (now == controlled_) return;
@@ -455,55 +521,22 @@ bool Client::Impl::waitForSpace(Deadline deadline) {
   return false;
 }
 
-Result<void> Client::Impl::sendState() {
+Result<MessageSeq> Client::Impl::sendEnvelope(const std::function<void(schema::Envelope::Builder)>& fill,
+                                              const PostOptions& opts, bool track) {
   if (closed_) return makeError(Errc::DISCONNECTED, "client is closed");
-  if (!conn_) return {};  // remembered; sent after the next attach
+  if (!conn_) return makeError(Errc::DISCONNECTED, "not attached to a daemon");
   const MessageSeq seq = nextSeq_;
   capnp::MallocMessageBuilder mb(kj::arrayPtr(scratch_.data(), scratch_.size()));
   auto env = mb.initRoot<schema::Envelope>();
   env.setSchemaVersion(schema::SCHEMA_VERSION);
   env.setSeq(seq);
-  auto st = env.initClientState();
-  st.setFocused(focused_);
-  st.setVisible(visible_);
-  const Deadline deadline = deadlineIn(std::chrono::milliseconds(1000));
-  for (;;) {
-    switch (conn_->send(mb, seq)) {
-      case Connection::SendStatus::OK:
-        ++nextSeq_;
-        conn_->wakePeerIfSleeping();
-        return {};
-      case Connection::SendStatus::TOO_BIG:
-      case Connection::SendStatus::BROKEN:
-        return makeError(Errc::DISCONNECTED, "connection to the daemon broke");
-      case Connection::SendStatus::FULL:
-        conn_->wakePeer();
-        if (!waitForSpace(deadline)) return makeError(Errc::QUEUE_FULL, "the daemon's queue stayed full");
-        if (!conn_) return {};
-        break;
-    }
-  }
-}
-
-Result<MessageSeq> Client::Impl::sendPost(const api::OutgoingPayload& payload, const PostOptions& opts,
-                                          uint64_t replyId) {
-  if (closed_) return makeError(Errc::DISCONNECTED, "client is closed");
-  if (!conn_ || !controlled_) return makeError(Errc::INVALID_STATE, "no controller: not controlled by a service worker");
-  const MessageSeq seq = nextSeq_;
-  capnp::MallocMessageBuilder mb(kj::arrayPtr(scratch_.data(), scratch_.size()));
-  auto env = mb.initRoot<schema::Envelope>();
-  env.setSchemaVersion(schema::SCHEMA_VERSION);
-  env.setSeq(seq);
-  auto post = env.initControllerPost();
-  api::writePayload(payload, post.initPayload());
-  post.setReplyId(replyId);
-  post.setWantAck(opts.requestAck);
+  fill(env);
   const Deadline deadline = deadlineIn(opts.waitForSpace);
   for (;;) {
     switch (conn_->send(mb, seq)) {
       case Connection::SendStatus::OK:
         ++nextSeq_;
-        outstanding_.push_back(Outstanding{seq, conn_->outPublished(), opts.requestAck});
+        if (track) outstanding_.push_back(Outstanding{seq, conn_->outPublished(), opts.requestAck});
         conn_->wakePeerIfSleeping();
         if (outstanding_.size() > 4096) pruneOutstanding();
         return seq;
@@ -520,6 +553,209 @@ Result<MessageSeq> Client::Impl::sendPost(const api::OutgoingPayload& payload, c
           return makeError(Errc::QUEUE_FULL, "the daemon's queue stayed full; nothing sent");
         }
         break;
+    }
+  }
+}
+
+Result<void> Client::Impl::sendState() {
+  if (closed_) return makeError(Errc::DISCONNECTED, "client is closed");
+  if (!conn_) return {};  // remembered; sent after the next attach
+  auto r = sendEnvelope(
+      [&](schema::Envelope::Builder e) {
+        auto st = e.initClientState();
+        st.setFocused(focused_);
+        st.setVisible(visible_);
+      },
+      PostOptions{}, false);
+  if (!r) return r.error();
+  return {};
+}
+
+Result<MessageSeq> Client::Impl::sendPost(const api::OutgoingPayload& payload, const PostOptions& opts,
+                                          uint64_t replyId) {
+  if (closed_) return makeError(Errc::DISCONNECTED, "client is closed");
+  if (!conn_ || !controlled_) return makeError(Errc::INVALID_STATE, "no controller: not controlled by a service worker");
+  return sendEnvelope(
+      [&](schema::Envelope::Builder e) {
+        auto post = e.initControllerPost();
+        api::writePayload(payload, post.initPayload());
+        post.setReplyId(replyId);
+        post.setWantAck(opts.requestAck);
+      },
+      opts, true);
+}
+
+// ------------------------------------------------------------------------------------------------ broadcast
+
+class Client::Impl::Hub final : public detail::BroadcastHub {
+ public:
+  explicit Hub(Impl* impl) : impl_(impl) {}
+  void open(const std::shared_ptr<detail::BcObject>& obj) override { impl_->bcOpen(obj); }
+  Result<MessageSeq> post(detail::BcObject& obj, const api::OutgoingPayload& p, bool wantAck) override {
+    return impl_->bcPost(obj, p, wantAck);
+  }
+  void close(detail::BcObject& obj) override { impl_->bcClose(obj); }
+
+ private:
+  Impl* impl_;
+};
+
+void Client::Impl::bcOpen(const std::shared_ptr<detail::BcObject>& obj) {
+  obj->id = nextBcId_++;
+  bcObjects_.emplace(obj->id, obj);
+  if (!conn_) return;  // joins when (re-)attached
+  auto r = sendEnvelope(
+      [&](schema::Envelope::Builder e) {
+        auto j = e.initBcJoin();
+        j.setObjectId(obj->id);
+        j.setName(obj->name);
+      },
+      PostOptions{}, false);
+  if (!r) spdlog::warn("BroadcastChannel '{}': join not sent: {}", obj->name, r.error().describe());
+}
+
+Result<MessageSeq> Client::Impl::bcPost(detail::BcObject& obj, const api::OutgoingPayload& payload, bool wantAck) {
+  if (!conn_) return makeError(Errc::DISCONNECTED, "not attached to a daemon");
+  PostOptions opts;
+  opts.requestAck = wantAck;
+  return sendEnvelope(
+      [&](schema::Envelope::Builder e) {
+        auto p = e.initBcPost();
+        p.setObjectId(obj.id);
+        api::writePayload(payload, p.initPayload());
+        p.setWantAck(wantAck);
+      },
+      opts, true);
+}
+
+void Client::Impl::bcClose(detail::BcObject& obj) {
+  const std::string name = obj.name;
+  const uint32_t id = obj.id;
+  bcObjects_.erase(id);
+  if (conn_) {
+    (void)sendEnvelope([&](schema::Envelope::Builder e) { e.initBcLeave().setObjectId(id); }, PostOptions{}, false);
+  }
+  dropRingIfUnused(name);
+}
+
+void Client::Impl::dropRingIfUnused(const std::string& name) {
+  for (const auto& [id, o] : bcObjects_)
+    if (o->name == name) return;
+  if (rings_.erase(name)) refreshWaiter();
+}
+
+bool Client::Impl::joinPending(const std::string& name) const {
+  for (const auto& [id, o] : bcObjects_)
+    if (o->name == name && !o->joined) return true;
+  return false;
+}
+
+void Client::Impl::refreshWaiter() {
+  if (rings_.empty()) {
+    waiter_.reset();
+    return;
+  }
+  if (!waiter_) {
+    int fd = bcWakeFd_.get();
+    waiter_ = std::make_unique<api::BroadcastWaiter>([fd] {
+      uint64_t one = 1;
+      [[maybe_unused]] auto n = ::write(fd, &one, sizeof one);
+    });
+  }
+  std::vector<const std::atomic<uint32_t>*> words;
+  std::vector<std::shared_ptr<const void>> alive;
+  for (auto& [name, r] : rings_) {
+    words.push_back(&r.reader.wakeWord());
+    alive.push_back(r.map);
+  }
+  waiter_->setWords(std::move(words), std::move(alive));
+}
+
+void Client::Impl::bcJoined(schema::BcJoined::Reader j) {
+  auto it = bcObjects_.find(j.getObjectId());
+  senderTag_ = j.getSenderTag();
+  if (it == bcObjects_.end()) return;  // closed meanwhile; its leave is on its way
+  auto obj = it->second;
+  auto ring = rings_.find(obj->name);
+  if (ring == rings_.end() || ring->second.ringId != j.getRingId()) {
+    uint64_t capacity = 0;
+    UniqueFd fd = conn_->takeRingFd(j.getRingId(), capacity);
+    if (!fd) {
+      spdlog::error("BroadcastChannel '{}': the daemon never sent ring {}", obj->name, j.getRingId());
+      return;
+    }
+    const uint64_t bytes = queue::BROADCAST_HEADER_BYTES + capacity;
+    auto size = shm::fileSize(fd.get());
+    if (capacity < 1024 || (capacity & (capacity - 1)) || !size || *size < bytes) {
+      spdlog::error("BroadcastChannel '{}': malformed ring from the daemon", obj->name);
+      return;
+    }
+    auto map = shm::Mapping::map(fd.get(), bytes, shm::Access::READ_ONLY);
+    if (!map) {
+      spdlog::error("BroadcastChannel '{}': {}", obj->name, map.error().describe());
+      return;
+    }
+    RingView v;
+    v.ringId = j.getRingId();
+    v.map = std::make_shared<shm::Mapping>(std::move(*map));
+    auto* header = reinterpret_cast<const queue::BroadcastHeader*>(v.map->data());
+    v.reader = queue::BroadcastReader(header, v.map->data() + queue::BROADCAST_HEADER_BYTES, capacity, j.getStartPos());
+    v.expectedSeq = j.getStartSeq();
+    rings_[obj->name] = std::move(v);
+    refreshWaiter();
+  }
+  obj->fromSeq = j.getStartSeq();
+  obj->joined = true;
+  deliver([obj] {
+    if (!obj->closed && obj->onJoined) obj->onJoined();
+  });
+  readBroadcasts();
+}
+
+void Client::Impl::readBroadcasts() {
+  queue::BroadcastRecord rec;
+  const capnp::ReaderOptions options = wire::readerOptions(wire::DEFAULT_MAX_MESSAGE_BYTES);
+  for (auto& [name, ring] : rings_) {
+    if (joinPending(name)) continue;  // its start position is not known yet
+    while (ring.reader.next(rec) == queue::BroadcastReader::Status::OK) {
+      if (rec.seq < ring.expectedSeq) continue;
+      std::shared_ptr<MessageEvent> event;
+      std::optional<Error> decodeError;
+      for (auto& [id, obj] : bcObjects_) {
+        if (obj->name != name || !obj->joined || obj->closed || obj->fromSeq > rec.seq) continue;
+        const uint64_t from = std::max(ring.expectedSeq, obj->fromSeq);
+        if (rec.seq > from) {
+          uint64_t missed = rec.seq - from;
+          deliver([obj, missed] {
+            if (!obj->closed && obj->onLapped) obj->onLapped(missed);
+          });
+        }
+        if (rec.tag == detail::bcTag(senderTag_, obj->id)) continue;  // the poster is excluded
+        if (!event && !decodeError) {
+          auto in = wire::Inbound::copyEnvelope(rec.bytes(), rec.length, options);
+          if (in && in->envelope().isBcMessage()) {
+            auto owner = std::make_shared<const wire::Inbound>(std::move(*in));
+            event = std::make_shared<MessageEvent>();
+            if (auto r = api::readPayload(owner->envelope().getBcMessage().getPayload(), owner, types_, *event); !r) {
+              decodeError = r.error();
+              event.reset();
+            }
+          } else {
+            decodeError = in ? makeError(Errc::DATA_CLONE, "not a channel message") : in.error();
+          }
+        }
+        if (event) {
+          deliver([obj, event] {
+            if (!obj->closed && obj->onMessage) obj->onMessage(*event);
+          });
+        } else {
+          Error e = *decodeError;
+          deliver([obj, e] {
+            if (!obj->closed && obj->onMessageError) obj->onMessageError(MessageErrorEvent{"broadcastchannel", e});
+          });
+        }
+      }
+      ring.expectedSeq = rec.seq + 1;
     }
   }
 }
@@ -654,6 +890,7 @@ void Client::stop() {
 void Client::post(std::function<void()> fn) { impl_->loop_->post(std::move(fn)); }
 void Client::wake() { impl_->loop_->wake(); }
 void Client::close() { impl_->close(); }
+std::shared_ptr<detail::BroadcastHub> Client::broadcastHub() { return impl_->hub_; }
 
 Result<MessageSeq> Controller::postMessage(const Value& data, const PostOptions& opts) {
   api::OutgoingPayload p;

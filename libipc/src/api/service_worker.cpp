@@ -14,9 +14,14 @@
 #include <algorithm>
 #include <cstring>
 #include <deque>
+#include <map>
+#include <unordered_set>
 #include <unordered_map>
 
+#include "api/broadcast_object.h"
 #include "api/payload.h"
+#include "queue/broadcast_ring.h"
+#include "shm/memfd.h"
 #include "api/port_impl.h"
 #include "common/sys_error.h"
 #include "core/attach.h"
@@ -58,6 +63,21 @@ struct ClientRecord {
   bool unresponsive = false;
   bool alive = true;
   bool drainScheduled = false;
+  uint64_t tagPrefix = 0;                // BroadcastChannel records this client posts carry it
+  std::unordered_set<uint64_t> ringsSent;  // channel rings whose memfd this client already has
+};
+
+/// One BroadcastChannel name with at least one open object somewhere in the scope.
+struct Channel {
+  std::string name;
+  uint64_t ringId = 0;
+  uint64_t capacity = 0;
+  UniqueFd fd;
+  shm::Mapping map;
+  queue::BroadcastWriter writer;
+  uint64_t nextSeq = 1;
+  std::vector<std::pair<ClientId, uint32_t>> members;               // client objects
+  std::map<uint32_t, std::shared_ptr<detail::BcObject>> local;      // service-worker objects
 };
 
 /// A page process spawned by clients.openWindow, until it attaches, fails or times out.
@@ -106,6 +126,13 @@ class ServiceWorker::Impl {
   Result<ClientHandle> focus(const ClientId& id);
   Result<ClientHandle> navigate(const ClientId& id, const std::string& url);
 
+  // ---- BroadcastChannel (daemon side)
+  class Hub;
+  std::shared_ptr<Hub> hub_;
+  void bcOpenLocal(const std::shared_ptr<detail::BcObject>& obj);
+  Result<MessageSeq> bcPostLocal(detail::BcObject& obj, const api::OutgoingPayload& payload);
+  void bcCloseLocal(detail::BcObject& obj);
+
   ServiceWorker* owner_;
   ServiceWorkerOptions opts_;
   std::unique_ptr<EventLoop> loop_;
@@ -139,6 +166,16 @@ class ServiceWorker::Impl {
   bool sendSimple(ClientRecord& c, const std::function<void(schema::Envelope::Builder)>& fill);
   void finishOpen(const std::string& token, std::optional<ClientHandle> result, const std::string& why);
   std::vector<std::string> windowArgv(const std::string& url) const;
+  Result<Channel*> channel(const std::string& name);
+  void maybeDropChannel(const std::string& name);
+  /// Writes one post into the channel ring and hands it to service-worker objects.
+  void publish(Channel& ch, uint64_t tag, const api::OutgoingPayload* out, schema::Payload::Reader* in,
+               const std::shared_ptr<const wire::Inbound>& owner, uint32_t localSender);
+  bool handleBroadcast(ClientRecord& c, schema::Envelope::Reader env, const std::shared_ptr<const wire::Inbound>& owner);
+  std::unordered_map<std::string, std::unique_ptr<Channel>> channels_;
+  uint64_t nextRingId_ = 1;
+  uint32_t nextLocalBcId_ = 1;
+  uint64_t nextTag_ = 1;
   void shutdown(const std::string& reason);
   ClientRecord* find(const ClientId& id) const;
 
@@ -304,6 +341,7 @@ void ServiceWorker::Impl::shutdown(const std::string& reason) {
     loop_->cancelTimer(o.timer);
   }
   opens_.clear();  // spawned pages live on; they re-attach to the next daemon
+  channels_.clear();
   clients_.clear();
   ::unlink(paths_.socket.c_str());
   listenFd_.reset();
@@ -436,6 +474,7 @@ void ServiceWorker::Impl::admit(PendingAttach p, const core::HelloInfo& hello) {
   if (opened && c.type == ClientType::WINDOW) c.frameType = FrameType::AUXILIARY;
   c.pid = p.cred.pid;
   c.order = nextOrder_++;
+  c.tagPrefix = (nextTag_++) << 32;
   c.conn = std::move(*conn);
   clients_.erase(c.id);  // a dead record with the same id (re-attach) goes now
   ClientId id = c.id;
@@ -525,6 +564,7 @@ bool ServiceWorker::Impl::handleEnvelope(ClientRecord& c, wire::Inbound&& inboun
     }
     return true;
   }
+  if (env.isBcJoin() || env.isBcLeave() || env.isBcPost()) return handleBroadcast(c, env, owner);
   if (!env.isControllerPost()) {
     violation(c, makeError(Errc::PROTOCOL_VIOLATION, "a client may only post to its controller on the ring"));
     return false;
@@ -598,6 +638,14 @@ void ServiceWorker::Impl::detach(ClientRecord& c, const std::string& reason, boo
       onUndelivered_(c.id, o.seq, makeError(Errc::DISCONNECTED, "client went away before it was delivered"));
   }
   c.backlog.clear();
+  std::vector<std::string> touched;
+  for (auto& [name, ch] : channels_) {
+    auto& m = ch->members;
+    auto before = m.size();
+    m.erase(std::remove_if(m.begin(), m.end(), [&](const auto& p) { return p.first == c.id; }), m.end());
+    if (m.size() != before) touched.push_back(name);
+  }
+  for (const auto& name : touched) maybeDropChannel(name);  // a member process that exits leaves
   c.conn.reset();  // closes the socket and unmaps the segment
   spdlog::info("detached client={} pid={}: {}", c.id.toString(), c.pid, reason);
   ClientId id = c.id;
@@ -817,6 +865,224 @@ std::optional<ClientHandle> ServiceWorker::Impl::get(const ClientId& id) const {
   return handleFor(*c);
 }
 
+// ------------------------------------------------------------------------------------------------ broadcast
+
+class ServiceWorker::Impl::Hub final : public detail::BroadcastHub {
+ public:
+  explicit Hub(Impl* impl) : impl_(impl) {}
+  void open(const std::shared_ptr<detail::BcObject>& obj) override { impl_->bcOpenLocal(obj); }
+  Result<MessageSeq> post(detail::BcObject& obj, const api::OutgoingPayload& p, bool) override {
+    return impl_->bcPostLocal(obj, p);
+  }
+  void close(detail::BcObject& obj) override { impl_->bcCloseLocal(obj); }
+
+ private:
+  Impl* impl_;
+};
+
+Result<Channel*> ServiceWorker::Impl::channel(const std::string& name) {
+  if (name.size() > 1024) return makeError(Errc::TYPE, "channel name longer than 1024 bytes");
+  auto it = channels_.find(name);
+  if (it != channels_.end()) return it->second.get();
+  auto ch = std::make_unique<Channel>();
+  ch->name = name;
+  ch->ringId = nextRingId_++;
+  ch->capacity = opts_.bcRingBytes;
+  const uint64_t bytes = queue::BROADCAST_HEADER_BYTES + ch->capacity;
+  auto fd = shm::createMemfd("swipc-bc", bytes);
+  if (!fd) return fd.error();
+  auto map = shm::Mapping::map(fd->get(), bytes, shm::Access::READ_WRITE);
+  if (!map) return map.error();
+  // Our mapping stays writable; every later writable mapping (the members') is refused.
+  if (auto r = shm::addSeals(fd->get(), shm::SEALS_FIXED_SIZE | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL); !r) return r.error();
+  ch->fd = std::move(*fd);
+  ch->map = std::move(*map);
+  auto* header = new (ch->map.data()) queue::BroadcastHeader();
+  ch->writer = queue::BroadcastWriter(header, ch->map.data() + queue::BROADCAST_HEADER_BYTES, ch->capacity);
+  ++counters_.channelsOpen;
+  spdlog::info("channel '{}' opened (ring {} bytes)", name, ch->capacity);
+  Channel* raw = ch.get();
+  channels_.emplace(name, std::move(ch));
+  return raw;
+}
+
+void ServiceWorker::Impl::maybeDropChannel(const std::string& name) {
+  auto it = channels_.find(name);
+  if (it == channels_.end() || !it->second->members.empty() || !it->second->local.empty()) return;
+  spdlog::info("channel '{}' closed (last member left)", name);
+  channels_.erase(it);
+}
+
+void ServiceWorker::Impl::publish(Channel& ch, uint64_t tag, const api::OutgoingPayload* out,
+                                  schema::Payload::Reader* in, const std::shared_ptr<const wire::Inbound>& owner,
+                                  uint32_t localSender) {
+  const uint64_t seq = ch.nextSeq++;
+  capnp::MallocMessageBuilder mb(256);
+  auto env = mb.initRoot<schema::Envelope>();
+  env.setSchemaVersion(schema::SCHEMA_VERSION);
+  env.setSeq(seq);
+  auto msg = env.initBcMessage();
+  if (in)
+    msg.setPayload(*in);
+  else
+    api::writePayload(*out, msg.initPayload());
+  const size_t bytes = wire::encodedBytes(mb);
+  std::vector<uint64_t> buf(bytes / 8);
+  wire::encodeInto(mb, reinterpret_cast<uint8_t*>(buf.data()), bytes);
+  ch.writer.append(wire::RECORD_ENVELOPE, seq, tag, buf.data(), static_cast<uint32_t>(bytes));
+  ++counters_.broadcastsPosted;
+  lastActivity_ = Clock::now();
+  if (!ch.local.empty()) {
+    // Service-worker objects of this channel get it now, in creation order.
+    auto ownerCopy = owner;
+    if (!ownerCopy) {
+      auto r = wire::Inbound::copyEnvelope(reinterpret_cast<const uint8_t*>(buf.data()), bytes,
+                                           wire::readerOptions(opts_.maxMessageBytes));
+      if (r) ownerCopy = std::make_shared<const wire::Inbound>(std::move(*r));
+    }
+    auto event = std::make_shared<MessageEvent>();
+    Result<void> decoded = makeError(Errc::DATA_CLONE, "undecodable");
+    if (ownerCopy) {
+      auto payload = in ? *in : ownerCopy->envelope().getBcMessage().getPayload();
+      decoded = api::readPayload(payload, ownerCopy, types_, *event);
+    }
+    std::vector<std::shared_ptr<detail::BcObject>> targets;
+    for (auto& [id, obj] : ch.local)
+      if (id != localSender) targets.push_back(obj);
+    for (auto& obj : targets) {
+      if (obj->closed) continue;
+      if (decoded && obj->onMessage)
+        obj->onMessage(*event);
+      else if (!decoded && obj->onMessageError)
+        obj->onMessageError(MessageErrorEvent{"broadcastchannel", decoded.error()});
+    }
+  }
+  ch.writer.wakeAll();
+}
+
+bool ServiceWorker::Impl::handleBroadcast(ClientRecord& c, schema::Envelope::Reader env,
+                                          const std::shared_ptr<const wire::Inbound>& owner) {
+  const MessageSeq seq = env.getSeq();
+  if (env.isBcJoin()) {
+    auto j = env.getBcJoin();
+    const std::string name = j.getName().cStr();
+    const uint32_t objectId = j.getObjectId();
+    auto ch = channel(name);
+    if (!ch) {
+      sendError(c, ch.error().code, ch.error().message, seq);
+      return true;
+    }
+    for (const auto& m : (*ch)->members) {
+      if (m.first == c.id && m.second == objectId) {
+        violation(c, makeError(Errc::PROTOCOL_VIOLATION, "BroadcastChannel object joined twice"));
+        return false;
+      }
+    }
+    if (!c.ringsSent.count((*ch)->ringId)) {
+      capnp::MallocMessageBuilder mb(64);
+      auto r = mb.initRoot<schema::Control>().initBcRing();
+      r.setRingId((*ch)->ringId);
+      r.setCapacity((*ch)->capacity);
+      auto words = capnp::messageToFlatArray(mb);
+      if (core::sendDatagram(c.conn->socketFd(), words.begin(), words.size() * sizeof(capnp::word), {(*ch)->fd.get()}) !=
+          core::IoStatus::OK) {
+        sendError(c, Errc::INVALID_STATE, "could not pass the channel ring (client not reading its socket)", seq);
+        maybeDropChannel(name);
+        return true;
+      }
+      c.ringsSent.insert((*ch)->ringId);
+    }
+    (*ch)->members.emplace_back(c.id, objectId);
+    const uint64_t startPos = (*ch)->writer.tail();
+    const uint64_t startSeq = (*ch)->nextSeq;
+    const uint64_t ringId = (*ch)->ringId;
+    sendSimple(c, [&](schema::Envelope::Builder e) {
+      auto r = e.initBcJoined();
+      r.setObjectId(objectId);
+      r.setRingId(ringId);
+      r.setStartPos(startPos);
+      r.setStartSeq(startSeq);
+      r.setSenderTag(c.tagPrefix);
+    });
+    return true;
+  }
+  if (env.isBcLeave()) {
+    const uint32_t objectId = env.getBcLeave().getObjectId();
+    for (auto& [name, ch] : channels_) {
+      auto& m = ch->members;
+      auto it = std::find(m.begin(), m.end(), std::make_pair(c.id, objectId));
+      if (it != m.end()) {
+        m.erase(it);
+        std::string n = name;
+        maybeDropChannel(n);
+        break;
+      }
+    }
+    return true;
+  }
+  auto post = env.getBcPost();
+  const uint32_t objectId = post.getObjectId();
+  Channel* target = nullptr;
+  for (auto& [name, ch] : channels_) {
+    for (const auto& m : ch->members)
+      if (m.first == c.id && m.second == objectId) target = ch.get();
+    if (target) break;
+  }
+  if (!target) {
+    sendError(c, Errc::INVALID_STATE, "BroadcastChannel object is not open", seq);
+    return true;
+  }
+  // Size check on the record we will write: payload + envelope framing.
+  if (post.totalSize().wordCount * sizeof(capnp::word) + 64 > target->writer.maxPayload()) {
+    ++counters_.oversize;
+    sendError(c, Errc::QUOTA_EXCEEDED,
+              "message larger than a channel ring record (" + std::to_string(target->writer.maxPayload()) +
+                  " bytes; see --bc-ring-bytes)",
+              seq);
+    return true;
+  }
+  auto payload = post.getPayload();
+  publish(*target, c.tagPrefix | objectId, nullptr, &payload, owner, 0);
+  if (post.getWantAck()) {
+    sendSimple(c, [&](schema::Envelope::Builder e) { e.initAck().setSeq(seq); });
+  }
+  return true;
+}
+
+void ServiceWorker::Impl::bcOpenLocal(const std::shared_ptr<detail::BcObject>& obj) {
+  auto ch = channel(obj->name);
+  if (!ch) {
+    spdlog::error("BroadcastChannel '{}': {}", obj->name, ch.error().describe());
+    return;
+  }
+  obj->id = nextLocalBcId_++;
+  obj->fromSeq = (*ch)->nextSeq;
+  obj->joined = true;
+  (*ch)->local.emplace(obj->id, obj);
+}
+
+Result<MessageSeq> ServiceWorker::Impl::bcPostLocal(detail::BcObject& obj, const api::OutgoingPayload& payload) {
+  auto it = channels_.find(obj.name);
+  if (it == channels_.end() || !it->second->local.count(obj.id))
+    return makeError(Errc::INVALID_STATE, "BroadcastChannel is not open");
+  Channel& ch = *it->second;
+  // Encode once to check the size before anything is written.
+  capnp::MallocMessageBuilder probe(256);
+  api::writePayload(payload, probe.initRoot<schema::Payload>());
+  if (wire::encodedBytes(probe) + 64 > ch.writer.maxPayload())
+    return makeError(Errc::QUOTA_EXCEEDED, "message larger than a channel ring record");
+  const MessageSeq seq = ch.nextSeq;
+  publish(ch, detail::bcTag(0, obj.id), &payload, nullptr, nullptr, obj.id);
+  return seq;
+}
+
+void ServiceWorker::Impl::bcCloseLocal(detail::BcObject& obj) {
+  auto it = channels_.find(obj.name);
+  if (it == channels_.end()) return;
+  it->second->local.erase(obj.id);
+  maybeDropChannel(obj.name);
+}
+
 // ------------------------------------------------------------------------------------------------ openWindow
 
 namespace {
@@ -933,7 +1199,10 @@ void ServiceWorker::Impl::finishOpen(const std::string& token, std::optional<Cli
 // ------------------------------------------------------------------------------------------------ public
 
 ServiceWorker::ServiceWorker(ServiceWorkerOptions opts)
-    : impl_(std::make_unique<Impl>(this, std::move(opts))), clients_(this) {}
+    : impl_(std::make_unique<Impl>(this, std::move(opts))), clients_(this) {
+  impl_->hub_ = std::make_shared<Impl::Hub>(impl_.get());
+}
+std::shared_ptr<detail::BroadcastHub> ServiceWorker::broadcastHub() { return impl_->hub_; }
 ServiceWorker::~ServiceWorker() = default;
 Result<void> ServiceWorker::listen() { return impl_->listen(); }
 Result<void> ServiceWorker::run() { return impl_->run(); }
@@ -1037,7 +1306,9 @@ Value Counters::toValue() const {
                      {"repliesDropped", int64_t(repliesDropped)},
                      {"windowsOpened", int64_t(windowsOpened)},
                      {"openWindowFailures", int64_t(openWindowFailures)},
-                     {"claimed", int64_t(claimed)}});
+                     {"claimed", int64_t(claimed)},
+                     {"broadcastsPosted", int64_t(broadcastsPosted)},
+                     {"channelsOpen", int64_t(channelsOpen)}});
 }
 
 }  // namespace swipc

@@ -237,6 +237,14 @@ IoStatus Connection::pumpSocket(const ControlHandler& onControl, Error& err) {
       oolFds_[control.getOutOfLine().getSeq()] = std::move(d.fds[0]);
       continue;
     }
+    if (control.isBcRing() && role_ == Role::CLIENT) {
+      if (d.fds.size() != 1) {
+        err = makeError(Errc::PROTOCOL_VIOLATION, "channel ring notice without exactly one fd");
+        return IoStatus::FAILED;
+      }
+      ringFds_[control.getBcRing().getRingId()] = {std::move(d.fds[0]), control.getBcRing().getCapacity()};
+      continue;
+    }
     if (!d.fds.empty()) {
       err = makeError(Errc::PROTOCOL_VIOLATION, "unexpected fds on a control message");
       return IoStatus::FAILED;
@@ -244,6 +252,20 @@ IoStatus Connection::pumpSocket(const ControlHandler& onControl, Error& err) {
     onControl(std::move(*in));
   }
   return IoStatus::OK;
+}
+
+UniqueFd Connection::takeRingFd(uint64_t ringId, uint64_t& capacity) {
+  auto it = ringFds_.find(ringId);
+  if (it == ringFds_.end()) {
+    Error err;
+    pumpSocket([](wire::Inbound&&) {}, err);
+    it = ringFds_.find(ringId);
+    if (it == ringFds_.end()) return UniqueFd();
+  }
+  UniqueFd fd = std::move(it->second.first);
+  capacity = it->second.second;
+  ringFds_.erase(it);
+  return fd;
 }
 
 bool Connection::sendControl(capnp::MessageBuilder& control) {

@@ -81,6 +81,10 @@ class Connection {
   uint64_t outPublished() const { return out_.tail(); }
   uint64_t inConsumedPublished() const { return in_.head(); }
 
+  /// Client side: the channel-ring memfd announced by a Control.bcRing datagram (pumps the socket
+  /// if it has not been read yet); invalid fd when the daemon never sent it.
+  UniqueFd takeRingFd(uint64_t ringId, uint64_t& capacity);
+
   /// Sends a Control datagram (no fds) — errors and goodbyes.
   bool sendControl(capnp::MessageBuilder& control);
 
@@ -100,6 +104,7 @@ class Connection {
   uint64_t maxMessageBytes_ = 0;
   capnp::ReaderOptions options_;
   std::unordered_map<uint64_t, UniqueFd> oolFds_;  // seq -> sealed memfd, waiting for its record
+  std::unordered_map<uint64_t, std::pair<UniqueFd, uint64_t>> ringFds_;  // ringId -> (memfd, capacity)
 };
 
 }  // namespace swipc::core
