@@ -14,6 +14,7 @@
 #include "api/broadcast_waiter.h"
 #include "api/payload.h"
 #include "core/attach.h"
+#include "core/log.h"
 #include "queue/broadcast_ring.h"
 #include "shm/memfd.h"
 #include "swipc/broadcast_channel.h"
@@ -182,7 +183,7 @@ void Client::Impl::install(core::Attached attached) {
   auto w = loop_->watch(conn_->socketFd(), EPOLLIN | EPOLLRDHUP, [this](uint32_t ev) { onSocket(ev); });
   SWIPC_ASSERT(w.ok(), "cannot watch the control socket");
   socketWatch_ = *w;
-  spdlog::debug("attached client={} controlled={} sw_version={}", id_.toString(), controlled_, swVersion_);
+  core::log().debug("attached client={} controlled={} sw_version={}", id_.toString(), controlled_, swVersion_);
 }
 
 void Client::Impl::close() {
@@ -222,7 +223,7 @@ void Client::Impl::tryReconnect() {
   auto attached = core::attachToDaemon(paths_.socket, hello,
                                        deadlineIn(std::min(opts_.attachTimeout, std::chrono::milliseconds(1000))));
   if (!attached) {
-    spdlog::debug("re-attach failed: {}", attached.error().describe());
+    core::log().debug("re-attach failed: {}", attached.error().describe());
     scheduleReconnect();
     return;
   }
@@ -239,7 +240,7 @@ void Client::Impl::tryReconnect() {
         },
         PostOptions{}, false);
   }
-  spdlog::info("re-attached client={} controlled={}", id_.toString(), controlled_);
+  core::log().info("re-attached client={} controlled={}", id_.toString(), controlled_);
   if (controlled_) {
     deliver([this] {
       if (onControllerChange_) onControllerChange_(true);
@@ -272,7 +273,10 @@ void Client::Impl::daemonLost(const std::string& reason) {
   ++generation_;
   const bool wasControlled = controlled_;
   controlled_ = false;
-  spdlog::info("daemon lost ({}): {} message(s) not delivered", reason, lost.size());
+  if (closed_)
+    core::log().debug("detached: {}", reason);
+  else
+    core::log().info("daemon lost ({}): {} message(s) not delivered", reason, lost.size());
   for (uint64_t rid : pendingReplies)
     failReply(rid, makeError(Errc::DISCONNECTED, "the service worker went away before replying (" + reason + ")"));
   for (auto& [seq, ack] : delivered) {
@@ -307,7 +311,7 @@ void Client::Impl::onSocket(uint32_t events) {
         if (c.isGoodbye()) lostReason = std::string("daemon said goodbye: ") + c.getGoodbye().getReason().cStr();
         if (c.isError()) {
           lostReason = std::string(c.getError().getName().cStr()) + ": " + c.getError().getMessage().cStr();
-          spdlog::warn("daemon reported {}", lostReason);
+          core::log().warn("daemon reported {}", lostReason);
         }
       },
       err);
@@ -327,7 +331,7 @@ void Client::Impl::drainIncoming() {
     Error err;
     auto s = conn_->receive(in, err);
     if (s == Connection::RecvStatus::VIOLATION) {
-      spdlog::error("daemon wrote a malformed message: {}", err.describe());
+      core::log().error("daemon wrote a malformed message: {}", err.describe());
       return daemonLost("ProtocolViolation: " + err.message);
     }
     if (s == Connection::RecvStatus::EMPTY) {
@@ -439,14 +443,14 @@ void Client::Impl::handleEnvelope(wire::Inbound&& inbound) {
           break;
         }
       }
-      spdlog::warn("daemon rejected message seq={}: {}", ref, err.describe());
+      core::log().warn("daemon rejected message seq={}: {}", ref, err.describe());
       deliver([this, ref, err] {
         if (onUndelivered_) onUndelivered_(ref, err);
       });
       return;
     }
     default:
-      spdlog::warn("ignoring envelope kind {} from the daemon", static_cast<int>(env.which()));
+      core::log().warn("ignoring envelope kind {} from the daemon", static_cast<int>(env.which()));
       return;
   }
 }
@@ -611,7 +615,7 @@ void Client::Impl::bcOpen(const std::shared_ptr<detail::BcObject>& obj) {
         j.setName(obj->name);
       },
       PostOptions{}, false);
-  if (!r) spdlog::warn("BroadcastChannel '{}': join not sent: {}", obj->name, r.error().describe());
+  if (!r) core::log().warn("BroadcastChannel '{}': join not sent: {}", obj->name, r.error().describe());
 }
 
 Result<MessageSeq> Client::Impl::bcPost(detail::BcObject& obj, const api::OutgoingPayload& payload, bool wantAck) {
@@ -681,18 +685,18 @@ void Client::Impl::bcJoined(schema::BcJoined::Reader j) {
     uint64_t capacity = 0;
     UniqueFd fd = conn_->takeRingFd(j.getRingId(), capacity);
     if (!fd) {
-      spdlog::error("BroadcastChannel '{}': the daemon never sent ring {}", obj->name, j.getRingId());
+      core::log().error("BroadcastChannel '{}': the daemon never sent ring {}", obj->name, j.getRingId());
       return;
     }
     const uint64_t bytes = queue::BROADCAST_HEADER_BYTES + capacity;
     auto size = shm::fileSize(fd.get());
     if (capacity < 1024 || (capacity & (capacity - 1)) || !size || *size < bytes) {
-      spdlog::error("BroadcastChannel '{}': malformed ring from the daemon", obj->name);
+      core::log().error("BroadcastChannel '{}': malformed ring from the daemon", obj->name);
       return;
     }
     auto map = shm::Mapping::map(fd.get(), bytes, shm::Access::READ_ONLY);
     if (!map) {
-      spdlog::error("BroadcastChannel '{}': {}", obj->name, map.error().describe());
+      core::log().error("BroadcastChannel '{}': {}", obj->name, map.error().describe());
       return;
     }
     RingView v;

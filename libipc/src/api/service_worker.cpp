@@ -25,6 +25,7 @@
 #include "api/port_impl.h"
 #include "common/sys_error.h"
 #include "core/attach.h"
+#include "core/log.h"
 #include "core/event_loop.h"
 #include "core/paths.h"
 #include "core/socket.h"
@@ -260,7 +261,7 @@ Result<void> ServiceWorker::Impl::listen() {
   ::signal(SIGPIPE, SIG_IGN);
   epoch_ = core::randomU64();
   listening_ = true;
-  spdlog::info("listening scope={} socket={} version={} max_message_bytes={} ring_bytes={}", opts_.scope,
+  core::log().info("listening scope={} socket={} version={} max_message_bytes={} ring_bytes={}", opts_.scope,
                paths_.socket, opts_.version, opts_.maxMessageBytes, opts_.ringBytes);
   return {};
 }
@@ -271,14 +272,14 @@ void ServiceWorker::Impl::onSignal() {
     if (si.ssi_signo == SIGUSR1) {
       logCounters();
     } else {
-      spdlog::info("signal {}: stopping gracefully", si.ssi_signo);
+      core::log().info("signal {}: stopping gracefully", si.ssi_signo);
       stopRequested_ = true;
     }
   }
 }
 
 void ServiceWorker::Impl::logCounters() {
-  spdlog::info("counters clients={} {}", clients_.size(), toJsonText(counters_.toValue()));
+  core::log().info("counters clients={} {}", clients_.size(), toJsonText(counters_.toValue()));
 }
 
 // ------------------------------------------------------------------------------------------------ loop
@@ -351,7 +352,7 @@ void ServiceWorker::Impl::shutdown(const std::string& reason) {
     ::pthread_sigmask(SIG_SETMASK, &oldMask_, nullptr);
   }
   listening_ = false;
-  spdlog::info("stopped: {} {}", reason, toJsonText(counters_.toValue()));
+  core::log().info("stopped: {} {}", reason, toJsonText(counters_.toValue()));
 }
 
 // ------------------------------------------------------------------------------------------------ attach
@@ -366,13 +367,13 @@ void ServiceWorker::Impl::onListenReadable() {
     bool sameGroup = opts_.allowGroup && cred->gid == ::getegid();
     if (!sameUser && !sameGroup) {
       ++counters_.rejectedClients;
-      spdlog::warn("rejected pid={} uid={}: not this daemon's user", cred->pid, cred->uid);
+      core::log().warn("rejected pid={} uid={}: not this daemon's user", cred->pid, cred->uid);
       core::sendControlError(sock.get(), Errc::INVALID_ACCESS, "peer uid not allowed");
       continue;
     }
     if (clients_.size() + pending_.size() >= opts_.maxClients) {
       ++counters_.rejectedClients;
-      spdlog::warn("rejected pid={}: max clients ({}) reached", cred->pid, opts_.maxClients);
+      core::log().warn("rejected pid={}: max clients ({}) reached", cred->pid, opts_.maxClients);
       core::sendControlError(sock.get(), Errc::QUOTA_EXCEEDED,
                              "daemon has reached --max-clients " + std::to_string(opts_.maxClients));
       continue;
@@ -389,7 +390,7 @@ void ServiceWorker::Impl::onListenReadable() {
       auto it = pending_.find(pid);
       if (it == pending_.end()) return;
       ++counters_.attachTimeouts;
-      spdlog::warn("attach timeout: pid={} sent no Hello within {} ms", it->second.cred.pid,
+      core::log().warn("attach timeout: pid={} sent no Hello within {} ms", it->second.cred.pid,
                    opts_.attachTimeout.count());
       core::sendControlError(it->second.socket.get(), Errc::ATTACH_TIMEOUT, "no Hello before the deadline");
       dropPending(pid);
@@ -421,7 +422,7 @@ void ServiceWorker::Impl::onPendingReadable(uint64_t pendingId) {
       ++counters_.versionMismatches;
     else
       ++counters_.protocolViolations;
-    spdlog::warn("attach refused pid={}: {}: {}", it->second.cred.pid, errorName(code), msg);
+    core::log().warn("attach refused pid={}: {}: {}", it->second.cred.pid, errorName(code), msg);
     core::sendControlError(it->second.socket.get(), code, msg);
     dropPending(pendingId);
   };
@@ -449,7 +450,7 @@ void ServiceWorker::Impl::admit(PendingAttach p, const core::HelloInfo& hello) {
   w.clientId = core::clientIdForToken(w.resumeToken);
   if (auto* existing = find(w.clientId); existing && existing->alive) {
     ++counters_.protocolViolations;
-    spdlog::warn("attach refused pid={}: client {} is already attached", p.cred.pid, w.clientId.toString());
+    core::log().warn("attach refused pid={}: client {} is already attached", p.cred.pid, w.clientId.toString());
     core::sendControlError(p.socket.get(), Errc::INVALID_STATE, "client id already attached");
     return;
   }
@@ -460,7 +461,7 @@ void ServiceWorker::Impl::admit(PendingAttach p, const core::HelloInfo& hello) {
   w.rings = core::RingSizes{opts_.ringBytes, opts_.ringBytes};
   auto conn = core::sendWelcome(std::move(p.socket), w);
   if (!conn) {
-    spdlog::warn("attach failed pid={}: {}", p.cred.pid, conn.error().describe());
+    core::log().warn("attach failed pid={}: {}", p.cred.pid, conn.error().describe());
     return;
   }
   auto rec = std::make_unique<ClientRecord>();
@@ -486,7 +487,7 @@ void ServiceWorker::Impl::admit(PendingAttach p, const core::HelloInfo& hello) {
     }
   });
   if (!sw || !bw) {
-    spdlog::error("cannot watch client fds: {}", (!sw ? sw.error() : bw.error()).describe());
+    core::log().error("cannot watch client fds: {}", (!sw ? sw.error() : bw.error()).describe());
     if (sw) loop_->unwatch(*sw);
     if (bw) loop_->unwatch(*bw);
     return;
@@ -495,7 +496,7 @@ void ServiceWorker::Impl::admit(PendingAttach p, const core::HelloInfo& hello) {
   c.doorbellWatch = *bw;
   clients_.emplace(id, std::move(rec));
   ++counters_.attached;
-  spdlog::info("attached client={} pid={} type={} controlled={} url={} resumed={}", id.toString(), c.pid,
+  core::log().info("attached client={} pid={} type={} controlled={} url={} resumed={}", id.toString(), c.pid,
                clientTypeName(c.type), c.controlled, c.url, hello.resumeToken.has_value());
   if (onAttached_) onAttached_(handleFor(c));
   if (opened) finishOpen(hello.openToken, handleFor(c), "attached");
@@ -595,7 +596,7 @@ bool ServiceWorker::Impl::handleEnvelope(ClientRecord& c, wire::Inbound&& inboun
   ExtendableMessageEvent ev;
   if (auto r = api::readPayload(post.getPayload(), owner, types_, ev); !r) {
     ++counters_.messageErrors;
-    spdlog::warn("messageerror from client={} seq={}: {}", id.toString(), seq, r.error().describe());
+    core::log().warn("messageerror from client={} seq={}: {}", id.toString(), seq, r.error().describe());
     if (onMessageError_) onMessageError_(MessageErrorEvent{"serviceworker", r.error()}, handleFor(c));
     ackIfWanted();
     return true;
@@ -607,7 +608,7 @@ bool ServiceWorker::Impl::handleEnvelope(ClientRecord& c, wire::Inbound&& inboun
     try {
       onMessage_(ev);
     } catch (const std::exception& e) {
-      spdlog::error("message handler threw for client={} seq={}: {}", id.toString(), seq, e.what());
+      core::log().error("message handler threw for client={} seq={}: {}", id.toString(), seq, e.what());
     }
   }
   ackIfWanted();
@@ -616,7 +617,7 @@ bool ServiceWorker::Impl::handleEnvelope(ClientRecord& c, wire::Inbound&& inboun
 
 void ServiceWorker::Impl::violation(ClientRecord& c, const Error& err) {
   ++counters_.protocolViolations;
-  spdlog::warn("protocol violation by client={} pid={}: {}; disconnecting", c.id.toString(), c.pid, err.message);
+  core::log().warn("protocol violation by client={} pid={}: {}; disconnecting", c.id.toString(), c.pid, err.message);
   if (c.conn) core::sendControlError(c.conn->socketFd(), Errc::PROTOCOL_VIOLATION, err.message);
   detach(c, "ProtocolViolation: " + err.message);
 }
@@ -647,7 +648,7 @@ void ServiceWorker::Impl::detach(ClientRecord& c, const std::string& reason, boo
   }
   for (const auto& name : touched) maybeDropChannel(name);  // a member process that exits leaves
   c.conn.reset();  // closes the socket and unmaps the segment
-  spdlog::info("detached client={} pid={}: {}", c.id.toString(), c.pid, reason);
+  core::log().info("detached client={} pid={}: {}", c.id.toString(), c.pid, reason);
   ClientId id = c.id;
   if (onDetached_) onDetached_(id, reason);
   // Erase later: callers up the stack may still hold a reference.
@@ -712,7 +713,7 @@ void ServiceWorker::Impl::flushBacklog(ClientRecord& c) {
   if (sent && c.alive) c.conn->wakePeerIfSleeping();
   if (c.backlog.empty() && c.unresponsive) {
     c.unresponsive = false;
-    spdlog::info("client={} drains again", c.id.toString());
+    core::log().info("client={} drains again", c.id.toString());
   }
 }
 
@@ -727,7 +728,7 @@ Result<MessageSeq> ServiceWorker::Impl::postToClient(const ClientId& id, const a
     if (!c->unresponsive) {
       c->unresponsive = true;
       ++counters_.unresponsive;
-      spdlog::warn("client={} pid={} unresponsive: {} messages waiting; rejecting further posts", id.toString(),
+      core::log().warn("client={} pid={} unresponsive: {} messages waiting; rejecting further posts", id.toString(),
                    c->pid, c->backlog.size());
     }
     return makeError(Errc::QUEUE_FULL, "client is not draining its queue");
@@ -806,7 +807,7 @@ size_t ServiceWorker::Impl::claim() {
     ++n;
   }
   counters_.claimed += n;
-  spdlog::info("claim: {} client(s) now controlled", n);
+  core::log().info("claim: {} client(s) now controlled", n);
   return n;
 }
 
@@ -900,7 +901,7 @@ Result<Channel*> ServiceWorker::Impl::channel(const std::string& name) {
   auto* header = new (ch->map.data()) queue::BroadcastHeader();
   ch->writer = queue::BroadcastWriter(header, ch->map.data() + queue::BROADCAST_HEADER_BYTES, ch->capacity);
   ++counters_.channelsOpen;
-  spdlog::info("channel '{}' opened (ring {} bytes)", name, ch->capacity);
+  core::log().info("channel '{}' opened (ring {} bytes)", name, ch->capacity);
   Channel* raw = ch.get();
   channels_.emplace(name, std::move(ch));
   return raw;
@@ -909,7 +910,7 @@ Result<Channel*> ServiceWorker::Impl::channel(const std::string& name) {
 void ServiceWorker::Impl::maybeDropChannel(const std::string& name) {
   auto it = channels_.find(name);
   if (it == channels_.end() || !it->second->members.empty() || !it->second->local.empty()) return;
-  spdlog::info("channel '{}' closed (last member left)", name);
+  core::log().info("channel '{}' closed (last member left)", name);
   channels_.erase(it);
 }
 
@@ -1052,7 +1053,7 @@ bool ServiceWorker::Impl::handleBroadcast(ClientRecord& c, schema::Envelope::Rea
 void ServiceWorker::Impl::bcOpenLocal(const std::shared_ptr<detail::BcObject>& obj) {
   auto ch = channel(obj->name);
   if (!ch) {
-    spdlog::error("BroadcastChannel '{}': {}", obj->name, ch.error().describe());
+    core::log().error("BroadcastChannel '{}': {}", obj->name, ch.error().describe());
     return;
   }
   obj->id = nextLocalBcId_++;
@@ -1144,7 +1145,7 @@ void ServiceWorker::Impl::openWindow(const std::string& url, std::function<void(
   posix_spawnattr_destroy(&attr);
   if (rc != 0) {
     ++counters_.openWindowFailures;
-    spdlog::warn("openWindow({}): cannot start {}: {}", url, argv[0], std::strerror(rc));
+    core::log().warn("openWindow({}): cannot start {}: {}", url, argv[0], std::strerror(rc));
     done(std::nullopt);
     return;
   }
@@ -1174,7 +1175,7 @@ void ServiceWorker::Impl::openWindow(const std::string& url, std::function<void(
     finishOpen(token, std::nullopt,
                "the page did not attach within " + std::to_string(opts_.openWindowTimeout.count()) + " ms");
   });
-  spdlog::info("openWindow({}): spawned pid={} ({})", url, pid, argv[0]);
+  core::log().info("openWindow({}): spawned pid={} ({})", url, pid, argv[0]);
   opens_.emplace(token, std::move(o));
 }
 
@@ -1191,7 +1192,7 @@ void ServiceWorker::Impl::finishOpen(const std::string& token, std::optional<Cli
     ++counters_.windowsOpened;
   } else {
     ++counters_.openWindowFailures;
-    spdlog::warn("openWindow: pid={} failed: {}", it->second.pid, why);
+    core::log().warn("openWindow: pid={} failed: {}", it->second.pid, why);
   }
   done(std::move(result));
 }

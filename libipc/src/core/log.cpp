@@ -4,6 +4,20 @@
 
 namespace swipc::core {
 
+namespace {
+std::shared_ptr<spdlog::logger>& current() {
+  static std::shared_ptr<spdlog::logger> logger = [] {
+    auto l = spdlog::stderr_logger_mt("swipc");
+    l->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ swipc[%P] %v");
+    l->set_level(spdlog::level::warn);
+    return l;
+  }();
+  return logger;
+}
+}  // namespace
+
+spdlog::logger& log() { return *current(); }
+
 Result<void> initLogging(const std::string& name, const std::string& level) {
   auto lvl = spdlog::level::from_str(level);
   if (lvl == spdlog::level::off && level != "off")
@@ -13,6 +27,7 @@ Result<void> initLogging(const std::string& name, const std::string& level) {
   logger->set_level(lvl);
   logger->flush_on(spdlog::level::info);
   spdlog::set_default_logger(logger);
+  current() = logger;
   return {};
 }
 
