@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/epoll.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <spawn.h>
 #include <sys/signalfd.h>
 #include <sys/syscall.h>
@@ -185,6 +186,7 @@ class ServiceWorker::Impl {
   UniqueFd lockFd_;
   UniqueFd listenFd_;
   UniqueFd signalFd_;
+  UniqueFd spareFd_;  // released to accept-and-refuse when the process runs out of fds
   sigset_t oldMask_{};
   bool listening_ = false;
   bool stopRequested_ = false;
@@ -230,6 +232,12 @@ Result<void> ServiceWorker::Impl::listen() {
   auto paths = core::scopePaths(opts_.runtimeDir, opts_.scope);
   if (!paths) return paths.error();
   paths_ = *paths;
+  // Clients pass fds (out-of-line messages): use all the fds the hard limit allows.
+  if (rlimit rl{}; ::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  spareFd_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   runtimeRoot_ = paths_.dir.substr(0, paths_.dir.size() - opts_.scope.size() - 1);
   if (auto r = core::ensurePrivateDir(paths_.dir); !r) return r.error();
   lockFd_.reset(::open(paths_.lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
@@ -360,7 +368,21 @@ void ServiceWorker::Impl::shutdown(const std::string& reason) {
 void ServiceWorker::Impl::onListenReadable() {
   for (int i = 0; i < 64; ++i) {
     UniqueFd sock;
-    if (core::acceptConnection(listenFd_.get(), sock) != core::IoStatus::OK) return;
+    auto st = core::acceptConnection(listenFd_.get(), sock);
+    if (st == core::IoStatus::FAILED && (errno == EMFILE || errno == ENFILE)) {
+      // Out of fds: use the spare to accept and refuse the connection, so the listening socket
+      // does not stay readable forever (a busy loop) and the client hears why.
+      ++counters_.rejectedClients;
+      spareFd_.reset();
+      UniqueFd refused;
+      if (core::acceptConnection(listenFd_.get(), refused) == core::IoStatus::OK)
+        core::sendControlError(refused.get(), Errc::QUOTA_EXCEEDED, "daemon is out of file descriptors");
+      refused.reset();
+      spareFd_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+      core::log().error("out of file descriptors: refused an attach ({} clients)", clients_.size());
+      return;
+    }
+    if (st != core::IoStatus::OK) return;
     auto cred = core::peerCred(sock.get());
     if (!cred) continue;
     bool sameUser = cred->uid == ::geteuid();
@@ -514,7 +536,11 @@ void ServiceWorker::Impl::onClientSocket(const ClientId& id, uint32_t events) {
         if (in.control().isGoodbye()) goodbye = true;
       },
       err);
-  if (s == core::IoStatus::FAILED) return violation(*c, err);
+  if (s == core::IoStatus::FAILED) {
+    if (err.code == Errc::PROTOCOL_VIOLATION) return violation(*c, err);
+    core::log().error("client={} pid={}: {}; disconnecting", id.toString(), c->pid, err.describe());
+    return detach(*c, err.describe());
+  }
   if (s == core::IoStatus::CLOSED || goodbye || (events & (EPOLLHUP | EPOLLRDHUP | EPOLLERR))) {
     drain(*c);  // what it committed before leaving is still delivered
     if (c->alive) detach(*c, goodbye ? "closed" : "hung up");

@@ -124,7 +124,11 @@ Result<HelloInfo> parseHello(schema::Control::Reader control) {
 Result<std::unique_ptr<Connection>> sendWelcome(UniqueFd socket, const WelcomeInfo& welcome) {
   int sockFd = socket.get();
   auto conn = Connection::createForDaemon(std::move(socket), welcome.rings, welcome.maxMessageBytes);
-  if (!conn) return conn.error();
+  if (!conn) {
+    // The client hears why (instead of a bare hang-up that looks like "no daemon").
+    sendControlError(sockFd, conn.error().code, "daemon cannot attach a client now: " + conn.error().message);
+    return conn.error();
+  }
   capnp::MallocMessageBuilder mb(256);
   auto w = mb.initRoot<schema::Control>().initWelcome();
   w.setClientId(capnp::Data::Reader(welcome.clientId.bytes().data(), 16));

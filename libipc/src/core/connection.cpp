@@ -13,11 +13,10 @@ using queue::RING_HEADER_BYTES;
 using queue::RingHeader;
 using queue::RingStatus;
 
-Result<std::unique_ptr<Connection>> Connection::createForDaemon(UniqueFd socket, RingSizes sizes,
+Result<std::unique_ptr<Connection>> Connection::createForDaemon(UniqueFd&& socket, RingSizes sizes,
                                                                 uint64_t maxMessageBytes) {
   std::unique_ptr<Connection> c(new Connection());
   c->role_ = Role::DAEMON;
-  c->socket_ = std::move(socket);
   c->maxMessageBytes_ = maxMessageBytes;
   c->options_ = wire::readerOptions(maxMessageBytes);
   auto layout = shm::computeLayout(sizes.up, sizes.down, RING_HEADER_BYTES);
@@ -34,6 +33,7 @@ Result<std::unique_ptr<Connection>> Connection::createForDaemon(UniqueFd socket,
   if (!bell) return bell.error();
   c->doorbell_ = std::move(*bell);
   if (auto r = c->initRings(layout); !r) return r.error();
+  c->socket_ = std::move(socket);
   return c;
 }
 
@@ -89,7 +89,13 @@ Connection::SendStatus Connection::send(capnp::MessageBuilder& envelope, uint64_
     out_.commit(wire::RECORD_ENVELOPE);
     return SendStatus::OK;
   }
-  // Out of line: reserve the ring record first so a full ring sends nothing at all.
+  // Out of line. Bound the memfds in flight (each one holds an fd in the receiver).
+  while (!oolSent_.empty() && oolSent_.front() <= outConsumed()) oolSent_.pop_front();
+  if (oolSent_.size() >= OOL_IN_FLIGHT) {
+    out_.setWaiting(true);
+    return SendStatus::FULL;
+  }
+  // Reserve the ring record first so a full ring sends nothing at all.
   RingStatus s = out_.tryClaim(sizeof(wire::OutOfLineRecord), dst);
   if (s == RingStatus::FULL) {
     out_.setWaiting(true);
@@ -115,6 +121,7 @@ Connection::SendStatus Connection::send(capnp::MessageBuilder& envelope, uint64_
   wire::OutOfLineRecord rec{seq, bytes};
   std::memcpy(dst, &rec, sizeof rec);
   out_.commit(wire::RECORD_OUT_OF_LINE);
+  oolSent_.push_back(out_.tail());
   return SendStatus::OK;
 }
 
@@ -209,7 +216,10 @@ IoStatus Connection::pumpSocket(const ControlHandler& onControl, Error& err) {
     if (s == IoStatus::AGAIN) return IoStatus::OK;
     if (s != IoStatus::OK) return s;
     if (d.truncated) {
-      err = makeError(Errc::PROTOCOL_VIOLATION, "oversize control datagram or too many fds");
+      // MSG_CTRUNC also happens when *we* are out of fds: say so rather than blame the peer.
+      bool outOfFds = d.bytes.size() < wire::MAX_CONTROL_BYTES && d.fds.empty();
+      err = outOfFds ? makeError(Errc::SYSTEM, "could not receive a passed fd (process out of file descriptors?)")
+                     : makeError(Errc::PROTOCOL_VIOLATION, "oversize control datagram or too many fds");
       return IoStatus::FAILED;
     }
     if (d.bytes.size() == 1 && d.bytes[0] == WAKE_BYTE && d.fds.empty()) continue;
@@ -230,7 +240,7 @@ IoStatus Connection::pumpSocket(const ControlHandler& onControl, Error& err) {
         err = makeError(Errc::PROTOCOL_VIOLATION, "out-of-line notice without exactly one fd");
         return IoStatus::FAILED;
       }
-      if (oolFds_.size() > 1024) {
+      if (oolFds_.size() >= OOL_RECEIVER_LIMIT) {
         err = makeError(Errc::PROTOCOL_VIOLATION, "too many out-of-line fds without records");
         return IoStatus::FAILED;
       }

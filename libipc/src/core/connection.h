@@ -10,6 +10,7 @@
 
 #include <capnp/message.h>
 
+#include <deque>
 #include <functional>
 #include <memory>
 #include <unordered_map>
@@ -26,6 +27,10 @@
 namespace swipc::core {
 
 inline constexpr uint8_t WAKE_BYTE = 'w';
+/// Out-of-line messages one sender may have in flight (sent, not yet consumed). The sender waits
+/// at this bound; a receiver holding more than OOL_RECEIVER_LIMIT fds from one peer disconnects it.
+inline constexpr size_t OOL_IN_FLIGHT = 32;
+inline constexpr size_t OOL_RECEIVER_LIMIT = 64;
 
 struct RingSizes {
   uint64_t up = 64 * 1024;
@@ -40,7 +45,8 @@ class Connection {
 
   /// Daemon side: creates and seals the segment and the doorbell. The caller sends
   /// `segmentFd` and `doorbellFd` to the client with the Welcome.
-  static Result<std::unique_ptr<Connection>> createForDaemon(UniqueFd socket, RingSizes sizes,
+  /// `socket` is taken only on success (so the caller can still report a failure on it).
+  static Result<std::unique_ptr<Connection>> createForDaemon(UniqueFd&& socket, RingSizes sizes,
                                                              uint64_t maxMessageBytes);
   /// Client side: maps and validates the segment the daemon sent.
   static Result<std::unique_ptr<Connection>> openForClient(UniqueFd socket, UniqueFd segment, UniqueFd doorbell,
@@ -104,6 +110,7 @@ class Connection {
   uint64_t maxMessageBytes_ = 0;
   capnp::ReaderOptions options_;
   std::unordered_map<uint64_t, UniqueFd> oolFds_;  // seq -> sealed memfd, waiting for its record
+  std::deque<uint64_t> oolSent_;                    // ring positions after our in-flight OOL records
   std::unordered_map<uint64_t, std::pair<UniqueFd, uint64_t>> ringFds_;  // ringId -> (memfd, capacity)
 };
 

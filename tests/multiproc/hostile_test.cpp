@@ -1,0 +1,318 @@
+// Hostile peers against a real sw_daemon (DESIGN §4, §5, §8): a client that corrupts its ring,
+// sends malformed or forbidden envelopes, plays with out-of-line fds or breaks the handshake is
+// disconnected with ProtocolViolation (or the handshake's own error), alone: the daemon keeps
+// running and keeps serving a well-behaved client. A client that only floods its doorbell is not
+// a violation at all. The misbehaviour itself lives in tests/support/hostile_client.cpp.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/resource.h>
+
+#include <filesystem>
+#include <optional>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "process.h"
+
+namespace swipc::testing {
+namespace {
+
+using nlohmann::json;
+
+constexpr const char* SW_VERSION = "hostile-test-sw-1";
+
+/// What one hostile_client run printed, and how it ended.
+struct HostileRun {
+  std::vector<std::string> lines;
+  std::optional<int> exitCode;
+  std::string stderrText;
+
+  /// The client id from the `attached <id>` line, or "".
+  std::string attachedId() const {
+    for (const auto& l : lines)
+      if (l.rfind("attached ", 0) == 0) return l.substr(9);
+    return {};
+  }
+  std::string lastLine() const { return lines.empty() ? std::string() : lines.back(); }
+  std::string describe() const {
+    std::string s = "hostile_client exit=" + (exitCode ? std::to_string(*exitCode) : std::string("none")) + "\n";
+    for (const auto& l : lines) s += "  | " + l + "\n";
+    return s + "stderr: " + stderrText;
+  }
+};
+
+class HostileTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    startDaemon();
+    ASSERT_TRUE(daemon_->waitReady()) << daemon_->log();
+    good_.emplace(dir_.path(), SCOPE);
+    ASSERT_FALSE(good_->clientId().empty()) << "the well-behaved client did not attach";
+    expectGoodClientServed();
+  }
+
+  /// Starts sw_daemon; with `daemonFdLimit` set, under that soft RLIMIT_NOFILE (inherited
+  /// through fork/exec; ours is put back at once).
+  void startDaemon() {
+    rlimit saved{};
+    ::getrlimit(RLIMIT_NOFILE, &saved);
+    if (daemonFdLimit_) {
+      rlimit lowered = saved;
+      lowered.rlim_cur = *daemonFdLimit_;
+      ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &lowered), 0);
+    }
+    daemon_.emplace(dir_.path(), SCOPE, std::vector<std::string>{"--sw-version", SW_VERSION});
+    if (daemonFdLimit_) ::setrlimit(RLIMIT_NOFILE, &saved);
+  }
+
+  /// The well-behaved client's messageSW(GET_VERSION) resolves with the daemon's version.
+  void expectGoodClientServed() {
+    const int id = ++nextOpId_;
+    good_->send({{"op", "messageSW"},
+                 {"id", id},
+                 {"data", json::object({{"type", "GET_VERSION"}})},
+                 {"timeoutMs", 5000}});
+    auto r = good_->waitResult(id, 10s);
+    ASSERT_TRUE(r.has_value()) << "no answer to messageSW; daemon log:\n" << daemon_->log();
+    EXPECT_EQ(r->value("event", ""), "ok") << r->dump();
+    EXPECT_EQ(r->value("data", json()), json(SW_VERSION)) << r->dump();
+  }
+
+  ChildProcess startHostile(const std::string& mode, std::vector<std::string> extra = {}) {
+    std::vector<std::string> argv{hostileClientPath(), "--runtime-dir", dir_.path(), "--scope", SCOPE, "--mode", mode};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    ChildProcess::Options o;
+    o.pipeStdout = true;
+    return ChildProcess(argv, o);
+  }
+
+  /// Reads the rest of a hostile_client's output and waits for it to exit.
+  static HostileRun finish(ChildProcess& p, HostileRun run = {}, std::chrono::milliseconds timeout = 15s) {
+    const auto deadline = TestClock::now() + timeout;
+    for (;;) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - TestClock::now());
+      if (left.count() <= 0) break;
+      auto line = p.readLine(left);
+      if (!line) break;  // EOF (or the deadline)
+      run.lines.push_back(*line);
+    }
+    run.exitCode = p.waitExitCode(5s);
+    run.stderrText = p.stderrText();
+    return run;
+  }
+
+  HostileRun runHostile(const std::string& mode, std::vector<std::string> extra = {}) {
+    auto p = startHostile(mode, std::move(extra));
+    return finish(p);
+  }
+
+  /// The daemon's log mentions `needle` (it writes asynchronously to our stderr file).
+  bool logEventuallyContains(const std::string& needle) {
+    return eventually([&] { return daemon_->log().find(needle) != std::string::npos; }, 5s);
+  }
+
+  static constexpr const char* SCOPE = "hostile";
+  TempDir dir_;  // first: destroyed after the processes that use it
+  std::optional<Daemon> daemon_;
+  std::optional<ScriptClient> good_;
+  std::optional<rlim_t> daemonFdLimit_;
+  int nextOpId_ = 0;
+};
+
+// ------------------------------------------------------------------------------------------------
+// Attached clients that break the data-plane protocol: each one is a violation.
+
+struct ViolationCase {
+  const char* testName;
+  const char* mode;
+};
+
+void PrintTo(const ViolationCase& c, std::ostream* os) { *os << c.mode; }
+
+class HostileViolationTest : public HostileTest, public ::testing::WithParamInterface<ViolationCase> {};
+
+TEST_P(HostileViolationTest, DisconnectsOnlyTheOffender) {
+  auto run = runHostile(GetParam().mode);
+  ASSERT_EQ(run.exitCode, 0) << run.describe();
+  const std::string id = run.attachedId();
+  ASSERT_FALSE(id.empty()) << run.describe();
+
+  EXPECT_EQ(run.lastLine(), "disconnected ProtocolViolation") << run.describe() << "\ndaemon log:\n" << daemon_->log();
+  EXPECT_TRUE(logEventuallyContains("protocol violation by client=" + id)) << daemon_->log();
+  EXPECT_TRUE(logEventuallyContains("detached client=" + id)) << daemon_->log();
+  EXPECT_TRUE(daemon_->process().running()) << "the daemon died:\n" << daemon_->log();
+  expectGoodClientServed();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Modes, HostileViolationTest,
+    ::testing::Values(ViolationCase{"ScribbledUpRing", "scribble-random"},
+                      ViolationCase{"TailPastCapacity", "tail-past"},
+                      ViolationCase{"UnalignedTail", "tail-unaligned"},
+                      ViolationCase{"RecordLongerThanQuarterRing", "bad-length"},
+                      ViolationCase{"RecordCrossingRingEnd", "crossing-end"},
+                      ViolationCase{"PadWithWrongLength", "bad-pad"},
+                      ViolationCase{"UnknownRecordType", "bad-type"},
+                      ViolationCase{"TornRecordPayload", "torn-record"},
+                      ViolationCase{"WrongSchemaVersion", "bad-schema-version"},
+                      ViolationCase{"ValueNestedTenThousandDeep", "huge-nesting"},
+                      ViolationCase{"ClientPostFromClient", "wrong-kind"},
+                      ViolationCase{"ReplyFromClient", "wrong-kind-reply"},
+                      ViolationCase{"UnsealedOutOfLineMemfd", "ool-unsealed"},
+                      ViolationCase{"OutOfLineRecordWithoutFd", "ool-missing-fd"},
+                      ViolationCase{"TooManyPendingOutOfLineFds", "ool-fd-hoard"}),
+    [](const ::testing::TestParamInfo<ViolationCase>& info) { return std::string(info.param.testName); });
+
+// ------------------------------------------------------------------------------------------------
+// The handshake.
+
+TEST_F(HostileTest, ProtocolVersionMismatchIsRefused) {
+  auto run = runHostile("version-mismatch");
+  ASSERT_EQ(run.exitCode, 0) << run.describe();
+  EXPECT_EQ(run.lines, (std::vector<std::string>{"refused VersionMismatch", "disconnected hangup"}))
+      << run.describe();
+  EXPECT_TRUE(logEventuallyContains("attach refused")) << daemon_->log();
+  EXPECT_TRUE(daemon_->process().running()) << daemon_->log();
+  expectGoodClientServed();
+}
+
+TEST_F(HostileTest, GarbageHelloIsRefusedAsViolation) {
+  auto run = runHostile("garbage-hello");
+  ASSERT_EQ(run.exitCode, 0) << run.describe();
+  EXPECT_EQ(run.lines, (std::vector<std::string>{"disconnected ProtocolViolation"})) << run.describe();
+  EXPECT_TRUE(logEventuallyContains("attach refused")) << daemon_->log();
+  EXPECT_TRUE(daemon_->process().running()) << daemon_->log();
+  expectGoodClientServed();
+}
+
+TEST_F(HostileTest, SilentClientIsDroppedAfterAttachTimeout) {
+  auto p = startHostile("no-hello");
+  // While the silent connection is pending, everyone else is served.
+  expectGoodClientServed();
+  auto run = finish(p);
+  ASSERT_EQ(run.exitCode, 0) << run.describe();
+  EXPECT_EQ(run.lines, (std::vector<std::string>{"disconnected AttachTimeout"})) << run.describe();
+  EXPECT_TRUE(logEventuallyContains("attach timeout")) << daemon_->log();
+  EXPECT_TRUE(daemon_->process().running()) << daemon_->log();
+  expectGoodClientServed();
+}
+
+// ------------------------------------------------------------------------------------------------
+// Wake floods cost CPU, nothing else.
+
+TEST_F(HostileTest, DoorbellFloodIsNotAViolation) {
+  auto p = startHostile("flood-wakes", {"--linger-ms", "1000"});
+  HostileRun run;
+  for (auto line = p.readLine(10s); line; line = p.readLine(10s)) {
+    run.lines.push_back(*line);
+    if (line->rfind("flooding ", 0) == 0) break;
+  }
+  ASSERT_FALSE(run.attachedId().empty()) << run.describe();
+  // The well-behaved client is served while (or right after) the flood goes on.
+  expectGoodClientServed();
+  run = finish(p, std::move(run), 60s);  // a million syscalls: slow on a loaded machine
+  ASSERT_EQ(run.exitCode, 0) << run.describe();
+  const std::vector<std::string> tail(run.lines.end() - std::min<size_t>(run.lines.size(), 3), run.lines.end());
+  EXPECT_EQ(tail, (std::vector<std::string>{"flooded 1000000", std::string("reply ") + SW_VERSION, "still-connected"}))
+      << run.describe() << "\ndaemon log:\n" << daemon_->log();
+  EXPECT_EQ(daemon_->log().find("protocol violation"), std::string::npos) << daemon_->log();
+  EXPECT_TRUE(daemon_->process().running()) << daemon_->log();
+  expectGoodClientServed();
+}
+
+// ------------------------------------------------------------------------------------------------
+// Out-of-line fds a client sends ahead of their records are held by the daemon. Below the
+// per-client cap that is legal, but the fds must not be able to exhaust the daemon's fd table
+// (on many systems the default soft RLIMIT_NOFILE, 1024, is below that per-client cap).
+
+class HostileFdLimitTest : public HostileTest {
+ protected:
+  static constexpr rlim_t DAEMON_FD_LIMIT = 256;
+  void SetUp() override {
+    daemonFdLimit_ = DAEMON_FD_LIMIT;
+    HostileTest::SetUp();
+  }
+
+  /// Free fd slots the daemon has under its limit (inherited fds above the limit take none).
+  int daemonFreeFds() const {
+    int used = 0;
+    for (const auto& e : std::filesystem::directory_iterator("/proc/" + std::to_string(daemon_->pid()) + "/fd"))
+      if (std::stol(e.path().filename().string()) < static_cast<long>(DAEMON_FD_LIMIT)) ++used;
+    return static_cast<int>(DAEMON_FD_LIMIT) - used;
+  }
+
+  /// A hostile client that attaches (socket + doorbell: two of the daemon's fds) and then leaves
+  /// the daemon `leaveFree` free fds by sending out-of-line notices it never follows up.
+  ChildProcess startHoarder(int leaveFree, HostileRun& run) {
+    const int hoard = daemonFreeFds() - 2 - leaveFree;
+    EXPECT_GT(hoard, 0);
+    auto p = startHostile("ool-fd-hoard", {"--fds", std::to_string(hoard), "--linger-ms", "10000"});
+    for (auto line = p.readLine(10s); line; line = p.readLine(10s)) {
+      run.lines.push_back(*line);
+      if (line->rfind("sent-fds ", 0) == 0 || line->rfind("disconnected ", 0) == 0) break;
+    }
+    EXPECT_EQ(run.lastLine(), "sent-fds " + std::to_string(hoard)) << run.describe();
+    return p;
+  }
+};
+
+// TODO(security): the two tests below are disabled until the daemon bounds the out-of-line fds
+// it holds against its own fd limit (the per-client cap is 1024 fds, daemon-wide there is none):
+// today one client that stays under its cap exhausts the daemon's fd table.
+
+TEST_F(HostileFdLimitTest, DISABLED_HoardedOutOfLineFdsDoNotLockOutNewClients) {
+  HostileRun run;
+  auto hoarder = startHoarder(/*leaveFree=*/1, run);
+  ScriptClient late(dir_.path(), SCOPE);
+  EXPECT_FALSE(late.clientId().empty()) << "a new client could not attach while another hoards fds\n"
+                                        << run.describe() << "\ndaemon log:\n" << daemon_->log();
+  EXPECT_TRUE(daemon_->process().running()) << daemon_->log();
+  expectGoodClientServed();
+}
+
+TEST_F(HostileFdLimitTest, DISABLED_OutOfLineSenderIsNotBlamedForFdsHoardedByAnother) {
+  HostileRun run;
+  auto hoarder = startHoarder(/*leaveFree=*/0, run);
+  // 40,000 bytes: over a ring record's limit, so the post travels out of line (one fd).
+  const std::string big(40'000, 'x');
+  good_->send({{"op", "messageSW"},
+               {"id", "big"},
+               {"data", json::object({{"type", "ECHO"}, {"s", big}})},
+               {"timeoutMs", 5000}});
+  auto r = good_->waitResult("big", 10s);
+  ASSERT_TRUE(r.has_value()) << daemon_->log();
+  EXPECT_EQ(r->value("event", ""), "ok") << r->dump().substr(0, 300) << "\ndaemon log:\n" << daemon_->log();
+  EXPECT_EQ(daemon_->log().find("protocol violation by client=" + good_->clientId()), std::string::npos)
+      << daemon_->log();
+}
+
+// ------------------------------------------------------------------------------------------------
+// Violations are counted where tools can see them (STYLE "Counters where tools can see them").
+
+TEST_F(HostileTest, CountersOnSigusr1IncludeProtocolViolations) {
+  auto run = runHostile("torn-record");
+  ASSERT_EQ(run.lastLine(), "disconnected ProtocolViolation") << run.describe();
+  daemon_->process().signal(SIGUSR1);
+  const std::regex counter("\"protocolViolations\":\\s*([0-9]+)");
+  long violations = -1;
+  EXPECT_TRUE(eventually(
+      [&] {
+        auto log = daemon_->log();
+        auto at = log.find("counters");
+        if (at == std::string::npos) return false;
+        auto eol = log.find('\n', at);
+        std::smatch m;
+        std::string line = log.substr(at, eol == std::string::npos ? std::string::npos : eol - at);
+        if (!std::regex_search(line, m, counter)) return false;
+        violations = std::stol(m[1].str());
+        return true;
+      },
+      5s))
+      << daemon_->log();
+  EXPECT_GE(violations, 1) << daemon_->log();
+  EXPECT_TRUE(daemon_->process().running()) << daemon_->log();
+}
+
+}  // namespace
+}  // namespace swipc::testing

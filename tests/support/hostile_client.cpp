@@ -1,0 +1,646 @@
+// hostile_client: a client that attaches to a sw_daemon and then breaks the protocol in one
+// chosen way, so that tests can check the daemon detects it, disconnects only this client and
+// keeps serving everyone else (DESIGN §4 "the reader validates every length and index", §5
+// "a malformed envelope from a client is a protocol violation").
+//
+//   hostile_client --runtime-dir DIR --scope S --mode MODE [--linger-ms N] [--seed N]
+//                  [--depth N] [--wakes N] [--fds N]
+//
+// It does the attach handshake by hand (so that it keeps the segment memfd and can map it
+// read-write itself), misbehaves, then waits at most --linger-ms (default 5000) for the daemon to
+// hang up. stdout, one line per step:
+//
+//   attached <clientId>          Welcome received (modes that attach)
+//   refused <ErrorName>          the daemon answered the Hello with an error
+//   flooding <n> / flooded <n>   flood-wakes only, around the flood
+//   reply <text>                 flood-wakes only: a GET_VERSION round trip after the flood
+//   sent-fds <n>                 ool-fd-hoard only: all n out-of-line notices went out
+//   disconnected <ErrorName>     hang-up, after a Control.error with that name
+//   disconnected hangup          hang-up without an error
+//   still-connected              no hang-up within --linger-ms
+//   failed <why>                 the tool itself could not do its part (exit 1)
+//
+// Exit status 0 whenever the misbehaviour was carried out, whatever the daemon did about it;
+// 1 when it could not be (no daemon, refused attach, ...); 2 for a usage error.
+#include <poll.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/connection.h"
+#include "core/paths.h"
+#include "core/socket.h"
+#include "envelope.capnp.h"
+#include "queue/ring_layout.h"
+#include "shm/layout.h"
+#include "shm/memfd.h"
+#include "swipc/error.h"
+#include "swipc/types.h"
+#include "value.capnp.h"
+#include "wire/codec.h"
+#include "wire/limits.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+using swipc::Clock;
+using swipc::Deadline;
+using swipc::UniqueFd;
+using swipc::core::Datagram;
+using swipc::core::IoStatus;
+using swipc::queue::RecordHeader;
+using swipc::queue::RING_HEADER_BYTES;
+using swipc::queue::RingHeader;
+
+struct Options {
+  std::string runtimeDir;
+  std::string scope = "default";
+  std::string mode;
+  std::chrono::milliseconds linger{5000};
+  uint64_t seed = 0x5eed'5eedULL;
+  int depth = 10'000;
+  uint64_t wakes = 1'000'000;
+  uint64_t fds = 1100;
+};
+
+void say(const std::string& line) {
+  std::fputs((line + "\n").c_str(), stdout);
+  std::fflush(stdout);
+}
+
+[[noreturn]] void fail(const std::string& why) {
+  say("failed " + why);
+  std::fprintf(stderr, "hostile_client: %s\n", why.c_str());
+  std::exit(1);
+}
+
+// ------------------------------------------------------------------------------------------ socket
+
+bool sendWords(int fd, capnp::MessageBuilder& mb, const std::vector<int>& fds = {}) {
+  auto words = capnp::messageToFlatArray(mb);
+  return swipc::core::sendDatagram(fd, words.begin(), words.size() * sizeof(capnp::word), fds) == IoStatus::OK;
+}
+
+/// Decodes a control datagram; nullopt when it is not one (a wake byte, garbage).
+std::optional<swipc::wire::Inbound> decodeControl(const Datagram& d) {
+  if (d.bytes.empty() || d.bytes.size() % sizeof(capnp::word) != 0) return std::nullopt;
+  auto words = kj::heapArray<capnp::word>(d.bytes.size() / sizeof(capnp::word));
+  std::memcpy(words.begin(), d.bytes.data(), d.bytes.size());
+  auto in = swipc::wire::Inbound::adoptControl(std::move(words),
+                                               swipc::wire::readerOptions(swipc::wire::MAX_CONTROL_BYTES));
+  if (!in) return std::nullopt;
+  return std::move(*in);
+}
+
+/// Reads what the daemon sends on the control socket: remembers the last Control.error's name
+/// and whether the daemon hung up.
+class SocketWatch {
+ public:
+  explicit SocketWatch(int fd) : fd_(fd) {}
+
+  /// Reads every pending datagram; true once the daemon has hung up.
+  bool pump() {
+    for (int ends = 0;;) {
+      Datagram d;
+      IoStatus s = swipc::core::recvDatagram(fd_, d, 65536);
+      if (s == IoStatus::AGAIN) return closed_;
+      if (s != IoStatus::OK) {
+        // A reset (the daemon closed with our datagrams unread) is reported before what it had
+        // queued for us, its Control.error included: read on until the plain end of stream.
+        closed_ = true;
+        if (++ends >= 2) return true;
+        continue;
+      }
+      ends = 0;
+      if (d.bytes.size() == 1 && d.bytes[0] == swipc::core::WAKE_BYTE) continue;
+      auto in = decodeControl(d);
+      if (in && in->control().isError()) lastError_ = in->control().getError().getName().cStr();
+    }
+  }
+  /// Waits for readability until `deadline`; false when the deadline passed.
+  bool waitReadable(Deadline deadline) const {
+    auto now = Clock::now();
+    if (now >= deadline) return false;
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count() + 1;
+    pollfd p{fd_, POLLIN, 0};
+    ::poll(&p, 1, static_cast<int>(std::min<int64_t>(ms, 100)));
+    return true;
+  }
+  /// Waits for the hang-up until `deadline`; true when it happened.
+  bool waitHangup(Deadline deadline) {
+    for (;;) {
+      if (pump()) return true;
+      if (!waitReadable(deadline)) return false;
+    }
+  }
+  bool closed() const { return closed_; }
+  const std::string& lastError() const { return lastError_; }
+
+ private:
+  int fd_;
+  bool closed_ = false;
+  std::string lastError_;
+};
+
+void reportEnd(SocketWatch& watch, Deadline deadline) {
+  if (watch.closed() || watch.waitHangup(deadline))
+    say("disconnected " + (watch.lastError().empty() ? std::string("hangup") : watch.lastError()));
+  else
+    say("still-connected");
+}
+
+// ------------------------------------------------------------------------------------------ attach
+
+UniqueFd connectOrFail(const Options& o) {
+  auto paths = swipc::core::scopePaths(o.runtimeDir, o.scope);
+  if (!paths) fail(paths.error().describe());
+  auto sock = swipc::core::connectSeqpacket(paths->socket);
+  if (!sock) fail(sock.error().describe());
+  return std::move(*sock);
+}
+
+void sendHello(int fd, uint32_t protocolVersion, const std::string& scope) {
+  capnp::MallocMessageBuilder mb(128);
+  auto h = mb.initRoot<swipc::schema::Control>().initHello();
+  h.setProtocolVersion(protocolVersion);
+  h.setClientType(swipc::schema::ClientType::WINDOW);
+  h.setUrl("app://" + scope + "/hostile");
+  h.setControlled(true);
+  if (!sendWords(fd, mb)) fail("could not send Hello");
+}
+
+/// The attached hostile client: the library's Connection for well-formed traffic, plus its own
+/// read-write view of the segment for everything else.
+struct Session {
+  std::unique_ptr<swipc::core::Connection> conn;
+  std::string clientId;
+  uint64_t maxMessageBytes = 0;
+  void* base = nullptr;  // our own read-write mapping of the segment (never unmapped: we exit)
+  swipc::shm::SegmentLayout layout;
+
+  RingHeader* upHeader() const {
+    return reinterpret_cast<RingHeader*>(static_cast<uint8_t*>(base) + layout.upOffset);
+  }
+  uint8_t* upData() const { return static_cast<uint8_t*>(base) + layout.upOffset + RING_HEADER_BYTES; }
+  uint64_t upCapacity() const { return layout.upCapacity; }
+  int socketFd() const { return conn->socketFd(); }
+  void ringDoorbell() const {
+    uint64_t one = 1;
+    (void)!::write(conn->doorbellFd(), &one, sizeof one);
+  }
+};
+
+/// Waits for the answer to the Hello. Welcome (+ segment memfd + doorbell eventfd): maps the
+/// segment, takes `sock` into a Connection, prints `attached <id>`. An error: prints
+/// `refused <name>` and leaves `sock` open so the caller can watch for the hang-up.
+std::optional<Session> finishAttach(UniqueFd& sock, const SocketWatch& watch, Deadline deadline) {
+  for (;;) {
+    Datagram d;
+    IoStatus s = swipc::core::recvDatagram(sock.get(), d, swipc::wire::MAX_CONTROL_BYTES);
+    if (s == IoStatus::AGAIN) {
+      if (!watch.waitReadable(deadline)) fail("no answer to Hello before the deadline");
+      continue;
+    }
+    if (s != IoStatus::OK) return std::nullopt;  // hung up without an answer
+    auto in = decodeControl(d);
+    if (!in) fail("undecodable answer to Hello");
+    auto control = in->control();
+    if (control.isError()) {
+      say(std::string("refused ") + control.getError().getName().cStr());
+      return std::nullopt;
+    }
+    if (!control.isWelcome() || d.fds.size() != 2) fail("expected Welcome with two fds");
+    auto w = control.getWelcome();
+    if (w.getClientId().size() != 16) fail("Welcome with a malformed client id");
+    std::array<uint8_t, 16> id;
+    std::memcpy(id.data(), w.getClientId().begin(), 16);
+    Session session;
+    session.clientId = swipc::ClientId(id).toString();
+    session.maxMessageBytes = w.getMaxMessageBytes();
+    auto size = swipc::shm::fileSize(d.fds[0].get());
+    if (!size) fail(size.error().describe());
+    // Our own read-write view of the segment (the daemon seals only its size), beside the one
+    // the Connection makes: both map the same pages.
+    session.base = ::mmap(nullptr, *size, PROT_READ | PROT_WRITE, MAP_SHARED, d.fds[0].get(), 0);
+    if (session.base == MAP_FAILED) fail("mmap segment read-write: " + std::string(std::strerror(errno)));
+    auto layout = swipc::shm::readHeader(session.base, *size, RING_HEADER_BYTES);
+    if (!layout) fail(layout.error().describe());
+    session.layout = *layout;
+    auto conn = swipc::core::Connection::openForClient(std::move(sock), std::move(d.fds[0]), std::move(d.fds[1]),
+                                                       session.maxMessageBytes);
+    if (!conn) fail(conn.error().describe());
+    session.conn = std::move(*conn);
+    say("attached " + session.clientId);
+    return session;
+  }
+}
+
+// ------------------------------------------------------------------------------------------ ring
+
+/// Writes one record header (+ payload) at ring counter `at`; the caller keeps it inside the ring.
+void putRecord(const Session& s, uint64_t at, uint32_t length, uint32_t type, const void* payload = nullptr,
+               size_t payloadBytes = 0) {
+  const uint64_t pos = at & (s.upCapacity() - 1);
+  RecordHeader h{length, type};
+  std::memcpy(s.upData() + pos, &h, sizeof h);
+  if (payloadBytes) std::memcpy(s.upData() + pos + sizeof h, payload, payloadBytes);
+}
+
+uint64_t upTail(const Session& s) { return s.upHeader()->tail.load(std::memory_order_acquire); }
+uint64_t upHead(const Session& s) { return s.upHeader()->head.load(std::memory_order_acquire); }
+void publishTail(const Session& s, uint64_t t) { s.upHeader()->tail.store(t, std::memory_order_release); }
+
+/// Writes a whole record at the current tail and publishes it.
+void appendRecord(const Session& s, uint32_t type, const void* payload, uint32_t length) {
+  const uint64_t t = upTail(s);
+  putRecord(s, t, length, type, payload, length);
+  publishTail(s, t + swipc::queue::RECORD_HEADER_BYTES + swipc::queue::align8(length));
+}
+
+// ------------------------------------------------------------------------------------------ envelopes
+
+uint64_t nextSeq = 1;
+
+/// An Envelope carrying a controllerPost of {"type": type} (+ {"pad": bytes} when `padBytes`).
+void buildPost(capnp::MallocMessageBuilder& mb, const std::string& type, uint64_t replyId = 0, size_t padBytes = 0) {
+  auto env = mb.initRoot<swipc::schema::Envelope>();
+  env.setSchemaVersion(swipc::schema::SCHEMA_VERSION);
+  env.setSeq(nextSeq);
+  auto post = env.initControllerPost();
+  post.setReplyId(replyId);
+  auto entries = post.initPayload().initValue().initMap(padBytes ? 2 : 1);
+  entries[0].setKey("type");
+  entries[0].initValue().setText(type);
+  if (padBytes) {
+    entries[1].setKey("pad");
+    entries[1].initValue().initBytes(static_cast<unsigned>(padBytes));
+  }
+}
+
+/// Sends through the library's (well-behaved) ring writer, retrying while the ring is full.
+void sendEnvelope(Session& s, capnp::MallocMessageBuilder& mb, SocketWatch& watch) {
+  const auto deadline = Clock::now() + 5s;
+  for (;;) {
+    auto st = s.conn->send(mb, nextSeq);
+    if (st == swipc::core::Connection::SendStatus::OK) break;
+    if (st != swipc::core::Connection::SendStatus::FULL) fail("the library refused to send the envelope");
+    s.conn->wakePeer();
+    if (watch.pump()) return;  // disconnected already: the caller reports it
+    if (Clock::now() >= deadline) fail("up ring stayed full");
+    pollfd p{s.socketFd(), POLLIN, 0};
+    ::poll(&p, 1, 5);  // the daemon wakes us through the socket once it has made room
+  }
+  ++nextSeq;
+  s.conn->wakePeer();
+}
+
+/// A sealed-or-not memfd holding the encoded message.
+UniqueFd encodeToMemfd(capnp::MallocMessageBuilder& mb, size_t bytes) {
+  auto fd = swipc::shm::createMemfd("hostile-ool", bytes);
+  if (!fd) fail(fd.error().describe());
+  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd->get(), 0);
+  if (p == MAP_FAILED) fail("mmap out-of-line memfd");
+  swipc::wire::encodeInto(mb, static_cast<uint8_t*>(p), bytes);
+  ::munmap(p, bytes);
+  return std::move(*fd);
+}
+
+void appendOutOfLineRecord(const Session& s, uint64_t seq, uint64_t bytes) {
+  swipc::wire::OutOfLineRecord rec{seq, bytes};
+  appendRecord(s, swipc::wire::RECORD_OUT_OF_LINE, &rec, sizeof rec);
+}
+
+// ------------------------------------------------------------------------------------------ modes
+
+using Misbehaviour = std::function<void(Session&, SocketWatch&, const Options&)>;
+
+void scribbleRandom(Session& s, SocketWatch&, const Options& o) {
+  std::mt19937_64 rng(o.seed);
+  auto* p = reinterpret_cast<uint8_t*>(s.upHeader());
+  const size_t n = RING_HEADER_BYTES + s.upCapacity();
+  for (size_t i = 0; i + 8 <= n; i += 8) {
+    uint64_t v = rng();
+    std::memcpy(p + i, &v, 8);
+  }
+  s.ringDoorbell();
+}
+
+void tailPast(Session& s, SocketWatch&, const Options&) {
+  putRecord(s, upTail(s), 8, swipc::wire::RECORD_ENVELOPE);
+  publishTail(s, upHead(s) + s.upCapacity() * 2);
+  s.ringDoorbell();
+}
+
+void tailUnaligned(Session& s, SocketWatch&, const Options&) {
+  putRecord(s, upTail(s), 8, swipc::wire::RECORD_ENVELOPE);
+  publishTail(s, upTail(s) + 12);
+  s.ringDoorbell();
+}
+
+void badLength(Session& s, SocketWatch&, const Options&) {
+  // Longer than a quarter of the ring, but the tail covers it, so only the length check can stop it.
+  const uint32_t length = static_cast<uint32_t>(s.upCapacity() / 4 + 8);
+  const uint64_t t = upTail(s);
+  putRecord(s, t, length, swipc::wire::RECORD_ENVELOPE);
+  publishTail(s, t + swipc::queue::RECORD_HEADER_BYTES + length);
+  s.ringDoorbell();
+}
+
+void crossingEnd(Session& s, SocketWatch& watch, const Options&) {
+  // Legitimate filler posts (about an eighth of the ring each) until the tail sits in the last
+  // quarter of the ring...
+  const uint64_t cap = s.upCapacity();
+  while ((upTail(s) & (cap - 1)) <= cap * 3 / 4) {
+    capnp::MallocMessageBuilder mb;
+    buildPost(mb, "HOSTILE_FILLER", 0, cap / 8 - 256);
+    sendEnvelope(s, mb, watch);
+    if (watch.closed()) return;
+  }
+  // ...and the daemon has consumed them (so that only the crossing check can object)...
+  const auto deadline = Clock::now() + 5s;
+  s.upHeader()->writerWaiting.store(1, std::memory_order_seq_cst);  // ask for a wake once it has read
+  s.ringDoorbell();
+  while (upHead(s) != upTail(s)) {
+    if (watch.pump()) return;
+    if (!watch.waitReadable(deadline)) fail("the daemon did not consume the filler posts");
+  }
+  // ...then a record that is legal in size but runs past the end instead of padding first.
+  const uint64_t t = upTail(s);
+  const uint64_t toEnd = cap - (t & (cap - 1));
+  const uint32_t length = static_cast<uint32_t>(cap / 4);
+  if (swipc::queue::RECORD_HEADER_BYTES + length <= toEnd) fail("filler left the tail too far from the end");
+  putRecord(s, t, length, swipc::wire::RECORD_ENVELOPE);
+  publishTail(s, t + swipc::queue::RECORD_HEADER_BYTES + length);
+  s.ringDoorbell();
+}
+
+void badPad(Session& s, SocketWatch&, const Options&) {
+  // A PAD must run exactly to the end of the ring; this one claims 16 bytes at offset 0.
+  const uint64_t t = upTail(s);
+  putRecord(s, t, 16, swipc::queue::RECORD_TYPE_PAD);
+  publishTail(s, t + swipc::queue::RECORD_HEADER_BYTES + 16);
+  s.ringDoorbell();
+}
+
+void badType(Session& s, SocketWatch&, const Options&) {
+  const uint64_t payload = 0;
+  appendRecord(s, 77, &payload, sizeof payload);
+  s.ringDoorbell();
+}
+
+void tornRecord(Session& s, SocketWatch&, const Options&) {
+  // A plausible segment table (one segment of 7 words), then words that are no valid pointers.
+  uint8_t bytes[64];
+  std::memset(bytes, 0xff, sizeof bytes);
+  const uint32_t table[2] = {0, 7};
+  std::memcpy(bytes, table, sizeof table);
+  appendRecord(s, swipc::wire::RECORD_ENVELOPE, bytes, sizeof bytes);
+  s.ringDoorbell();
+}
+
+void badSchemaVersion(Session& s, SocketWatch& watch, const Options&) {
+  capnp::MallocMessageBuilder mb;
+  buildPost(mb, "GET_VERSION");
+  mb.getRoot<swipc::schema::Envelope>().setSchemaVersion(99);
+  sendEnvelope(s, mb, watch);
+}
+
+void hugeNesting(Session& s, SocketWatch& watch, const Options& o) {
+  capnp::MallocMessageBuilder mb;
+  buildPost(mb, "GET_VERSION");
+  auto v = mb.getRoot<swipc::schema::Envelope>().getControllerPost().getPayload().initValue();
+  for (int i = 0; i < o.depth; ++i) v = v.initList(1)[0];
+  v.setText("bottom");
+  sendEnvelope(s, mb, watch);  // over a ring record's size, so it goes out of line (sealed memfd)
+}
+
+void wrongKindClientPost(Session& s, SocketWatch& watch, const Options&) {
+  capnp::MallocMessageBuilder mb;
+  auto env = mb.initRoot<swipc::schema::Envelope>();
+  env.setSchemaVersion(swipc::schema::SCHEMA_VERSION);
+  env.setSeq(nextSeq);
+  env.initClientPost().initPayload().initValue().setText("I am the service worker");
+  sendEnvelope(s, mb, watch);
+}
+
+void wrongKindReply(Session& s, SocketWatch& watch, const Options&) {
+  capnp::MallocMessageBuilder mb;
+  auto env = mb.initRoot<swipc::schema::Envelope>();
+  env.setSchemaVersion(swipc::schema::SCHEMA_VERSION);
+  env.setSeq(nextSeq);
+  auto r = env.initReply();
+  r.setReplyId(1);
+  r.initPayload().initValue().setText("a reply nobody asked for");
+  sendEnvelope(s, mb, watch);
+}
+
+void oolUnsealed(Session& s, SocketWatch&, const Options&) {
+  capnp::MallocMessageBuilder mb;
+  buildPost(mb, "GET_VERSION");
+  const size_t bytes = swipc::wire::encodedBytes(mb);
+  UniqueFd fd = encodeToMemfd(mb, bytes);  // no seals: the sender could still change it
+  capnp::MallocMessageBuilder notice(64);
+  auto ool = notice.initRoot<swipc::schema::Control>().initOutOfLine();
+  ool.setSeq(nextSeq);
+  ool.setBytes(bytes);
+  if (!sendWords(s.socketFd(), notice, {fd.get()})) fail("could not send the out-of-line notice");
+  appendOutOfLineRecord(s, nextSeq++, bytes);
+  s.ringDoorbell();
+}
+
+void oolMissingFd(Session& s, SocketWatch&, const Options&) {
+  appendOutOfLineRecord(s, nextSeq++, 4096);  // no notice, no fd
+  s.ringDoorbell();
+}
+
+void oolFdHoard(Session& s, SocketWatch& watch, const Options& o) {
+  // Out-of-line notices, each with a (sealed, valid) memfd, for records that never come: the
+  // daemon holds every fd until its record arrives, so it must cap how many it keeps.
+  capnp::MallocMessageBuilder mb;
+  buildPost(mb, "GET_VERSION");
+  const size_t bytes = swipc::wire::encodedBytes(mb);
+  auto fd = swipc::wire::encodeToSealedMemfd(mb, bytes);
+  if (!fd) fail(fd.error().describe());
+  const auto deadline = Clock::now() + 10s;
+  for (uint64_t i = 0; i < o.fds; ++i) {
+    capnp::MallocMessageBuilder notice(64);
+    auto ool = notice.initRoot<swipc::schema::Control>().initOutOfLine();
+    ool.setSeq(1'000'000 + i);
+    ool.setBytes(bytes);
+    auto words = capnp::messageToFlatArray(notice);
+    for (;;) {
+      IoStatus st = swipc::core::sendDatagram(s.socketFd(), words.begin(), words.size() * sizeof(capnp::word),
+                                              {fd->get()});
+      if (st == IoStatus::OK) break;
+      if (st != IoStatus::AGAIN || watch.pump()) return;  // the daemon hung up on us
+      if (Clock::now() >= deadline) fail("the daemon stopped reading the socket");
+      pollfd p{s.socketFd(), POLLOUT, 0};
+      ::poll(&p, 1, 100);
+    }
+  }
+  say("sent-fds " + std::to_string(o.fds));
+}
+
+/// Waits for the reply to a GET_VERSION posted with replyId 1; prints `reply <text>`.
+void roundTrip(Session& s, SocketWatch& watch) {
+  capnp::MallocMessageBuilder mb;
+  buildPost(mb, "GET_VERSION", /*replyId=*/1);
+  sendEnvelope(s, mb, watch);
+  const auto deadline = Clock::now() + 5s;
+  while (!watch.closed()) {
+    swipc::wire::Inbound in;
+    swipc::Error err;
+    auto st = s.conn->receive(in, err);
+    if (st == swipc::core::Connection::RecvStatus::VIOLATION) fail("daemon wrote a bad record: " + err.message);
+    if (st == swipc::core::Connection::RecvStatus::OK) {
+      s.conn->publishConsumed();
+      auto env = in.envelope();
+      if (env.isReply() && env.getReply().getReplyId() == 1) {
+        auto v = env.getReply().getPayload().getValue();
+        say(std::string("reply ") + (v.isText() ? v.getText().cStr() : "<not text>"));
+        return;
+      }
+      continue;
+    }
+    if (s.conn->armAndCheck()) continue;  // arrived while we armed: no wake will come for it
+    if (watch.pump()) return;
+    if (!watch.waitReadable(deadline)) {
+      say("no-reply");
+      return;
+    }
+  }
+}
+
+void floodWakes(Session& s, SocketWatch& watch, const Options& o) {
+  say("flooding " + std::to_string(o.wakes));
+  for (uint64_t i = 0; i < o.wakes; ++i) s.ringDoorbell();
+  say("flooded " + std::to_string(o.wakes));
+  roundTrip(s, watch);
+}
+
+const std::map<std::string, Misbehaviour>& ringModes() {
+  static const std::map<std::string, Misbehaviour> modes = {
+      {"scribble-random", scribbleRandom},
+      {"tail-past", tailPast},
+      {"tail-unaligned", tailUnaligned},
+      {"bad-length", badLength},
+      {"crossing-end", crossingEnd},
+      {"bad-pad", badPad},
+      {"bad-type", badType},
+      {"torn-record", tornRecord},
+      {"bad-schema-version", badSchemaVersion},
+      {"huge-nesting", hugeNesting},
+      {"wrong-kind", wrongKindClientPost},
+      {"wrong-kind-reply", wrongKindReply},
+      {"ool-unsealed", oolUnsealed},
+      {"ool-missing-fd", oolMissingFd},
+      {"ool-fd-hoard", oolFdHoard},
+      {"flood-wakes", floodWakes},
+  };
+  return modes;
+}
+
+// ------------------------------------------------------------------------------------------ main
+
+[[noreturn]] void usage(const std::string& why) {
+  std::fprintf(stderr,
+               "hostile_client: %s\nusage: hostile_client --runtime-dir DIR --scope S --mode MODE "
+               "[--linger-ms N] [--seed N] [--depth N] [--wakes N] [--fds N]\nmodes: version-mismatch no-hello "
+               "garbage-hello",
+               why.c_str());
+  for (const auto& [name, fn] : ringModes()) std::fprintf(stderr, " %s", name.c_str());
+  std::fprintf(stderr, "\n");
+  std::exit(2);
+}
+
+Options parseArgs(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (i + 1 >= argc) usage("missing value for " + a);
+    std::string v = argv[++i];
+    try {
+      if (a == "--runtime-dir") o.runtimeDir = v;
+      else if (a == "--scope") o.scope = v;
+      else if (a == "--mode") o.mode = v;
+      else if (a == "--linger-ms") o.linger = std::chrono::milliseconds(std::stoll(v));
+      else if (a == "--seed") o.seed = std::stoull(v, nullptr, 0);
+      else if (a == "--depth") o.depth = std::stoi(v);
+      else if (a == "--wakes") o.wakes = std::stoull(v);
+      else if (a == "--fds") o.fds = std::stoull(v);
+      else usage("unknown option " + a);
+    } catch (const std::exception&) {
+      usage("bad value for " + a + ": " + v);
+    }
+  }
+  if (o.mode.empty()) usage("--mode is required");
+  return o;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Options o = parseArgs(argc, argv);
+  const auto attachDeadline = Clock::now() + 5s;
+
+  if (o.mode == "no-hello") {
+    UniqueFd sock = connectOrFail(o);
+    SocketWatch watch(sock.get());
+    reportEnd(watch, Clock::now() + o.linger);
+    return 0;
+  }
+  if (o.mode == "garbage-hello") {
+    UniqueFd sock = connectOrFail(o);
+    std::mt19937_64 rng(o.seed);
+    std::vector<uint64_t> garbage(8);
+    for (auto& w : garbage) w = rng();
+    if (swipc::core::sendDatagram(sock.get(), garbage.data(), garbage.size() * sizeof(uint64_t)) != IoStatus::OK)
+      fail("could not send the garbage");
+    SocketWatch watch(sock.get());
+    reportEnd(watch, Clock::now() + o.linger);
+    return 0;
+  }
+  if (o.mode == "version-mismatch") {
+    UniqueFd sock = connectOrFail(o);
+    SocketWatch watch(sock.get());
+    sendHello(sock.get(), 99, o.scope);
+    auto session = finishAttach(sock, watch, attachDeadline);
+    if (session) {  // welcomed although it should not have been
+      SocketWatch attached(session->socketFd());
+      reportEnd(attached, Clock::now() + o.linger);
+      return 0;
+    }
+    reportEnd(watch, Clock::now() + o.linger);
+    return 0;
+  }
+
+  auto it = ringModes().find(o.mode);
+  if (it == ringModes().end()) usage("unknown mode " + o.mode);
+  UniqueFd sock = connectOrFail(o);
+  SocketWatch handshakeWatch(sock.get());
+  sendHello(sock.get(), swipc::schema::PROTOCOL_VERSION, o.scope);
+  auto session = finishAttach(sock, handshakeWatch, attachDeadline);
+  if (!session) {
+    reportEnd(handshakeWatch, Clock::now() + o.linger);
+    return 1;
+  }
+  SocketWatch watch(session->socketFd());
+  it->second(*session, watch, o);
+  reportEnd(watch, Clock::now() + o.linger);
+  return 0;
+}
