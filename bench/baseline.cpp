@@ -38,6 +38,9 @@ using queue::RingWriter;
 /// of hanging.
 constexpr uint64_t WAIT_LIMIT_NS = 10'000'000'000ull;
 constexpr uint32_t RECORD_TYPE_DATA = 1;
+constexpr uint32_t RECORD_TYPE_STOP = 2;  // parent -> child: leave the loop and exit
+/// A measurement cut short by its time cap still reports at least this many samples.
+constexpr size_t MIN_SAMPLES = 1'000;
 constexpr uint64_t SPINS_BEFORE_YIELD = 20'000;  // ~0.1-1 ms of pause instructions
 
 [[noreturn]] void throwErrno(const char* what) {
@@ -54,6 +57,10 @@ class Fd {
     if (fd_ >= 0) ::close(fd_);
   }
   int get() const { return fd_; }
+  void reset() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
 
  private:
   int fd_;
@@ -172,10 +179,11 @@ RecordView waitRecord(RingReader& reader, WaitMode mode, int doorbell) {
 }
 
 /// Writes one record (spinning while FULL) and rings the reader's doorbell when it sleeps.
-void sendRecord(RingWriter& writer, const uint8_t* bytes, uint32_t length, WaitMode mode, int doorbell) {
+void sendRecord(RingWriter& writer, const uint8_t* bytes, uint32_t length, WaitMode mode, int doorbell,
+                uint32_t type = RECORD_TYPE_DATA) {
   const uint64_t start = nowNs();
   for (uint64_t spins = 0;; ++spins) {
-    RingStatus s = writer.tryWrite(RECORD_TYPE_DATA, bytes, length);
+    RingStatus s = writer.tryWrite(type, bytes, length);
     if (s == RingStatus::OK) break;
     if (s == RingStatus::CORRUPT) throw std::runtime_error("ring reported CORRUPT");
     spinPause(spins);
@@ -184,6 +192,11 @@ void sendRecord(RingWriter& writer, const uint8_t* bytes, uint32_t length, WaitM
     }
   }
   if (mode == WaitMode::BLOCK && writer.takeReaderSleeping()) signalDoorbell(doorbell);
+}
+
+void noteTimeCap(const char* what, uint64_t samples) {
+  std::fprintf(stderr, "bench: %s stopped at its time cap after %llu samples\n", what,
+               static_cast<unsigned long long>(samples));
 }
 
 /// Forks a child that runs `body` and exits (0 on success, 1 on an exception). The child dies with
@@ -268,12 +281,14 @@ Latency ringRoundTrip(const PingPongConfig& config, WaitMode mode) {
   const uint32_t len = config.payloadBytes;
   SigchldScope sigchld;
 
+  // The child echoes every DATA record until a STOP record.
   pid_t pid = forkChild([&] {
     RingReader in(rings.a, rings.dataA(), rings.capacity);
     RingWriter out(rings.b, rings.dataB(), rings.capacity);
     std::vector<uint8_t> buf(len);
-    for (int i = 0; i < total; ++i) {
+    for (;;) {
       RecordView v = waitRecord(in, mode, toChild.get());
+      if (v.type == RECORD_TYPE_STOP) return;
       if (v.length != len) throw std::runtime_error("echo child: unexpected record length");
       std::memcpy(buf.data(), v.payload, v.length);  // copy out before use, as the library does
       in.release();
@@ -288,6 +303,7 @@ Latency ringRoundTrip(const PingPongConfig& config, WaitMode mode) {
   std::vector<uint8_t> reply(len);
   std::vector<uint64_t> samples;
   samples.reserve(static_cast<size_t>(config.iterations));
+  const uint64_t stopAt = nowNs() + config.maxSeconds * 1'000'000'000ull;
   for (int i = 0; i < total; ++i) {
     msg[0] = static_cast<uint8_t>(i);
     const uint64_t t0 = nowNs();
@@ -298,7 +314,12 @@ Latency ringRoundTrip(const PingPongConfig& config, WaitMode mode) {
     const uint64_t t1 = nowNs();
     if (v.length != len || reply[0] != msg[0]) throw std::runtime_error("ring ping-pong: wrong echo");
     if (i >= config.warmup) samples.push_back(t1 - t0);
+    if (t1 > stopAt && samples.size() >= MIN_SAMPLES) {
+      noteTimeCap("raw ring ping-pong", samples.size());
+      break;
+    }
   }
+  sendRecord(out, nullptr, 0, mode, toChild.get(), RECORD_TYPE_STOP);
   guard.reap("ring ping-pong");
   return summarize(samples);
 }
@@ -315,12 +336,12 @@ void writeAll(int fd, const uint8_t* p, size_t n) {
   }
 }
 
+/// One datagram; 0 at end of stream.
 size_t readOne(int fd, uint8_t* p, size_t cap) {
   for (;;) {
     ssize_t r = ::read(fd, p, cap);
-    if (r > 0) return static_cast<size_t>(r);
-    if (r < 0 && errno == EINTR) continue;
-    if (r == 0) throw std::runtime_error("socket peer closed");
+    if (r >= 0) return static_cast<size_t>(r);
+    if (errno == EINTR) continue;
     throwErrno("read(socket)");
   }
 }
@@ -335,44 +356,56 @@ Latency unixSocketRoundTrip(const PingPongConfig& config) {
   const int total = config.warmup + config.iterations;
   const uint32_t len = config.payloadBytes;
 
+  // The child echoes every datagram until the parent closes its end.
   pid_t pid = forkChild([&] {
-    ::close(parentEnd.get());
+    parentEnd.reset();
     std::vector<uint8_t> buf(len + 1);
-    for (int i = 0; i < total; ++i) {
+    for (;;) {
       size_t n = readOne(childEnd.get(), buf.data(), buf.size());
+      if (n == 0) return;
       writeAll(childEnd.get(), buf.data(), n);
     }
   });
   ChildGuard guard(pid);
+  childEnd.reset();  // so the child's exit shows as end of stream here
+  const int fd = parentEnd.get();
 
   std::vector<uint8_t> msg(len, 0x5A);
   std::vector<uint8_t> reply(len + 1);
   std::vector<uint64_t> samples;
   samples.reserve(static_cast<size_t>(config.iterations));
+  const uint64_t stopAt = nowNs() + config.maxSeconds * 1'000'000'000ull;
   for (int i = 0; i < total; ++i) {
     msg[0] = static_cast<uint8_t>(i);
     const uint64_t t0 = nowNs();
-    writeAll(parentEnd.get(), msg.data(), len);
-    size_t n = readOne(parentEnd.get(), reply.data(), reply.size());
+    writeAll(fd, msg.data(), len);
+    size_t n = readOne(fd, reply.data(), reply.size());
     const uint64_t t1 = nowNs();
+    if (n == 0) throw std::runtime_error("socket ping-pong: the echo child went away");
     if (n != len || reply[0] != msg[0]) throw std::runtime_error("socket ping-pong: wrong echo");
     if (i >= config.warmup) samples.push_back(t1 - t0);
+    if (t1 > stopAt && samples.size() >= MIN_SAMPLES) {
+      noteTimeCap("unix socket ping-pong", samples.size());
+      break;
+    }
   }
+  parentEnd.reset();  // end of stream: the child exits
   guard.reap("socket ping-pong");
   return summarize(samples);
 }
 
 double ringThroughput(const ThroughputConfig& config) {
   RingPair rings(BASELINE_RING_BYTES);  // only ring a is used
-  const uint64_t total = config.warmup + config.messages;
   const uint32_t len = config.payloadBytes;
 
+  // The child consumes (copies out) every DATA record until a STOP record.
   pid_t pid = forkChild([&] {
     RingReader in(rings.a, rings.dataA(), rings.capacity);
     std::vector<uint8_t> buf(len);
     uint64_t checksum = 0;
-    for (uint64_t i = 0; i < total; ++i) {
+    for (;;) {
       RecordView v = waitRecord(in, WaitMode::SPIN, -1);
+      if (v.type == RECORD_TYPE_STOP) break;
       if (v.length != len) throw std::runtime_error("throughput child: unexpected record length");
       std::memcpy(buf.data(), v.payload, v.length);
       checksum += buf[0];
@@ -397,14 +430,22 @@ double ringThroughput(const ThroughputConfig& config) {
   }
   waitDrained();
   const uint64_t t0 = nowNs();
-  for (uint64_t i = 0; i < config.messages; ++i) {
-    msg[0] = static_cast<uint8_t>(i);
+  const uint64_t stopAt = t0 + config.maxSeconds * 1'000'000'000ull;
+  uint64_t sent = 0;
+  while (sent < config.messages) {
+    msg[0] = static_cast<uint8_t>(sent);
     sendRecord(out, msg.data(), len, WaitMode::SPIN, -1);
+    ++sent;
+    if ((sent & 0xFFFF) == 0 && nowNs() > stopAt) {
+      noteTimeCap("raw ring throughput", sent);
+      break;
+    }
   }
   waitDrained();
   const uint64_t t1 = nowNs();
+  sendRecord(out, nullptr, 0, WaitMode::SPIN, -1, RECORD_TYPE_STOP);
   guard.reap("ring throughput");
-  return static_cast<double>(config.messages) * 1e9 / static_cast<double>(t1 - t0);
+  return static_cast<double>(sent) * 1e9 / static_cast<double>(t1 - t0);
 }
 
 void emit(std::string_view bench, std::string_view metric, double value, std::string_view unit,
@@ -428,8 +469,16 @@ void emit(std::string_view bench, std::string_view metric, double value, std::st
 
 Args::Args(int argc, char** argv) : args_(argv + (argc > 0 ? 1 : 0), argv + argc) {}
 
+namespace {
+/// "--name" for both spellings callers use: "name" and "--name".
+std::string flagFor(std::string_view name) {
+  if (name.rfind("--", 0) == 0) return std::string(name);
+  return "--" + std::string(name);
+}
+}  // namespace
+
 std::optional<std::string> Args::get(std::string_view name) const {
-  const std::string flag = "--" + std::string(name);
+  const std::string flag = flagFor(name);
   for (size_t i = 0; i < args_.size(); ++i) {
     if (args_[i] == flag && i + 1 < args_.size()) return args_[i + 1];
     if (args_[i].rfind(flag + "=", 0) == 0) return args_[i].substr(flag.size() + 1);
@@ -447,12 +496,12 @@ long Args::getInt(std::string_view name, long fallback) const {
   if (!v) return fallback;
   char* end = nullptr;
   long n = std::strtol(v->c_str(), &end, 10);
-  if (end == v->c_str() || *end != '\0') throw std::runtime_error("--" + std::string(name) + ": not an integer: " + *v);
+  if (end == v->c_str() || *end != '\0') throw std::runtime_error(flagFor(name) + ": not an integer: " + *v);
   return n;
 }
 
 bool Args::has(std::string_view name) const {
-  const std::string flag = "--" + std::string(name);
+  const std::string flag = flagFor(name);
   return std::any_of(args_.begin(), args_.end(),
                      [&](const std::string& a) { return a == flag || a.rfind(flag + "=", 0) == 0; });
 }

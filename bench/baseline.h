@@ -40,6 +40,7 @@ struct PingPongConfig {
   uint32_t payloadBytes = 64;
   int iterations = 20'000;  // measured round trips
   int warmup = 2'000;       // unmeasured round trips first
+  uint64_t maxSeconds = 5;  // stop early (with ≥ 1,000 samples) after this long
 };
 
 /// Ring capacity used by the baselines: the same as the library's default per-client rings.
@@ -55,6 +56,7 @@ struct ThroughputConfig {
   uint32_t payloadBytes = 64;
   uint64_t messages = 2'000'000;  // measured
   uint64_t warmup = 100'000;      // unmeasured, drained before the clock starts
+  uint64_t maxSeconds = 5;        // stop early after this long (rate of what was sent)
 };
 
 /// One-way ring throughput in messages per second (writer spins on FULL).
@@ -65,7 +67,8 @@ double ringThroughput(const ThroughputConfig& config);
 void emit(std::string_view bench, std::string_view metric, double value, std::string_view unit,
           std::optional<double> baseline = std::nullopt);
 
-/// Minimal `--name value` / `--flag` parser shared by the benchmark mains.
+/// Minimal `--name value` / `--flag` parser shared by the benchmark mains. Names may be given with
+/// or without the leading "--".
 class Args {
  public:
   Args(int argc, char** argv);

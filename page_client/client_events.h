@@ -2,11 +2,14 @@
 // EventWriter, and keeps the ports that messages carried under the names in1, in2, ...
 #pragma once
 
+#include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "event_writer.h"
+#include "swipc/broadcast_channel.h"
 #include "swipc/client.h"
 #include "swipc/message_event.h"
 
@@ -25,7 +28,24 @@ class ReceivedPorts {
   int next_ = 1;
 };
 
-/// Sets the client's message, messageerror and controllerchange callbacks to print events.
+/// BroadcastChannel objects of one page_client, by the name ops gave them (bc.open "bc").
+/// Closed objects stay, so a post after close reports InvalidStateError.
+class Channels {
+ public:
+  explicit Channels(swipc::Client& client, EventWriter& out) : client_(client), out_(out) {}
+  /// Opens object `bc` on channel `name`; `onJoined` runs once the join is in effect.
+  swipc::Result<swipc::BroadcastChannel*> open(const std::string& bc, const std::string& name,
+                                               std::function<void()> onJoined);
+  /// nullptr when no object has that name.
+  swipc::BroadcastChannel* find(const std::string& bc);
+
+ private:
+  swipc::Client& client_;
+  EventWriter& out_;
+  std::map<std::string, std::unique_ptr<swipc::BroadcastChannel>> objects_;
+};
+
+/// Sets the client's message, messageerror, controllerchange and navigate callbacks to print events.
 /// `out` and `ports` must outlive the client's callbacks.
 void forwardClientEvents(swipc::Client& client, EventWriter& out, ReceivedPorts& ports);
 

@@ -10,6 +10,7 @@
 #include "client_events.h"
 #include "event_writer.h"
 #include "signal_watch.h"
+#include "swipc/broadcast_channel.h"
 #include "swipc/json.h"
 
 namespace page_client {
@@ -92,10 +93,34 @@ int runPost(const GlobalOptions& opts, const std::string& json) {
   return EXIT_OK;
 }
 
-int runBroadcast(const GlobalOptions&, const std::string&, const std::string&) {
-  // TODO(feature): BroadcastChannel is not in the client library yet.
-  reportError("broadcast: not supported yet");
-  return EXIT_ERROR;
+int runBroadcast(const GlobalOptions& opts, const std::string& name, const std::string& json) {
+  auto data = swipc::parseJsonValue(json);
+  if (!data) {
+    reportError(data.error());
+    return EXIT_ERROR;
+  }
+  auto client = connectClient(opts);
+  if (!client) {
+    reportError(client.error());
+    return connectExitCode(client.error());
+  }
+  const auto deadline = swipc::deadlineIn(opts.timeoutOr(DEFAULT_TIMEOUT));
+  swipc::BroadcastChannel bc(*client, name);
+  if (!client->runUntil([&] { return bc.joined(); }, deadline)) {
+    reportError(swipc::makeError(swipc::Errc::TIMEOUT, "the daemon did not confirm the channel join in time"));
+    return EXIT_ERROR;
+  }
+  auto seq = bc.postMessage(*data, {.requestAck = true});
+  if (!seq) {
+    reportError(seq.error());
+    return EXIT_ERROR;
+  }
+  auto delivered = waitDelivered(*client, *seq, deadline);
+  if (!delivered) {
+    reportError(delivered.error());
+    return EXIT_ERROR;
+  }
+  return EXIT_OK;
 }
 
 int runListen(const GlobalOptions& opts, const std::vector<std::string>& channels) {
@@ -105,12 +130,13 @@ int runListen(const GlobalOptions& opts, const std::vector<std::string>& channel
     reportError(client.error());
     return connectExitCode(client.error());
   }
-  // TODO(feature): join the BroadcastChannels once the library has them.
-  for (const auto& name : channels) spdlog::warn("listen: --channel {} ignored: BroadcastChannel not supported yet", name);
-
   EventWriter out(stdout);
   ReceivedPorts ports;
   forwardClientEvents(*client, out, ports);
+  Channels joined(*client, out);
+  for (const auto& name : channels) {
+    if (auto r = joined.open(name, name, nullptr); !r) reportError(r.error());
+  }
   out.attached(client->id(), client->controlled());
   client->startMessages();
   client->dispatch();

@@ -36,6 +36,34 @@ void EventWriter::messageError(const swipc::MessageErrorEvent& e) {
   writeLine(event);
 }
 
+void EventWriter::bcMessage(const std::string& bc, const std::string& name, const swipc::MessageEvent& e) {
+  auto event = startEvent("bc.message");
+  event["bc"] = bc;
+  event["name"] = name;
+  event["data"] = OrderedJson(swipc::toJson(e.data));
+  writeLine(event);
+}
+
+void EventWriter::bcLapped(const std::string& bc, uint64_t missed) {
+  auto event = startEvent("bc.lapped");
+  event["bc"] = bc;
+  event["missed"] = missed;
+  writeLine(event);
+}
+
+void EventWriter::bcMessageError(const std::string& bc) {
+  auto event = startEvent("messageerror");
+  event["target"] = "bc";
+  event["bc"] = bc;
+  writeLine(event);
+}
+
+void EventWriter::navigate(const std::string& url) {
+  auto event = startEvent("navigate");
+  event["url"] = url;
+  writeLine(event);
+}
+
 void EventWriter::controllerChange(bool controlled) {
   auto event = startEvent("controllerchange");
   event["controlled"] = controlled;

@@ -27,6 +27,14 @@ class EventWriter {
   void message(const swipc::MessageEvent& event, const std::vector<std::string>& portNames);
   /// {"event":"messageerror","target":"..."}
   void messageError(const swipc::MessageErrorEvent& event);
+  /// {"event":"bc.message","bc":B,"name":NAME,"data":V}
+  void bcMessage(const std::string& bc, const std::string& name, const swipc::MessageEvent& e);
+  /// {"event":"bc.lapped","bc":B,"missed":N}
+  void bcLapped(const std::string& bc, uint64_t missed);
+  /// {"event":"messageerror","target":"bc","bc":B}
+  void bcMessageError(const std::string& bc);
+  /// {"event":"navigate","url":U}
+  void navigate(const std::string& url);
   /// {"event":"controllerchange","controlled":bool}
   void controllerChange(bool controlled);
   /// {"event":"ok","id":I, ...extra}: only for ops that carried an id.

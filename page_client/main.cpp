@@ -2,6 +2,9 @@
 // broadcast, listen) and `script`, the JSON-lines driver that tests and tools use.
 #include <CLI/CLI.hpp>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <csignal>
 #include <string>
 #include <vector>
@@ -15,6 +18,16 @@ namespace {
 
 using page_client::GlobalOptions;
 
+/// A closed stdin/stdout/stderr would be reused by the next fd opened (the signalfd, the
+/// library's sockets), and reading "stdin" would then read those: park them on /dev/null.
+void openStandardFds() {
+  for (int fd = 0; fd <= 2; ++fd) {
+    if (::fcntl(fd, F_GETFD) >= 0) continue;
+    int opened = ::open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+    if (opened >= 0 && opened != fd) ::close(opened);  // cannot happen: open takes the lowest free fd
+  }
+}
+
 void addGlobalOptions(CLI::App& app, GlobalOptions& opts) {
   app.add_option("--scope", opts.scope, "Scope (app) whose service worker to attach to")->capture_default_str();
   app.add_option("--runtime-dir", opts.runtimeDir,
@@ -24,14 +37,17 @@ void addGlobalOptions(CLI::App& app, GlobalOptions& opts) {
   app.add_flag("--uncontrolled", opts.uncontrolled, "Attach without becoming controlled (until the daemon claims)");
   app.add_option("--log-level", opts.logLevel, "trace|debug|info|warn|error|critical|off (stderr)")
       ->capture_default_str();
+  const auto attachDefault = std::to_string(swipc::ClientOptions{}.attachTimeout.count());
   app.add_option("--timeout-ms", opts.timeoutMs,
-                 "Attach timeout, and the wait of message-sw, post and a graceful script exit (default 5000)")
+                 "Attach timeout (default " + attachDefault +
+                     ") and how long message-sw, post and a graceful script exit wait (default 5000)")
       ->check(CLI::NonNegativeNumber);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  openStandardFds();
   std::signal(SIGPIPE, SIG_IGN);  // a closed stdout is a write error, reported, not a crash
 
   CLI::App app{"page_client: a service-worker client (page) for swipc"};

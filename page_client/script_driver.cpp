@@ -16,8 +16,7 @@ namespace {
 using nlohmann::json;
 
 /// Ops of DESIGN §6 that the client library cannot do yet.
-constexpr std::array UNSUPPORTED_OPS = {"bc.open",    "bc.post",    "bc.close", "channel.create", "port.post",
-                                        "port.start", "port.close", "setFocus", "setVisibility"};
+constexpr std::array UNSUPPORTED_OPS = {"channel.create", "port.post", "port.start", "port.close"};
 
 swipc::Error typeError(std::string message) { return swipc::makeError(swipc::Errc::TYPE, std::move(message)); }
 
@@ -68,7 +67,12 @@ swipc::Result<std::optional<swipc::Deadline>> opDeadline(const json& op) {
 
 ScriptDriver::ScriptDriver(swipc::Client& client, EventWriter& out, int inputFd, SignalWatch& signals,
                            std::chrono::milliseconds drainTimeout)
-    : client_(client), out_(out), input_(inputFd), signals_(signals), drainTimeout_(drainTimeout) {}
+    : client_(client),
+      out_(out),
+      input_(inputFd),
+      signals_(signals),
+      drainTimeout_(drainTimeout),
+      channels_(client, out) {}
 
 int ScriptDriver::run() {
   forwardClientEvents(client_, out_, ports_);
@@ -122,6 +126,11 @@ void ScriptDriver::handleOp(const json& op, const OpId& id) {
   if (name == "post") return opPost(op, id);
   if (name == "messageSW") return opMessageSw(op, id);
   if (name == "exit") return opExit(op, id);
+  if (name == "bc.open") return opBcOpen(op, id);
+  if (name == "bc.post") return opBcPost(op, id);
+  if (name == "bc.close") return opBcClose(op, id);
+  if (name == "setFocus") return opSetFocus(op, id);
+  if (name == "setVisibility") return opSetVisibility(op, id);
   if (isUnsupportedOp(name)) return out_.error(id, typeError("op '" + name + "' not supported yet"));
   out_.error(id, typeError("unknown op '" + name + "'"));
 }
@@ -168,6 +177,66 @@ void ScriptDriver::opExit(const json& op, const OpId& id) {
     code = it->get<int>();
   }
   finish(code, id);
+}
+
+namespace {
+/// The op's string field `key`; TypeError when missing or not a string.
+swipc::Result<std::string> opString(const json& op, const char* key) {
+  auto it = op.find(key);
+  if (it == op.end() || !it->is_string()) return typeError(std::string("op needs a string \"") + key + "\"");
+  return it->get<std::string>();
+}
+}  // namespace
+
+void ScriptDriver::opBcOpen(const json& op, const OpId& id) {
+  auto bc = opString(op, "bc");
+  if (!bc) return out_.error(id, bc.error());
+  auto name = opString(op, "name");
+  if (!name) return out_.error(id, name.error());
+  // ok once the daemon has processed the join: from then on every post reaches this object.
+  auto opened = channels_.open(*bc, *name, [this, id] {
+    if (id) out_.ok(*id);
+  });
+  if (!opened) return out_.error(id, opened.error());
+}
+
+void ScriptDriver::opBcPost(const json& op, const OpId& id) {
+  auto bc = opString(op, "bc");
+  if (!bc) return out_.error(id, bc.error());
+  auto data = opData(op);
+  if (!data) return out_.error(id, data.error());
+  auto* obj = channels_.find(*bc);
+  if (!obj) return out_.error(id, swipc::makeError(swipc::Errc::NOT_FOUND, "no BroadcastChannel object '" + *bc + "'"));
+  auto seq = obj->postMessage(*data, {.requestAck = true});
+  if (!seq) return out_.error(id, seq.error());
+  pendingPosts_.emplace(*seq, id);  // ok once the post is in the channel ring
+}
+
+void ScriptDriver::opBcClose(const json& op, const OpId& id) {
+  auto bc = opString(op, "bc");
+  if (!bc) return out_.error(id, bc.error());
+  auto* obj = channels_.find(*bc);
+  if (!obj) return out_.error(id, swipc::makeError(swipc::Errc::NOT_FOUND, "no BroadcastChannel object '" + *bc + "'"));
+  obj->close();
+  if (id) out_.ok(*id);
+}
+
+void ScriptDriver::opSetFocus(const json& op, const OpId& id) {
+  auto it = op.find("focused");
+  if (it == op.end() || !it->is_boolean()) return out_.error(id, typeError("op needs a boolean \"focused\""));
+  auto r = client_.setFocus(it->get<bool>());
+  if (!r) return out_.error(id, r.error());
+  if (id) out_.ok(*id);
+}
+
+void ScriptDriver::opSetVisibility(const json& op, const OpId& id) {
+  auto state = opString(op, "state");
+  if (!state) return out_.error(id, state.error());
+  if (*state != "visible" && *state != "hidden")
+    return out_.error(id, typeError("\"state\" must be \"visible\" or \"hidden\""));
+  auto r = client_.setVisibility(*state == "visible");
+  if (!r) return out_.error(id, r.error());
+  if (id) out_.ok(*id);
 }
 
 void ScriptDriver::onReply(uint64_t request, const swipc::Result<swipc::Value>& reply) {

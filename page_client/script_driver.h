@@ -42,6 +42,11 @@ class ScriptDriver {
   void opPost(const nlohmann::json& op, const OpId& id);
   void opMessageSw(const nlohmann::json& op, const OpId& id);
   void opExit(const nlohmann::json& op, const OpId& id);
+  void opBcOpen(const nlohmann::json& op, const OpId& id);
+  void opBcPost(const nlohmann::json& op, const OpId& id);
+  void opBcClose(const nlohmann::json& op, const OpId& id);
+  void opSetFocus(const nlohmann::json& op, const OpId& id);
+  void opSetVisibility(const nlohmann::json& op, const OpId& id);
 
   void onReply(uint64_t request, const swipc::Result<swipc::Value>& reply);
   void onDelivered(swipc::MessageSeq seq);
@@ -56,6 +61,7 @@ class ScriptDriver {
   SignalWatch& signals_;
   std::chrono::milliseconds drainTimeout_;
   ReceivedPorts ports_;
+  Channels channels_;
 
   bool inputOpen_ = true;
   std::optional<int> exitCode_;

@@ -55,6 +55,7 @@ struct ErrorReport {
 struct ClientState {
   focused @0 :Bool;
   visible @1 :Bool;
+  focusChanged @2 :Bool;           # setFocus was called: `focused` is news (a focus event)
 }
 
 struct ControllerChange {

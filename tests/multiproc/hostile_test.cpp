@@ -257,23 +257,27 @@ class HostileFdLimitTest : public HostileTest {
   }
 };
 
-// TODO(security): the two tests below are disabled until the daemon bounds the out-of-line fds
-// it holds against its own fd limit (the per-client cap is 1024 fds, daemon-wide there is none):
-// today one client that stays under its cap exhausts the daemon's fd table.
+// The daemon holds at most core::OOL_RECEIVER_LIMIT (64) unclaimed out-of-line fds per client
+// and raises its soft fd limit to the hard limit, so one client cannot exhaust its fd table.
 
-TEST_F(HostileFdLimitTest, DISABLED_HoardedOutOfLineFdsDoNotLockOutNewClients) {
+TEST_F(HostileFdLimitTest, HoarderPastThePerClientCapIsDisconnected) {
+  auto p = startHostile("ool-fd-hoard", {"--fds", "100", "--linger-ms", "5000"});
   HostileRun run;
-  auto hoarder = startHoarder(/*leaveFree=*/1, run);
+  for (auto line = p.readLine(10s); line; line = p.readLine(10s)) {
+    run.lines.push_back(*line);
+    if (line->rfind("disconnected ", 0) == 0 || line == std::string("still-connected")) break;
+  }
+  EXPECT_EQ(run.lastLine(), "disconnected ProtocolViolation") << run.describe() << "\n" << daemon_->log();
   ScriptClient late(dir_.path(), SCOPE);
-  EXPECT_FALSE(late.clientId().empty()) << "a new client could not attach while another hoards fds\n"
-                                        << run.describe() << "\ndaemon log:\n" << daemon_->log();
+  EXPECT_FALSE(late.clientId().empty()) << daemon_->log();
   EXPECT_TRUE(daemon_->process().running()) << daemon_->log();
   expectGoodClientServed();
 }
 
-TEST_F(HostileFdLimitTest, DISABLED_OutOfLineSenderIsNotBlamedForFdsHoardedByAnother) {
-  HostileRun run;
-  auto hoarder = startHoarder(/*leaveFree=*/0, run);
+TEST_F(HostileFdLimitTest, OutOfLineSenderIsServedWhileAnotherHoardsBelowTheCap) {
+  auto hoarder = startHostile("ool-fd-hoard", {"--fds", "60", "--linger-ms", "10000"});
+  for (auto line = hoarder.readLine(10s); line; line = hoarder.readLine(10s))
+    if (line->rfind("sent-fds ", 0) == 0 || line->rfind("disconnected ", 0) == 0) break;
   // 40,000 bytes: over a ring record's limit, so the post travels out of line (one fd).
   const std::string big(40'000, 'x');
   good_->send({{"op", "messageSW"},

@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -20,6 +21,7 @@ namespace swipc::testing {
 std::string swDaemonPath() { return SWIPC_SW_DAEMON_PATH; }
 std::string pageClientPath() { return SWIPC_PAGE_CLIENT_PATH; }
 std::string hostileClientPath() { return SWIPC_HOSTILE_CLIENT_PATH; }
+std::string bcPeerPath() { return SWIPC_BC_PEER_PATH; }
 
 TempDir::TempDir() {
   std::string tmpl = (std::filesystem::temp_directory_path() / "swipc-test-XXXXXX").string();
@@ -193,7 +195,11 @@ std::string ChildProcess::stderrText() const {
 
 Daemon::Daemon(const std::string& runtimeDir, const std::string& scope, std::vector<std::string> extraArgs)
     : socketPath_(runtimeDir + "/" + scope + "/daemon.sock") {
-  std::vector<std::string> argv{swDaemonPath(), "--scope", scope, "--runtime-dir", runtimeDir, "--log-level", "info"};
+  std::vector<std::string> argv{swDaemonPath(), "--scope", scope, "--runtime-dir", runtimeDir};
+  if (std::find(extraArgs.begin(), extraArgs.end(), "--log-level") == extraArgs.end()) {
+    argv.push_back("--log-level");
+    argv.push_back("info");
+  }
   argv.insert(argv.end(), extraArgs.begin(), extraArgs.end());
   proc_ = ChildProcess(argv, {});
 }

@@ -19,6 +19,8 @@ using TestClock = std::chrono::steady_clock;
 std::string swDaemonPath();
 std::string pageClientPath();
 std::string hostileClientPath();
+/// tests/support/bc_peer: library-based BroadcastChannel receiver/sender.
+std::string bcPeerPath();
 
 /// A fresh private directory, removed (recursively) on destruction.
 class TempDir {

@@ -66,7 +66,7 @@ class Client::Impl {
   bool focused_ = false;
   bool visible_ = true;
 
-  Result<void> sendState();
+  Result<void> sendState(bool focusChanged);
   Result<MessageSeq> sendEnvelope(const std::function<void(schema::Envelope::Builder)>& fill, const PostOptions& opts,
                                   bool track);
 
@@ -77,6 +77,7 @@ class Client::Impl {
   void bcClose(detail::BcObject& obj);
   void bcJoined(schema::BcJoined::Reader j);
   void readBroadcasts();
+  void readBroadcastsDeferred();
   void refreshWaiter();
   void dropRingIfUnused(const std::string& name);
   bool joinPending(const std::string& name) const;
@@ -229,7 +230,7 @@ void Client::Impl::tryReconnect() {
   }
   backoff_ = std::chrono::milliseconds(50);
   install(std::move(*attached));
-  if (focused_ || !visible_) (void)sendState();  // the new daemon learns our window state
+  if (focused_ || !visible_) (void)sendState(focused_);  // the new daemon learns our window state
   for (auto& [id, obj] : bcObjects_) {  // BroadcastChannel memberships survive a daemon restart
     obj->joined = false;
     (void)sendEnvelope(
@@ -284,6 +285,7 @@ void Client::Impl::daemonLost(const std::string& reason) {
       if (onDelivered_) onDelivered_(seq);
     });
   }
+  if (closed_) lost.clear();  // graceful: the daemon drains our ring before it detaches us
   for (MessageSeq seq : lost) {
     deliver([this, seq, reason] {
       if (onUndelivered_)
@@ -561,7 +563,7 @@ Result<MessageSeq> Client::Impl::sendEnvelope(const std::function<void(schema::E
   }
 }
 
-Result<void> Client::Impl::sendState() {
+Result<void> Client::Impl::sendState(bool focusChanged) {
   if (closed_) return makeError(Errc::DISCONNECTED, "client is closed");
   if (!conn_) return {};  // remembered; sent after the next attach
   auto r = sendEnvelope(
@@ -569,6 +571,7 @@ Result<void> Client::Impl::sendState() {
         auto st = e.initClientState();
         st.setFocused(focused_);
         st.setVisible(visible_);
+        st.setFocusChanged(focusChanged);
       },
       PostOptions{}, false);
   if (!r) return r.error();
@@ -711,12 +714,20 @@ void Client::Impl::bcJoined(schema::BcJoined::Reader j) {
   obj->fromSeq = j.getStartSeq();
   obj->joined = true;
   deliver([obj] {
-    if (!obj->closed && obj->onJoined) obj->onJoined();
+    if (auto fn = obj->onJoined; !obj->closed && fn) fn();
   });
   readBroadcasts();
 }
 
 void Client::Impl::readBroadcasts() {
+  // Callbacks may close objects (erasing from bcObjects_/rings_): run them after the walk.
+  ++blockingDepth_;
+  readBroadcastsDeferred();
+  --blockingDepth_;
+  flushDeferred();
+}
+
+void Client::Impl::readBroadcastsDeferred() {
   queue::BroadcastRecord rec;
   const capnp::ReaderOptions options = wire::readerOptions(wire::DEFAULT_MAX_MESSAGE_BYTES);
   for (auto& [name, ring] : rings_) {
@@ -731,7 +742,7 @@ void Client::Impl::readBroadcasts() {
         if (rec.seq > from) {
           uint64_t missed = rec.seq - from;
           deliver([obj, missed] {
-            if (!obj->closed && obj->onLapped) obj->onLapped(missed);
+            if (auto fn = obj->onLapped; !obj->closed && fn) fn(missed);
           });
         }
         if (rec.tag == detail::bcTag(senderTag_, obj->id)) continue;  // the poster is excluded
@@ -750,12 +761,12 @@ void Client::Impl::readBroadcasts() {
         }
         if (event) {
           deliver([obj, event] {
-            if (!obj->closed && obj->onMessage) obj->onMessage(*event);
+            if (auto fn = obj->onMessage; !obj->closed && fn) fn(*event);  // a copy: the handler may close()
           });
         } else {
           Error e = *decodeError;
           deliver([obj, e] {
-            if (!obj->closed && obj->onMessageError) obj->onMessageError(MessageErrorEvent{"broadcastchannel", e});
+            if (auto fn = obj->onMessageError; !obj->closed && fn) fn(MessageErrorEvent{"broadcastchannel", e});
           });
         }
       }
@@ -852,11 +863,11 @@ void Client::onFocus(std::function<void()> fn) { impl_->onFocus_ = std::move(fn)
 const std::string& Client::url() const { return impl_->opts_.url; }
 Result<void> Client::setFocus(bool focused) {
   impl_->focused_ = focused;
-  return impl_->sendState();
+  return impl_->sendState(true);
 }
 Result<void> Client::setVisibility(bool visible) {
   impl_->visible_ = visible;
-  return impl_->sendState();
+  return impl_->sendState(false);
 }
 TypeRegistry& Client::types() { return impl_->types_; }
 void Client::startMessages() { impl_->startMessages(); }

@@ -584,10 +584,12 @@ bool ServiceWorker::Impl::handleEnvelope(ClientRecord& c, wire::Inbound&& inboun
   if (env.isClientState()) {
     auto st = env.getClientState();
     c.visible = st.getVisible();
-    if (st.getFocused() && !c.focused && c.type == ClientType::WINDOW) {
-      takeFocus(c);
-    } else if (!st.getFocused()) {
-      c.focused = false;
+    // Only a setFocus call is a focus event; a visibility report leaves the focus where it is.
+    if (st.getFocusChanged() && c.type == ClientType::WINDOW) {
+      if (st.getFocused())
+        takeFocus(c);
+      else
+        c.focused = false;
     }
     return true;
   }
@@ -978,10 +980,12 @@ void ServiceWorker::Impl::publish(Channel& ch, uint64_t tag, const api::Outgoing
       if (id != localSender) targets.push_back(obj);
     for (auto& obj : targets) {
       if (obj->closed) continue;
-      if (decoded && obj->onMessage)
-        obj->onMessage(*event);
-      else if (!decoded && obj->onMessageError)
-        obj->onMessageError(MessageErrorEvent{"broadcastchannel", decoded.error()});
+      auto onMessage = obj->onMessage;  // copies: a handler may close() its own object
+      auto onError = obj->onMessageError;
+      if (decoded && onMessage)
+        onMessage(*event);
+      else if (!decoded && onError)
+        onError(MessageErrorEvent{"broadcastchannel", decoded.error()});
     }
   }
   ch.writer.wakeAll();
@@ -1040,6 +1044,9 @@ bool ServiceWorker::Impl::handleBroadcast(ClientRecord& c, schema::Envelope::Rea
       auto it = std::find(m.begin(), m.end(), std::make_pair(c.id, objectId));
       if (it != m.end()) {
         m.erase(it);
+        // The page unmaps the ring with its last object on it: send the memfd again next time.
+        if (std::none_of(m.begin(), m.end(), [&](const auto& p) { return p.first == c.id; }))
+          c.ringsSent.erase(ch->ringId);
         std::string n = name;
         maybeDropChannel(n);
         break;
