@@ -82,6 +82,51 @@ echo "   new version: $(page message-sw '{"type":"GET_VERSION"}')"
 kill -TERM "$LISTENER" 2>/dev/null || true
 wait "$LISTENER" 2>/dev/null || true
 
+# Pages driven over JSON lines through fifos, so they stay attached between steps.
+start_page() {  # start_page NAME URL
+  mkfifo "$RT/$1.in"
+  "$PAGE" --scope demo --runtime-dir "$RT" --url "$2" script <"$RT/$1.in" >"$RT/$1.out" 2>/dev/null &
+  eval "PID_$1=$!"
+  eval "exec {FD_$1}>\"$RT/$1.in\""
+}
+send() { local fd="FD_$1"; echo "$2" >&"${!fd}"; }
+wait_for() {  # wait_for NAME PATTERN: until the page printed a matching line (bounded)
+  for _ in $(seq 1 250); do grep -q "$2" "$RT/$1.out" && return 0; sleep 0.02; done
+  echo "   (timed out waiting for $2 from $1)"
+}
+urls() { "$PAGE" --scope demo --runtime-dir "$RT" --type worker message-sw '{"type":"MATCH_ALL"}' |
+  grep -o '"url":"[^"]*"' | sed 's/"url"://' | tr '\n' ' '; }
+
+say "5b. clients.matchAll(): windows ordered by most recent focus"
+start_page A app://demo/window-a
+start_page B app://demo/window-b
+wait_for A attached; wait_for B attached
+echo "   two windows attached, neither focused yet: $(urls)"
+send A '{"op":"setFocus","id":"fa","focused":true}'; wait_for A '"id":"fa"'
+echo "   window A takes focus:                 $(urls)"
+send B '{"op":"setFocus","id":"fb","focused":true}'; wait_for B '"id":"fb"'
+echo "   window B takes focus:                 $(urls)"
+FIRST=$("$PAGE" --scope demo --runtime-dir "$RT" --type worker message-sw '{"type":"MATCH_ALL"}' |
+  grep -o '"id":"[0-9a-f]*"' | head -1 | sed 's/"id":"\([0-9a-f]*\)"/\1/')
+send A '{"op":"startMessages"}'; send B '{"op":"startMessages"}'
+"$PAGE" --scope demo --runtime-dir "$RT" --type worker message-sw \
+  "{\"type\":\"POST_TO\",\"id\":\"$FIRST\",\"data\":\"hello, most recently focused window\"}" >/dev/null
+wait_for B '"event":"message"'
+echo "   the SW posts to matchAll()[0]; window B prints: $(grep '"event":"message"' "$RT/B.out")"
+
+say "5c. BroadcastChannel 'count-channel': two pages share a counter kept by the service worker"
+send A '{"op":"bc.open","id":"oa","bc":"c","name":"count-channel"}'
+send B '{"op":"bc.open","id":"ob","bc":"c","name":"count-channel"}'
+wait_for A '"id":"oa"'; wait_for B '"id":"ob"'
+send A '{"op":"bc.post","bc":"c","data":{"type":"INCREASE_COUNT"}}'
+wait_for B '"count":1'
+send B '{"op":"bc.post","bc":"c","data":{"type":"INCREASE_COUNT"}}'
+wait_for A '"count":2'; wait_for B '"count":2'
+echo "   window A sees:"; grep bc.message "$RT/A.out" | sed 's/^/     /'
+echo "   window B sees:"; grep bc.message "$RT/B.out" | sed 's/^/     /'
+send A '{"op":"exit"}'; send B '{"op":"exit"}'
+wait "$PID_A" "$PID_B" 2>/dev/null || true
+
 say "6. Stop the daemon gracefully (SIGTERM): nothing is left behind"
 kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null || true
 DAEMON_PID=""
