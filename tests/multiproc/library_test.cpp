@@ -298,11 +298,9 @@ TEST_F(LibraryTest, TypedReplyResolvesMessageSwWhenSchemaAccepted) {
 
 // ------------------------------------------------------------------------------------------------ close
 
-// Library bug (see report): Client::close() reports every post whose consumption the daemon has
-// not yet published as undelivered ("the daemon never read it"), although the daemon drains
-// everything committed before the Goodbye and hands it to onMessage. A caller that trusts
-// onUndelivered and re-sends gets duplicates.
-TEST_F(LibraryTest, DISABLED_CloseReportsNoPostUndeliveredThatServiceWorkerStillConsumes) {
+// After close() the daemon still drains everything committed before the Goodbye, so none of it
+// may be reported undelivered (a caller that re-sent it would duplicate it).
+TEST_F(LibraryTest, CloseReportsNoPostUndeliveredThatServiceWorkerStillConsumes) {
   std::atomic<int> received{0};
   InProcessServiceWorker sw(ServiceWorkerOptions{.scope = scope, .runtimeDir = dir.path(), .handleSignals = false},
                             [&received](ServiceWorker& s) {

@@ -5,6 +5,7 @@
 #include <sys/epoll.h>
 
 #include <array>
+#include <atomic>
 #include <map>
 #include <sys/eventfd.h>
 #include <deque>
@@ -51,7 +52,7 @@ class Client::Impl {
   ClientId id_;
   bool controlled_ = false;
   bool closed_ = false;
-  bool stopRequested_ = false;
+  std::atomic<bool> stopRequested_{false};  // stop() may come from any thread
   std::string swVersion_;
   Controller controller_;
   TypeRegistry types_;
@@ -879,21 +880,21 @@ void Client::messageSWAsync(const Value& data, std::function<void(Result<Value>)
 int Client::fd() const { return impl_->loop_->fd(); }
 void Client::dispatch() { impl_->dispatchOnce(Clock::now()); }
 void Client::run() {
-  impl_->stopRequested_ = false;
+  // A stop() that came before run() still counts; the request is consumed when run() returns.
   while (!impl_->stopRequested_) impl_->dispatchOnce(NO_DEADLINE);
+  impl_->stopRequested_ = false;
 }
 bool Client::runUntil(Deadline deadline) {
-  impl_->stopRequested_ = false;
   while (!impl_->stopRequested_) {
     if (Clock::now() >= deadline) return false;
     impl_->dispatchOnce(deadline);
   }
+  impl_->stopRequested_ = false;
   return true;
 }
 bool Client::runUntil(const std::function<bool()>& pred, Deadline deadline) {
-  impl_->stopRequested_ = false;
   while (!pred()) {
-    if (impl_->stopRequested_ || Clock::now() >= deadline) return pred();
+    if (impl_->stopRequested_.exchange(false) || Clock::now() >= deadline) return pred();
     impl_->dispatchOnce(deadline);
   }
   return true;

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <deque>
 #include <map>
@@ -189,7 +190,7 @@ class ServiceWorker::Impl {
   UniqueFd spareFd_;  // released to accept-and-refuse when the process runs out of fds
   sigset_t oldMask_{};
   bool listening_ = false;
-  bool stopRequested_ = false;
+  std::atomic<bool> stopRequested_{false};  // stop() and signals may come from any thread
   uint64_t epoch_ = 0;
   uint64_t nextOrder_ = 1;
   uint64_t focusCounter_ = 0;
@@ -308,7 +309,6 @@ void ServiceWorker::Impl::dispatchOnce(Deadline until) {
 
 Result<void> ServiceWorker::Impl::run() {
   if (auto r = listen(); !r) return r;
-  stopRequested_ = false;
   while (!stopRequested_) {
     if (opts_.spin.count() > 0 && Clock::now() - lastActivity_ < opts_.spin) {
       dispatchOnce(Clock::now());  // busy phase: poll fds and rings without sleeping
@@ -331,6 +331,7 @@ Result<void> ServiceWorker::Impl::run() {
     dispatchOnce(NO_DEADLINE);
   }
   shutdown("daemon stopping");
+  stopRequested_ = false;
   return {};
 }
 
