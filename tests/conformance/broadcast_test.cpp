@@ -51,7 +51,7 @@ constexpr bool UNDER_ASAN = false;
 /// $SWIPC_BC_STRESS_PER_SENDER overrides.
 long stressPerSender() {
   if (const char* e = std::getenv("SWIPC_BC_STRESS_PER_SENDER")) return std::atol(e);
-  return UNDER_ASAN ? 5000 : 33334;
+  return UNDER_ASAN ? 10000 : 33334;  // ASan: the full run takes ~21 s alone, too close to 30 s
 }
 
 /// Appends `more` to `args`.
@@ -465,10 +465,8 @@ TEST_F(BroadcastChannelTest, CloseStopsAlreadyQueuedDeliveries) {
 }
 
 // A handler that closes its own object is the common web idiom (onmessage = () => bc.close()).
-// DISABLED: crashes (SIGSEGV) in Client::Impl::readBroadcasts (libipc/src/api/client.cpp): it runs
-// onMessage inline while iterating bcObjects_ and rings_; close() from the handler erases the
-// object (and, as the last object of that name, the ring) under the running iterators. Enable
-// once readBroadcasts collects deliveries first and runs them after the loops.
+// Regression: readBroadcasts once ran handlers inside its walk of bcObjects_/rings_, and this
+// close() erased both under the running iterators (SIGSEGV).
 TEST_F(BroadcastChannelTest, ObjectClosedInItsOwnHandlerGetsNothingMore) {
   startDaemon();
   auto s = connect();
@@ -497,6 +495,43 @@ TEST_F(BroadcastChannelTest, ObjectClosedInItsOwnHandlerGetsNothingMore) {
   ASSERT_TRUE(pumpUntil({&*s, &*r}, [&] { return !againGot.empty(); }));
   EXPECT_EQ(sutGot, (std::vector<int64_t>{1}));
   EXPECT_EQ(againGot, (std::vector<int64_t>{4}));
+}
+
+// lapped(missed) counts messages this object lost. Its own posts were never meant for it, so a
+// poster that outruns its own reading of a small ring has missed nothing.
+// DISABLED: fails (missed == 1299 here). Client::Impl::readBroadcastsDeferred
+// (libipc/src/api/client.cpp) reports rec.seq - max(expectedSeq, fromSeq) for every object, own
+// posts in the overwritten range included; the records that would tell them apart are gone.
+// Needs the record to say how many posts its sender object had made (so the reader can subtract
+// its own from the gap), or DESIGN §4 to define missed as "channel messages skipped".
+TEST_F(BroadcastChannelTest, DISABLED_PosterIsNotToldItMissedItsOwnPosts) {
+  startDaemon({"--bc-ring-bytes", "65536"});  // ~300 records
+  auto r = connect();
+  auto s = connect();
+  ASSERT_TRUE(r.ok() && s.ok());
+  BroadcastChannel sut(*r, "chan");
+  BroadcastChannel other(*s, "chan");
+  uint64_t missed = 0;
+  std::vector<std::string> got;
+  sut.onLapped([&](uint64_t n) { missed += n; });
+  sut.onMessage([&](const MessageEvent& e) { got.push_back(e.data.textOr("?")); });
+  ASSERT_TRUE(pumpUntil({&*r, &*s}, [&] { return sut.joined() && other.joined(); }));
+  bool acked = false;
+  MessageSeq last = 0;
+  r->onDelivered([&](MessageSeq q) { acked = acked || q == last; });
+  constexpr int N = 2000;  // several ring lengths of our own posts, none read meanwhile
+  for (int i = 0; i < N; ++i) {
+    PostOptions po;
+    po.requestAck = i == N - 1;
+    auto q = sut.postMessage(Value::map({{"i", i}}), po);
+    ASSERT_TRUE(q.ok()) << q.error().describe();
+    if (po.requestAck) last = *q;
+  }
+  ASSERT_TRUE(pumpUntil({&*r}, [&] { return acked; }));
+  ASSERT_TRUE(other.postMessage("end").ok());
+  ASSERT_TRUE(pumpUntil({&*r, &*s}, [&] { return !got.empty(); }));
+  EXPECT_EQ(got, (std::vector<std::string>{"end"}));
+  EXPECT_EQ(missed, 0u) << "the poster was told it missed its own posts";
 }
 
 TEST_F(BroadcastChannelTest, UnknownPayloadSchemaRaisesMessageErrorAtThatReceiverOnly) {
@@ -612,7 +647,9 @@ TEST_F(BroadcastChannelTest, HundredThousandMessagesReachEveryObjectInPerSenderO
   const long perSender = stressPerSender();
   constexpr int SENDERS = 3;
   constexpr int RECEIVERS = 4;
-  startDaemon({"--bc-ring-bytes", "16777216"});
+  // 32 MiB holds the whole run (~216 B per record), so completeness and order are checked
+  // whatever the scheduler does on a loaded machine; lapping has its own test below.
+  startDaemon({"--bc-ring-bytes", "33554432"});
   const auto t0 = TestClock::now();
   std::vector<std::unique_ptr<Peer>> receivers;
   for (int r = 0; r < RECEIVERS; ++r) {
@@ -647,6 +684,8 @@ TEST_F(BroadcastChannelTest, HundredThousandMessagesReachEveryObjectInPerSenderO
       EXPECT_EQ(o["bad"], 0) << "receiver " << r << ": " << o.dump();
     }
   }
+  for (auto& p : senders) EXPECT_EQ(p->process().waitExitCode(10s), 0) << "sender exit status";
+  for (auto& p : receivers) EXPECT_EQ(p->process().waitExitCode(10s), 0) << "receiver exit status";
   const auto secs = std::chrono::duration<double>(TestClock::now() - t0).count();
   std::printf("[          ] %llu messages x %d receiver objects in %.2f s\n",
               static_cast<unsigned long long>(expected), RECEIVERS * 2, secs);

@@ -19,8 +19,9 @@
 //             object never saw, per sender, including those after the last one it saw; with
 //             nothing lost gaps == missed == 0, and a lapped reader has gaps == missed.
 //   send: {"event":"joined"}, then {"event":"batch","sent":n} after each --batch messages (and it
-//         reads one stdin line before posting the next batch), then {"event":"sent","count":C}
-//         once the daemon has consumed every post (the last one is acknowledged).
+//         reads one stdin line before posting the next batch), then {"event":"sent","count":C,
+//         "received":r} once the daemon has consumed every post (the last one is acknowledged);
+//         r counts others' posts its own object received. {"event":"lapped",...} as for recv.
 //   both: {"event":"error","message":"..."} and exit 1 when something fails; exit 2 on timeout.
 #include <poll.h>
 #include <unistd.h>
@@ -208,6 +209,9 @@ int runSend(const Options& o) {
   swipc::BroadcastChannel bc(client, o.channel);
   if (!client.runUntil([&] { return bc.joined(); }, deadline)) fail("timed out joining", 2);
   line("{\"event\":\"joined\"}");
+  bc.onLapped([](uint64_t missed) { line("{\"event\":\"lapped\",\"object\":0,\"missed\":" + std::to_string(missed) + "}"); });
+  uint64_t received = 0;
+  bc.onMessage([&received](const swipc::MessageEvent&) { ++received; });
 
   std::optional<swipc::MessageSeq> lastSeq;
   bool acked = false;
@@ -237,7 +241,9 @@ int runSend(const Options& o) {
     }
   }
   if (!client.runUntil([&] { return acked; }, deadline)) fail("timed out waiting for the last post's ack", 2);
-  line("{\"event\":\"sent\",\"count\":" + std::to_string(o.count) + "}");
+  client.dispatch();  // whatever the ring holds for our own object now (others' posts; never ours)
+  line("{\"event\":\"sent\",\"count\":" + std::to_string(o.count) + ",\"received\":" + std::to_string(received) +
+       "}");
   return 0;
 }
 

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -51,6 +52,7 @@ ChildProcess::ChildProcess(const std::vector<std::string>& argv, const Options& 
   pid_ = ::fork();
   if (pid_ < 0) throw std::runtime_error("fork");
   if (pid_ == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // a crashed test never leaves its daemon behind
     if (opts.pipeStdin) ::dup2(in[0], 0);
     if (opts.pipeStdout) ::dup2(out[1], 1);
     ::dup2(errFd, 2);
