@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <optional>
 
 #include "client_events.h"
@@ -42,85 +43,78 @@ swipc::Result<void> waitDelivered(swipc::Client& client, swipc::MessageSeq seq, 
   return *outcome;
 }
 
+/// The one-shot subcommands' common start: parse the JSON argument, attach, then run `body`.
+/// Bad JSON exits 1; attach failures exit as connectExitCode says (2 without a daemon).
+int withClientAndData(const GlobalOptions& opts, const std::string& json,
+                      const std::function<int(swipc::Client&, const swipc::Value&)>& body) {
+  auto data = swipc::parseJsonValue(json);
+  if (!data) {
+    reportError(data.error());
+    return EXIT_ERROR;
+  }
+  auto client = connectClient(opts);
+  if (!client) {
+    reportError(client.error());
+    return connectExitCode(client.error());
+  }
+  return body(*client, *data);
+}
+
 }  // namespace
 
 int runMessageSw(const GlobalOptions& opts, const std::string& json) {
-  auto data = swipc::parseJsonValue(json);
-  if (!data) {
-    reportError(data.error());
-    return EXIT_ERROR;
-  }
-  auto client = connectClient(opts);
-  if (!client) {
-    reportError(client.error());
-    return connectExitCode(client.error());
-  }
-  auto reply = client->messageSW(*data, opts.timeoutOr(DEFAULT_TIMEOUT));
-  if (!reply) {
-    reportError(reply.error());
-    return reply.error().code == swipc::Errc::TIMEOUT ? EXIT_TIMEOUT : EXIT_ERROR;
-  }
-  printLine(swipc::toJsonText(*reply));
-  return EXIT_OK;
+  return withClientAndData(opts, json, [&](swipc::Client& client, const swipc::Value& data) {
+    auto reply = client.messageSW(data, opts.timeoutOr(DEFAULT_TIMEOUT));
+    if (!reply) {
+      reportError(reply.error());
+      return reply.error().code == swipc::Errc::TIMEOUT ? EXIT_TIMEOUT : EXIT_ERROR;
+    }
+    printLine(swipc::toJsonText(*reply));
+    return EXIT_OK;
+  });
 }
 
 int runPost(const GlobalOptions& opts, const std::string& json) {
-  auto data = swipc::parseJsonValue(json);
-  if (!data) {
-    reportError(data.error());
-    return EXIT_ERROR;
-  }
-  auto client = connectClient(opts);
-  if (!client) {
-    reportError(client.error());
-    return connectExitCode(client.error());
-  }
-  auto* controller = client->controller();
-  if (!controller) {
-    reportError(swipc::makeError(swipc::Errc::INVALID_STATE, "this client has no controller"));
-    return EXIT_ERROR;
-  }
-  auto seq = controller->postMessage(*data, {.requestAck = true});
-  if (!seq) {
-    reportError(seq.error());
-    return EXIT_ERROR;
-  }
-  auto delivered = waitDelivered(*client, *seq, swipc::deadlineIn(opts.timeoutOr(DEFAULT_TIMEOUT)));
-  if (!delivered) {
-    reportError(delivered.error());
-    return EXIT_ERROR;
-  }
-  return EXIT_OK;
+  return withClientAndData(opts, json, [&](swipc::Client& client, const swipc::Value& data) {
+    auto* controller = client.controller();
+    if (!controller) {
+      reportError(swipc::makeError(swipc::Errc::INVALID_STATE, "this client has no controller"));
+      return EXIT_ERROR;
+    }
+    auto seq = controller->postMessage(data, {.requestAck = true});
+    if (!seq) {
+      reportError(seq.error());
+      return EXIT_ERROR;
+    }
+    auto delivered = waitDelivered(client, *seq, swipc::deadlineIn(opts.timeoutOr(DEFAULT_TIMEOUT)));
+    if (!delivered) {
+      reportError(delivered.error());
+      return EXIT_ERROR;
+    }
+    return EXIT_OK;
+  });
 }
 
 int runBroadcast(const GlobalOptions& opts, const std::string& name, const std::string& json) {
-  auto data = swipc::parseJsonValue(json);
-  if (!data) {
-    reportError(data.error());
-    return EXIT_ERROR;
-  }
-  auto client = connectClient(opts);
-  if (!client) {
-    reportError(client.error());
-    return connectExitCode(client.error());
-  }
-  const auto deadline = swipc::deadlineIn(opts.timeoutOr(DEFAULT_TIMEOUT));
-  swipc::BroadcastChannel bc(*client, name);
-  if (!client->runUntil([&] { return bc.joined(); }, deadline)) {
-    reportError(swipc::makeError(swipc::Errc::TIMEOUT, "the daemon did not confirm the channel join in time"));
-    return EXIT_ERROR;
-  }
-  auto seq = bc.postMessage(*data, {.requestAck = true});
-  if (!seq) {
-    reportError(seq.error());
-    return EXIT_ERROR;
-  }
-  auto delivered = waitDelivered(*client, *seq, deadline);
-  if (!delivered) {
-    reportError(delivered.error());
-    return EXIT_ERROR;
-  }
-  return EXIT_OK;
+  return withClientAndData(opts, json, [&](swipc::Client& client, const swipc::Value& data) {
+    const auto deadline = swipc::deadlineIn(opts.timeoutOr(DEFAULT_TIMEOUT));
+    swipc::BroadcastChannel bc(client, name);
+    if (!client.runUntil([&] { return bc.joined(); }, deadline)) {
+      reportError(swipc::makeError(swipc::Errc::TIMEOUT, "the daemon did not confirm the channel join in time"));
+      return EXIT_ERROR;
+    }
+    auto seq = bc.postMessage(data, {.requestAck = true});
+    if (!seq) {
+      reportError(seq.error());
+      return EXIT_ERROR;
+    }
+    auto delivered = waitDelivered(client, *seq, deadline);
+    if (!delivered) {
+      reportError(delivered.error());
+      return EXIT_ERROR;
+    }
+    return EXIT_OK;
+  });
 }
 
 int runListen(const GlobalOptions& opts, const std::vector<std::string>& channels) {
