@@ -125,7 +125,7 @@ int runListen(const GlobalOptions& opts, const std::vector<std::string>& channel
     return connectExitCode(client.error());
   }
   EventWriter out(stdout);
-  ReceivedPorts ports;
+  NamedPorts ports(out, NamedPorts::StartReceived::YES);  // no ops here to start them with
   forwardClientEvents(*client, out, ports);
   Channels joined(*client, out);
   for (const auto& name : channels) {
@@ -140,6 +140,7 @@ int runListen(const GlobalOptions& opts, const std::vector<std::string>& channel
     if (fds[1].revents && signals.take() != 0) break;
     if (fds[0].revents) client->dispatch();
   }
+  ports.closeAll();  // graceful: every peer gets close
   client->close();
   return out.failed() ? EXIT_ERROR : EXIT_OK;
 }

@@ -58,6 +58,28 @@ void EventWriter::bcMessageError(const std::string& bc) {
   writeLine(event);
 }
 
+void EventWriter::portMessage(const std::string& port, const swipc::MessageEvent& e,
+                              const std::vector<std::string>& portNames) {
+  auto event = startEvent("port.message");
+  event["port"] = port;
+  event["data"] = OrderedJson(swipc::toJson(e.data));
+  event["ports"] = portNames;
+  writeLine(event);
+}
+
+void EventWriter::portClose(const std::string& port) {
+  auto event = startEvent("port.close");
+  event["port"] = port;
+  writeLine(event);
+}
+
+void EventWriter::portMessageError(const std::string& port) {
+  auto event = startEvent("messageerror");
+  event["target"] = "port";
+  event["port"] = port;
+  writeLine(event);
+}
+
 void EventWriter::navigate(const std::string& url) {
   auto event = startEvent("navigate");
   event["url"] = url;

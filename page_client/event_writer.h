@@ -33,6 +33,12 @@ class EventWriter {
   void bcLapped(const std::string& bc, uint64_t missed);
   /// {"event":"messageerror","target":"bc","bc":B}
   void bcMessageError(const std::string& bc);
+  /// {"event":"port.message","port":P,"data":V,"ports":[P...]}
+  void portMessage(const std::string& port, const swipc::MessageEvent& e, const std::vector<std::string>& portNames);
+  /// {"event":"port.close","port":P}
+  void portClose(const std::string& port);
+  /// {"event":"messageerror","target":"port","port":P}
+  void portMessageError(const std::string& port);
   /// {"event":"navigate","url":U}
   void navigate(const std::string& url);
   /// {"event":"controllerchange","controlled":bool}

@@ -3,8 +3,8 @@
 #include <poll.h>
 #include <unistd.h>
 
-#include <array>
 #include <string>
+#include <vector>
 
 #include "cli_support.h"
 #include "swipc/json.h"
@@ -15,16 +15,7 @@ namespace {
 
 using nlohmann::json;
 
-/// Ops of DESIGN §6 that the client library cannot do yet.
-constexpr std::array UNSUPPORTED_OPS = {"channel.create", "port.post", "port.start", "port.close"};
-
 swipc::Error typeError(std::string message) { return swipc::makeError(swipc::Errc::TYPE, std::move(message)); }
-
-bool isUnsupportedOp(const std::string& name) {
-  for (const char* op : UNSUPPORTED_OPS)
-    if (name == op) return true;
-  return false;
-}
 
 std::string_view trim(std::string_view s) {
   constexpr std::string_view SPACE = " \t\r\n";
@@ -72,6 +63,7 @@ ScriptDriver::ScriptDriver(swipc::Client& client, EventWriter& out, int inputFd,
       input_(inputFd),
       signals_(signals),
       drainTimeout_(drainTimeout),
+      ports_(out, NamedPorts::StartReceived::NO),
       channels_(client, out) {}
 
 int ScriptDriver::run() {
@@ -83,6 +75,7 @@ int ScriptDriver::run() {
   while (!exitCode_ && !out_.failed()) pollOnce();
   if (!out_.failed()) drain();
   if (exitId_) out_.ok(*exitId_);
+  ports_.closeAll();  // graceful: every peer gets close
   client_.close();
   return out_.failed() ? EXIT_ERROR : exitCode_.value_or(EXIT_OK);
 }
@@ -131,7 +124,10 @@ void ScriptDriver::handleOp(const json& op, const OpId& id) {
   if (name == "bc.close") return opBcClose(op, id);
   if (name == "setFocus") return opSetFocus(op, id);
   if (name == "setVisibility") return opSetVisibility(op, id);
-  if (isUnsupportedOp(name)) return out_.error(id, typeError("op '" + name + "' not supported yet"));
+  if (name == "channel.create") return opChannelCreate(op, id);
+  if (name == "port.post") return opPortPost(op, id);
+  if (name == "port.start") return opPortStart(op, id);
+  if (name == "port.close") return opPortClose(op, id);
   out_.error(id, typeError("unknown op '" + name + "'"));
 }
 
@@ -143,17 +139,13 @@ void ScriptDriver::opStartMessages(const OpId& id) {
 void ScriptDriver::opPost(const json& op, const OpId& id) {
   auto data = opData(op);
   if (!data) return out_.error(id, data.error());
-  if (auto it = op.find("transfer"); it != op.end() && !it->is_null()) {
-    if (!it->is_array()) return out_.error(id, typeError("\"transfer\" must be a list of port names"));
-    // TODO(feature): transfer lists, once MessageChannel lands in the library.
-    if (!it->empty())
-      return out_.error(id, swipc::makeError(swipc::Errc::DATA_CLONE, "transferring ports is not supported yet"));
-  }
+  auto transfer = opTransfer(op);
+  if (!transfer) return out_.error(id, transfer.error());
   auto* controller = client_.controller();
   if (!controller)
     return out_.error(id, swipc::makeError(swipc::Errc::INVALID_STATE, "this client has no controller"));
   // Always ask for the ack: "ok" must mean consumed by the daemon, and a graceful exit waits for it.
-  auto seq = controller->postMessage(*data, {.requestAck = true});
+  auto seq = controller->postMessage(*data, std::move(*transfer), {.requestAck = true});
   if (!seq) return out_.error(id, seq.error());
   pendingPosts_.emplace(*seq, id);
 }
@@ -237,6 +229,69 @@ void ScriptDriver::opSetVisibility(const json& op, const OpId& id) {
   auto r = client_.setVisibility(*state == "visible");
   if (!r) return out_.error(id, r.error());
   if (id) out_.ok(*id);
+}
+
+void ScriptDriver::opChannelCreate(const json& op, const OpId& id) {
+  auto port1 = opString(op, "port1");
+  if (!port1) return out_.error(id, port1.error());
+  auto port2 = opString(op, "port2");
+  if (!port2) return out_.error(id, port2.error());
+  if (*port1 == *port2) return out_.error(id, typeError("\"port1\" and \"port2\" need different names"));
+  for (const auto* name : {&*port1, &*port2})
+    if (auto r = ports_.checkName(*name); !r) return out_.error(id, r.error());
+  auto channel = swipc::MessageChannel::create(client_);
+  ports_.add(*port1, std::move(channel.port1));
+  ports_.add(*port2, std::move(channel.port2));
+  if (id) out_.ok(*id);
+}
+
+void ScriptDriver::opPortPost(const json& op, const OpId& id) {
+  auto port = opPort(op, "port");
+  if (!port) return out_.error(id, port.error());
+  auto data = opData(op);
+  if (!data) return out_.error(id, data.error());
+  auto transfer = opTransfer(op);
+  if (!transfer) return out_.error(id, transfer.error());
+  // Accepted locally is all a port post can say: delivery is asynchronous (DESIGN §9).
+  if (auto r = (*port)->postMessage(*data, std::move(*transfer)); !r) return out_.error(id, r.error());
+  if (id) out_.ok(*id);
+}
+
+void ScriptDriver::opPortStart(const json& op, const OpId& id) {
+  auto port = opPort(op, "port");
+  if (!port) return out_.error(id, port.error());
+  ports_.start(op.at("port").get<std::string>());  // opPort checked it is a known name
+  if (id) out_.ok(*id);
+}
+
+void ScriptDriver::opPortClose(const json& op, const OpId& id) {
+  auto port = opPort(op, "port");
+  if (!port) return out_.error(id, port.error());
+  (*port)->close();
+  if (id) out_.ok(*id);
+}
+
+swipc::Result<swipc::MessagePort*> ScriptDriver::opPort(const json& op, const char* key) {
+  auto name = opString(op, key);
+  if (!name) return name.error();
+  auto* port = ports_.find(*name);
+  if (!port) return swipc::makeError(swipc::Errc::NOT_FOUND, "no port named '" + *name + "'");
+  return port;
+}
+
+swipc::Result<swipc::TransferList> ScriptDriver::opTransfer(const json& op) {
+  auto it = op.find("transfer");
+  if (it == op.end() || it->is_null()) return swipc::TransferList{};
+  if (!it->is_array()) return typeError("\"transfer\" must be a list of port names");
+  std::vector<swipc::MessagePort> ports;
+  ports.reserve(it->size());
+  for (const auto& name : *it) {
+    if (!name.is_string()) return typeError("\"transfer\" must be a list of port names");
+    auto* port = ports_.find(name.get_ref<const std::string&>());
+    if (!port) return swipc::makeError(swipc::Errc::NOT_FOUND, "no port named '" + name.get<std::string>() + "'");
+    ports.push_back(*port);  // a handle to the same port: the library neuters every handle
+  }
+  return swipc::TransferList(std::move(ports));
 }
 
 void ScriptDriver::onReply(uint64_t request, const swipc::Result<swipc::Value>& reply) {

@@ -2,7 +2,9 @@
 //
 // One op per input line, one event per output line. Ops run in arrival order; ops that involve
 // the daemon (post, messageSW) complete asynchronously and report through ok/error events when
-// the daemon has taken them (post: consumed, via requestAck; messageSW: replied). EOF on stdin,
+// the daemon has taken them (post: consumed, via requestAck; messageSW: replied). Port ops
+// (channel.create, port.*) complete locally: a port.post's ok means the library accepted the
+// message (serialized, transfer list checked), not that the peer has it — ports have no acks. EOF on stdin,
 // {"op":"exit"} and SIGINT/SIGTERM exit gracefully: pending completions are awaited (bounded),
 // then the client detaches.
 #pragma once
@@ -21,6 +23,7 @@
 #include "line_reader.h"
 #include "signal_watch.h"
 #include "swipc/client.h"
+#include "swipc/message_port.h"
 
 namespace page_client {
 
@@ -47,6 +50,17 @@ class ScriptDriver {
   void opBcClose(const nlohmann::json& op, const OpId& id);
   void opSetFocus(const nlohmann::json& op, const OpId& id);
   void opSetVisibility(const nlohmann::json& op, const OpId& id);
+  void opChannelCreate(const nlohmann::json& op, const OpId& id);
+  void opPortPost(const nlohmann::json& op, const OpId& id);
+  void opPortStart(const nlohmann::json& op, const OpId& id);
+  void opPortClose(const nlohmann::json& op, const OpId& id);
+
+  /// The port named by the op's string field `key`: TypeError when missing, NotFoundError when
+  /// no port has that name.
+  swipc::Result<swipc::MessagePort*> opPort(const nlohmann::json& op, const char* key);
+  /// The op's "transfer" list of port names (absent or null: empty). NotFoundError for an
+  /// unknown name; duplicates, closed and neutered ports are left for the library to refuse.
+  swipc::Result<swipc::TransferList> opTransfer(const nlohmann::json& op);
 
   void onReply(uint64_t request, const swipc::Result<swipc::Value>& reply);
   void onDelivered(swipc::MessageSeq seq);
@@ -60,7 +74,7 @@ class ScriptDriver {
   LineReader input_;
   SignalWatch& signals_;
   std::chrono::milliseconds drainTimeout_;
-  ReceivedPorts ports_;
+  NamedPorts ports_;
   Channels channels_;
 
   bool inputOpen_ = true;
