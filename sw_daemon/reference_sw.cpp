@@ -2,18 +2,27 @@
 
 #include <spdlog/spdlog.h>
 
+#include <memory>
+#include <optional>
+
 #include "swipc/broadcast_channel.h"
 
 namespace swipc::daemon {
 
 namespace {
 
-/// Where a reply goes: the message's port if it carried one (messageSW), else event.source.
-/// Copyable, so asynchronous handlers (OPEN_WINDOW) can answer later.
+/// Where a reply goes: the message's port if it carried one (messageSW), else `fallback` (the
+/// port a message came in on), else event.source. Copyable, so asynchronous handlers
+/// (OPEN_WINDOW) can answer later.
 class Responder {
  public:
-  explicit Responder(const ExtendableMessageEvent& e) : source_(e.source) {
-    if (!e.ports.empty()) port_ = e.ports[0];
+  explicit Responder(const ExtendableMessageEvent& e, std::optional<MessagePort> fallback = std::nullopt)
+      : port_(e.ports.empty() ? std::move(fallback) : std::optional<MessagePort>(e.ports[0])), source_(e.source) {}
+  /// Replies to event.source only, whatever ports the message carried (RELAY_PORT passes them on).
+  static Responder toSource(const ExtendableMessageEvent& e) {
+    Responder r(e);
+    r.port_.reset();
+    return r;
   }
   void operator()(const Value& data) {
     if (port_) {
@@ -50,23 +59,93 @@ MatchAllOptions matchAllOptions(const Value& o) {
 
 }  // namespace
 
-struct ReferenceServiceWorker::State {
+struct ReferenceServiceWorker::State : std::enable_shared_from_this<ReferenceServiceWorker::State> {
   explicit State(ServiceWorker& s) : sw(s), countChannel(s, "count-channel") {}
   ServiceWorker& sw;
+  /// One counter for INCREASE_COUNT, whether it came as a message or on count-channel.
   int64_t count = 0;
   BroadcastChannel countChannel;  // the article's example: INCREASE_COUNT -> COUNT on the channel
+  /// The port PORT_INITIALIZATION handed over (the article's example): COUNT goes there.
+  std::optional<MessagePort> keptPort;
 };
 
 namespace {
 
-void handle(ReferenceServiceWorker::State& st, ExtendableMessageEvent& e) {
+void handle(ReferenceServiceWorker::State& st, ExtendableMessageEvent& e, std::optional<MessagePort> arrivedOn);
+
+/// Keeps `port` as the one COUNT messages go to, closing the one kept before (its peer gets
+/// close). Messages that arrive on the kept port are handled like messages to the service
+/// worker, with replies going back on it; its close (or its page's death) forgets it.
+void keepPort(ReferenceServiceWorker::State& st, MessagePort port) {
+  if (st.keptPort) {
+    // Closed from the loop, not here: this may run inside the old port's own message callback.
+    st.sw.post([old = std::move(*st.keptPort)]() mutable { old.close(); });
+  }
+  // The callbacks hold the state weakly: a port can outlive it (in the loop's queue at exit).
+  std::weak_ptr<ReferenceServiceWorker::State> weak = st.shared_from_this();
+  const PortId id = port.id();
+  port.onClose([weak, id] {
+    auto s = weak.lock();
+    if (!s) return;
+    // Dropped from the loop, not inside the port's own callback (this may be the last handle).
+    s->sw.post([weak, id] {
+      auto s = weak.lock();
+      if (s && s->keptPort && s->keptPort->id() == id) s->keptPort.reset();
+    });
+  });
+  port.onMessage([weak, id](const MessageEvent& m) {
+    auto s = weak.lock();
+    if (!s || !s->keptPort || s->keptPort->id() != id) return;
+    ExtendableMessageEvent e;
+    e.data = m.data;
+    e.ports = m.ports;
+    e.typed = m.typed;
+    handle(*s, e, s->keptPort);
+  });
+  st.keptPort = std::move(port);
+}
+
+/// RELAY_PORT {to} (+ ports): passes the ports on to client `to` inside {"type":"PORT","from":
+/// <sender id>}, so two pages end up holding an entangled pair. The answer goes to the sender as
+/// a message: {"relayed":true}, or {"relayed":false,"error":{…}} with the ports closed (their
+/// peers get close) when `to` is unknown or the transfer fails.
+void relayPort(ServiceWorker& sw, ExtendableMessageEvent& e) {
+  Responder reply = Responder::toSource(e);
+  auto refuse = [&](const Error& err) {
+    for (auto& port : e.ports) port.close();
+    reply(Value::map({{"relayed", false},
+                      {"error", Value::map({{"name", std::string(err.name())}, {"message", err.message}})}}));
+  };
+  if (e.ports.empty()) return refuse(makeError(Errc::TYPE, "RELAY_PORT needs a port in its transfer list"));
+  auto to = clientById(sw, e.data["to"]);
+  if (!to) return refuse(makeError(Errc::NOT_FOUND, "no client '" + e.data["to"].textOr("") + "'"));
+  const std::string from = e.source ? e.source->id().toString() : std::string();
+  auto sent = to->postMessage(Value::map({{"type", "PORT"}, {"from", from}}), TransferList(e.ports));
+  if (!sent) return refuse(sent.error());
+  reply(Value::map({{"relayed", true}}));
+}
+
+void handle(ReferenceServiceWorker::State& st, ExtendableMessageEvent& e, std::optional<MessagePort> arrivedOn) {
   ServiceWorker& sw = st.sw;
   const std::string type = e.data["type"].textOr("");
-  Responder reply(e);
+  Responder reply(e, arrivedOn);
   if (type == "GET_VERSION") {
     reply(Value(sw.options().version));
   } else if (type == "ECHO") {
     reply(e.data);
+  } else if (type == "PORT_INITIALIZATION") {
+    if (e.ports.empty())
+      return reply(errorValue(makeError(Errc::TYPE, "PORT_INITIALIZATION needs a port in its transfer list")));
+    MessagePort port = e.ports[0];
+    if (auto r = port.postMessage(Value::map({{"type", "PORT_READY"}})); !r)
+      spdlog::warn("PORT_READY failed: {}", r.error().describe());
+    keepPort(st, std::move(port));
+  } else if (type == "INCREASE_COUNT") {
+    const Value count = Value::map({{"type", "COUNT"}, {"count", ++st.count}});
+    if (!st.keptPort || st.keptPort->closed()) return reply(count);
+    if (auto r = st.keptPort->postMessage(count); !r) spdlog::warn("COUNT on the kept port failed: {}", r.error().describe());
+  } else if (type == "RELAY_PORT") {
+    relayPort(sw, e);
   } else if (type == "MATCH_ALL") {
     Value::List list;
     for (const auto& c : sw.clients().matchAll(matchAllOptions(e.data["options"]))) list.push_back(c.describe());
@@ -108,7 +187,7 @@ void handle(ReferenceServiceWorker::State& st, ExtendableMessageEvent& e) {
 
 ReferenceServiceWorker::~ReferenceServiceWorker() = default;
 
-ReferenceServiceWorker::ReferenceServiceWorker(ServiceWorker& sw) : state_(std::make_unique<State>(sw)) {
+ReferenceServiceWorker::ReferenceServiceWorker(ServiceWorker& sw) : state_(std::make_shared<State>(sw)) {
   State& st = *state_;
   st.countChannel.onMessage([&st](const MessageEvent& e) {
     if (e.data["type"].textOr("") != "INCREASE_COUNT") return;
@@ -116,7 +195,7 @@ ReferenceServiceWorker::ReferenceServiceWorker(ServiceWorker& sw) : state_(std::
     if (auto r = st.countChannel.postMessage(Value::map({{"type", "COUNT"}, {"count", st.count}})); !r)
       spdlog::warn("count-channel post failed: {}", r.error().describe());
   });
-  sw.onMessage([&st](ExtendableMessageEvent& e) { handle(st, e); });
+  sw.onMessage([&st](ExtendableMessageEvent& e) { handle(st, e, std::nullopt); });
   sw.onMessageError([](const MessageErrorEvent& e, const ClientHandle& from) {
     spdlog::warn("messageerror from client={}: {}", from.id().toString(), e.error.describe());
   });

@@ -7,7 +7,8 @@
 
 namespace swipc::daemon {
 
-/// The reference service worker's state (the shared counter, the count-channel object).
+/// The reference service worker's state (the shared counter, the count-channel object, the port
+/// PORT_INITIALIZATION handed over).
 class ReferenceServiceWorker {
  public:
   /// Installs the handlers on `sw` (call before sw.run(); after sw.listen()).
@@ -17,7 +18,7 @@ class ReferenceServiceWorker {
   struct State;
 
  private:
-  std::unique_ptr<State> state_;
+  std::shared_ptr<State> state_;  // shared: port callbacks hold it weakly
 };
 
 }  // namespace swipc::daemon
