@@ -114,16 +114,51 @@ send A '{"op":"startMessages"}'; send B '{"op":"startMessages"}'
 wait_for B '"event":"message"'
 echo "   the SW posts to matchAll()[0]; window B prints: $(grep '"event":"message"' "$RT/B.out")"
 
-say "5c. BroadcastChannel 'count-channel': two pages share a counter kept by the service worker"
+say "5c. MessageChannel: the page hands the service worker a port (PORT_INITIALIZATION)"
+echo "   window A: channel = new MessageChannel(); controller.postMessage(PORT_INITIALIZATION, [port2])"
+send A '{"op":"channel.create","id":"cc","port1":"port1","port2":"port2"}'
+send A '{"op":"port.start","port":"port1"}'
+send A '{"op":"post","id":"init","data":{"type":"PORT_INITIALIZATION"},"transfer":["port2"]}'
+wait_for A 'PORT_READY'
+echo "   then INCREASE_COUNT twice through the controller; the SW answers on the port it kept:"
+send A '{"op":"post","data":{"type":"INCREASE_COUNT"}}'
+send A '{"op":"post","data":{"type":"INCREASE_COUNT"}}'
+wait_for A '"count":2'
+grep '"event":"port.message"' "$RT/A.out" | sed 's/^/     /' || true
+send A '{"op":"post","id":"again","data":{"type":"PORT_INITIALIZATION"},"transfer":["port2"]}'
+wait_for A '"id":"again"'
+echo "   port2 now lives in the service worker; transferring it again is refused:"
+grep '"id":"again"' "$RT/A.out" | sed 's/^/     /' || true
+
+say "5d. BroadcastChannel 'count-channel': two pages share the same counter (it goes on from 2)"
 send A '{"op":"bc.open","id":"oa","bc":"c","name":"count-channel"}'
 send B '{"op":"bc.open","id":"ob","bc":"c","name":"count-channel"}'
 wait_for A '"id":"oa"'; wait_for B '"id":"ob"'
 send A '{"op":"bc.post","bc":"c","data":{"type":"INCREASE_COUNT"}}'
-wait_for B '"count":1'
+wait_for B '"count":3'
 send B '{"op":"bc.post","bc":"c","data":{"type":"INCREASE_COUNT"}}'
-wait_for A '"count":2'; wait_for B '"count":2'
+wait_for A '"count":4'; wait_for B '"count":4'
 echo "   window A sees:"; grep bc.message "$RT/A.out" | sed 's/^/     /'
 echo "   window B sees:"; grep bc.message "$RT/B.out" | sed 's/^/     /'
+
+say "5e. RELAY_PORT: the service worker passes a port from window A to window B; they talk directly"
+ID_B=$(grep -o '"clientId":"[0-9a-f]*"' "$RT/B.out" | head -1 | sed 's/"clientId":"\([0-9a-f]*\)"/\1/')
+send A '{"op":"channel.create","port1":"mine","port2":"theirs"}'
+send A '{"op":"port.start","port":"mine"}'
+send A "{\"op\":\"post\",\"data\":{\"type\":\"RELAY_PORT\",\"to\":\"$ID_B\"},\"transfer\":[\"theirs\"]}"
+wait_for A '"relayed"'; wait_for B '"type":"PORT"'
+echo "   window A hears back from the SW: $(grep '"relayed"' "$RT/A.out")"
+echo "   window B receives the port:      $(grep '"type":"PORT"' "$RT/B.out")"
+send B '{"op":"port.start","port":"in1"}'
+send B '{"op":"port.post","port":"in1","data":{"text":"hello A, this is B"}}'
+wait_for A 'this is B'
+send A '{"op":"port.post","port":"mine","data":{"text":"hello B, A here"}}'
+wait_for B 'A here'
+send A '{"op":"port.close","port":"mine"}'
+wait_for B '"event":"port.close"'
+echo "   window A: $(grep 'this is B' "$RT/A.out")"
+echo "   window B: $(grep 'A here' "$RT/B.out")"
+echo "   window A closes its end; window B: $(grep '"event":"port.close"' "$RT/B.out")"
 send A '{"op":"exit"}'; send B '{"op":"exit"}'
 wait "$PID_A" "$PID_B" 2>/dev/null || true
 
