@@ -8,7 +8,7 @@ $Cxx.namespace("swipc::schema");
 using import "value.capnp".Value;
 
 const schemaVersion :UInt16 = 1;
-const protocolVersion :UInt32 = 1;
+const protocolVersion :UInt32 = 2;   # 2: MessagePort transfer (PortDescriptor, port* kinds)
 
 # An application-defined Cap'n Proto struct posted instead of a Value.
 struct TypedPayload {
@@ -23,20 +23,59 @@ struct Payload {
   }
 }
 
-# A MessagePort travelling in a transfer list (reserved for the MessagePort feature).
+# ---- MessagePort ----
+# A port travelling in a transfer list: its state and the messages queued at it, which follow it
+# to the new owner. The daemon is the single authority on where a port lives and checks every
+# descriptor a client sends (the sender must own the port, or register a fresh pair).
 struct PortDescriptor {
   portId @0 :UInt64;
-  nextSeq @1 :UInt64;
+  peerId @1 :UInt64;               # the entangled end
+  sendSeq @2 :UInt64;              # the seq this end's next post will carry (contiguous from 1)
+  recvNext @3 :UInt64;             # the next seq it expects from its peer: everything before is
+                                   # delivered or in `queued`; the daemon re-sends the rest
+  register @4 :Bool;               # page -> daemon: first shipment of a local pair; register both
+  peerClosed @5 :Bool;             # daemon -> page: the peer is already gone (close on arrival)
+  queued @6 :List(PortMessage);    # received here, not yet delivered (port not started)
+}
+
+# One message on a port. As an Envelope kind (daemon -> page) `to` is the destination end.
+struct PortMessage {
+  to @0 :UInt64;
+  seq @1 :UInt64;                  # the sending end's seq
+  payload @2 :Payload;
+  ports @3 :List(PortDescriptor);
+}
+
+struct PortPost {                  # page -> daemon: post on the port `from` owns (to its peer)
+  from @0 :UInt64;
+  seq @1 :UInt64;
+  payload @2 :Payload;
+  ports @3 :List(PortDescriptor);
+}
+
+struct PortClose {                 # page -> daemon: this end closed (also after portClosed)
+  port @0 :UInt64;
+  recvNext @1 :UInt64;             # it received everything before this; later messages to it,
+                                   # still in flight, are dropped (their ports closed by the daemon)
+}
+
+struct PortClosed {                # daemon -> page: the peer of `port` closed or died
+  port @0 :UInt64;
+}
+
+struct PortAck {                   # page -> daemon: `port` has received everything before recvNext
+  port @0 :UInt64;
+  recvNext @1 :UInt64;
 }
 
 struct Post {
   payload @0 :Payload;
-  replyId @1 :UInt64;              # non-zero: the message carries a one-shot reply port
+  replyId @1 :UInt64;              # unused since protocol 2 (messageSW replies on a MessagePort)
   ports @2 :List(PortDescriptor);
   wantAck @3 :Bool;                # daemon answers with an Ack once it has consumed this post
 }
 
-struct Reply {
+struct Reply {                     # unused since protocol 2
   replyId @0 :UInt64;
   payload @1 :Payload;
 }
@@ -113,6 +152,11 @@ struct Envelope {
     bcPost @13 :BcPost;
     bcJoined @14 :BcJoined;
     bcMessage @15 :BcMessage;      # only inside channel rings
+    portMessage @16 :PortMessage;  # daemon -> page
+    portPost @17 :PortPost;        # page -> daemon
+    portClose @18 :PortClose;      # page -> daemon
+    portClosed @19 :PortClosed;    # daemon -> page
+    portAck @20 :PortAck;          # page -> daemon
   }
 }
 

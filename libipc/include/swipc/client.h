@@ -21,6 +21,7 @@ namespace swipc {
 
 namespace detail {
 class BroadcastHub;
+class PortHost;
 }
 
 struct ClientOptions {
@@ -54,8 +55,13 @@ class Controller {
   /// Posts to the service worker. Returns the message's sequence number. QueueFull when the ring
   /// stays full past opts.waitForSpace, QuotaExceededError over the size limit (nothing sent),
   /// InvalidStateError when not controlled.
+  /// With `transfer`: the ports move to the service worker (event.ports there, in order) and are
+  /// neutered here; DataCloneError (nothing sent) for a duplicate, closed or neutered port.
   Result<MessageSeq> postMessage(const Value& data, const PostOptions& opts = {});
+  Result<MessageSeq> postMessage(const Value& data, TransferList transfer, const PostOptions& opts = {});
   Result<MessageSeq> postTyped(uint64_t typeId, const TypedBuilder& build, const PostOptions& opts = {});
+  Result<MessageSeq> postTyped(uint64_t typeId, const TypedBuilder& build, TransferList transfer,
+                               const PostOptions& opts = {});
   template <typename T, typename F>
   Result<MessageSeq> postMessage(F&& fill, const PostOptions& opts = {}) {
     auto [id, b] = typedBuilder<T>(std::forward<F>(fill));
@@ -112,8 +118,10 @@ class Client {
   /// Enables the message queue (DOMContentLoaded / startMessages()).
   void startMessages();
 
-  /// Workbox messageSW: posts `data` with a reply port and waits for the first reply.
-  /// TimeoutError at the deadline; Disconnected if the daemon goes away first. Events that
+  /// Workbox messageSW: creates a MessageChannel, posts `data` with port2 in the transfer list
+  /// and waits for the first reply on port1 (then closes port1). TimeoutError at the deadline;
+  /// Disconnected if the daemon goes away first; without a deadline, AbortError when the
+  /// service worker drops the port unanswered (with one, the deadline decides). Events that
   /// arrive meanwhile are kept for the next dispatch (no callbacks run inside this call).
   Result<Value> messageSW(const Value& data, Deadline deadline = NO_DEADLINE);
   Result<Value> messageSW(const Value& data, std::chrono::milliseconds timeout) {
@@ -144,6 +152,8 @@ class Client {
 
   /// Internal: what BroadcastChannel objects made on this client talk to.
   std::shared_ptr<detail::BroadcastHub> broadcastHub();
+  /// Internal: what MessagePorts living on this client talk to.
+  detail::PortHost& portHost();
 
   class Impl;
 

@@ -37,8 +37,10 @@ class ClientHandle {
 
   /// client.postMessage. NotFoundError when the client is gone, QueueFull when its backlog is at
   /// the bound (the client stopped draining), QuotaExceededError over the size limit.
-  Result<MessageSeq> postMessage(const Value& data);
-  Result<MessageSeq> postTyped(uint64_t typeId, const TypedBuilder& build);
+  /// With `transfer`: the ports (living in this service worker) move to the client, which gets
+  /// them in event.ports; DataCloneError (nothing sent) for a duplicate, closed or neutered port.
+  Result<MessageSeq> postMessage(const Value& data, TransferList transfer = {});
+  Result<MessageSeq> postTyped(uint64_t typeId, const TypedBuilder& build, TransferList transfer = {});
   template <typename T, typename F>
   Result<MessageSeq> postMessage(F&& fill) {
     auto [id, b] = typedBuilder<T>(std::forward<F>(fill));

@@ -12,11 +12,11 @@
 #include <vector>
 
 #include "swipc/error.h"
+#include "swipc/message_port.h"
+#include "swipc/typed.h"
 #include "swipc/value.h"
 
 namespace swipc {
-
-class MessagePort;
 
 /// A typed payload as received: the application struct plus what keeps its bytes alive.
 struct TypedContent {
@@ -24,9 +24,6 @@ struct TypedContent {
   capnp::AnyPointer::Reader content;
   std::shared_ptr<const void> keepAlive;
 };
-
-/// Builds a typed payload: given an AnyPointer builder, initialise your struct in it.
-using TypedBuilder = std::function<void(capnp::AnyPointer::Builder)>;
 
 /// Something a receiver got. `data` is the Value (null for typed payloads).
 struct MessageEvent {
@@ -76,38 +73,6 @@ class TypeRegistry {
     std::function<void(capnp::AnyPointer::Reader)> validate;
   };
   std::vector<Entry> validators_;
-};
-
-/// Helper for typed posts: `typedBuilder<MySchema>([](MySchema::Builder b){ b.setX(1); })`.
-template <typename T, typename F>
-std::pair<uint64_t, TypedBuilder> typedBuilder(F&& fill) {
-  return {capnp::typeId<T>(), [fill = std::forward<F>(fill)](capnp::AnyPointer::Builder b) mutable {
-            fill(b.initAs<T>());
-          }};
-}
-
-/// A port a message carried. Until MessageChannel lands this is the one-shot reply port that a
-/// messageSW request carries; posting on it answers the request (the first answer wins).
-class MessagePort {
- public:
-  class Impl;
-  MessagePort() = default;
-  explicit MessagePort(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
-
-  /// Sends on the port. InvalidStateError once the port is closed; posts after the first answer
-  /// are no-ops (like a port whose peer went away).
-  Result<void> postMessage(const Value& data);
-  Result<void> postTyped(uint64_t typeId, const TypedBuilder& build);
-  template <typename T, typename F>
-  Result<void> postMessage(F&& fill) {
-    auto [id, b] = typedBuilder<T>(std::forward<F>(fill));
-    return postTyped(id, b);
-  }
-  void close();
-  bool valid() const { return impl_ != nullptr; }
-
- private:
-  std::shared_ptr<Impl> impl_;
 };
 
 }  // namespace swipc

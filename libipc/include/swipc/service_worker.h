@@ -21,6 +21,7 @@ namespace swipc {
 
 namespace detail {
 class BroadcastHub;
+class PortHost;
 }
 
 struct ServiceWorkerOptions {
@@ -54,6 +55,8 @@ struct Counters {
   uint64_t queueFull = 0, unresponsive = 0, undelivered = 0, oversize = 0, repliesDropped = 0;
   uint64_t windowsOpened = 0, openWindowFailures = 0, claimed = 0;
   uint64_t broadcastsPosted = 0, channelsOpen = 0;
+  uint64_t portMessagesRouted = 0, portsTransferred = 0, portsClosed = 0, portMessagesDropped = 0;
+  uint64_t portsOpen = 0;  // entries in the daemon's port table now (a gauge)
   Value toValue() const;
 };
 
@@ -95,6 +98,8 @@ class ServiceWorker {
 
   /// Internal: what BroadcastChannel objects made on this service worker talk to.
   std::shared_ptr<detail::BroadcastHub> broadcastHub();
+  /// Internal: what MessagePorts living in this service worker talk to.
+  detail::PortHost& portHost();
 
   class Impl;
   Impl& impl() { return *impl_; }

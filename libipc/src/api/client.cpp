@@ -14,6 +14,8 @@
 #include "api/broadcast_object.h"
 #include "api/broadcast_waiter.h"
 #include "api/payload.h"
+#include "api/port_state.h"
+#include "core/identity.h"
 #include "core/attach.h"
 #include "core/log.h"
 #include "queue/broadcast_ring.h"
@@ -28,15 +30,15 @@ namespace swipc {
 using core::Connection;
 using core::EventLoop;
 
-class Client::Impl {
+class Client::Impl final : public detail::PortHost {
  public:
   explicit Impl(ClientOptions o) : opts_(std::move(o)), controller_(nullptr) {}
-  ~Impl() { close(); }
+  ~Impl() override { close(); }
 
   Result<void> start();
   void close();
 
-  Result<MessageSeq> sendPost(const api::OutgoingPayload& payload, const PostOptions& opts, uint64_t replyId);
+  Result<MessageSeq> sendPost(const api::OutgoingPayload& payload, const PostOptions& opts, TransferList& transfer);
   void messageSWAsync(const Value& data, std::function<void(Result<Value>)> done, std::optional<Deadline> deadline);
   Result<Value> messageSW(const Value& data, Deadline deadline);
   void startMessages();
@@ -70,6 +72,27 @@ class Client::Impl {
   Result<void> sendState(bool focusChanged);
   Result<MessageSeq> sendEnvelope(const std::function<void(schema::Envelope::Builder)>& fill, const PostOptions& opts,
                                   bool track);
+
+  // ---- MessagePort (PortHost)
+  Result<void> postRemote(detail::PortState& from, const api::OutgoingPayload& payload,
+                          std::vector<detail::PortPtr>& transfer) override;
+  void closeRemote(detail::PortState& port) override;
+  void ackRemote(detail::PortState& port) override;
+  void track(const detail::PortPtr& port) override { ports_[port->id.value()] = port; }
+  void untrack(detail::PortState& port) override;
+  void later(std::function<void()> fn) override { loop_->post(std::move(fn)); }
+  void deliver(std::function<void()> fn) override;
+  const TypeRegistry& types() const override { return types_; }
+  uint64_t maxMessageBytes() const override { return conn_ ? conn_->maxMessageBytes() : wire::DEFAULT_MAX_MESSAGE_BYTES; }
+  PortId newPortId() override {
+    uint64_t v = 0;
+    while (v == 0) v = core::randomU64();
+    return PortId(v);
+  }
+  /// A live REMOTE port by id (nullptr when unknown, closed, moved on or disentangled).
+  detail::PortPtr routable(uint64_t id);
+  void endRemotePorts();
+  std::unordered_map<uint64_t, std::weak_ptr<detail::PortState>> ports_;
 
   // ---- BroadcastChannel (client side)
   class Hub;
@@ -107,6 +130,8 @@ class Client::Impl {
     std::function<void(Result<Value>)> done;
     EventLoop::TimerId timer = 0;
     MessageSeq seq = 0;
+    detail::PortPtr port;  // port1 of the request's MessageChannel
+    bool hasDeadline = false;
   };
 
   void install(core::Attached attached);
@@ -117,7 +142,6 @@ class Client::Impl {
   void scheduleReconnect();
   void tryReconnect();
   void pruneOutstanding();
-  void deliver(std::function<void()> fn);
   bool waitForSpace(Deadline deadline);
   void failReply(uint64_t replyId, Error err);
 
@@ -191,6 +215,14 @@ void Client::Impl::install(core::Attached attached) {
 void Client::Impl::close() {
   if (closed_) return;
   closed_ = true;
+  {
+    // A client that exits closes its ports: the daemon closes them for us when we detach.
+    std::vector<detail::PortPtr> all;
+    for (auto& [id, w] : ports_)
+      if (auto p = w.lock()) all.push_back(std::move(p));
+    ports_.clear();
+    for (auto& p : all) p->hostGone();
+  }
   for (auto& [id, obj] : bcObjects_) obj->closed = true;
   bcObjects_.clear();
   waiter_.reset();
@@ -281,6 +313,7 @@ void Client::Impl::daemonLost(const std::string& reason) {
     core::log().info("daemon lost ({}): {} message(s) not delivered", reason, lost.size());
   for (uint64_t rid : pendingReplies)
     failReply(rid, makeError(Errc::DISCONNECTED, "the service worker went away before replying (" + reason + ")"));
+  endRemotePorts();  // the daemon routed them: their peers are unreachable now
   for (auto& [seq, ack] : delivered) {
     deliver([this, seq = seq] {
       if (onDelivered_) onDelivered_(seq);
@@ -355,6 +388,8 @@ void Client::Impl::handleEnvelope(wire::Inbound&& inbound) {
     case schema::Envelope::CLIENT_POST: {
       auto ev = std::make_shared<MessageEvent>();
       auto r = api::readPayload(env.getClientPost().getPayload(), owner, types_, *ev);
+      // The ports are live at once (their messages queue at them); the event hands them over.
+      for (auto& p : detail::adoptDescriptors(*this, env.getClientPost().getPorts(), owner)) ev->ports.emplace_back(p);
       std::function<void()> fire;
       if (r) {
         fire = [this, ev] {
@@ -372,19 +407,32 @@ void Client::Impl::handleEnvelope(wire::Inbound&& inbound) {
         held_.push_back(std::move(fire));
       return;
     }
-    case schema::Envelope::REPLY: {
-      auto rep = env.getReply();
-      auto it = replies_.find(rep.getReplyId());
-      if (it == replies_.end()) return;  // late (after timeout) or second reply: dropped
-      PendingReply pr = std::move(it->second);
-      replies_.erase(it);
-      if (pr.timer) loop_->cancelTimer(pr.timer);
-      MessageEvent ev;
-      auto r = api::readPayload(rep.getPayload(), owner, types_, ev);
-      if (r)
-        pr.done(std::move(ev.data));
-      else
-        pr.done(r.error());
+    case schema::Envelope::PORT_MESSAGE: {
+      auto pm = env.getPortMessage();
+      auto port = routable(pm.getTo());
+      if (!port) return;  // moved on or closed: the daemon re-sends or closes what it carried
+      detail::QueuedPortMessage m;
+      m.seq = pm.getSeq();
+      m.keepAlive = owner;
+      m.payload = pm.getPayload();
+      m.ports = detail::adoptDescriptors(*this, pm.getPorts(), owner);
+      port->receive(std::move(m), true);
+      return;
+    }
+    case schema::Envelope::PORT_CLOSED: {
+      auto port = routable(env.getPortClosed().getPort());
+      if (!port) return;
+      // Answer, so the daemon can forget the port; it is disentangled here from now on.
+      const uint64_t id = port->id.value();
+      const uint64_t recvNext = port->recvNext;
+      (void)sendEnvelope(
+          [&](schema::Envelope::Builder e) {
+            auto c = e.initPortClose();
+            c.setPort(id);
+            c.setRecvNext(recvNext);
+          },
+          PostOptions{.waitForSpace = std::chrono::milliseconds(0)}, false);
+      port->peerClosed(true);
       return;
     }
     case schema::Envelope::ACK: {
@@ -464,6 +512,7 @@ void Client::Impl::failReply(uint64_t replyId, Error err) {
   PendingReply pr = std::move(it->second);
   replies_.erase(it);
   if (pr.timer) loop_->cancelTimer(pr.timer);
+  if (pr.port) pr.port->close();
   pr.done(std::move(err));
 }
 
@@ -472,6 +521,74 @@ void Client::Impl::pruneOutstanding() {
   const uint64_t consumed = conn_->outConsumed();
   while (!outstanding_.empty() && !outstanding_.front().wantAck && outstanding_.front().endPos <= consumed)
     outstanding_.pop_front();
+}
+
+detail::PortPtr Client::Impl::routable(uint64_t id) {
+  auto it = ports_.find(id);
+  if (it == ports_.end()) return nullptr;
+  auto p = it->second.lock();
+  if (!p || p->mode != detail::PortState::Mode::REMOTE || p->peerGone) return nullptr;
+  return p;
+}
+
+void Client::Impl::untrack(detail::PortState& port) {
+  auto it = ports_.find(port.id.value());
+  if (it == ports_.end()) return;
+  auto cur = it->second.lock();
+  if (!cur || cur.get() == &port) ports_.erase(it);
+}
+
+void Client::Impl::endRemotePorts() {
+  std::vector<detail::PortPtr> remote;
+  for (auto& [id, w] : ports_)
+    if (auto p = w.lock(); p && p->mode == detail::PortState::Mode::REMOTE && !p->peerGone) remote.push_back(std::move(p));
+  for (auto& p : remote) p->peerClosed(false);
+}
+
+Result<void> Client::Impl::postRemote(detail::PortState& from, const api::OutgoingPayload& payload,
+                                      std::vector<detail::PortPtr>& transfer) {
+  if (!conn_) return {};  // the daemon is gone: its ports are disentangled already
+  auto r = sendEnvelope(
+      [&](schema::Envelope::Builder e) {
+        auto pp = e.initPortPost();
+        pp.setFrom(from.id.value());
+        pp.setSeq(from.sendSeq);
+        api::writePayload(payload, pp.initPayload());
+        detail::ShipContext ctx;
+        detail::describeAll(transfer, pp.initPorts(static_cast<unsigned>(transfer.size())), ctx);
+      },
+      PostOptions{}, true);
+  if (!r) return r.error();
+  ++from.sendSeq;
+  detail::commitAll(transfer);
+  return {};
+}
+
+void Client::Impl::closeRemote(detail::PortState& port) {
+  if (!conn_ || closed_) return;
+  const uint64_t id = port.id.value();
+  const uint64_t recvNext = port.recvNext;
+  auto r = sendEnvelope(
+      [&](schema::Envelope::Builder e) {
+        auto c = e.initPortClose();
+        c.setPort(id);
+        c.setRecvNext(recvNext);
+      },
+      PostOptions{}, false);
+  if (!r) core::log().warn("port {}: close not sent: {}", port.id.toString(), r.error().describe());
+}
+
+void Client::Impl::ackRemote(detail::PortState& port) {
+  if (!conn_) return;
+  const uint64_t id = port.id.value();
+  const uint64_t recvNext = port.recvNext;
+  (void)sendEnvelope(
+      [&](schema::Envelope::Builder e) {
+        auto a = e.initPortAck();
+        a.setPort(id);
+        a.setRecvNext(recvNext);
+      },
+      PostOptions{.waitForSpace = std::chrono::milliseconds(0)}, false);
 }
 
 void Client::Impl::deliver(std::function<void()> fn) {
@@ -580,17 +697,22 @@ Result<void> Client::Impl::sendState(bool focusChanged) {
 }
 
 Result<MessageSeq> Client::Impl::sendPost(const api::OutgoingPayload& payload, const PostOptions& opts,
-                                          uint64_t replyId) {
+                                          TransferList& transfer) {
   if (closed_) return makeError(Errc::DISCONNECTED, "client is closed");
   if (!conn_ || !controlled_) return makeError(Errc::INVALID_STATE, "no controller: not controlled by a service worker");
-  return sendEnvelope(
+  auto ports = detail::checkTransfer(nullptr, *this, transfer);
+  if (!ports) return ports.error();
+  auto seq = sendEnvelope(
       [&](schema::Envelope::Builder e) {
         auto post = e.initControllerPost();
         api::writePayload(payload, post.initPayload());
-        post.setReplyId(replyId);
         post.setWantAck(opts.requestAck);
+        detail::ShipContext ctx;
+        detail::describeAll(*ports, post.initPorts(static_cast<unsigned>(ports->size())), ctx);
       },
       opts, true);
+  if (seq) detail::commitAll(*ports);  // sent: the ports now belong to the service worker
+  return seq;
 }
 
 // ------------------------------------------------------------------------------------------------ broadcast
@@ -778,17 +900,43 @@ void Client::Impl::readBroadcastsDeferred() {
 
 void Client::Impl::messageSWAsync(const Value& data, std::function<void(Result<Value>)> done,
                                   std::optional<Deadline> deadline) {
+  // A real MessageChannel: port2 travels with the request, the first reply on port1 wins.
   const uint64_t replyId = nextReplyId_++;
+  auto [port1, port2] = detail::PortState::createPair(*this);
+  port1->intercept = [this, replyId](detail::QueuedPortMessage& m) {
+    auto it = replies_.find(replyId);
+    if (it == replies_.end()) return;
+    PendingReply pr = std::move(it->second);
+    replies_.erase(it);
+    if (pr.timer) loop_->cancelTimer(pr.timer);
+    MessageEvent ev;
+    auto r = api::readPayload(m.payload, m.keepAlive, types_, ev);
+    pr.port->close();
+    if (r)
+      pr.done(std::move(ev.data));
+    else
+      pr.done(r.error());
+  };
+  port1->interceptClose = [this, replyId] {
+    auto it = replies_.find(replyId);
+    if (it == replies_.end() || it->second.hasDeadline) return;  // with a deadline, the deadline decides
+    failReply(replyId, makeError(Errc::ABORT, "the service worker dropped the reply port without answering"));
+  };
   api::OutgoingPayload p;
   p.value = &data;
-  auto seq = sendPost(p, PostOptions{}, replyId);
+  TransferList transfer{MessagePort(port2)};
+  port2.reset();
+  auto seq = sendPost(p, PostOptions{}, transfer);
   if (!seq) {
+    port1->close();
     done(seq.error());
     return;
   }
   PendingReply pr;
   pr.done = std::move(done);
   pr.seq = *seq;
+  pr.port = std::move(port1);
+  pr.hasDeadline = deadline.has_value();
   if (deadline) {
     pr.timer = loop_->addTimer(*deadline, [this, replyId] {
       auto it = replies_.find(replyId);
@@ -907,18 +1055,30 @@ void Client::post(std::function<void()> fn) { impl_->loop_->post(std::move(fn));
 void Client::wake() { impl_->loop_->wake(); }
 void Client::close() { impl_->close(); }
 std::shared_ptr<detail::BroadcastHub> Client::broadcastHub() { return impl_->hub_; }
+detail::PortHost& Client::portHost() { return *impl_; }
 
 Result<MessageSeq> Controller::postMessage(const Value& data, const PostOptions& opts) {
+  TransferList none;
+  return postMessage(data, std::move(none), opts);
+}
+
+Result<MessageSeq> Controller::postMessage(const Value& data, TransferList transfer, const PostOptions& opts) {
   api::OutgoingPayload p;
   p.value = &data;
-  return client_->impl_->sendPost(p, opts, 0);
+  return client_->impl_->sendPost(p, opts, transfer);
 }
 
 Result<MessageSeq> Controller::postTyped(uint64_t typeId, const TypedBuilder& build, const PostOptions& opts) {
+  TransferList none;
+  return postTyped(typeId, build, std::move(none), opts);
+}
+
+Result<MessageSeq> Controller::postTyped(uint64_t typeId, const TypedBuilder& build, TransferList transfer,
+                                         const PostOptions& opts) {
   api::OutgoingPayload p;
   p.typeId = typeId;
   p.build = &build;
-  return client_->impl_->sendPost(p, opts, 0);
+  return client_->impl_->sendPost(p, opts, transfer);
 }
 
 }  // namespace swipc

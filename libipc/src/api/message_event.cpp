@@ -1,7 +1,6 @@
 #include "swipc/message_event.h"
 
 #include "api/payload.h"
-#include "api/port_impl.h"
 #include "wire/value_codec.h"
 
 namespace swipc {
@@ -22,25 +21,6 @@ Result<void> TypeRegistry::check(uint64_t typeId, capnp::AnyPointer::Reader cont
   return makeError(Errc::DATA_CLONE, std::string("no accepted schema with type id 0x") + buf);
 }
 
-Result<void> MessagePort::postMessage(const Value& data) {
-  if (!impl_) return makeError(Errc::INVALID_STATE, "port is not bound");
-  api::OutgoingPayload p;
-  p.value = &data;
-  return impl_->post(p);
-}
-
-Result<void> MessagePort::postTyped(uint64_t typeId, const TypedBuilder& build) {
-  if (!impl_) return makeError(Errc::INVALID_STATE, "port is not bound");
-  api::OutgoingPayload p;
-  p.typeId = typeId;
-  p.build = &build;
-  return impl_->post(p);
-}
-
-void MessagePort::close() {
-  if (impl_) impl_->close();
-}
-
 namespace api {
 
 void writePayload(const OutgoingPayload& p, schema::Payload::Builder out) {
@@ -53,7 +33,7 @@ void writePayload(const OutgoingPayload& p, schema::Payload::Builder out) {
   (*p.build)(t.getContent());
 }
 
-Result<void> readPayload(schema::Payload::Reader in, const std::shared_ptr<const wire::Inbound>& owner,
+Result<void> readPayload(schema::Payload::Reader in, const std::shared_ptr<const void>& owner,
                          const TypeRegistry& types, MessageEvent& event) {
   switch (in.which()) {
     case schema::Payload::VALUE: {

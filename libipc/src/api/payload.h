@@ -20,7 +20,7 @@ void writePayload(const OutgoingPayload& p, schema::Payload::Builder out);
 
 /// Decodes a payload into `event` (data or typed). DataCloneError when this receiver cannot
 /// decode it (unknown schema, value this build cannot represent): the caller raises messageerror.
-Result<void> readPayload(schema::Payload::Reader in, const std::shared_ptr<const wire::Inbound>& owner,
+Result<void> readPayload(schema::Payload::Reader in, const std::shared_ptr<const void>& owner,
                          const TypeRegistry& types, MessageEvent& event);
 
 }  // namespace swipc::api

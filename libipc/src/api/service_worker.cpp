@@ -24,7 +24,9 @@
 #include "api/payload.h"
 #include "queue/broadcast_ring.h"
 #include "shm/memfd.h"
-#include "api/port_impl.h"
+#include "api/port_router.h"
+#include "api/port_state.h"
+#include "core/identity.h"
 #include "common/sys_error.h"
 #include "core/attach.h"
 #include "core/log.h"
@@ -43,7 +45,7 @@ using core::EventLoop;
 
 /// One message accepted for a client whose ring was full.
 struct Outgoing {
-  std::unique_ptr<capnp::MallocMessageBuilder> message;
+  std::shared_ptr<capnp::MallocMessageBuilder> message;
   MessageSeq seq;
 };
 
@@ -106,10 +108,74 @@ constexpr int DRAIN_BUDGET = 256;
 
 // ------------------------------------------------------------------------------------------------
 
-class ServiceWorker::Impl {
+class ServiceWorker::Impl final : public detail::PortHost, public api::PortRouter::Sink {
  public:
-  Impl(ServiceWorker* owner, ServiceWorkerOptions o) : owner_(owner), opts_(std::move(o)) {}
-  ~Impl() { shutdown("daemon object destroyed"); }
+  Impl(ServiceWorker* owner, ServiceWorkerOptions o)
+      : owner_(owner), opts_(std::move(o)), router_(std::make_unique<api::PortRouter>(*this, *this)) {}
+  ~Impl() override {
+    shutdown("daemon object destroyed");
+    endLocalPorts();
+  }
+
+  // ---- MessagePort: service-worker code's ports (PortHost) and the router's view of clients (Sink)
+  Result<void> postRemote(detail::PortState& from, const api::OutgoingPayload& payload,
+                          std::vector<detail::PortPtr>& transfer) override {
+    return router_->postFromLocal(from, payload, transfer);
+  }
+  void closeRemote(detail::PortState& port) override { router_->closeLocal(port); }
+  void ackRemote(detail::PortState&) override {}
+  void track(const detail::PortPtr& port) override {
+    localPorts_[port->id.value()] = port;
+    router_->trackLocal(port);
+  }
+  void untrack(detail::PortState& port) override {
+    router_->untrackLocal(port);
+    auto it = localPorts_.find(port.id.value());
+    if (it == localPorts_.end()) return;
+    auto cur = it->second.lock();
+    if (!cur || cur.get() == &port) localPorts_.erase(it);
+  }
+  void later(std::function<void()> fn) override {
+    if (loop_)
+      loop_->post(std::move(fn));
+    else
+      early_.push_back(std::move(fn));  // before listen(): run once the loop exists
+  }
+  void deliver(std::function<void()> fn) override { fn(); }
+  const TypeRegistry& types() const override { return types_; }
+  uint64_t maxMessageBytes() const override { return opts_.maxMessageBytes; }
+  PortId newPortId() override {
+    uint64_t v = 0;
+    while (v == 0) v = core::randomU64();
+    return PortId(v);
+  }
+  std::shared_ptr<capnp::MallocMessageBuilder> newEnvelope(const ClientId& id, MessageSeq& seq) override {
+    ClientRecord* c = find(id);
+    if (!c || !c->alive) return nullptr;
+    return newEnvelope(*c, seq);
+  }
+  Result<void> enqueue(const ClientId& id, const std::shared_ptr<capnp::MallocMessageBuilder>& env,
+                       MessageSeq seq) override {
+    ClientRecord* c = find(id);
+    if (!c || !c->alive) return makeError(Errc::NOT_FOUND, "client " + id.toString() + " is gone");
+    auto r = enqueue(*c, env, seq);
+    if (!r) return r.error();
+    return {};
+  }
+  bool backlogFull(const ClientId& id) override {
+    ClientRecord* c = find(id);
+    return c && c->backlog.size() >= opts_.maxBacklog;
+  }
+  void reportError(const ClientId& id, Errc code, const std::string& message, uint64_t refSeq) override {
+    if (ClientRecord* c = find(id); c && c->alive) sendError(*c, code, message, refSeq);
+  }
+  void endLocalPorts() {
+    std::vector<detail::PortPtr> all;
+    for (auto& [id, w] : localPorts_)
+      if (auto p = w.lock()) all.push_back(std::move(p));
+    localPorts_.clear();
+    for (auto& p : all) p->hostGone();
+  }
 
   Result<void> listen();
   Result<void> run();
@@ -119,8 +185,7 @@ class ServiceWorker::Impl {
   }
   void dispatchOnce(Deadline until);
 
-  Result<MessageSeq> postToClient(const ClientId& id, const api::OutgoingPayload& payload);
-  Result<void> reply(const ClientId& id, uint64_t replyId, const api::OutgoingPayload& payload);
+  Result<MessageSeq> postToClient(const ClientId& id, const api::OutgoingPayload& payload, TransferList& transfer);
   std::vector<ClientHandle> matchAll(const MatchAllOptions& o) const;
   std::optional<ClientHandle> get(const ClientId& id) const;
   ClientHandle handleFor(const ClientRecord& c) const;
@@ -147,8 +212,12 @@ class ServiceWorker::Impl {
   std::function<void(const ClientHandle&)> onAttached_;
   std::function<void(const ClientId&, const std::string&)> onDetached_;
   std::unordered_map<ClientId, std::unique_ptr<ClientRecord>> clients_;
+  std::unique_ptr<api::PortRouter> router_;
+  std::unordered_map<uint64_t, std::weak_ptr<detail::PortState>> localPorts_;
+  std::vector<std::function<void()>> early_;
 
  private:
+  bool handlePortEnvelope(ClientRecord& c, schema::Envelope::Reader env, const std::shared_ptr<const wire::Inbound>& owner);
   void onListenReadable();
   void onPendingReadable(uint64_t pendingId);
   void dropPending(uint64_t pendingId);
@@ -158,9 +227,9 @@ class ServiceWorker::Impl {
   bool handleEnvelope(ClientRecord& c, wire::Inbound&& in);
   void violation(ClientRecord& c, const Error& err);
   void detach(ClientRecord& c, const std::string& reason, bool goodbye = false);
-  Result<MessageSeq> enqueue(ClientRecord& c, std::unique_ptr<capnp::MallocMessageBuilder> mb, MessageSeq seq);
+  Result<MessageSeq> enqueue(ClientRecord& c, std::shared_ptr<capnp::MallocMessageBuilder> mb, MessageSeq seq);
   void flushBacklog(ClientRecord& c);
-  std::unique_ptr<capnp::MallocMessageBuilder> newEnvelope(ClientRecord& c, MessageSeq& seq);
+  std::shared_ptr<capnp::MallocMessageBuilder> newEnvelope(ClientRecord& c, MessageSeq& seq);
   void sendError(ClientRecord& c, Errc code, const std::string& message, uint64_t refSeq);
   void onSignal();
   void logCounters();
@@ -200,32 +269,6 @@ class ServiceWorker::Impl {
   Clock::time_point lastActivity_{};
 };
 
-namespace {
-
-class ReplyPort final : public MessagePort::Impl {
- public:
-  ReplyPort(ServiceWorker::Impl* sw, ClientId client, uint64_t replyId) : sw_(sw), client_(client), replyId_(replyId) {}
-  Result<void> post(const api::OutgoingPayload& payload) override {
-    if (closed_) return makeError(Errc::INVALID_STATE, "port is closed");
-    if (used_) {
-      ++sw_->counters_.repliesDropped;  // messageSW resolves with the first reply only
-      return {};
-    }
-    used_ = true;
-    return sw_->reply(client_, replyId_, payload);
-  }
-  void close() override { closed_ = true; }
-
- private:
-  ServiceWorker::Impl* sw_;
-  ClientId client_;
-  uint64_t replyId_;
-  bool used_ = false;
-  bool closed_ = false;
-};
-
-}  // namespace
-
 // ------------------------------------------------------------------------------------------------ setup
 
 Result<void> ServiceWorker::Impl::listen() {
@@ -256,6 +299,8 @@ Result<void> ServiceWorker::Impl::listen() {
   if (!loop) return loop.error();
   loop_ = std::move(*loop);
   if (auto w = loop_->watch(listenFd_.get(), EPOLLIN, [this](uint32_t) { onListenReadable(); }); !w) return w.error();
+  for (auto& fn : early_) loop_->post(std::move(fn));
+  early_.clear();
   if (opts_.handleSignals) {
     sigset_t mask;
     sigemptyset(&mask);
@@ -288,7 +333,7 @@ void ServiceWorker::Impl::onSignal() {
 }
 
 void ServiceWorker::Impl::logCounters() {
-  core::log().info("counters clients={} {}", clients_.size(), toJsonText(counters_.toValue()));
+  core::log().info("counters clients={} {}", clients_.size(), toJsonText(owner_->counters().toValue()));
 }
 
 // ------------------------------------------------------------------------------------------------ loop
@@ -361,7 +406,7 @@ void ServiceWorker::Impl::shutdown(const std::string& reason) {
     ::pthread_sigmask(SIG_SETMASK, &oldMask_, nullptr);
   }
   listening_ = false;
-  core::log().info("stopped: {} {}", reason, toJsonText(counters_.toValue()));
+  core::log().info("stopped: {} {}", reason, toJsonText(owner_->counters().toValue()));
 }
 
 // ------------------------------------------------------------------------------------------------ attach
@@ -595,6 +640,7 @@ bool ServiceWorker::Impl::handleEnvelope(ClientRecord& c, wire::Inbound&& inboun
     return true;
   }
   if (env.isBcJoin() || env.isBcLeave() || env.isBcPost()) return handleBroadcast(c, env, owner);
+  if (env.isPortPost() || env.isPortClose() || env.isPortAck()) return handlePortEnvelope(c, env, owner);
   if (!env.isControllerPost()) {
     violation(c, makeError(Errc::PROTOCOL_VIOLATION, "a client may only post to its controller on the ring"));
     return false;
@@ -618,11 +664,17 @@ bool ServiceWorker::Impl::handleEnvelope(ClientRecord& c, wire::Inbound&& inboun
     sendError(c, Errc::INVALID_STATE, "client is not controlled by this service worker", seq);
     return true;
   }
-  if (post.getPorts().size() != 0) {
-    violation(c, makeError(Errc::PROTOCOL_VIOLATION, "port transfer is not supported by this daemon"));
+  if (post.getReplyId() != 0) {
+    violation(c, makeError(Errc::PROTOCOL_VIOLATION, "one-shot reply ids are gone since protocol 2 (use a port)"));
+    return false;
+  }
+  if (auto ok = router_->checkShipped(id, post.getPorts()); !ok) {
+    violation(c, ok.error());
     return false;
   }
   ExtendableMessageEvent ev;
+  // The ports are the service worker's now, whatever becomes of the payload.
+  for (auto& p : router_->toServiceWorker(id, post.getPorts())) ev.ports.emplace_back(p);
   if (auto r = api::readPayload(post.getPayload(), owner, types_, ev); !r) {
     ++counters_.messageErrors;
     core::log().warn("messageerror from client={} seq={}: {}", id.toString(), seq, r.error().describe());
@@ -631,8 +683,6 @@ bool ServiceWorker::Impl::handleEnvelope(ClientRecord& c, wire::Inbound&& inboun
     return true;
   }
   ev.source = handleFor(c);
-  if (uint64_t replyId = post.getReplyId())
-    ev.ports.emplace_back(std::make_shared<ReplyPort>(this, id, replyId));
   if (onMessage_) {
     try {
       onMessage_(ev);
@@ -668,6 +718,7 @@ void ServiceWorker::Impl::detach(ClientRecord& c, const std::string& reason, boo
       onUndelivered_(c.id, o.seq, makeError(Errc::DISCONNECTED, "client went away before it was delivered"));
   }
   c.backlog.clear();
+  router_->clientGone(c.id);  // its ports close: every surviving peer gets `close`
   std::vector<std::string> touched;
   for (auto& [name, ch] : channels_) {
     auto& m = ch->members;
@@ -689,8 +740,8 @@ void ServiceWorker::Impl::detach(ClientRecord& c, const std::string& reason, boo
 
 // ------------------------------------------------------------------------------------------------ outbound
 
-std::unique_ptr<capnp::MallocMessageBuilder> ServiceWorker::Impl::newEnvelope(ClientRecord& c, MessageSeq& seq) {
-  auto mb = std::make_unique<capnp::MallocMessageBuilder>(256);
+std::shared_ptr<capnp::MallocMessageBuilder> ServiceWorker::Impl::newEnvelope(ClientRecord& c, MessageSeq& seq) {
+  auto mb = std::make_shared<capnp::MallocMessageBuilder>(256);
   auto env = mb->initRoot<schema::Envelope>();
   env.setSchemaVersion(schema::SCHEMA_VERSION);
   seq = c.nextSeq++;
@@ -698,7 +749,7 @@ std::unique_ptr<capnp::MallocMessageBuilder> ServiceWorker::Impl::newEnvelope(Cl
   return mb;
 }
 
-Result<MessageSeq> ServiceWorker::Impl::enqueue(ClientRecord& c, std::unique_ptr<capnp::MallocMessageBuilder> mb,
+Result<MessageSeq> ServiceWorker::Impl::enqueue(ClientRecord& c, std::shared_ptr<capnp::MallocMessageBuilder> mb,
                                                 MessageSeq seq) {
   if (!c.backlog.empty()) {
     c.backlog.push_back(Outgoing{std::move(mb), seq});
@@ -746,7 +797,10 @@ void ServiceWorker::Impl::flushBacklog(ClientRecord& c) {
   }
 }
 
-Result<MessageSeq> ServiceWorker::Impl::postToClient(const ClientId& id, const api::OutgoingPayload& payload) {
+Result<MessageSeq> ServiceWorker::Impl::postToClient(const ClientId& id, const api::OutgoingPayload& payload,
+                                                     TransferList& transfer) {
+  auto ports = detail::checkTransfer(nullptr, *this, transfer);
+  if (!ports) return ports.error();
   ClientRecord* c = find(id);
   if (!c || !c->alive) {
     ++counters_.undelivered;
@@ -766,20 +820,40 @@ Result<MessageSeq> ServiceWorker::Impl::postToClient(const ClientId& id, const a
   auto mb = newEnvelope(*c, seq);
   auto post = mb->getRoot<schema::Envelope>().initClientPost();
   api::writePayload(payload, post.initPayload());
+  if (!ports->empty()) {
+    if (wire::encodedBytes(*mb) > opts_.maxMessageBytes) {
+      ++counters_.oversize;
+      return makeError(Errc::QUOTA_EXCEEDED, "message larger than --max-message-bytes; nothing sent");
+    }
+    router_->shipToClient(id, *ports, post.initPorts(static_cast<unsigned>(ports->size())));
+  }
   return enqueue(*c, std::move(mb), seq);
 }
 
-Result<void> ServiceWorker::Impl::reply(const ClientId& id, uint64_t replyId, const api::OutgoingPayload& payload) {
-  ClientRecord* c = find(id);
-  if (!c || !c->alive) return makeError(Errc::NOT_FOUND, "client " + id.toString() + " is gone");
-  MessageSeq seq;
-  auto mb = newEnvelope(*c, seq);
-  auto r = mb->getRoot<schema::Envelope>().initReply();
-  r.setReplyId(replyId);
-  api::writePayload(payload, r.initPayload());
-  auto s = enqueue(*c, std::move(mb), seq);
-  if (!s) return s.error();
-  return {};
+bool ServiceWorker::Impl::handlePortEnvelope(ClientRecord& c, schema::Envelope::Reader env,
+                                             const std::shared_ptr<const wire::Inbound>& owner) {
+  const ClientId id = c.id;
+  if (env.isPortPost()) {
+    auto post = env.getPortPost();
+    if (auto ok = router_->checkPost(id, post); !ok) {
+      violation(c, ok.error());
+      return false;
+    }
+    lastActivity_ = Clock::now();
+    router_->onPortPost(id, post, env.getSeq(), owner);
+    return true;
+  }
+  if (env.isPortClose()) {
+    auto pc = env.getPortClose();
+    if (auto ok = router_->onPortClose(id, PortId(pc.getPort()), pc.getRecvNext()); !ok) {
+      violation(c, ok.error());
+      return false;
+    }
+    return true;
+  }
+  auto ack = env.getPortAck();
+  router_->onPortAck(id, PortId(ack.getPort()), ack.getRecvNext());
+  return true;
 }
 
 void ServiceWorker::Impl::sendError(ClientRecord& c, Errc code, const std::string& message, uint64_t refSeq) {
@@ -1274,26 +1348,36 @@ void Clients::openWindow(const std::string& url, std::function<void(std::optiona
   sw_->impl_->openWindow(url, std::move(done));
 }
 const ServiceWorkerOptions& ServiceWorker::options() const { return impl_->opts_; }
-Counters ServiceWorker::counters() const { return impl_->counters_; }
+Counters ServiceWorker::counters() const {
+  Counters c = impl_->counters_;
+  const auto& ps = impl_->router_->stats();
+  c.portMessagesRouted = ps.routed;
+  c.portsTransferred = ps.transferred;
+  c.portsClosed = ps.closed;
+  c.portMessagesDropped = ps.dropped;
+  c.portsOpen = impl_->router_->size();
+  return c;
+}
+detail::PortHost& ServiceWorker::portHost() { return *impl_; }
 size_t ServiceWorker::clientCount() const {
   size_t n = 0;
   for (const auto& [id, c] : impl_->clients_) n += c->alive ? 1 : 0;
   return n;
 }
 
-Result<MessageSeq> ClientHandle::postMessage(const Value& data) {
+Result<MessageSeq> ClientHandle::postMessage(const Value& data, TransferList transfer) {
   SWIPC_REQUIRE(sw_ != nullptr, "ClientHandle not from a ServiceWorker");
   api::OutgoingPayload p;
   p.value = &data;
-  return sw_->impl().postToClient(id_, p);
+  return sw_->impl().postToClient(id_, p, transfer);
 }
 
-Result<MessageSeq> ClientHandle::postTyped(uint64_t typeId, const TypedBuilder& build) {
+Result<MessageSeq> ClientHandle::postTyped(uint64_t typeId, const TypedBuilder& build, TransferList transfer) {
   SWIPC_REQUIRE(sw_ != nullptr, "ClientHandle not from a ServiceWorker");
   api::OutgoingPayload p;
   p.typeId = typeId;
   p.build = &build;
-  return sw_->impl().postToClient(id_, p);
+  return sw_->impl().postToClient(id_, p, transfer);
 }
 
 Result<ClientHandle> ClientHandle::focus() {
@@ -1343,7 +1427,12 @@ Value Counters::toValue() const {
                      {"openWindowFailures", int64_t(openWindowFailures)},
                      {"claimed", int64_t(claimed)},
                      {"broadcastsPosted", int64_t(broadcastsPosted)},
-                     {"channelsOpen", int64_t(channelsOpen)}});
+                     {"channelsOpen", int64_t(channelsOpen)},
+                     {"portMessagesRouted", int64_t(portMessagesRouted)},
+                     {"portsTransferred", int64_t(portsTransferred)},
+                     {"portsClosed", int64_t(portsClosed)},
+                     {"portMessagesDropped", int64_t(portMessagesDropped)},
+                     {"portsOpen", int64_t(portsOpen)}});
 }
 
 }  // namespace swipc

@@ -1,0 +1,354 @@
+#include "api/port_router.h"
+
+#include "core/log.h"
+#include "wire/codec.h"
+
+namespace swipc::api {
+
+namespace {
+
+constexpr int MAX_PORT_NESTING = 16;
+constexpr size_t MAX_PORTS_PER_MESSAGE = 4096;
+
+Error violation(const std::string& what) { return makeError(Errc::PROTOCOL_VIOLATION, what); }
+
+}  // namespace
+
+PortRouter::Entry* PortRouter::find(PortId id) {
+  auto it = table_.find(id.value());
+  return it == table_.end() ? nullptr : &it->second;
+}
+
+const PortRouter::Entry* PortRouter::find(PortId id) const {
+  auto it = table_.find(id.value());
+  return it == table_.end() ? nullptr : &it->second;
+}
+
+void PortRouter::erase(PortId id) {
+  if (table_.erase(id.value())) ++stats_.closed;
+}
+
+// ------------------------------------------------------------------------------------------------ checks
+
+Result<void> PortRouter::checkShipped(const ClientId& from, PortList::Reader ds, PortId postingPort) const {
+  CheckContext ctx;
+  if (!postingPort.empty()) {
+    ctx.seen.insert(postingPort.value());
+    if (const Entry* e = find(postingPort)) ctx.seen.insert(e->peer.value());
+  }
+  return checkList(from, ds, ctx, 0);
+}
+
+Result<void> PortRouter::checkList(const ClientId& from, PortList::Reader ds, CheckContext& ctx, int depth) const {
+  if (depth > MAX_PORT_NESTING) return violation("ports nested deeper than " + std::to_string(MAX_PORT_NESTING));
+  for (auto d : ds) {
+    const uint64_t id = d.getPortId();
+    if (id == 0) return violation("port id 0 in a transfer list");
+    if (!ctx.seen.insert(id).second)
+      return violation("port " + PortId(id).toString() + " transferred twice, or with the port that posts it");
+    if (++ctx.count > MAX_PORTS_PER_MESSAGE) return violation("more than 4096 ports in one message");
+    if (d.getRegister()) {
+      const uint64_t peer = d.getPeerId();
+      if (peer == 0 || peer == id || table_.count(id) || table_.count(peer) || ctx.seen.count(peer) ||
+          ctx.registeredPeers.count(peer) || ctx.registeredPeers.count(id))
+        return violation("invalid registration of port pair " + PortId(id).toString() + "/" + PortId(peer).toString());
+      ctx.registeredPeers.insert(peer);
+    } else if (d.getPeerClosed()) {
+      if (table_.count(id)) return violation("a registered port shipped as disentangled");
+    } else if (!ctx.registeredPeers.count(id)) {
+      const Entry* e = find(PortId(id));
+      if (!e || !e->owner.is(from) || e->peer.value() != d.getPeerId())
+        return violation("ships port " + PortId(id).toString() + " that it does not own");
+    }
+    for (auto q : d.getQueued())
+      if (auto r = checkList(from, q.getPorts(), ctx, depth + 1); !r) return r;
+  }
+  return {};
+}
+
+Result<void> PortRouter::checkPost(const ClientId& from, schema::PortPost::Reader post) const {
+  const Entry* e = find(PortId(post.getFrom()));
+  if (!e || !e->owner.is(from)) return violation("posts on port " + PortId(post.getFrom()).toString() + " that it does not own");
+  return checkShipped(from, post.getPorts(), PortId(post.getFrom()));
+}
+
+// ------------------------------------------------------------------------------------------------ moving ports
+
+void PortRouter::route(PortList::Reader ds, const Owner& from, const Owner& dest, PortList::Builder out) {
+  for (unsigned i = 0; i < ds.size(); ++i) routeOne(ds[i], from, dest, out[i]);
+}
+
+void PortRouter::routeOne(schema::PortDescriptor::Reader d, const Owner& from, const Owner& dest,
+                          schema::PortDescriptor::Builder out) {
+  const PortId id(d.getPortId());
+  const PortId peer(d.getPeerId());
+  ++stats_.transferred;
+  out.setPortId(id.value());
+  out.setPeerId(peer.value());
+  out.setSendSeq(d.getSendSeq());
+  bool peerClosed = d.getPeerClosed();
+  std::deque<Copy> unreceived;
+  if (d.getRegister()) {
+    Entry shipped;
+    shipped.peer = peer;
+    shipped.owner = dest;
+    table_.emplace(id.value(), std::move(shipped));
+    Entry stays;
+    stays.peer = id;
+    stays.owner = from;
+    if (from.local) {
+      if (auto it = localStates_.find(peer.value()); it != localStates_.end()) stays.state = it->second;
+    }
+    table_.emplace(peer.value(), std::move(stays));
+  } else if (!peerClosed) {
+    if (Entry* e = find(id)) {
+      for (auto& c : e->copies)
+        if (c.seq >= d.getRecvNext()) unreceived.push_back(std::move(c));
+      e->copies.clear();
+      if (e->closed) {
+        peerClosed = true;  // its peer went while it moved: it arrives closed, with what came before
+        table_.erase(id.value());
+      } else {
+        e->owner = dest;
+        e->state.reset();
+      }
+    }
+  }
+  out.setPeerClosed(peerClosed);
+  const unsigned own = d.getQueued().size();
+  auto q = out.initQueued(own + static_cast<unsigned>(unreceived.size()));
+  for (unsigned i = 0; i < own; ++i) copyMessage(d.getQueued()[i], from, dest, q[i]);
+  uint64_t recvNext = d.getRecvNext();
+  for (unsigned i = 0; i < unreceived.size(); ++i) {
+    // What the old owner never read follows the port, in order (the copy's ports were routed to
+    // the old owner, who never saw them: they move too).
+    auto msg = unreceived[i].env->getRoot<schema::Envelope>().asReader().getPortMessage();
+    copyMessage(msg, from, dest, q[own + i]);
+    recvNext = msg.getSeq() + 1;
+  }
+  out.setRecvNext(recvNext);
+}
+
+void PortRouter::copyMessage(schema::PortMessage::Reader in, const Owner& from, const Owner& dest,
+                             schema::PortMessage::Builder out) {
+  out.setTo(in.getTo());
+  out.setSeq(in.getSeq());
+  out.setPayload(in.getPayload());
+  route(in.getPorts(), from, dest, out.initPorts(in.getPorts().size()));
+}
+
+std::vector<detail::PortPtr> PortRouter::toServiceWorker(const ClientId& from, PortList::Reader ds) {
+  if (ds.size() == 0) return {};
+  auto mb = std::make_shared<capnp::MallocMessageBuilder>(256);
+  auto root = mb->initRoot<schema::PortMessage>();
+  Owner src{false, from};
+  route(ds, src, Owner{true, {}}, root.initPorts(ds.size()));
+  return detail::adoptDescriptors(local_, root.asReader().getPorts(), mb);
+}
+
+void PortRouter::dropPorts(const Owner& from, PortList::Reader ds) {
+  if (ds.size() == 0) return;
+  // Adopt them here and let them go: each one closes, so its peer hears `close`.
+  auto mb = std::make_shared<capnp::MallocMessageBuilder>(256);
+  auto root = mb->initRoot<schema::PortMessage>();
+  route(ds, from, Owner{true, {}}, root.initPorts(ds.size()));
+  auto ports = detail::adoptDescriptors(local_, root.asReader().getPorts(), mb);
+  ports.clear();
+}
+
+void PortRouter::dropCopies(const Owner& owner, std::deque<Copy>& copies, uint64_t recvNext) {
+  std::deque<Copy> taken;
+  taken.swap(copies);
+  for (auto& c : taken) {
+    if (c.seq < recvNext) continue;
+    ++stats_.dropped;
+    dropPorts(owner, c.env->getRoot<schema::Envelope>().asReader().getPortMessage().getPorts());
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ client -> daemon
+
+void PortRouter::onPortPost(const ClientId& from, schema::PortPost::Reader post, MessageSeq envSeq,
+                            const std::shared_ptr<const void>& owner) {
+  const Owner src{false, from};
+  Entry* self = find(PortId(post.getFrom()));
+  if (!self || self->closed) {  // the peer is gone: a no-op, like a post on a disentangled port
+    ++stats_.dropped;
+    dropPorts(src, post.getPorts());
+    return;
+  }
+  const PortId to = self->peer;
+  Entry* dst = find(to);
+  if (!dst) {
+    ++stats_.dropped;
+    dropPorts(src, post.getPorts());
+    return;
+  }
+  ++stats_.routed;
+  if (dst->owner.local) {
+    auto state = dst->state.lock();
+    detail::QueuedPortMessage m;
+    m.seq = post.getSeq();
+    if (post.getPorts().size() == 0) {
+      m.keepAlive = owner;
+      m.payload = post.getPayload();
+    } else {
+      auto mb = std::make_shared<capnp::MallocMessageBuilder>(256);
+      auto root = mb->initRoot<schema::PortMessage>();
+      root.setPayload(post.getPayload());
+      route(post.getPorts(), src, Owner{true, {}}, root.initPorts(post.getPorts().size()));
+      m.payload = root.asReader().getPayload();
+      m.ports = detail::adoptDescriptors(local_, root.asReader().getPorts(), mb);
+      m.keepAlive = std::move(mb);
+    }
+    if (state)
+      state->receive(std::move(m), true);
+    else
+      ++stats_.dropped;  // its last handle is going away right now; the ports in it close
+    return;
+  }
+  const ClientId target = dst->owner.client;
+  if (sink_.backlogFull(target)) {
+    ++stats_.dropped;
+    sink_.reportError(from, Errc::QUEUE_FULL, "the port's owner is not draining its queue; message not delivered",
+                      envSeq);
+    dropPorts(src, post.getPorts());
+    return;
+  }
+  MessageSeq seq = 0;
+  auto env = sink_.newEnvelope(target, seq);
+  if (!env) {
+    dropPorts(src, post.getPorts());
+    return;
+  }
+  auto pm = env->getRoot<schema::Envelope>().initPortMessage();
+  pm.setTo(to.value());
+  pm.setSeq(post.getSeq());
+  pm.setPayload(post.getPayload());
+  route(post.getPorts(), src, Owner{false, target}, pm.initPorts(post.getPorts().size()));
+  dst->copies.push_back(Copy{post.getSeq(), env});  // `dst` is not touched after enqueue
+  if (auto r = sink_.enqueue(target, env, seq); !r)
+    core::log().warn("port message to client={} not queued: {}", target.toString(), r.error().describe());
+}
+
+Result<void> PortRouter::onPortClose(const ClientId& from, PortId port, uint64_t recvNext) {
+  Entry* e = find(port);
+  if (!e) return {};  // closed meanwhile by both sides
+  if (!e->owner.is(from)) return violation("closes port " + port.toString() + " that it does not own");
+  dropCopies(e->owner, e->copies, recvNext);
+  e = find(port);  // dropping may have changed the table
+  if (!e) return {};
+  const bool tombstone = e->closed;
+  const PortId peer = e->peer;
+  erase(port);
+  if (!tombstone) notifyPeerClosed(peer);
+  return {};
+}
+
+void PortRouter::onPortAck(const ClientId& from, PortId port, uint64_t recvNext) {
+  Entry* e = find(port);
+  if (!e || !e->owner.is(from)) return;  // moved or closed meanwhile
+  while (!e->copies.empty() && e->copies.front().seq < recvNext) e->copies.pop_front();
+}
+
+void PortRouter::clientGone(const ClientId& id) {
+  std::vector<uint64_t> owned;
+  for (const auto& [pid, e] : table_)
+    if (e.owner.is(id)) owned.push_back(pid);
+  for (uint64_t pid : owned) {
+    Entry* e = find(PortId(pid));
+    if (!e || !e->owner.is(id)) continue;
+    const bool tombstone = e->closed;
+    const PortId peer = e->peer;
+    e->copies.clear();  // the ports inside them were routed to this client: in `owned` too
+    erase(PortId(pid));
+    if (!tombstone) notifyPeerClosed(peer);
+  }
+}
+
+void PortRouter::notifyPeerClosed(PortId peer) {
+  Entry* e = find(peer);
+  if (!e || e->closed) return;
+  if (e->owner.local) {
+    auto state = e->state.lock();
+    erase(peer);
+    if (state) state->peerClosed(false);
+    return;
+  }
+  e->closed = true;  // until its owner answers with portClose
+  const ClientId owner = e->owner.client;
+  MessageSeq seq = 0;
+  auto env = sink_.newEnvelope(owner, seq);
+  if (!env) return;
+  env->getRoot<schema::Envelope>().initPortClosed().setPort(peer.value());
+  (void)sink_.enqueue(owner, env, seq);
+}
+
+// ------------------------------------------------------------------------------------------------ service worker
+
+void PortRouter::trackLocal(const detail::PortPtr& port) {
+  localStates_[port->id.value()] = port;
+  if (Entry* e = find(port->id); e && e->owner.local) e->state = port;
+}
+
+void PortRouter::untrackLocal(detail::PortState& port) {
+  auto it = localStates_.find(port.id.value());
+  if (it == localStates_.end()) return;
+  auto cur = it->second.lock();
+  if (!cur || cur.get() == &port) localStates_.erase(it);
+}
+
+void PortRouter::shipToClient(const ClientId& to, std::vector<detail::PortPtr>& ports, PortList::Builder out) {
+  capnp::MallocMessageBuilder tmp(256);
+  auto root = tmp.initRoot<schema::PortMessage>();
+  detail::ShipContext ctx;
+  detail::describeAll(ports, root.initPorts(static_cast<unsigned>(ports.size())), ctx);
+  route(root.asReader().getPorts(), Owner{true, {}}, Owner{false, to}, out);
+  detail::commitAll(ports);
+}
+
+Result<void> PortRouter::postFromLocal(detail::PortState& from, const OutgoingPayload& payload,
+                                       std::vector<detail::PortPtr>& transfer) {
+  Entry* self = find(from.id);
+  if (!self) return {};  // closed meanwhile
+  Entry* dst = find(self->peer);
+  if (!dst) return {};
+  const PortId to = self->peer;
+  if (dst->owner.local) {
+    auto state = dst->state.lock();
+    auto m = detail::encodeLocal(payload, local_.maxMessageBytes());
+    if (!m) return m.error();
+    m->seq = from.sendSeq++;
+    for (auto& p : transfer) m->ports.push_back(p->moveHere());
+    ++stats_.routed;
+    if (state) state->receive(std::move(*m), false);
+    return {};
+  }
+  const ClientId target = dst->owner.client;
+  if (sink_.backlogFull(target)) return makeError(Errc::QUEUE_FULL, "the port's owner is not draining its queue");
+  MessageSeq seq = 0;
+  auto env = sink_.newEnvelope(target, seq);
+  if (!env) return {};
+  auto pm = env->getRoot<schema::Envelope>().initPortMessage();
+  pm.setTo(to.value());
+  pm.setSeq(from.sendSeq);
+  writePayload(payload, pm.initPayload());
+  if (wire::encodedBytes(*env) > local_.maxMessageBytes())
+    return makeError(Errc::QUOTA_EXCEEDED, "message larger than --max-message-bytes; nothing sent");
+  if (!transfer.empty()) shipToClient(target, transfer, pm.initPorts(static_cast<unsigned>(transfer.size())));
+  dst = find(to);
+  if (dst) dst->copies.push_back(Copy{from.sendSeq, env});
+  ++from.sendSeq;
+  ++stats_.routed;
+  return sink_.enqueue(target, env, seq);
+}
+
+void PortRouter::closeLocal(detail::PortState& port) {
+  Entry* e = find(port.id);
+  if (!e || !e->owner.local) return;
+  const PortId peer = e->peer;
+  erase(port.id);
+  notifyPeerClosed(peer);
+}
+
+}  // namespace swipc::api

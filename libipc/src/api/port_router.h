@@ -1,0 +1,136 @@
+// PortRouter: the daemon's port table — the one authority on where every registered port lives —
+// and the routing of port messages between clients and service-worker code.
+//
+// A pair is registered when one end is first shipped (descriptor `register`). From then on each
+// end is OWNED by a client or by service-worker code in the daemon ("local"). A port in a message
+// is moved to the message's destination when the daemon routes that message; while the message
+// sits in a ring the port is in transit (owned, in the table, by the receiver). When one end
+// closes or its owner dies, the other end's owner is told (portClosed) and that end becomes a
+// tombstone until its owner answers with portClose — so late posts on it are not mistaken for
+// lies. Nothing is ever in two places: every state change happens here, on the daemon's thread.
+//
+// Copies: every port message pushed into a client's ring is kept (shared with the backlog) until
+// that client acknowledges it (portAck, the recvNext of a descriptor or of a portClose). When the
+// port moves on, the copies its old owner never received are put into the descriptor's queue for
+// the new owner; when it closes, the ports inside them are closed. So a port's messages follow
+// it in order, none twice, none lost — also when its old owner is killed mid-move.
+#pragma once
+
+#include <capnp/message.h>
+
+#include <deque>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "api/port_state.h"
+#include "envelope.capnp.h"
+#include "swipc/error.h"
+#include "swipc/types.h"
+
+namespace swipc::api {
+
+using PortList = capnp::List<schema::PortDescriptor>;
+
+class PortRouter {
+ public:
+  /// What the router needs from the daemon.
+  class Sink {
+   public:
+    virtual ~Sink() = default;
+    /// A fresh envelope (seq set) for client `id`; nullptr when it is gone.
+    virtual std::shared_ptr<capnp::MallocMessageBuilder> newEnvelope(const ClientId& id, MessageSeq& seq) = 0;
+    /// Into the client's ring or backlog. QuotaExceededError when too big; Disconnected if it broke.
+    virtual Result<void> enqueue(const ClientId& id, const std::shared_ptr<capnp::MallocMessageBuilder>& env,
+                                 MessageSeq seq) = 0;
+    /// The client stopped draining: its backlog is at the bound.
+    virtual bool backlogFull(const ClientId& id) = 0;
+    virtual void reportError(const ClientId& id, Errc code, const std::string& message, uint64_t refSeq) = 0;
+  };
+
+  struct Stats {
+    uint64_t routed = 0, transferred = 0, closed = 0, dropped = 0;
+  };
+
+  PortRouter(Sink& sink, detail::PortHost& local) : sink_(sink), local_(local) {}
+
+  // ---- checks of what a client sent (ProtocolViolation when it lies)
+  /// Every descriptor must ship a port the sender owns, or register a fresh pair; no port twice,
+  /// not the posting port (`postingPort`) or its peer.
+  Result<void> checkShipped(const ClientId& from, PortList::Reader ds, PortId postingPort = {}) const;
+  /// A port post: `from` must own the posting port.
+  Result<void> checkPost(const ClientId& from, schema::PortPost::Reader post) const;
+
+  // ---- client -> daemon
+  /// Ports of a controller post, adopted by service-worker code (in order).
+  std::vector<detail::PortPtr> toServiceWorker(const ClientId& from, PortList::Reader ds);
+  void onPortPost(const ClientId& from, schema::PortPost::Reader post, MessageSeq envSeq,
+                  const std::shared_ptr<const void>& owner);
+  /// A ProtocolViolation error when `from` does not own the port.
+  Result<void> onPortClose(const ClientId& from, PortId port, uint64_t recvNext);
+  void onPortAck(const ClientId& from, PortId port, uint64_t recvNext);
+  /// The client is gone: every port it owned closes (peers get close).
+  void clientGone(const ClientId& id);
+
+  // ---- service-worker code -> clients
+  /// Ports of a client post from service-worker code: described and routed into `out`, then
+  /// neutered here. Call after every check that could still fail the post.
+  void shipToClient(const ClientId& to, std::vector<detail::PortPtr>& ports, PortList::Builder out);
+  Result<void> postFromLocal(detail::PortState& from, const OutgoingPayload& payload,
+                             std::vector<detail::PortPtr>& transfer);
+  void closeLocal(detail::PortState& port);
+  void trackLocal(const detail::PortPtr& port);
+  void untrackLocal(detail::PortState& port);
+
+  size_t size() const { return table_.size(); }
+  const Stats& stats() const { return stats_; }
+
+ private:
+  struct Owner {
+    bool local = false;
+    ClientId client;
+    bool is(const ClientId& c) const { return !local && client == c; }
+  };
+  struct Copy {
+    uint64_t seq;
+    std::shared_ptr<capnp::MallocMessageBuilder> env;  // root Envelope, kind portMessage
+  };
+  struct Entry {
+    PortId peer;
+    Owner owner;
+    std::weak_ptr<detail::PortState> state;  // owner.local
+    bool closed = false;                      // tombstone: the peer is gone, waits for portClose
+    std::deque<Copy> copies;
+  };
+  struct CheckContext {
+    std::unordered_set<uint64_t> seen;
+    std::unordered_set<uint64_t> registeredPeers;
+    size_t count = 0;
+  };
+
+  Entry* find(PortId id);
+  const Entry* find(PortId id) const;
+  Result<void> checkList(const ClientId& from, PortList::Reader ds, CheckContext& ctx, int depth) const;
+  /// Moves every port in `ds` from `from` to `dest`, writing the descriptors `dest` gets.
+  void route(PortList::Reader ds, const Owner& from, const Owner& dest, PortList::Builder out);
+  void routeOne(schema::PortDescriptor::Reader d, const Owner& from, const Owner& dest,
+                schema::PortDescriptor::Builder out);
+  void copyMessage(schema::PortMessage::Reader in, const Owner& from, const Owner& dest,
+                   schema::PortMessage::Builder out);
+  /// The ports of a message that will never be delivered: they close (peers get close).
+  void dropPorts(const Owner& from, PortList::Reader ds);
+  /// Copies with seq >= recvNext were never received by their owner: close the ports in them.
+  void dropCopies(const Owner& owner, std::deque<Copy>& copies, uint64_t recvNext);
+  void notifyPeerClosed(PortId peer);
+  void erase(PortId id);
+
+  Sink& sink_;
+  detail::PortHost& local_;
+  std::unordered_map<uint64_t, Entry> table_;
+  std::unordered_map<uint64_t, std::weak_ptr<detail::PortState>> localStates_;
+  Stats stats_;
+};
+
+}  // namespace swipc::api

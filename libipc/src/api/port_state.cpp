@@ -1,0 +1,350 @@
+#include "api/port_state.h"
+
+#include <cstdio>
+
+#include "core/log.h"
+#include "swipc/client.h"
+#include "swipc/service_worker.h"
+#include "wire/codec.h"
+
+namespace swipc {
+
+namespace detail {
+
+PortState::~PortState() {
+  // The last handle went away: that closes the port (the peer gets `close`).
+  if (mode == Mode::LOCAL) {
+    if (auto p = localPeer.lock()) p->peerClosed(false);
+  } else if (mode == Mode::REMOTE && host && !peerGone) {
+    host->closeRemote(*this);
+  }
+  if (host && live()) host->untrack(*this);
+}
+
+std::pair<PortPtr, PortPtr> PortState::createPair(PortHost& host) {
+  PortId a = host.newPortId();
+  PortId b = host.newPortId();
+  while (b == a) b = host.newPortId();
+  auto p1 = std::make_shared<PortState>(&host, a, b, Mode::LOCAL);
+  auto p2 = std::make_shared<PortState>(&host, b, a, Mode::LOCAL);
+  p1->localPeer = p2;
+  p2->localPeer = p1;
+  host.track(p1);
+  host.track(p2);
+  return {p1, p2};
+}
+
+Result<QueuedPortMessage> encodeLocal(const api::OutgoingPayload& payload, uint64_t maxBytes) {
+  auto mb = std::make_shared<capnp::MallocMessageBuilder>(256);
+  api::writePayload(payload, mb->initRoot<schema::Payload>());
+  if (wire::encodedBytes(*mb) > maxBytes)
+    return makeError(Errc::QUOTA_EXCEEDED, "message larger than the limit of " + std::to_string(maxBytes) + " bytes");
+  QueuedPortMessage m;
+  m.payload = mb->getRoot<schema::Payload>().asReader();
+  m.keepAlive = std::move(mb);
+  return m;
+}
+
+Result<void> PortState::post(const api::OutgoingPayload& payload, TransferList& transfer) {
+  if (!host || !entangled()) return {};  // closed, neutered or disentangled: a no-op
+  auto ports = checkTransfer(this, *host, transfer);
+  if (!ports) return ports.error();
+  if (mode == Mode::REMOTE) return host->postRemote(*this, payload, *ports);
+  auto peerState = localPeer.lock();
+  if (!peerState) return {};
+  auto m = encodeLocal(payload, host->maxMessageBytes());
+  if (!m) return m.error();
+  m->seq = sendSeq++;
+  for (auto& p : *ports) m->ports.push_back(p->moveHere());
+  peerState->receive(std::move(*m), false);
+  return {};
+}
+
+void PortState::receive(QueuedPortMessage m, bool now) {
+  if (!live()) return;
+  if (m.seq < recvNext) {
+    core::log().debug("port {}: duplicate message seq={} dropped", id.toString(), m.seq);
+    return;
+  }
+  recvNext = m.seq + 1;
+  if (mode == Mode::REMOTE && host && ++unacked >= ACK_EVERY) {
+    unacked = 0;
+    host->ackRemote(*this);
+  }
+  if (intercept) {
+    auto fn = intercept;  // may close this port
+    fn(m);
+    return;
+  }
+  queue.push_back(std::move(m));
+  if (started) scheduleFlush(now);
+}
+
+void PortState::start() {
+  if (!live() || started) return;
+  started = true;
+  if (!queue.empty() || peerGone) scheduleFlush(false);
+}
+
+void PortState::close() {
+  if (!live()) return;
+  const Mode was = mode;
+  mode = Mode::CLOSED;
+  queue.clear();
+  onMessage = nullptr;
+  onMessageError = nullptr;
+  onClose = nullptr;
+  intercept = nullptr;
+  interceptClose = nullptr;
+  if (was == Mode::LOCAL) {
+    if (auto p = localPeer.lock()) p->peerClosed(false);
+    localPeer.reset();
+  } else if (host && !peerGone) {
+    host->closeRemote(*this);
+  }
+  if (host) host->untrack(*this);
+}
+
+void PortState::peerClosed(bool now) {
+  if (!live() || peerGone) return;
+  peerGone = true;
+  localPeer.reset();
+  if (interceptClose) {
+    auto fn = interceptClose;
+    fn();
+    return;
+  }
+  scheduleFlush(now);
+}
+
+void PortState::hostGone() {
+  mode = Mode::CLOSED;
+  host = nullptr;
+  queue.clear();
+  onMessage = nullptr;
+  onMessageError = nullptr;
+  onClose = nullptr;
+  intercept = nullptr;
+  interceptClose = nullptr;
+}
+
+void PortState::scheduleFlush(bool now) {
+  if (flushScheduled_ || !host) return;
+  flushScheduled_ = true;
+  std::weak_ptr<PortState> weak = weak_from_this();
+  auto fn = [weak] {
+    if (auto s = weak.lock()) s->flush();
+  };
+  if (now)
+    host->deliver(std::move(fn));
+  else
+    host->later(std::move(fn));
+}
+
+void PortState::flush() {
+  flushScheduled_ = false;
+  auto self = shared_from_this();  // a handler may drop the last handle
+  while (started && live() && !queue.empty()) {
+    QueuedPortMessage m = std::move(queue.front());
+    queue.pop_front();
+    dispatch(m);
+  }
+  if (live() && peerGone && !closeFired_ && (!started || queue.empty())) {
+    closeFired_ = true;
+    if (auto fn = onClose) fn();
+  }
+}
+
+void PortState::dispatch(QueuedPortMessage& m) {
+  MessageEvent ev;
+  auto r = api::readPayload(m.payload, m.keepAlive, host->types(), ev);
+  if (!r) {
+    if (auto fn = onMessageError) fn(MessageErrorEvent{"messageport", r.error()});
+    return;
+  }
+  ev.ports.reserve(m.ports.size());
+  for (auto& p : m.ports) ev.ports.emplace_back(p);
+  m.ports.clear();
+  if (auto fn = onMessage) fn(ev);  // a copy: the handler may close this port
+}
+
+void PortState::describe(schema::PortDescriptor::Builder d, ShipContext& ctx) const {
+  d.setPortId(id.value());
+  d.setPeerId(peer.value());
+  d.setSendSeq(sendSeq);
+  d.setRecvNext(recvNext);
+  d.setPeerClosed(peerGone);
+  if (mode == Mode::LOCAL && !peerGone && !ctx.registered.count(id.value())) {
+    d.setRegister(true);  // first time the daemon hears of this pair
+    ctx.registered.insert(id.value());
+    ctx.registered.insert(peer.value());
+  }
+  auto q = d.initQueued(static_cast<unsigned>(queue.size()));
+  for (size_t i = 0; i < queue.size(); ++i) {
+    auto out = q[static_cast<unsigned>(i)];
+    out.setTo(id.value());
+    out.setSeq(queue[i].seq);
+    out.setPayload(queue[i].payload);
+    describeAll(queue[i].ports, out.initPorts(static_cast<unsigned>(queue[i].ports.size())), ctx);
+  }
+}
+
+void PortState::commitShip() {
+  if (mode == Mode::LOCAL) {
+    if (auto p = localPeer.lock()) {
+      p->mode = Mode::REMOTE;  // its posts now go through the daemon
+      p->localPeer.reset();
+    }
+  }
+  for (auto& m : queue) commitAll(m.ports);
+  neuter();
+}
+
+void PortState::neuter() {
+  if (host) host->untrack(*this);
+  mode = Mode::NEUTERED;
+  queue.clear();
+  localPeer.reset();
+  onMessage = nullptr;
+  onMessageError = nullptr;
+  onClose = nullptr;
+}
+
+PortPtr PortState::moveHere() {
+  auto n = std::make_shared<PortState>(host, id, peer, mode);
+  n->sendSeq = sendSeq;
+  n->recvNext = recvNext;
+  n->unacked = unacked;
+  n->peerGone = peerGone;
+  n->queue = std::move(queue);
+  n->localPeer = localPeer;
+  if (mode == Mode::LOCAL)
+    if (auto p = localPeer.lock()) p->localPeer = n;
+  neuter();
+  if (n->host) n->host->track(n);
+  return n;
+}
+
+Result<std::vector<PortPtr>> checkTransfer(const PortState* from, const PortHost& host, TransferList& transfer) {
+  std::vector<PortPtr> out;
+  out.reserve(transfer.size());
+  for (const auto& pending : transfer.ports()) {
+    const PortPtr& s = pending.state();
+    if (!s) return makeError(Errc::DATA_CLONE, "transfer list holds an unbound port");
+    if (s.get() == from) return makeError(Errc::DATA_CLONE, "a port cannot transfer itself");
+    if (from && s->id == from->peer) return makeError(Errc::DATA_CLONE, "a port cannot transfer its own peer");
+    if (!s->live()) return makeError(Errc::DATA_CLONE, "port " + s->id.toString() + " is closed or already transferred");
+    if (s->host != &host) return makeError(Errc::DATA_CLONE, "port belongs to another client");
+    for (const auto& o : out)
+      if (o == s) return makeError(Errc::DATA_CLONE, "port " + s->id.toString() + " is in the transfer list twice");
+    out.push_back(s);
+  }
+  return out;
+}
+
+void describeAll(const std::vector<PortPtr>& ports, capnp::List<schema::PortDescriptor>::Builder out, ShipContext& ctx) {
+  for (size_t i = 0; i < ports.size(); ++i) ports[i]->describe(out[static_cast<unsigned>(i)], ctx);
+}
+
+void commitAll(const std::vector<PortPtr>& ports) {
+  for (const auto& p : ports) p->commitShip();
+}
+
+std::vector<PortPtr> adoptDescriptors(PortHost& host, capnp::List<schema::PortDescriptor>::Reader ds,
+                                      const std::shared_ptr<const void>& keepAlive) {
+  std::vector<PortPtr> out;
+  out.reserve(ds.size());
+  for (auto d : ds) {
+    auto s = std::make_shared<PortState>(&host, PortId(d.getPortId()), PortId(d.getPeerId()), PortState::Mode::REMOTE);
+    s->sendSeq = d.getSendSeq();
+    s->recvNext = d.getRecvNext();
+    for (auto q : d.getQueued()) {
+      QueuedPortMessage m;
+      m.seq = q.getSeq();
+      m.keepAlive = keepAlive;
+      m.payload = q.getPayload();
+      m.ports = adoptDescriptors(host, q.getPorts(), keepAlive);
+      s->queue.push_back(std::move(m));
+    }
+    host.track(s);
+    if (d.getPeerClosed()) s->peerClosed(false);  // from the loop: the receiver sets onClose first
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+}  // namespace detail
+
+// ------------------------------------------------------------------------------------------------ public
+
+std::string PortId::toString() const {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v_));
+  return buf;
+}
+
+PendingPort::PendingPort(MessagePort port) : state_(port.state()) {}
+PendingPort::~PendingPort() = default;
+
+TransferList::TransferList(std::vector<MessagePort> ports) {
+  ports_.reserve(ports.size());
+  for (auto& p : ports) ports_.emplace_back(std::move(p));
+}
+
+MessagePort::MessagePort(std::shared_ptr<detail::PortState> state) : state_(std::move(state)) {}
+
+PortId MessagePort::id() const { return state_ ? state_->id : PortId(); }
+
+Result<void> MessagePort::postMessage(const Value& data, TransferList transfer) {
+  if (!state_) return makeError(Errc::INVALID_STATE, "port is not bound");
+  api::OutgoingPayload p;
+  p.value = &data;
+  return state_->post(p, transfer);
+}
+
+Result<void> MessagePort::postTyped(uint64_t typeId, const TypedBuilder& build, TransferList transfer) {
+  if (!state_) return makeError(Errc::INVALID_STATE, "port is not bound");
+  api::OutgoingPayload p;
+  p.typeId = typeId;
+  p.build = &build;
+  return state_->post(p, transfer);
+}
+
+void MessagePort::onMessage(std::function<void(const MessageEvent&)> fn) {
+  if (!state_ || !state_->live()) return;
+  state_->onMessage = std::move(fn);
+  state_->start();
+}
+
+void MessagePort::onMessageError(std::function<void(const MessageErrorEvent&)> fn) {
+  if (state_ && state_->live()) state_->onMessageError = std::move(fn);
+}
+
+void MessagePort::onClose(std::function<void()> fn) {
+  if (state_ && state_->live()) state_->onClose = std::move(fn);
+}
+
+void MessagePort::start() {
+  if (state_) state_->start();
+}
+
+void MessagePort::close() {
+  if (state_) state_->close();
+}
+
+bool MessagePort::closed() const { return !state_ || state_->mode == detail::PortState::Mode::CLOSED; }
+bool MessagePort::neutered() const { return state_ && state_->mode == detail::PortState::Mode::NEUTERED; }
+bool MessagePort::started() const { return state_ && state_->started; }
+size_t MessagePort::queuedCount() const { return state_ ? state_->queue.size() : 0; }
+
+MessageChannel MessageChannel::create(Client& client) {
+  auto [a, b] = detail::PortState::createPair(client.portHost());
+  return MessageChannel{MessagePort(a), MessagePort(b)};
+}
+
+MessageChannel MessageChannel::create(ServiceWorker& sw) {
+  auto [a, b] = detail::PortState::createPair(sw.portHost());
+  return MessageChannel{MessagePort(a), MessagePort(b)};
+}
+
+}  // namespace swipc
