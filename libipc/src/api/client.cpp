@@ -70,8 +70,9 @@ class Client::Impl final : public detail::PortHost {
   bool visible_ = true;
 
   Result<void> sendState(bool focusChanged);
+  /// `wake` false: do not ring the daemon for this one (it is read with the next message).
   Result<MessageSeq> sendEnvelope(const std::function<void(schema::Envelope::Builder)>& fill, const PostOptions& opts,
-                                  bool track);
+                                  bool track, bool wake = true);
 
   // ---- MessagePort (PortHost)
   Result<void> postRemote(detail::PortState& from, const api::OutgoingPayload& payload,
@@ -431,7 +432,7 @@ void Client::Impl::handleEnvelope(wire::Inbound&& inbound) {
             c.setPort(id);
             c.setRecvNext(recvNext);
           },
-          PostOptions{.waitForSpace = std::chrono::milliseconds(0)}, false);
+          PostOptions{}, false);
       port->peerClosed(true);
       return;
     }
@@ -574,7 +575,7 @@ void Client::Impl::closeRemote(detail::PortState& port) {
         c.setPort(id);
         c.setRecvNext(recvNext);
       },
-      PostOptions{}, false);
+      PostOptions{}, false, !port.quietClose);
   if (!r) core::log().warn("port {}: close not sent: {}", port.id.toString(), r.error().describe());
 }
 
@@ -646,7 +647,7 @@ bool Client::Impl::waitForSpace(Deadline deadline) {
 }
 
 Result<MessageSeq> Client::Impl::sendEnvelope(const std::function<void(schema::Envelope::Builder)>& fill,
-                                              const PostOptions& opts, bool track) {
+                                              const PostOptions& opts, bool track, bool wake) {
   if (closed_) return makeError(Errc::DISCONNECTED, "client is closed");
   if (!conn_) return makeError(Errc::DISCONNECTED, "not attached to a daemon");
   const MessageSeq seq = nextSeq_;
@@ -661,7 +662,7 @@ Result<MessageSeq> Client::Impl::sendEnvelope(const std::function<void(schema::E
       case Connection::SendStatus::OK:
         ++nextSeq_;
         if (track) outstanding_.push_back(Outstanding{seq, conn_->outPublished(), opts.requestAck});
-        conn_->wakePeerIfSleeping();
+        if (wake) conn_->wakePeerIfSleeping();
         if (outstanding_.size() > 4096) pruneOutstanding();
         return seq;
       case Connection::SendStatus::TOO_BIG:
@@ -903,6 +904,9 @@ void Client::Impl::messageSWAsync(const Value& data, std::function<void(Result<V
   // A real MessageChannel: port2 travels with the request, the first reply on port1 wins.
   const uint64_t replyId = nextReplyId_++;
   auto [port1, port2] = detail::PortState::createPair(*this);
+  // Its close needs no wake-up: the daemon has usually dropped port2 already; otherwise it reads
+  // the close with our next message.
+  port1->quietClose = true;
   port1->intercept = [this, replyId](detail::QueuedPortMessage& m) {
     auto it = replies_.find(replyId);
     if (it == replies_.end()) return;

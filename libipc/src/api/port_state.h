@@ -128,6 +128,8 @@ class PortState : public std::enable_shared_from_this<PortState> {
   /// inside a blocking call, bypassing queue and start().
   std::function<void(QueuedPortMessage&)> intercept;
   std::function<void()> interceptClose;
+  /// Closing it need not wake the daemon (messageSW's reply port).
+  bool quietClose = false;
 
   /// Messages a REMOTE port receives before it tells the daemon (PortAck), so the daemon can
   /// drop its copies.
