@@ -156,6 +156,11 @@ class Client::Impl final : public detail::PortHost {
   std::deque<std::function<void()>> held_;      // SW -> client events until startMessages()
   std::deque<std::function<void()>> deferred_;  // events that arrived inside a blocking call
   int blockingDepth_ = 0;
+  bool deferredWake_ = false;  // something was sent without ringing the daemon
+  void ringDeferred() {
+    if (deferredWake_ && conn_) conn_->wakePeerIfSleeping();
+    deferredWake_ = false;
+  }
   EventLoop::TimerId reconnectTimer_ = 0;
   std::chrono::milliseconds backoff_{50};
   std::array<capnp::word, 1024> scratch_{};
@@ -620,6 +625,7 @@ void Client::Impl::startMessages() {
 
 void Client::Impl::dispatchOnce(Deadline until) {
   flushDeferred();
+  ringDeferred();
   loop_->runOnce(until);
   flushDeferred();
 }
@@ -662,7 +668,12 @@ Result<MessageSeq> Client::Impl::sendEnvelope(const std::function<void(schema::E
       case Connection::SendStatus::OK:
         ++nextSeq_;
         if (track) outstanding_.push_back(Outstanding{seq, conn_->outPublished(), opts.requestAck});
-        if (wake) conn_->wakePeerIfSleeping();
+        if (wake) {
+          conn_->wakePeerIfSleeping();
+          deferredWake_ = false;
+        } else {
+          deferredWake_ = true;  // rung before this loop next waits (dispatchOnce)
+        }
         if (outstanding_.size() > 4096) pruneOutstanding();
         return seq;
       case Connection::SendStatus::TOO_BIG:
