@@ -11,11 +11,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+#include <string_view>
 
 namespace swipc::testing {
 
@@ -23,6 +25,7 @@ std::string swDaemonPath() { return SWIPC_SW_DAEMON_PATH; }
 std::string pageClientPath() { return SWIPC_PAGE_CLIENT_PATH; }
 std::string hostileClientPath() { return SWIPC_HOSTILE_CLIENT_PATH; }
 std::string bcPeerPath() { return SWIPC_BC_PEER_PATH; }
+std::string portPeerPath() { return SWIPC_PORT_PEER_PATH; }
 
 TempDir::TempDir() {
   std::string tmpl = (std::filesystem::temp_directory_path() / "swipc-test-XXXXXX").string();
@@ -304,6 +307,41 @@ std::vector<std::string> devShmEntries() {
     ::closedir(d);
   }
   return out;
+}
+
+namespace {
+/// Every "counters clients=N {...}" line of a daemon log, parsed (clients added to the object).
+std::vector<nlohmann::json> counterLines(const std::string& log) {
+  static constexpr std::string_view MARK = "counters clients=";
+  std::vector<nlohmann::json> out;
+  for (size_t at = log.find(MARK); at != std::string::npos; at = log.find(MARK, at + 1)) {
+    const size_t eol = log.find('\n', at);
+    if (eol == std::string::npos) break;  // not complete yet
+    const std::string l = log.substr(at, eol - at);
+    const size_t brace = l.find('{');
+    if (brace == std::string::npos) continue;
+    auto j = nlohmann::json::parse(l.substr(brace), nullptr, false);
+    if (j.is_discarded() || !j.is_object()) continue;
+    j["clients"] = std::atol(l.c_str() + MARK.size());
+    out.push_back(std::move(j));
+  }
+  return out;
+}
+}  // namespace
+
+std::optional<nlohmann::json> readCounters(Daemon& daemon, std::chrono::milliseconds timeout) {
+  const size_t before = counterLines(daemon.log()).size();
+  daemon.process().signal(SIGUSR1);
+  std::optional<nlohmann::json> result;
+  eventually(
+      [&] {
+        auto lines = counterLines(daemon.log());
+        if (lines.size() <= before) return false;
+        result = lines.back();
+        return true;
+      },
+      timeout);
+  return result;
 }
 
 bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {

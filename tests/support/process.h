@@ -21,6 +21,8 @@ std::string pageClientPath();
 std::string hostileClientPath();
 /// tests/support/bc_peer: library-based BroadcastChannel receiver/sender.
 std::string bcPeerPath();
+/// tests/support/port_peer: library-based MessagePort sender/relay/receiver/holder.
+std::string portPeerPath();
 
 /// A fresh private directory, removed (recursively) on destruction.
 class TempDir {
@@ -124,6 +126,11 @@ int openFdCount(pid_t pid);
 long rssKiB(pid_t pid);
 /// Entries in /dev/shm.
 std::vector<std::string> devShmEntries();
+/// The daemon's counters (ServiceWorker::counters() as JSON): sends it SIGUSR1 and waits for the
+/// "counters clients=N {...}" line that answers it; nullopt when none came before the timeout.
+/// The object also carries "clients": N from that line.
+std::optional<nlohmann::json> readCounters(Daemon& daemon, std::chrono::milliseconds timeout = 5000ms);
+
 /// Polls `pred` until true or timeout (no fixed sleeps: short waits between checks).
 bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds timeout = 5000ms);
 

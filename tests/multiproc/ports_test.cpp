@@ -1,0 +1,458 @@
+// MessagePorts across real processes (issue 6, DESIGN §9 "MessagePort", §13): ports that move
+// through several processes while their peer keeps posting, queue-until-start across a
+// transfer, kill -9 while a port is in transit, page <-> page conversation over a relayed pair,
+// and the daemon's port table emptying again. High-volume ends are tests/support/port_peer
+// (library-based); pages are page_client `script`. The daemon's port table is read from its
+// SIGUSR1 counters line (portsOpen: a gauge of table entries).
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "process.h"
+#include "swipc/client.h"
+#include "swipc/message_port.h"
+
+namespace swipc::testing {
+namespace {
+
+using nlohmann::json;
+
+std::string testScope() {
+  std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
+  return name.substr(0, 48);
+}
+
+long long msSince(TestClock::time_point t0) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(TestClock::now() - t0).count();
+}
+
+/// The "type" of a `message` event's data ("" for other events, or data that is no map).
+std::string messageType(const json& ev) {
+  if (ev.value("event", "") != "message" || !ev.contains("data") || !ev["data"].is_object()) return {};
+  return ev["data"].value("type", "");
+}
+
+json kv(const std::string& key, json value) {
+  json j = json::object();
+  j[key] = std::move(value);
+  return j;
+}
+
+/// A port_peer child: stdout lines parsed and kept; stdin piped (EOF ends its linger).
+class PortPeer {
+ public:
+  explicit PortPeer(std::vector<std::string> args) {
+    args.insert(args.begin(), portPeerPath());
+    ChildProcess::Options o;
+    o.pipeStdout = true;
+    o.pipeStdin = true;
+    proc_ = ChildProcess(args, o);
+  }
+  ChildProcess& process() { return proc_; }
+
+  /// Reads what is there (waiting at most `timeout` for the first line); true if any line came.
+  bool pump(std::chrono::milliseconds timeout) {
+    bool any = false;
+    // readLine(0ms) would only return lines already buffered; 1 ms also reads what the pipe holds.
+    for (auto line = proc_.readLine(timeout); line; line = proc_.readLine(1ms)) {
+      auto j = json::parse(*line, nullptr, false);
+      if (!j.is_discarded()) lines_.push_back(j);
+      any = true;
+    }
+    return any;
+  }
+  /// The first line whose "event" is `name` read so far.
+  std::optional<json> find(const std::string& name) const {
+    for (const auto& j : lines_)
+      if (j.value("event", "") == name) return j;
+    return std::nullopt;
+  }
+  bool has(const std::string& name) const { return find(name).has_value(); }
+  /// Waits for the line with event `name` (an "error" line ends the wait too, and is returned).
+  std::optional<json> waitEvent(const std::string& name, std::chrono::milliseconds timeout = 10s) {
+    const auto deadline = TestClock::now() + timeout;
+    for (;;) {
+      if (auto j = find(name)) return j;
+      if (auto e = find("error")) return e;
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - TestClock::now());
+      if (left <= 0ms) return std::nullopt;
+      pump(left);
+      if (!proc_.running() && !pump(1ms)) {
+        if (auto j = find(name)) return j;
+        return find("error");
+      }
+    }
+  }
+  std::string clientId() {
+    auto a = waitEvent("attached");
+    return a ? a->value("clientId", "") : std::string();
+  }
+  void send(const std::string& line) { proc_.writeLine(line); }
+  std::string describe() const {
+    std::string s;
+    for (const auto& j : lines_) s += "  | " + j.dump() + "\n";
+    return s + "stderr: " + proc_.stderrText();
+  }
+
+ private:
+  ChildProcess proc_;
+  std::vector<json> lines_;
+};
+
+/// The last `n` lines of `text`.
+std::string tail(const std::string& text, size_t n = 30) {
+  size_t at = text.size();
+  for (size_t lines = 0; at > 0 && lines <= n;)
+    if (text[--at] == '\n') ++lines;
+  return at == 0 ? text : text.substr(at + 1);
+}
+
+class PortsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    daemon = std::make_unique<Daemon>(dir.path(), scope);
+    ASSERT_TRUE(daemon->waitReady()) << daemon->log();
+    // Its socket accepts before the daemon has blocked SIGUSR1 for its signalfd; a completed
+    // attach shows its loop (and so the signal handling) is running before counter() signals it.
+    auto probe = connect();
+    ASSERT_TRUE(probe.ok()) << probe.error().describe();
+  }
+
+  std::vector<std::string> peerArgs(const std::string& mode, std::initializer_list<std::string> more = {}) const {
+    std::vector<std::string> a{mode, "--runtime-dir", dir.path(), "--scope", scope};
+    a.insert(a.end(), more.begin(), more.end());
+    return a;
+  }
+  std::unique_ptr<PortPeer> peer(const std::string& mode, std::initializer_list<std::string> more = {}) {
+    auto p = std::make_unique<PortPeer>(peerArgs(mode, more));
+    EXPECT_EQ(p->clientId().size(), 32u) << p->describe();
+    return p;
+  }
+
+  /// An attached page_client `script` page with its client message queue started.
+  std::unique_ptr<ScriptClient> page() {
+    auto p = std::make_unique<ScriptClient>(dir.path(), scope);
+    EXPECT_EQ(p->clientId().size(), 32u) << p->process().stderrText();
+    expectOk(*p, {{"op", "startMessages"}});
+    return p;
+  }
+  json op(ScriptClient& p, json o) {
+    const int id = nextId_++;
+    o["id"] = id;
+    p.send(o);
+    auto r = p.waitResult(id, 10s);
+    return r ? *r : json{{"event", "timeout"}, {"op", o}};
+  }
+  void expectOk(ScriptClient& p, const json& o) {
+    auto r = op(p, o);
+    EXPECT_EQ(r.value("event", ""), "ok") << o.dump() << " -> " << r.dump() << "\ndaemon log:\n" << tail(daemon->log());
+  }
+  void relayPost(ScriptClient& from, const std::string& port, const std::string& to) {
+    expectOk(from, {{"op", "post"}, {"data", {{"type", "RELAY_PORT"}, {"to", to}}}, {"transfer", json::array({port})}});
+  }
+  /// The name of the port a page got from RELAY_PORT ("" if none came).
+  std::string receivedPort(ScriptClient& p) {
+    auto m = p.waitFor([](const json& ev) { return messageType(ev) == "PORT"; }, 10s);
+    if (!m || !(*m)["ports"].is_array() || (*m)["ports"].size() != 1u) {
+      ADD_FAILURE() << "no PORT message with one port: " << (m ? m->dump() : "timeout");
+      return {};
+    }
+    return (*m)["ports"][0].get<std::string>();
+  }
+  json nextOn(ScriptClient& p, const std::string& port, std::chrono::milliseconds timeout = 10s) {
+    auto m = p.waitFor(
+        [&](const json& ev) { return ev.value("event", "") == "port.message" && ev.value("port", "") == port; },
+        timeout);
+    return m ? (*m)["data"] : json();
+  }
+  bool waitClose(ScriptClient& p, const std::string& port, std::chrono::milliseconds timeout) {
+    return p
+        .waitFor([&](const json& ev) { return ev.value("event", "") == "port.close" && ev.value("port", "") == port; },
+                 timeout)
+        .has_value();
+  }
+
+  /// counters()[name] from a fresh SIGUSR1 counters line; -1 when none came.
+  long counter(const std::string& name) {
+    auto c = readCounters(*daemon);
+    if (!c || !c->contains(name)) {
+      ADD_FAILURE() << "no counters line with " << name << "\n" << tail(daemon->log());
+      return -1;
+    }
+    return (*c)[name].get<long>();
+  }
+  /// Waits until the daemon's port table is empty; false (with the last value) otherwise.
+  ::testing::AssertionResult portTableEmpties(std::chrono::milliseconds timeout = 5s) {
+    long open = -1;
+    if (eventually([&] { return (open = counter("portsOpen")) == 0; }, timeout)) return ::testing::AssertionSuccess();
+    return ::testing::AssertionFailure() << "portsOpen is still " << open << "\ndaemon log (tail):\n"
+                                         << tail(daemon->log());
+  }
+
+  Result<Client> connect() {
+    ClientOptions o;
+    o.scope = scope;
+    o.runtimeDir = dir.path();
+    o.reconnect = false;
+    return Client::connect(o);
+  }
+
+  TempDir dir;
+  std::string scope = testScope();
+  std::unique_ptr<Daemon> daemon;
+  int nextId_ = 1;
+};
+
+void expectAllInOrderOnce(const std::optional<json>& done, long n, const std::string& context) {
+  ASSERT_TRUE(done.has_value()) << context;
+  ASSERT_EQ(done->value("event", ""), "done") << done->dump() << "\n" << context;
+  EXPECT_EQ((*done)["received"], n) << done->dump() << "\n" << context;
+  EXPECT_EQ((*done)["distinct"], n) << done->dump() << "\n" << context;
+  EXPECT_EQ((*done)["dups"], 0) << done->dump() << "\n" << context;
+  EXPECT_EQ((*done)["disorder"], 0) << done->dump() << "\n" << context;
+  EXPECT_EQ((*done)["bad"], 0) << done->dump() << "\n" << context;
+  EXPECT_EQ((*done)["timeout"], false) << done->dump() << "\n" << context;
+}
+
+// ------------------------------------------------------------------------------------------------ moving ports
+
+// A -> daemon -> B -> daemon -> C while A posts 10,000 numbered messages on the other end: some
+// wait at the port in A before it leaves, some at B (B ships it only once 1,000 wait there),
+// the rest are in flight while it moves. C gets every one, in order, once.
+TEST_F(PortsTest, PortMovedThroughTwoProcessesDeliversTenThousandMessagesInOrderOnce) {
+  constexpr long N = 10'000;
+  const auto t0 = TestClock::now();
+  auto c = peer("recv", {"--count", std::to_string(N)});
+  auto b = peer("relay", {"--to", c->clientId(), "--after-queued", "1000"});
+  auto a = peer("send", {"--to", b->clientId(), "--count", std::to_string(N), "--before", "500"});
+
+  auto done = c->waitEvent("done", 30s);
+  const std::string context = "C:\n" + c->describe() + "\nB:\n" + b->describe() + "\nA:\n" + a->describe() +
+                              "\ndaemon log (tail):\n" + tail(daemon->log());
+  expectAllInOrderOnce(done, N, context);
+  auto transferred = a->waitEvent("transferred");
+  ASSERT_TRUE(transferred && (*transferred)["event"] == "transferred") << context;
+  EXPECT_EQ((*transferred)["neutered"], true) << "A's handle to the shipped port is not neutered\n" << context;
+  auto relayed = b->waitEvent("relayed");
+  ASSERT_TRUE(relayed && (*relayed)["event"] == "relayed") << context;
+  EXPECT_EQ((*relayed)["neutered"], true) << context;
+  EXPECT_EQ((*relayed)["ghostOk"], true) << "posting on a neutered port must be a no-op that succeeds\n" << context;
+  EXPECT_GE(b->find("relaying").value_or(json::object()).value("queued", 0), 1000) << context;
+  // Nothing reached the port's old places: B's ghost post went nowhere, A's end got nothing.
+  a->pump(1ms);
+  EXPECT_FALSE(a->has("message")) << context;
+  EXPECT_FALSE(a->has("close")) << context;
+  std::printf("[          ] %ld messages over a port moved A -> B -> C in %lld ms\n", N, msSince(t0));
+}
+
+// Queue-until-start across transfers: 100 messages wait at the port while it is still at A, more
+// at B, and C holds all 300 (not started) before it starts the port and gets them in order.
+TEST_F(PortsTest, MessagesHeldAcrossTransfersArriveInOrderOnceStarted) {
+  constexpr long N = 300;
+  auto c = peer("recv", {"--count", std::to_string(N), "--hold-until-queued", std::to_string(N)});
+  auto b = peer("relay", {"--to", c->clientId(), "--after-queued", "200"});
+  auto a = peer("send", {"--to", b->clientId(), "--count", std::to_string(N), "--before", "100"});
+
+  auto held = c->waitEvent("held", 10s);
+  const auto context = [&] {
+    return "C:\n" + c->describe() + "\nB:\n" + b->describe() + "\nA:\n" + a->describe() + "\ndaemon log:\n" +
+           tail(daemon->log());
+  };
+  ASSERT_TRUE(held && (*held)["event"] == "held") << context();
+  EXPECT_EQ((*held)["queued"], N) << context();
+  EXPECT_EQ((*held)["delivered"], 0) << context();
+  expectAllInOrderOnce(c->waitEvent("done", 10s), N, context());
+}
+
+// ------------------------------------------------------------------------------------------------ kill -9 mid-transfer
+
+// B is stopped, so the PORT message carrying the port (and the messages queued at it) sits
+// unread in B's ring: the port is in transit when B is killed. A's end gets close.
+TEST_F(PortsTest, ReceiverKilledWhilePortIsInTransitClosesThePeer) {
+  auto a = page(), b = page();
+  expectOk(*a, {{"op", "channel.create"}, {"port1", "p1"}, {"port2", "p2"}});
+  expectOk(*a, {{"op", "port.start"}, {"port", "p1"}});
+  for (int i = 0; i < 50; ++i) a->send({{"op", "port.post"}, {"port", "p1"}, {"data", kv("i", i)}});
+  b->process().signal(SIGSTOP);
+  relayPost(*a, "p2", b->clientId());  // ok: the daemon has consumed the post and shipped the port
+  for (int i = 50; i < 100; ++i) a->send({{"op", "port.post"}, {"port", "p1"}, {"data", kv("i", i)}});
+  const auto t0 = TestClock::now();
+  b->process().signal(SIGKILL);
+  ASSERT_TRUE(waitClose(*a, "p1", 2s)) << "no port.close within 2 s\n" << tail(daemon->log());
+  std::printf("[          ] port.close %lld ms after kill -9 of the receiver (port in transit)\n", msSince(t0));
+  expectOk(*a, {{"op", "port.post"}, {"port", "p1"}, {"data", "to a dead port"}});
+  expectOk(*a, {{"op", "port.close"}, {"port", "p1"}});
+  EXPECT_TRUE(portTableEmpties());
+  EXPECT_TRUE(daemon->process().running()) << tail(daemon->log());
+}
+
+// The second hop: B ships the port on to C, which is stopped (the port sits in C's ring) and
+// killed; A, the peer, gets close while it is still posting.
+TEST_F(PortsTest, ReceiverOfARelayedPortKilledWhilePortIsInTransitClosesThePeer) {
+  auto c = page();
+  c->process().signal(SIGSTOP);
+  auto b = peer("relay", {"--to", c->clientId(), "--after-queued", "100"});
+  auto a = peer("send", {"--to", b->clientId(), "--count", "1000", "--before", "10"});
+  auto relayed = b->waitEvent("relayed", 10s);
+  ASSERT_TRUE(relayed && (*relayed)["event"] == "relayed") << b->describe() << tail(daemon->log());
+  ASSERT_TRUE(a->waitEvent("sent", 10s).has_value()) << a->describe();
+  const auto t0 = TestClock::now();
+  c->process().signal(SIGKILL);
+  auto closed = a->waitEvent("close", 2s);
+  ASSERT_TRUE(closed && (*closed)["event"] == "close") << "no close at A within 2 s\nA:\n"
+                                                       << a->describe() << "\nB:\n"
+                                                       << b->describe() << tail(daemon->log());
+  std::printf("[          ] close %lld ms after kill -9 of the relayed port's receiver\n", msSince(t0));
+  EXPECT_FALSE(b->has("close")) << b->describe();
+}
+
+// B ships the port on and is killed the moment its post returns: the port is owned by exactly one
+// place afterwards. Either C got it (then with every message, in order, once, and A's end stays
+// open) or it was closed (then A's end gets close and C never gets it). Never a hang.
+TEST_F(PortsTest, RelayKilledRightAfterShippingEitherDeliversEverythingOrClosesThePeer) {
+  constexpr long N = 2000;
+  auto c = peer("recv", {"--count", std::to_string(N)});
+  auto b = std::make_unique<PortPeer>(
+      peerArgs("relay", {"--to", c->clientId(), "--after-queued", "300", "--die-after-relay"}));
+  const std::string bId = b->clientId();
+  ASSERT_EQ(bId.size(), 32u) << b->describe();
+  auto a = peer("send", {"--to", bId, "--count", std::to_string(N), "--before", "100"});
+  EXPECT_EQ(b->process().waitExitCode(10s), -SIGKILL) << b->describe();
+
+  const auto deadline = TestClock::now() + 10s;
+  while (TestClock::now() < deadline && !a->has("close") && !c->has("done")) {
+    a->pump(10ms);
+    c->pump(10ms);
+  }
+  const std::string context = "A:\n" + a->describe() + "\nB:\n" + b->describe() + "\nC:\n" + c->describe() +
+                              "\ndaemon log (tail):\n" + tail(daemon->log());
+  ASSERT_TRUE(a->has("close") || c->has("done")) << "neither outcome within 10 s\n" << context;
+  if (c->has("port")) {
+    expectAllInOrderOnce(c->waitEvent("done", 10s), N, context);
+    a->pump(1ms);
+    EXPECT_FALSE(a->has("close")) << "C owns the port, yet A's end was closed\n" << context;
+    std::printf("[          ] outcome: the port reached C with all %ld messages\n", N);
+  } else {
+    EXPECT_TRUE(a->has("close")) << context;
+    c->pump(1ms);
+    EXPECT_FALSE(c->has("port")) << "the port was closed, yet it reached C\n" << context;
+    std::printf("[          ] outcome: the port closed with its relay\n");
+  }
+  EXPECT_TRUE(daemon->process().running()) << tail(daemon->log());
+}
+
+// ------------------------------------------------------------------------------------------------ pages
+
+TEST_F(PortsTest, PagesConverseThroughARelayedPort) {
+  constexpr int ROUNDS = 20;
+  auto a = page(), b = page();
+  expectOk(*a, {{"op", "channel.create"}, {"port1", "p1"}, {"port2", "p2"}});
+  expectOk(*a, {{"op", "port.start"}, {"port", "p1"}});
+  relayPost(*a, "p2", b->clientId());
+  const std::string atB = receivedPort(*b);
+  ASSERT_FALSE(atB.empty());
+  expectOk(*b, {{"op", "port.start"}, {"port", atB}});
+  for (int i = 0; i < ROUNDS; ++i) {
+    a->send({{"op", "port.post"}, {"port", "p1"}, {"data", kv("ping", i)}});
+    ASSERT_EQ(nextOn(*b, atB), kv("ping", i)) << "round " << i;
+    b->send({{"op", "port.post"}, {"port", atB}, {"data", kv("pong", i)}});
+    ASSERT_EQ(nextOn(*a, "p1"), kv("pong", i)) << "round " << i;
+  }
+  for (const auto* p : {a.get(), b.get()})
+    for (const auto& ev : p->seen()) EXPECT_NE(ev.value("event", ""), "error") << ev.dump();
+}
+
+// The article's example (DESIGN §7): the service worker keeps the port and answers on it.
+TEST_F(PortsTest, PortInitializationThenIncreaseCountPostsCountsOnThePort) {
+  auto a = page();
+  expectOk(*a, {{"op", "channel.create"}, {"port1", "p1"}, {"port2", "p2"}});
+  expectOk(*a, {{"op", "port.start"}, {"port", "p1"}});
+  expectOk(*a, {{"op", "post"}, {"data", {{"type", "PORT_INITIALIZATION"}}}, {"transfer", json::array({"p2"})}});
+  EXPECT_EQ(nextOn(*a, "p1"), kv("type", "PORT_READY"));
+  expectOk(*a, {{"op", "post"}, {"data", {{"type", "INCREASE_COUNT"}}}});
+  EXPECT_EQ(nextOn(*a, "p1"), json::object({{"type", "COUNT"}, {"count", 1}}));
+  expectOk(*a, {{"op", "post"}, {"data", {{"type", "INCREASE_COUNT"}}}});
+  EXPECT_EQ(nextOn(*a, "p1"), json::object({{"type", "COUNT"}, {"count", 2}}));
+  for (const auto& ev : a->seen())
+    EXPECT_NE(ev.value("event", ""), "message") << "a count went to the client, not the port: " << ev.dump();
+}
+
+// ------------------------------------------------------------------------------------------------ daemon tables
+
+TEST_F(PortsTest, ThousandPortsOpenedAndClosedLeaveNothingInTheDaemon) {
+  constexpr long N = 1000;
+  ASSERT_EQ(counter("portsOpen"), 0);
+  auto h = peer("hold", {"--ports", std::to_string(N)});
+  auto holding = h->waitEvent("holding", 20s);
+  ASSERT_TRUE(holding && (*holding)["event"] == "holding") << h->describe() << tail(daemon->log());
+  EXPECT_EQ((*holding)["pinged"], N);
+  const long open = counter("portsOpen");
+  EXPECT_GE(open, N) << "the daemon's table should hold every shipped pair";
+  std::printf("[          ] portsOpen with %ld pairs held in one process: %ld\n", N, open);
+
+  h->send("close");
+  ASSERT_TRUE(h->waitEvent("closed", 10s).has_value()) << h->describe();
+  EXPECT_TRUE(portTableEmpties());
+  EXPECT_GE(counter("portsClosed"), N);
+  EXPECT_TRUE(h->process().running()) << h->describe();
+}
+
+TEST_F(PortsTest, ThousandPortsOfAKilledProcessLeaveNothingInTheDaemon) {
+  constexpr long N = 1000;
+  auto h = peer("hold", {"--ports", std::to_string(N)});
+  auto holding = h->waitEvent("holding", 20s);
+  ASSERT_TRUE(holding && (*holding)["event"] == "holding") << h->describe() << tail(daemon->log());
+  EXPECT_GE(counter("portsOpen"), N);
+  h->process().signal(SIGKILL);
+  EXPECT_TRUE(portTableEmpties());
+  EXPECT_TRUE(daemon->process().running()) << tail(daemon->log());
+}
+
+// ------------------------------------------------------------------------------------------------ library
+
+TEST_F(PortsTest, MessageSwTravelsOnARealPortAndLeavesNoPortBehind) {
+  constexpr int N = 100;
+  auto sut = connect();
+  ASSERT_TRUE(sut.ok()) << sut.error().describe();
+  const long transferredBefore = counter("portsTransferred");
+  for (int i = 0; i < N; ++i) {
+    auto r = sut->messageSW(Value::map({{"type", "ECHO"}, {"i", i}}), 5s);
+    ASSERT_TRUE(r.ok()) << r.error().describe();
+    ASSERT_EQ((*r)["i"], Value(i));
+  }
+  EXPECT_GE(counter("portsTransferred") - transferredBefore, N) << "messageSW did not ship a port each time";
+  // The last reply port's close goes out without a wake-up of its own (the library rings before
+  // its loop next waits), so the client's loop keeps running while the table empties.
+  long open = -1;
+  EXPECT_TRUE(eventually([&] {
+    sut->dispatch();
+    return (open = counter("portsOpen")) == 0;
+  })) << "portsOpen is still "
+      << open << "\n"
+      << tail(daemon->log());
+}
+
+TEST_F(PortsTest, ChannelWithBothEndsInOneProcessCostsNoIpc) {
+  constexpr int N = 1000;
+  std::vector<int64_t> got;  // before the client: its destructor may still run callbacks
+  bool peerClosed = false;
+  auto sut = connect();
+  ASSERT_TRUE(sut.ok()) << sut.error().describe();
+  auto ch = MessageChannel::create(*sut);
+  ch.port2.onClose([&peerClosed] { peerClosed = true; });
+  ch.port2.onMessage([&got](const MessageEvent& e) { got.push_back(e.data["i"].intOr(-1)); });
+  for (int i = 0; i < N; ++i) ASSERT_TRUE(ch.port1.postMessage(Value::map({{"i", i}})).ok());
+  ASSERT_TRUE(sut->runUntil([&] { return got.size() >= static_cast<size_t>(N); }, deadlineIn(5s))) << got.size();
+  for (int i = 0; i < N; ++i) ASSERT_EQ(got[static_cast<size_t>(i)], i);
+  EXPECT_EQ(counter("portMessagesRouted"), 0);
+  EXPECT_EQ(counter("portsOpen"), 0);
+  ch.port1.close();
+  EXPECT_TRUE(sut->runUntil([&] { return peerClosed; }, deadlineIn(5s)));
+  EXPECT_EQ(counter("portsClosed"), 0) << "a local channel's close reached the daemon";
+}
+
+}  // namespace
+}  // namespace swipc::testing
