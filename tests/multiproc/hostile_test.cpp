@@ -2,7 +2,10 @@
 // sends malformed or forbidden envelopes, plays with out-of-line fds or breaks the handshake is
 // disconnected with ProtocolViolation (or the handshake's own error), alone: the daemon keeps
 // running and keeps serving a well-behaved client. A client that only floods its doorbell is not
-// a violation at all. The misbehaviour itself lives in tests/support/hostile_client.cpp.
+// a violation at all. A client that lies about MessagePort ownership (transfers or posts from a
+// port it does not own, registers a pair over existing ids or with itself as peer, transfers the
+// posting port itself or one port twice) is a violation too (DESIGN §13: the daemon re-checks every transfer).
+// The misbehaviour itself lives in tests/support/hostile_client.cpp.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -161,7 +164,16 @@ INSTANTIATE_TEST_SUITE_P(
                       ViolationCase{"ReplyFromClient", "wrong-kind-reply"},
                       ViolationCase{"UnsealedOutOfLineMemfd", "ool-unsealed"},
                       ViolationCase{"OutOfLineRecordWithoutFd", "ool-missing-fd"},
-                      ViolationCase{"TooManyPendingOutOfLineFds", "ool-fd-hoard"}),
+                      ViolationCase{"TooManyPendingOutOfLineFds", "ool-fd-hoard"},
+                      // MessagePort ownership (DESIGN §13: the daemon re-checks every transfer).
+                      ViolationCase{"TransferOfPortNeverOwned", "port-foreign-descriptor"},
+                      ViolationCase{"PortPostFromUnknownPort", "port-post-foreign"},
+                      ViolationCase{"PortPostFromPortTheServiceWorkerHolds", "port-post-not-owned"},
+                      ViolationCase{"RegisterPairWithItselfAsPeer", "port-register-self-peer"},
+                      ViolationCase{"RegisterAlreadyRegisteredPort", "port-register-existing-port"},
+                      ViolationCase{"RegisterPairWithAlreadyRegisteredPeer", "port-register-existing-peer"},
+                      ViolationCase{"PortPostTransferringThePostingPort", "port-post-transfers-itself"},
+                      ViolationCase{"SamePortTwiceInOneTransferList", "port-transfer-twice"}),
     [](const ::testing::TestParamInfo<ViolationCase>& info) { return std::string(info.param.testName); });
 
 // ------------------------------------------------------------------------------------------------
@@ -218,6 +230,21 @@ TEST_F(HostileTest, DoorbellFloodIsNotAViolation) {
       << run.describe() << "\ndaemon log:\n" << daemon_->log();
   EXPECT_EQ(daemon_->log().find("protocol violation"), std::string::npos) << daemon_->log();
   EXPECT_TRUE(daemon_->process().running()) << daemon_->log();
+  expectGoodClientServed();
+}
+
+// ------------------------------------------------------------------------------------------------
+// The raw port protocol the violation cases bend, spoken honestly, is served (so that each
+// violation case shows the lie, not a mistake in the hostile client's framing).
+
+TEST_F(HostileTest, HonestRawPortTrafficIsServed) {
+  auto run = runHostile("port-honest", {"--linger-ms", "300"});
+  ASSERT_EQ(run.exitCode, 0) << run.describe();
+  ASSERT_FALSE(run.attachedId().empty()) << run.describe();
+  const std::vector<std::string> tail(run.lines.begin() + 1, run.lines.end());
+  EXPECT_EQ(tail, (std::vector<std::string>{"port-ready", std::string("reply ") + SW_VERSION, "still-connected"}))
+      << run.describe() << "\ndaemon log:\n" << daemon_->log();
+  EXPECT_EQ(daemon_->log().find("protocol violation"), std::string::npos) << daemon_->log();
   expectGoodClientServed();
 }
 

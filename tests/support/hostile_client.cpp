@@ -13,7 +13,9 @@
 //   attached <clientId>          Welcome received (modes that attach)
 //   refused <ErrorName>          the daemon answered the Hello with an error
 //   flooding <n> / flooded <n>   flood-wakes only, around the flood
-//   reply <text>                 flood-wakes only: a GET_VERSION round trip after the flood
+//   reply <text>                 flood-wakes only: a GET_VERSION round trip after the flood (a
+//                                new port pair in the post's transfer list, the reply on its peer)
+//   port-ready                   port-* modes that first own a port legitimately: PORT_READY came
 //   sent-fds <n>                 ool-fd-hoard only: all n out-of-line notices went out
 //   disconnected <ErrorName>     hang-up, after a Control.error with that name
 //   disconnected hangup          hang-up without an error
@@ -277,12 +279,11 @@ void appendRecord(const Session& s, uint32_t type, const void* payload, uint32_t
 uint64_t nextSeq = 1;
 
 /// An Envelope carrying a controllerPost of {"type": type} (+ {"pad": bytes} when `padBytes`).
-void buildPost(capnp::MallocMessageBuilder& mb, const std::string& type, uint64_t replyId = 0, size_t padBytes = 0) {
+swipc::schema::Post::Builder buildPost(capnp::MallocMessageBuilder& mb, const std::string& type, size_t padBytes = 0) {
   auto env = mb.initRoot<swipc::schema::Envelope>();
   env.setSchemaVersion(swipc::schema::SCHEMA_VERSION);
   env.setSeq(nextSeq);
   auto post = env.initControllerPost();
-  post.setReplyId(replyId);
   auto entries = post.initPayload().initValue().initMap(padBytes ? 2 : 1);
   entries[0].setKey("type");
   entries[0].initValue().setText(type);
@@ -290,6 +291,31 @@ void buildPost(capnp::MallocMessageBuilder& mb, const std::string& type, uint64_
     entries[1].setKey("pad");
     entries[1].initValue().initBytes(static_cast<unsigned>(padBytes));
   }
+  return post;
+}
+
+/// A fresh random port id (never 0).
+uint64_t randomPortId() {
+  static std::mt19937_64 rng(std::random_device{}());
+  for (;;)
+    if (uint64_t v = rng()) return v;
+}
+
+/// Fills a port descriptor as the library sends it for the first shipment of a new pair.
+void setDescriptor(swipc::schema::PortDescriptor::Builder d, uint64_t portId, uint64_t peerId, bool reg,
+                   uint64_t sendSeq = 1, uint64_t recvNext = 1) {
+  d.setPortId(portId);
+  d.setPeerId(peerId);
+  d.setSendSeq(sendSeq);
+  d.setRecvNext(recvNext);
+  d.setRegister(reg);
+}
+
+/// A controllerPost of {"type": type} carrying one port: a new pair (port, peer) registered with
+/// it, as messageSW does (port goes to the service worker, peer stays here for the reply).
+void buildPostWithNewPair(capnp::MallocMessageBuilder& mb, const std::string& type, uint64_t port, uint64_t peer) {
+  auto post = buildPost(mb, type);
+  setDescriptor(post.initPorts(1)[0], port, peer, /*reg=*/true);
 }
 
 /// Sends through the library's (well-behaved) ring writer, retrying while the ring is full.
@@ -367,7 +393,7 @@ void crossingEnd(Session& s, SocketWatch& watch, const Options&) {
   const uint64_t cap = s.upCapacity();
   while ((upTail(s) & (cap - 1)) <= cap * 3 / 4) {
     capnp::MallocMessageBuilder mb;
-    buildPost(mb, "HOSTILE_FILLER", 0, cap / 8 - 256);
+    buildPost(mb, "HOSTILE_FILLER", cap / 8 - 256);
     sendEnvelope(s, mb, watch);
     if (watch.closed()) return;
   }
@@ -496,12 +522,20 @@ void oolFdHoard(Session& s, SocketWatch& watch, const Options& o) {
   say("sent-fds " + std::to_string(o.fds));
 }
 
-/// Waits for the reply to a GET_VERSION posted with replyId 1; prints `reply <text>`.
-void roundTrip(Session& s, SocketWatch& watch) {
-  capnp::MallocMessageBuilder mb;
-  buildPost(mb, "GET_VERSION", /*replyId=*/1);
-  sendEnvelope(s, mb, watch);
-  const auto deadline = Clock::now() + 5s;
+/// Text form of a payload for `reply <text>` lines: the text itself, a map's "type", or a marker.
+std::string payloadText(swipc::schema::Payload::Reader p) {
+  if (!p.isValue()) return "<typed>";
+  auto v = p.getValue();
+  if (v.isText()) return v.getText().cStr();
+  if (v.isMap())
+    for (auto e : v.getMap())
+      if (e.getKey() == "type" && e.getValue().isText()) return e.getValue().getText().cStr();
+  return "<not text>";
+}
+
+/// Waits for a portMessage to port `to`; its payload's text (payloadText), or nullopt when the
+/// daemon hung up or the deadline passed.
+std::optional<std::string> waitPortMessage(Session& s, SocketWatch& watch, uint64_t to, Deadline deadline) {
   while (!watch.closed()) {
     swipc::wire::Inbound in;
     swipc::Error err;
@@ -510,20 +544,137 @@ void roundTrip(Session& s, SocketWatch& watch) {
     if (st == swipc::core::Connection::RecvStatus::OK) {
       s.conn->publishConsumed();
       auto env = in.envelope();
-      if (env.isReply() && env.getReply().getReplyId() == 1) {
-        auto v = env.getReply().getPayload().getValue();
-        say(std::string("reply ") + (v.isText() ? v.getText().cStr() : "<not text>"));
-        return;
-      }
+      if (env.isPortMessage() && env.getPortMessage().getTo() == to)
+        return payloadText(env.getPortMessage().getPayload());
       continue;
     }
     if (s.conn->armAndCheck()) continue;  // arrived while we armed: no wake will come for it
-    if (watch.pump()) return;
-    if (!watch.waitReadable(deadline)) {
-      say("no-reply");
-      return;
-    }
+    if (watch.pump()) return std::nullopt;
+    if (!watch.waitReadable(deadline)) return std::nullopt;
   }
+  return std::nullopt;
+}
+
+/// messageSW by hand: GET_VERSION with a new pair's port in its transfer list, then the reply on
+/// the pair's other end; prints `reply <text>` (or `no-reply`).
+void roundTrip(Session& s, SocketWatch& watch) {
+  const uint64_t port = randomPortId(), peer = randomPortId();
+  capnp::MallocMessageBuilder mb;
+  buildPostWithNewPair(mb, "GET_VERSION", port, peer);
+  sendEnvelope(s, mb, watch);
+  auto reply = waitPortMessage(s, watch, peer, Clock::now() + 5s);
+  if (watch.closed()) return;
+  say(reply ? "reply " + *reply : std::string("no-reply"));
+}
+
+/// A pair whose `kept` end the reference service worker holds (PORT_INITIALIZATION) and whose
+/// `mine` end this client legitimately owns, once PORT_READY arrived on it.
+struct OwnedPair {
+  uint64_t kept = 0;
+  uint64_t mine = 0;
+};
+
+std::optional<OwnedPair> initializePort(Session& s, SocketWatch& watch) {
+  OwnedPair pair{randomPortId(), randomPortId()};
+  capnp::MallocMessageBuilder mb;
+  buildPostWithNewPair(mb, "PORT_INITIALIZATION", pair.kept, pair.mine);
+  sendEnvelope(s, mb, watch);
+  auto ready = waitPortMessage(s, watch, pair.mine, Clock::now() + 5s);
+  if (!ready) {
+    if (!watch.closed()) fail("no PORT_READY on the initialized port");
+    return std::nullopt;
+  }
+  if (*ready != "PORT_READY") fail("expected PORT_READY, got " + *ready);
+  say("port-ready");
+  return pair;
+}
+
+/// A portPost from `from` (seq `seq`), optionally transferring one port described by `transfer`.
+void sendPortPost(Session& s, SocketWatch& watch, uint64_t from, uint64_t seq,
+                  const std::function<void(swipc::schema::PortDescriptor::Builder)>& transfer = {}) {
+  capnp::MallocMessageBuilder mb;
+  auto env = mb.initRoot<swipc::schema::Envelope>();
+  env.setSchemaVersion(swipc::schema::SCHEMA_VERSION);
+  env.setSeq(nextSeq);
+  auto post = env.initPortPost();
+  post.setFrom(from);
+  post.setSeq(seq);
+  post.initPayload().initValue().setText("from a port that is not mine");
+  if (transfer) transfer(post.initPorts(1)[0]);
+  sendEnvelope(s, mb, watch);
+}
+
+/// The well-behaved control for the port-* modes: a port kept by the service worker, then a
+/// messageSW-style round trip. Must not be a violation.
+void portHonest(Session& s, SocketWatch& watch, const Options&) {
+  if (!initializePort(s, watch)) return;
+  roundTrip(s, watch);
+}
+
+// ---- MessagePort ownership lies (DESIGN §13: the daemon re-checks every transfer it routes)
+
+void portForeignDescriptor(Session& s, SocketWatch& watch, const Options&) {
+  // An existing-port descriptor (register=false) for a port this client never owned.
+  capnp::MallocMessageBuilder mb;
+  auto post = buildPost(mb, "GET_VERSION");
+  setDescriptor(post.initPorts(1)[0], randomPortId(), randomPortId(), /*reg=*/false, 5, 5);
+  sendEnvelope(s, mb, watch);
+}
+
+void portPostForeign(Session& s, SocketWatch& watch, const Options&) {
+  sendPortPost(s, watch, randomPortId(), 1);
+}
+
+void portPostNotOwned(Session& s, SocketWatch& watch, const Options&) {
+  // The service worker holds `kept`: posting from it is speaking for someone else.
+  auto pair = initializePort(s, watch);
+  if (!pair) return;
+  sendPortPost(s, watch, pair->kept, 1);
+}
+
+void portRegisterSelfPeer(Session& s, SocketWatch& watch, const Options&) {
+  const uint64_t id = randomPortId();
+  capnp::MallocMessageBuilder mb;
+  buildPostWithNewPair(mb, "GET_VERSION", id, id);
+  sendEnvelope(s, mb, watch);
+}
+
+void portRegisterExistingPort(Session& s, SocketWatch& watch, const Options&) {
+  // Registers `mine` (already registered, owned here) a second time as a new pair's port.
+  auto pair = initializePort(s, watch);
+  if (!pair) return;
+  capnp::MallocMessageBuilder mb;
+  buildPostWithNewPair(mb, "GET_VERSION", pair->mine, randomPortId());
+  sendEnvelope(s, mb, watch);
+}
+
+void portRegisterExistingPeer(Session& s, SocketWatch& watch, const Options&) {
+  // A "new" pair whose peer is the port the service worker holds.
+  auto pair = initializePort(s, watch);
+  if (!pair) return;
+  capnp::MallocMessageBuilder mb;
+  buildPostWithNewPair(mb, "GET_VERSION", randomPortId(), pair->kept);
+  sendEnvelope(s, mb, watch);
+}
+
+void portTransferTwice(Session& s, SocketWatch& watch, const Options&) {
+  // One post whose transfer list names `mine` twice (DataCloneError in the library).
+  auto pair = initializePort(s, watch);
+  if (!pair) return;
+  capnp::MallocMessageBuilder mb;
+  auto ports = buildPost(mb, "GET_VERSION").initPorts(2);
+  for (unsigned i = 0; i < 2; ++i) setDescriptor(ports[i], pair->mine, pair->kept, /*reg=*/false, 1, 2);
+  sendEnvelope(s, mb, watch);
+}
+
+void portPostTransfersItself(Session& s, SocketWatch& watch, const Options&) {
+  // A post on `mine` whose transfer list holds `mine` itself (the library refuses this with
+  // DataCloneError before sending; on the wire it is a lie).
+  auto pair = initializePort(s, watch);
+  if (!pair) return;
+  sendPortPost(s, watch, pair->mine, 1, [&](swipc::schema::PortDescriptor::Builder d) {
+    setDescriptor(d, pair->mine, pair->kept, /*reg=*/false, /*sendSeq=*/2, /*recvNext=*/2);
+  });
 }
 
 void floodWakes(Session& s, SocketWatch& watch, const Options& o) {
@@ -551,6 +702,15 @@ const std::map<std::string, Misbehaviour>& ringModes() {
       {"ool-missing-fd", oolMissingFd},
       {"ool-fd-hoard", oolFdHoard},
       {"flood-wakes", floodWakes},
+      {"port-honest", portHonest},
+      {"port-foreign-descriptor", portForeignDescriptor},
+      {"port-post-foreign", portPostForeign},
+      {"port-post-not-owned", portPostNotOwned},
+      {"port-register-self-peer", portRegisterSelfPeer},
+      {"port-register-existing-port", portRegisterExistingPort},
+      {"port-register-existing-peer", portRegisterExistingPeer},
+      {"port-post-transfers-itself", portPostTransfersItself},
+      {"port-transfer-twice", portTransferTwice},
   };
   return modes;
 }
