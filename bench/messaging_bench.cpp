@@ -13,6 +13,11 @@
 //   messageSW_rtt_blocking_{64B,4KiB}  p50/p99 vs unix_socket_rtt          [64B p50 <= 1.2]
 //   post_throughput_64B                msg/s   vs raw_ring_throughput_64B  [>= 0.3]  (best of --rounds)
 //   post_throughput_spinning_64B       msg/s   vs raw_ring_throughput_64B  (daemon with --spin-us)
+//
+// messageSW is a real MessageChannel round trip (issue 6): each call creates a channel, transfers
+// port2 with the ECHO message and waits for the reply on port1, so the messageSW_rtt_* lines are
+// "messageSW over a real port". ports_bench reports the 64 B blocking one again against the
+// blocking raw ring (messageSW_port_rtt_blocking_64B), next to the page <-> page relayed port.
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
