@@ -36,6 +36,8 @@ struct PortDescriptor {
   register @4 :Bool;               # page -> daemon: first shipment of a local pair; register both
   peerClosed @5 :Bool;             # daemon -> page: the peer is already gone (close on arrival)
   queued @6 :List(PortMessage);    # received here, not yet delivered (port not started)
+  silentPeer @7 :Bool;             # register only: the end that stays closes by itself and needs
+                                   # no portClosed (messageSW's reply port)
 }
 
 # One message on a port. As an Envelope kind (daemon -> page) `to` is the destination end.

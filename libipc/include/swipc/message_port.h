@@ -129,7 +129,9 @@ class MessagePort {
   /// Sets the message handler and starts the port (like assigning port.onmessage).
   void onMessage(std::function<void(const MessageEvent&)> fn);
   void onMessageError(std::function<void(const MessageErrorEvent&)> fn);
-  /// The peer closed, or its process died (also fired when this side's daemon goes away).
+  /// The peer closed, or its process died (also fired when this side's daemon goes away). It comes
+  /// after the messages that arrived before it: a port still holding messages (not started)
+  /// gets it once start() has delivered them.
   void onClose(std::function<void()> fn);
   /// Enables delivery: messages held so far arrive first, in order (asynchronously, from the loop).
   void start();

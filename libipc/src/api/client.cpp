@@ -157,6 +157,7 @@ class Client::Impl final : public detail::PortHost {
   std::deque<std::function<void()>> deferred_;  // events that arrived inside a blocking call
   int blockingDepth_ = 0;
   bool deferredWake_ = false;  // something was sent without ringing the daemon
+  int sendDepth_ = 0;          // > 0 while a send waits for ring space
   void ringDeferred() {
     if (deferredWake_ && conn_) conn_->wakePeerIfSleeping();
     deferredWake_ = false;
@@ -656,15 +657,27 @@ Result<MessageSeq> Client::Impl::sendEnvelope(const std::function<void(schema::E
                                               const PostOptions& opts, bool track, bool wake) {
   if (closed_) return makeError(Errc::DISCONNECTED, "client is closed");
   if (!conn_) return makeError(Errc::DISCONNECTED, "not attached to a daemon");
-  const MessageSeq seq = nextSeq_;
-  capnp::MallocMessageBuilder mb(kj::arrayPtr(scratch_.data(), scratch_.size()));
-  auto env = mb.initRoot<schema::Envelope>();
-  env.setSchemaVersion(schema::SCHEMA_VERSION);
-  env.setSeq(seq);
-  fill(env);
   const Deadline deadline = deadlineIn(opts.waitForSpace);
   for (;;) {
-    switch (conn_->send(mb, seq)) {
+    // Built afresh for every attempt: waiting for space handles incoming messages, which may
+    // send (port closes, acks) and change the state of ports this message describes. A send
+    // nested in that wait must not reuse the scratch arena the outer one is using.
+    const MessageSeq seq = nextSeq_;
+    std::optional<capnp::MallocMessageBuilder> heap;
+    std::optional<capnp::MallocMessageBuilder> onScratch;
+    capnp::MallocMessageBuilder* mb;
+    if (sendDepth_ == 0) {
+      onScratch.emplace(kj::arrayPtr(scratch_.data(), scratch_.size()));
+      mb = &*onScratch;
+    } else {
+      heap.emplace(1024);
+      mb = &*heap;
+    }
+    auto env = mb->initRoot<schema::Envelope>();
+    env.setSchemaVersion(schema::SCHEMA_VERSION);
+    env.setSeq(seq);
+    fill(env);
+    switch (conn_->send(*mb, seq)) {
       case Connection::SendStatus::OK:
         ++nextSeq_;
         if (track) outstanding_.push_back(Outstanding{seq, conn_->outPublished(), opts.requestAck});
@@ -682,13 +695,19 @@ Result<MessageSeq> Client::Impl::sendEnvelope(const std::function<void(schema::E
       case Connection::SendStatus::BROKEN:
         daemonLost("ring corrupt");
         return makeError(Errc::DISCONNECTED, "connection to the daemon broke");
-      case Connection::SendStatus::FULL:
+      case Connection::SendStatus::FULL: {
         conn_->wakePeer();  // make sure the daemon is draining
-        if (!waitForSpace(deadline)) {
+        onScratch.reset();  // zeroes the arena again before anything nested may use it
+        heap.reset();
+        ++sendDepth_;
+        const bool space = waitForSpace(deadline);
+        --sendDepth_;
+        if (!space) {
           if (!conn_) return makeError(Errc::DISCONNECTED, "daemon went away while the queue was full");
           return makeError(Errc::QUEUE_FULL, "the daemon's queue stayed full; nothing sent");
         }
         break;
+      }
     }
   }
 }

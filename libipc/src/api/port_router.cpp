@@ -1,5 +1,7 @@
 #include "api/port_router.h"
 
+#include <algorithm>
+
 #include "core/log.h"
 #include "wire/codec.h"
 
@@ -9,6 +11,10 @@ namespace {
 
 constexpr int MAX_PORT_NESTING = 16;
 constexpr size_t MAX_PORTS_PER_MESSAGE = 4096;
+/// First-segment size of the small builders made per message (they grow when needed): a big
+/// first segment costs a calloc + memset on every message.
+constexpr unsigned DESCRIPTOR_WORDS = 32;
+constexpr unsigned MESSAGE_WORDS = 64;
 
 Error violation(const std::string& what) { return makeError(Errc::PROTOCOL_VIOLATION, what); }
 
@@ -87,7 +93,7 @@ void PortRouter::routeOne(schema::PortDescriptor::Reader d, const Owner& from, c
   out.setPeerId(peer.value());
   out.setSendSeq(d.getSendSeq());
   bool peerClosed = d.getPeerClosed();
-  std::deque<Copy> unreceived;
+  std::vector<Copy> unreceived;
   if (d.getRegister()) {
     Entry shipped;
     shipped.peer = peer;
@@ -96,6 +102,7 @@ void PortRouter::routeOne(schema::PortDescriptor::Reader d, const Owner& from, c
     Entry stays;
     stays.peer = id;
     stays.owner = from;
+    stays.silent = !from.local && d.getSilentPeer();
     if (from.local) {
       if (auto it = localStates_.find(peer.value()); it != localStates_.end()) stays.state = it->second;
     }
@@ -139,7 +146,7 @@ void PortRouter::copyMessage(schema::PortMessage::Reader in, const Owner& from, 
 
 std::vector<detail::PortPtr> PortRouter::toServiceWorker(const ClientId& from, PortList::Reader ds) {
   if (ds.size() == 0) return {};
-  auto mb = std::make_shared<capnp::MallocMessageBuilder>(256);
+  auto mb = std::make_shared<capnp::MallocMessageBuilder>(DESCRIPTOR_WORDS);
   auto root = mb->initRoot<schema::PortMessage>();
   Owner src{false, from};
   route(ds, src, Owner{true, {}}, root.initPorts(ds.size()));
@@ -149,15 +156,15 @@ std::vector<detail::PortPtr> PortRouter::toServiceWorker(const ClientId& from, P
 void PortRouter::dropPorts(const Owner& from, PortList::Reader ds) {
   if (ds.size() == 0) return;
   // Adopt them here and let them go: each one closes, so its peer hears `close`.
-  auto mb = std::make_shared<capnp::MallocMessageBuilder>(256);
+  auto mb = std::make_shared<capnp::MallocMessageBuilder>(DESCRIPTOR_WORDS);
   auto root = mb->initRoot<schema::PortMessage>();
   route(ds, from, Owner{true, {}}, root.initPorts(ds.size()));
   auto ports = detail::adoptDescriptors(local_, root.asReader().getPorts(), mb);
   ports.clear();
 }
 
-void PortRouter::dropCopies(const Owner& owner, std::deque<Copy>& copies, uint64_t recvNext) {
-  std::deque<Copy> taken;
+void PortRouter::dropCopies(const Owner& owner, std::vector<Copy>& copies, uint64_t recvNext) {
+  std::vector<Copy> taken;
   taken.swap(copies);
   for (auto& c : taken) {
     if (c.seq < recvNext) continue;
@@ -193,7 +200,7 @@ void PortRouter::onPortPost(const ClientId& from, schema::PortPost::Reader post,
       m.keepAlive = owner;
       m.payload = post.getPayload();
     } else {
-      auto mb = std::make_shared<capnp::MallocMessageBuilder>(256);
+      auto mb = std::make_shared<capnp::MallocMessageBuilder>(MESSAGE_WORDS);
       auto root = mb->initRoot<schema::PortMessage>();
       root.setPayload(post.getPayload());
       route(post.getPorts(), src, Owner{true, {}}, root.initPorts(post.getPorts().size()));
@@ -248,7 +255,8 @@ Result<void> PortRouter::onPortClose(const ClientId& from, PortId port, uint64_t
 void PortRouter::onPortAck(const ClientId& from, PortId port, uint64_t recvNext) {
   Entry* e = find(port);
   if (!e || !e->owner.is(from)) return;  // moved or closed meanwhile
-  while (!e->copies.empty() && e->copies.front().seq < recvNext) e->copies.pop_front();
+  auto firstKept = std::find_if(e->copies.begin(), e->copies.end(), [&](const Copy& c) { return c.seq >= recvNext; });
+  e->copies.erase(e->copies.begin(), firstKept);
 }
 
 void PortRouter::clientGone(const ClientId& id) {
@@ -269,6 +277,10 @@ void PortRouter::clientGone(const ClientId& id) {
 void PortRouter::notifyPeerClosed(PortId peer) {
   Entry* e = find(peer);
   if (!e || e->closed) return;
+  if (e->silent) {  // messageSW's reply port: its owner closes it by itself, no notice needed
+    erase(peer);
+    return;
+  }
   if (e->owner.local) {
     auto state = e->state.lock();
     erase(peer);

@@ -18,7 +18,6 @@
 
 #include <capnp/message.h>
 
-#include <deque>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -102,7 +101,8 @@ class PortRouter {
     Owner owner;
     std::weak_ptr<detail::PortState> state;  // owner.local
     bool closed = false;                      // tombstone: the peer is gone, waits for portClose
-    std::deque<Copy> copies;
+    bool silent = false;                      // needs no portClosed (descriptor silentPeer)
+    std::vector<Copy> copies;  // by seq (few: acknowledged every 64 messages)
   };
   struct CheckContext {
     std::unordered_set<uint64_t> seen;
@@ -122,7 +122,7 @@ class PortRouter {
   /// The ports of a message that will never be delivered: they close (peers get close).
   void dropPorts(const Owner& from, PortList::Reader ds);
   /// Copies with seq >= recvNext were never received by their owner: close the ports in them.
-  void dropCopies(const Owner& owner, std::deque<Copy>& copies, uint64_t recvNext);
+  void dropCopies(const Owner& owner, std::vector<Copy>& copies, uint64_t recvNext);
   void notifyPeerClosed(PortId peer);
   void erase(PortId id);
 

@@ -35,7 +35,7 @@ std::pair<PortPtr, PortPtr> PortState::createPair(PortHost& host) {
 }
 
 Result<QueuedPortMessage> encodeLocal(const api::OutgoingPayload& payload, uint64_t maxBytes) {
-  auto mb = std::make_shared<capnp::MallocMessageBuilder>(256);
+  auto mb = std::make_shared<capnp::MallocMessageBuilder>(64);
   api::writePayload(payload, mb->initRoot<schema::Payload>());
   if (wire::encodedBytes(*mb) > maxBytes)
     return makeError(Errc::QUOTA_EXCEEDED, "message larger than the limit of " + std::to_string(maxBytes) + " bytes");
@@ -149,7 +149,9 @@ void PortState::flush() {
     queue.pop_front();
     dispatch(m);
   }
-  if (live() && peerGone && !closeFired_ && (!started || queue.empty())) {
+  // `close` comes after every message that arrived before it: a port holding messages
+  // (not started) gets it once it has delivered them.
+  if (live() && peerGone && !closeFired_ && queue.empty()) {
     closeFired_ = true;
     if (auto fn = onClose) fn();
   }
@@ -176,6 +178,7 @@ void PortState::describe(schema::PortDescriptor::Builder d, ShipContext& ctx) co
   d.setPeerClosed(peerGone);
   if (mode == Mode::LOCAL && !peerGone && !ctx.registered.count(id.value())) {
     d.setRegister(true);  // first time the daemon hears of this pair
+    if (auto p = localPeer.lock(); p && p->quietClose) d.setSilentPeer(true);
     ctx.registered.insert(id.value());
     ctx.registered.insert(peer.value());
   }
@@ -196,7 +199,7 @@ void PortState::commitShip() {
       p->localPeer.reset();
     }
   }
-  for (auto& m : queue) commitAll(m.ports);
+  for (size_t i = 0; i < queue.size(); ++i) commitAll(queue[i].ports);
   neuter();
 }
 

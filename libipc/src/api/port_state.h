@@ -18,7 +18,6 @@
 // @concurrent: single-threaded; everything runs on the host's loop thread.
 #pragma once
 
-#include <deque>
 #include <functional>
 #include <memory>
 #include <unordered_set>
@@ -40,6 +39,36 @@ struct QueuedPortMessage {
   std::shared_ptr<const void> keepAlive;
   schema::Payload::Reader payload;
   std::vector<PortPtr> ports;
+};
+
+/// FIFO of waiting messages: a vector with a moving head (a std::deque allocates on
+/// construction, and one is made per port — twice per messageSW).
+class MessageQueue {
+ public:
+  bool empty() const { return head_ == items_.size(); }
+  size_t size() const { return items_.size() - head_; }
+  void push_back(QueuedPortMessage m) { items_.push_back(std::move(m)); }
+  QueuedPortMessage& front() { return items_[head_]; }
+  void pop_front() {
+    items_[head_++] = QueuedPortMessage{};
+    if (head_ == items_.size()) {
+      items_.clear();
+      head_ = 0;
+    } else if (head_ > 64 && head_ * 2 > items_.size()) {
+      items_.erase(items_.begin(), items_.begin() + static_cast<std::ptrdiff_t>(head_));
+      head_ = 0;
+    }
+  }
+  void clear() {
+    items_.clear();
+    head_ = 0;
+  }
+  const QueuedPortMessage& operator[](size_t i) const { return items_[head_ + i]; }
+  QueuedPortMessage& operator[](size_t i) { return items_[head_ + i]; }
+
+ private:
+  std::vector<QueuedPortMessage> items_;
+  size_t head_ = 0;
 };
 
 class PortHost {
@@ -96,7 +125,8 @@ class PortState : public std::enable_shared_from_this<PortState> {
   /// A message for this port arrived. Duplicates (seq < recvNext) are dropped. `now`: the host
   /// may deliver at once (it came from IPC); otherwise delivery goes through the loop.
   void receive(QueuedPortMessage m, bool now);
-  /// The peer closed or died: `close` fires (after the messages already queued, when started).
+  /// The peer closed or died: `close` fires after the messages already queued here (at once if
+  /// there are none; after start() has delivered them otherwise).
   void peerClosed(bool now);
   /// The host is going away: closed, no callbacks, no messages.
   void hostGone();
@@ -120,7 +150,7 @@ class PortState : public std::enable_shared_from_this<PortState> {
   uint64_t sendSeq = 1;
   uint64_t recvNext = 1;
   uint32_t unacked = 0;
-  std::deque<QueuedPortMessage> queue;
+  MessageQueue queue;
   std::function<void(const MessageEvent&)> onMessage;
   std::function<void(const MessageErrorEvent&)> onMessageError;
   std::function<void()> onClose;

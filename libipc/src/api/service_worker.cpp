@@ -741,7 +741,7 @@ void ServiceWorker::Impl::detach(ClientRecord& c, const std::string& reason, boo
 // ------------------------------------------------------------------------------------------------ outbound
 
 std::shared_ptr<capnp::MallocMessageBuilder> ServiceWorker::Impl::newEnvelope(ClientRecord& c, MessageSeq& seq) {
-  auto mb = std::make_shared<capnp::MallocMessageBuilder>(256);
+  auto mb = std::make_shared<capnp::MallocMessageBuilder>(64);  // grows when needed
   auto env = mb->initRoot<schema::Envelope>();
   env.setSchemaVersion(schema::SCHEMA_VERSION);
   seq = c.nextSeq++;
