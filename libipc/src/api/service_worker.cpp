@@ -292,6 +292,21 @@ Result<void> ServiceWorker::Impl::listen() {
                        "another sw_daemon already serves scope '" + opts_.scope + "' (" + paths_.lock + " is locked)");
     return sysError("flock " + paths_.lock);
   }
+  // Signals are ours before the socket accepts anyone: a client that signals the daemon right
+  // after it could attach must not kill it (SIGUSR1's default action) or skip the graceful stop.
+  if (opts_.handleSignals && !signalFd_) {
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGUSR1);
+    ::pthread_sigmask(SIG_BLOCK, &mask, &oldMask_);
+    signalFd_.reset(::signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC));
+    if (!signalFd_) {
+      ::pthread_sigmask(SIG_SETMASK, &oldMask_, nullptr);
+      return sysError("signalfd");
+    }
+  }
   auto sock = core::listenSeqpacket(paths_.socket, opts_.allowGroup ? 0660 : 0600);
   if (!sock) return sock.error();
   listenFd_ = std::move(*sock);
@@ -301,15 +316,7 @@ Result<void> ServiceWorker::Impl::listen() {
   if (auto w = loop_->watch(listenFd_.get(), EPOLLIN, [this](uint32_t) { onListenReadable(); }); !w) return w.error();
   for (auto& fn : early_) loop_->post(std::move(fn));
   early_.clear();
-  if (opts_.handleSignals) {
-    sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGINT);
-    sigaddset(&mask, SIGUSR1);
-    ::pthread_sigmask(SIG_BLOCK, &mask, &oldMask_);
-    signalFd_.reset(::signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC));
-    if (!signalFd_) return sysError("signalfd");
+  if (signalFd_) {
     if (auto w = loop_->watch(signalFd_.get(), EPOLLIN, [this](uint32_t) { onSignal(); }); !w) return w.error();
   }
   ::signal(SIGPIPE, SIG_IGN);

@@ -91,10 +91,13 @@ IoStatus sendDatagram(int fd, const void* bytes, size_t n, const std::vector<int
 }
 
 IoStatus recvDatagram(int fd, Datagram& out, size_t maxBytes) {
-  out.bytes.resize(maxBytes);
+  // One receive buffer per thread, sized once: resizing `out.bytes` up to maxBytes would zero
+  // 8 KiB for every one-byte wake-up.
+  thread_local std::vector<uint8_t> buffer;
+  if (buffer.size() < maxBytes) buffer.resize(maxBytes);
   out.fds.clear();
   out.truncated = false;
-  iovec iov{out.bytes.data(), maxBytes};
+  iovec iov{buffer.data(), maxBytes};
   msghdr msg{};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
@@ -122,7 +125,7 @@ IoStatus recvDatagram(int fd, Datagram& out, size_t maxBytes) {
   }
   if (r == 0 && out.fds.empty()) return IoStatus::CLOSED;  // SEQPACKET: zero-length read = hang-up
   out.truncated = (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0;
-  out.bytes.resize(static_cast<size_t>(r));
+  out.bytes.assign(buffer.data(), buffer.data() + r);
   return IoStatus::OK;
 }
 
