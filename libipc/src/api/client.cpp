@@ -87,7 +87,7 @@ class Client::Impl final : public detail::PortHost {
   uint64_t maxMessageBytes() const override { return conn_ ? conn_->maxMessageBytes() : wire::DEFAULT_MAX_MESSAGE_BYTES; }
   PortId newPortId() override {
     uint64_t v = 0;
-    while (v == 0) v = core::randomU64();
+    while (v == 0) v = core::randomIdU64();
     return PortId(v);
   }
   /// A live REMOTE port by id (nullptr when unknown, closed, moved on or disentangled).

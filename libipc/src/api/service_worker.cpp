@@ -146,7 +146,7 @@ class ServiceWorker::Impl final : public detail::PortHost, public api::PortRoute
   uint64_t maxMessageBytes() const override { return opts_.maxMessageBytes; }
   PortId newPortId() override {
     uint64_t v = 0;
-    while (v == 0) v = core::randomU64();
+    while (v == 0) v = core::randomIdU64();
     return PortId(v);
   }
   std::shared_ptr<capnp::MallocMessageBuilder> newEnvelope(const ClientId& id, MessageSeq& seq) override {

@@ -113,7 +113,10 @@ int EventLoop::runTimers() {
     task();
     ++ran;
   }
-  armTimerFd();
+  // Re-arm only when needed: the armed time passed, or an earlier timer exists. A cancelled
+  // earliest timer just makes the fd fire once for nothing (cheaper than a syscall per loop pass).
+  const Deadline want = timers_.empty() ? Deadline::max() : timers_.begin()->first;
+  if (want < armedFor_ || (armedFor_ <= now && want != armedFor_)) armTimerFd();
   return ran;
 }
 

@@ -43,4 +43,18 @@ uint64_t randomU64() {
   return v;
 }
 
+uint64_t randomIdU64() {
+  thread_local std::array<uint64_t, 64> batch;
+  thread_local size_t next = batch.size();
+  for (;;) {
+    if (next == batch.size()) {
+      fillRandom(batch.data(), sizeof batch);
+      next = 0;
+    }
+    uint64_t v = batch[next];
+    batch[next++] = 0;  // used ids do not linger in memory
+    if (v != 0) return v;
+  }
+}
+
 }  // namespace swipc::core

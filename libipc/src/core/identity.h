@@ -14,5 +14,8 @@ using ResumeToken = std::array<uint8_t, 32>;
 ResumeToken newResumeToken();
 ClientId clientIdForToken(const ResumeToken& token);
 uint64_t randomU64();
+/// A random non-zero 64-bit id from the kernel's CSPRNG, fetched in batches (one syscall per 64
+/// ids): port ids are made twice per messageSW. Thread-local, so safe from any thread.
+uint64_t randomIdU64();
 
 }  // namespace swipc::core
