@@ -222,7 +222,9 @@ IoStatus Connection::pumpSocket(const ControlHandler& onControl, Error& err) {
                      : makeError(Errc::PROTOCOL_VIOLATION, "oversize control datagram or too many fds");
       return IoStatus::FAILED;
     }
-    if (d.bytes.size() == 1 && d.bytes[0] == WAKE_BYTE && d.fds.empty()) continue;
+    // A wake-up: the ring has news. Stop here rather than pay a second recvmsg just to learn the
+    // socket is empty; epoll is level-triggered, so anything queued behind it brings us back.
+    if (d.bytes.size() == 1 && d.bytes[0] == WAKE_BYTE && d.fds.empty()) return IoStatus::OK;
     if (d.bytes.size() % sizeof(capnp::word) != 0 || d.bytes.empty()) {
       err = makeError(Errc::PROTOCOL_VIOLATION, "control datagram is not a whole number of words");
       return IoStatus::FAILED;
