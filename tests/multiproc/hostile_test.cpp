@@ -167,7 +167,6 @@ INSTANTIATE_TEST_SUITE_P(
                       ViolationCase{"TooManyPendingOutOfLineFds", "ool-fd-hoard"},
                       // MessagePort ownership (DESIGN §13: the daemon re-checks every transfer).
                       ViolationCase{"TransferOfPortNeverOwned", "port-foreign-descriptor"},
-                      ViolationCase{"PortPostFromUnknownPort", "port-post-foreign"},
                       ViolationCase{"PortPostFromPortTheServiceWorkerHolds", "port-post-not-owned"},
                       ViolationCase{"RegisterPairWithItselfAsPeer", "port-register-self-peer"},
                       ViolationCase{"RegisterAlreadyRegisteredPort", "port-register-existing-port"},
@@ -243,6 +242,16 @@ TEST_F(HostileTest, HonestRawPortTrafficIsServed) {
   ASSERT_FALSE(run.attachedId().empty()) << run.describe();
   const std::vector<std::string> tail(run.lines.begin() + 1, run.lines.end());
   EXPECT_EQ(tail, (std::vector<std::string>{"port-ready", std::string("reply ") + SW_VERSION, "still-connected"}))
+      << run.describe() << "\ndaemon log:\n" << daemon_->log();
+  EXPECT_EQ(daemon_->log().find("protocol violation"), std::string::npos) << daemon_->log();
+  expectGoodClientServed();
+}
+
+TEST_F(HostileTest, PortPostFromUnknownPortIsDroppedNotAViolation) {
+  auto run = runHostile("port-post-unknown", {"--linger-ms", "300"});
+  ASSERT_EQ(run.exitCode, 0) << run.describe();
+  const std::vector<std::string> tail(run.lines.begin() + 1, run.lines.end());
+  EXPECT_EQ(tail, (std::vector<std::string>{std::string("reply ") + SW_VERSION, "still-connected"}))
       << run.describe() << "\ndaemon log:\n" << daemon_->log();
   EXPECT_EQ(daemon_->log().find("protocol violation"), std::string::npos) << daemon_->log();
   expectGoodClientServed();

@@ -621,8 +621,11 @@ void portForeignDescriptor(Session& s, SocketWatch& watch, const Options&) {
   sendEnvelope(s, mb, watch);
 }
 
-void portPostForeign(Session& s, SocketWatch& watch, const Options&) {
+void portPostUnknown(Session& s, SocketWatch& watch, const Options&) {
+  // A port the daemon does not know (an honest client can post on a port whose close it answered
+  // while the post waited for ring space): dropped, not a violation; the client is still served.
   sendPortPost(s, watch, randomPortId(), 1);
+  roundTrip(s, watch);
 }
 
 void portPostNotOwned(Session& s, SocketWatch& watch, const Options&) {
@@ -704,7 +707,7 @@ const std::map<std::string, Misbehaviour>& ringModes() {
       {"flood-wakes", floodWakes},
       {"port-honest", portHonest},
       {"port-foreign-descriptor", portForeignDescriptor},
-      {"port-post-foreign", portPostForeign},
+      {"port-post-unknown", portPostUnknown},
       {"port-post-not-owned", portPostNotOwned},
       {"port-register-self-peer", portRegisterSelfPeer},
       {"port-register-existing-port", portRegisterExistingPort},

@@ -222,14 +222,6 @@ void Client::Impl::install(core::Attached attached) {
 void Client::Impl::close() {
   if (closed_) return;
   closed_ = true;
-  {
-    // A client that exits closes its ports: the daemon closes them for us when we detach.
-    std::vector<detail::PortPtr> all;
-    for (auto& [id, w] : ports_)
-      if (auto p = w.lock()) all.push_back(std::move(p));
-    ports_.clear();
-    for (auto& p : all) p->hostGone();
-  }
   for (auto& [id, obj] : bcObjects_) obj->closed = true;
   bcObjects_.clear();
   waiter_.reset();
@@ -242,6 +234,13 @@ void Client::Impl::close() {
     conn_->sendControl(mb);
     daemonLost("client closed");
   }
+  // A client that exits closes its ports (the daemon closes them for us as we detach). After the
+  // last drain, so ports that arrived in it are ended too.
+  std::vector<detail::PortPtr> all;
+  for (auto& [id, w] : ports_)
+    if (auto p = w.lock()) all.push_back(std::move(p));
+  ports_.clear();
+  for (auto& p : all) p->hostGone();
 }
 
 void Client::Impl::scheduleReconnect() {

@@ -60,7 +60,9 @@ Result<void> PortRouter::checkList(const ClientId& from, PortList::Reader ds, Ch
         return violation("invalid registration of port pair " + PortId(id).toString() + "/" + PortId(peer).toString());
       ctx.registeredPeers.insert(peer);
     } else if (d.getPeerClosed()) {
-      if (table_.count(id)) return violation("a registered port shipped as disentangled");
+      // Disentangled: unknown here, or a tombstone of the sender's whose portClose is still to come.
+      const Entry* e = find(PortId(id));
+      if (e && (!e->owner.is(from) || !e->closed)) return violation("a registered port shipped as disentangled");
     } else if (!ctx.registeredPeers.count(id)) {
       const Entry* e = find(PortId(id));
       if (!e || !e->owner.is(from) || e->peer.value() != d.getPeerId())
@@ -74,7 +76,9 @@ Result<void> PortRouter::checkList(const ClientId& from, PortList::Reader ds, Ch
 
 Result<void> PortRouter::checkPost(const ClientId& from, schema::PortPost::Reader post) const {
   const Entry* e = find(PortId(post.getFrom()));
-  if (!e || !e->owner.is(from)) return violation("posts on port " + PortId(post.getFrom()).toString() + " that it does not own");
+  // Unknown: closed meanwhile (the client may have answered a portClosed while this post waited
+  // for ring space) — a no-op post. Owned by someone else: a lie.
+  if (e && !e->owner.is(from)) return violation("posts on port " + PortId(post.getFrom()).toString() + " that it does not own");
   return checkShipped(from, post.getPorts(), PortId(post.getFrom()));
 }
 
@@ -107,7 +111,7 @@ void PortRouter::routeOne(schema::PortDescriptor::Reader d, const Owner& from, c
       if (auto it = localStates_.find(peer.value()); it != localStates_.end()) stays.state = it->second;
     }
     table_.emplace(peer.value(), std::move(stays));
-  } else if (!peerClosed) {
+  } else {
     if (Entry* e = find(id)) {
       for (auto& c : e->copies)
         if (c.seq >= d.getRecvNext()) unreceived.push_back(std::move(c));
@@ -233,10 +237,33 @@ void PortRouter::onPortPost(const ClientId& from, schema::PortPost::Reader post,
   pm.setSeq(post.getSeq());
   pm.setPayload(post.getPayload());
   route(post.getPorts(), src, Owner{false, target}, pm.initPorts(post.getPorts().size()));
-  dst->copies.push_back(Copy{post.getSeq(), env});  // `dst` is not touched after enqueue
-  if (auto r = sink_.enqueue(target, env, seq); !r)
-    core::log().warn("port message to client={} not queued: {}", target.toString(), r.error().describe());
+  if (auto r = deliver(target, to, env, seq, post.getSeq()); !r) {
+    core::log().warn("port message to client={} not delivered: {}", target.toString(), r.error().describe());
+    sink_.reportError(from, r.error().code, "port message not delivered: " + r.error().message, envSeq);
+  }
 }
+
+Result<void> PortRouter::deliver(const ClientId& target, PortId to, const std::shared_ptr<capnp::MallocMessageBuilder>& env,
+                                 MessageSeq envSeq, uint64_t portSeq) {
+  if (auto r = sink_.enqueue(target, env, envSeq); !r) {
+    // Never handed over (too big, or the client broke): the ports in it close, the peer hears it.
+    ++stats_.dropped;
+    undeliverable(target, env->getRoot<schema::Envelope>().asReader().getPortMessage().getPorts());
+    return r;
+  }
+  Entry* dst = find(to);
+  if (!dst || !dst->owner.is(target)) return {};  // the enqueue made it go (the client broke)
+  dst->copies.push_back(Copy{portSeq, env});
+  dst->received = true;
+  if (dst->copies.size() > sink_.copyLimit()) {
+    // A client that reads its ring but never acknowledges pins every message: cut it off.
+    sink_.disconnect(target, violation("never acknowledges port messages (" + std::to_string(dst->copies.size()) +
+                                       " unacknowledged on port " + to.toString() + ")"));
+  }
+  return {};
+}
+
+void PortRouter::undeliverable(const ClientId& to, PortList::Reader ds) { dropPorts(Owner{false, to}, ds); }
 
 Result<void> PortRouter::onPortClose(const ClientId& from, PortId port, uint64_t recvNext) {
   Entry* e = find(port);
@@ -277,7 +304,7 @@ void PortRouter::clientGone(const ClientId& id) {
 void PortRouter::notifyPeerClosed(PortId peer) {
   Entry* e = find(peer);
   if (!e || e->closed) return;
-  if (e->silent) {  // messageSW's reply port: its owner closes it by itself, no notice needed
+  if (e->silent && e->received) {  // messageSW's reply port, answered: its owner closes it itself
     erase(peer);
     return;
   }
@@ -348,11 +375,9 @@ Result<void> PortRouter::postFromLocal(detail::PortState& from, const OutgoingPa
   if (wire::encodedBytes(*env) > local_.maxMessageBytes())
     return makeError(Errc::QUOTA_EXCEEDED, "message larger than --max-message-bytes; nothing sent");
   if (!transfer.empty()) shipToClient(target, transfer, pm.initPorts(static_cast<unsigned>(transfer.size())));
-  dst = find(to);
-  if (dst) dst->copies.push_back(Copy{from.sendSeq, env});
-  ++from.sendSeq;
+  const uint64_t portSeq = from.sendSeq++;
   ++stats_.routed;
-  return sink_.enqueue(target, env, seq);
+  return deliver(target, to, env, seq, portSeq);
 }
 
 void PortRouter::closeLocal(detail::PortState& port) {

@@ -47,6 +47,10 @@ class PortRouter {
     /// The client stopped draining: its backlog is at the bound.
     virtual bool backlogFull(const ClientId& id) = 0;
     virtual void reportError(const ClientId& id, Errc code, const std::string& message, uint64_t refSeq) = 0;
+    /// Unacknowledged copies one port may pin before its owner is cut off.
+    virtual size_t copyLimit() const = 0;
+    /// Disconnects a misbehaving client (ProtocolViolation); its ports close.
+    virtual void disconnect(const ClientId& id, const Error& why) = 0;
   };
 
   struct Stats {
@@ -77,6 +81,8 @@ class PortRouter {
   /// Ports of a client post from service-worker code: described and routed into `out`, then
   /// neutered here. Call after every check that could still fail the post.
   void shipToClient(const ClientId& to, std::vector<detail::PortPtr>& ports, PortList::Builder out);
+  /// The message carrying `ds` to client `to` was never handed over: those ports close.
+  void undeliverable(const ClientId& to, PortList::Reader ds);
   Result<void> postFromLocal(detail::PortState& from, const OutgoingPayload& payload,
                              std::vector<detail::PortPtr>& transfer);
   void closeLocal(detail::PortState& port);
@@ -101,7 +107,8 @@ class PortRouter {
     Owner owner;
     std::weak_ptr<detail::PortState> state;  // owner.local
     bool closed = false;                      // tombstone: the peer is gone, waits for portClose
-    bool silent = false;                      // needs no portClosed (descriptor silentPeer)
+    bool silent = false;                      // needs no portClosed once answered (silentPeer)
+    bool received = false;                    // a message was routed to it
     std::vector<Copy> copies;  // by seq (few: acknowledged every 64 messages)
   };
   struct CheckContext {
@@ -124,6 +131,9 @@ class PortRouter {
   /// Copies with seq >= recvNext were never received by their owner: close the ports in them.
   void dropCopies(const Owner& owner, std::vector<Copy>& copies, uint64_t recvNext);
   void notifyPeerClosed(PortId peer);
+  /// Hands a port message to client `target` and keeps its copy; on failure closes its ports.
+  Result<void> deliver(const ClientId& target, PortId to, const std::shared_ptr<capnp::MallocMessageBuilder>& env,
+                       MessageSeq envSeq, uint64_t portSeq);
   void erase(PortId id);
 
   Sink& sink_;

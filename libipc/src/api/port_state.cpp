@@ -117,6 +117,10 @@ void PortState::peerClosed(bool now) {
   scheduleFlush(now);
 }
 
+void PortState::closeListenerSet() {
+  if (peerGone && !closeFired_) scheduleFlush(false);
+}
+
 void PortState::hostGone() {
   mode = Mode::CLOSED;
   host = nullptr;
@@ -151,9 +155,11 @@ void PortState::flush() {
   }
   // `close` comes after every message that arrived before it: a port holding messages
   // (not started) gets it once it has delivered them.
-  if (live() && peerGone && !closeFired_ && queue.empty()) {
+  // Fired once somebody listens: a port that arrives closed gets its handler set only later.
+  if (live() && peerGone && !closeFired_ && queue.empty() && onClose) {
     closeFired_ = true;
-    if (auto fn = onClose) fn();
+    auto fn = onClose;
+    fn();
   }
 }
 
@@ -324,7 +330,9 @@ void MessagePort::onMessageError(std::function<void(const MessageErrorEvent&)> f
 }
 
 void MessagePort::onClose(std::function<void()> fn) {
-  if (state_ && state_->live()) state_->onClose = std::move(fn);
+  if (!state_ || !state_->live()) return;
+  state_->onClose = std::move(fn);
+  state_->closeListenerSet();
 }
 
 void MessagePort::start() {

@@ -128,6 +128,8 @@ class PortState : public std::enable_shared_from_this<PortState> {
   /// The peer closed or died: `close` fires after the messages already queued here (at once if
   /// there are none; after start() has delivered them otherwise).
   void peerClosed(bool now);
+  /// onClose was (re)set: a `close` that happened before anybody listened fires now (from the loop).
+  void closeListenerSet();
   /// The host is going away: closed, no callbacks, no messages.
   void hostGone();
   /// Writes this port into a transfer descriptor (its queue included). Nothing changes until

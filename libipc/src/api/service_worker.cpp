@@ -103,6 +103,7 @@ struct PendingAttach {
 };
 
 constexpr int DRAIN_BUDGET = 256;
+constexpr int PUBLISH_EVERY = 32;
 
 }  // namespace
 
@@ -169,6 +170,19 @@ class ServiceWorker::Impl final : public detail::PortHost, public api::PortRoute
   void reportError(const ClientId& id, Errc code, const std::string& message, uint64_t refSeq) override {
     if (ClientRecord* c = find(id); c && c->alive) sendError(*c, code, message, refSeq);
   }
+  size_t copyLimit() const override {
+    // What a well-behaved owner can have unread: a ring of minimal records plus a full backlog,
+    // plus the acknowledgement interval.
+    return opts_.maxBacklog + opts_.ringBytes / 16 + 2 * detail::PortState::ACK_EVERY;
+  }
+  void disconnect(const ClientId& id, const Error& why) override {
+    ClientId target = id;
+    Error err = why;
+    // Not from inside the routing that noticed it: the loop does it next.
+    loop_->post([this, target, err] {
+      if (ClientRecord* c = find(target); c && c->alive) violation(*c, err);
+    });
+  }
   void endLocalPorts() {
     std::vector<detail::PortPtr> all;
     for (auto& [id, w] : localPorts_)
@@ -223,7 +237,9 @@ class ServiceWorker::Impl final : public detail::PortHost, public api::PortRoute
   void dropPending(uint64_t pendingId);
   void admit(PendingAttach p, const core::HelloInfo& hello);
   void onClientSocket(const ClientId& id, uint32_t events);
-  void drain(ClientRecord& c);
+  /// Handles what the client committed: DRAIN_BUDGET records, then yields to others — or, when
+  /// the client is leaving, everything (it will not ring again).
+  void drain(ClientRecord& c, bool toTheEnd = false);
   bool handleEnvelope(ClientRecord& c, wire::Inbound&& in);
   void violation(ClientRecord& c, const Error& err);
   void detach(ClientRecord& c, const std::string& reason, bool goodbye = false);
@@ -595,12 +611,12 @@ void ServiceWorker::Impl::onClientSocket(const ClientId& id, uint32_t events) {
     return detach(*c, err.describe());
   }
   if (s == core::IoStatus::CLOSED || goodbye || (events & (EPOLLHUP | EPOLLRDHUP | EPOLLERR))) {
-    drain(*c);  // what it committed before leaving is still delivered
+    drain(*c, /*toTheEnd=*/true);  // everything it committed before leaving is still delivered
     if (c->alive) detach(*c, goodbye ? "closed" : "hung up");
   }
 }
 
-void ServiceWorker::Impl::drain(ClientRecord& c) {
+void ServiceWorker::Impl::drain(ClientRecord& c, bool toTheEnd) {
   int handled = 0;
   for (;;) {
     wire::Inbound in;
@@ -610,7 +626,11 @@ void ServiceWorker::Impl::drain(ClientRecord& c) {
     if (s == Connection::RecvStatus::OK) {
       if (!handleEnvelope(c, std::move(in))) return;
       if (!c.alive) return;
-      if (++handled < DRAIN_BUDGET) continue;
+      ++handled;
+      // Give the space back as we go: a writer that keeps feeding us must see the ring drain
+      // (and one that waits for space is woken), not only when we stop.
+      if (handled % PUBLISH_EVERY == 0) c.conn->publishConsumed();
+      if (handled < DRAIN_BUDGET || toTheEnd) continue;
       // Fairness: let other clients in, come back for the rest.
       c.conn->publishConsumed();
       if (!c.drainScheduled) {
@@ -833,6 +853,9 @@ Result<MessageSeq> ServiceWorker::Impl::postToClient(const ClientId& id, const a
       return makeError(Errc::QUOTA_EXCEEDED, "message larger than --max-message-bytes; nothing sent");
     }
     router_->shipToClient(id, *ports, post.initPorts(static_cast<unsigned>(ports->size())));
+    auto r = enqueue(*c, mb, seq);
+    if (!r) router_->undeliverable(id, mb->getRoot<schema::Envelope>().asReader().getClientPost().getPorts());
+    return r;
   }
   return enqueue(*c, std::move(mb), seq);
 }
@@ -864,6 +887,13 @@ bool ServiceWorker::Impl::handlePortEnvelope(ClientRecord& c, schema::Envelope::
 }
 
 void ServiceWorker::Impl::sendError(ClientRecord& c, Errc code, const std::string& message, uint64_t refSeq) {
+  if (c.backlog.size() >= opts_.maxBacklog) {
+    // A client that does not drain cannot grow our memory with error reports about its posts.
+    ++counters_.undelivered;
+    core::log().debug("client={} not draining: error report for seq={} dropped ({})", c.id.toString(), refSeq,
+                      errorName(code));
+    return;
+  }
   MessageSeq seq;
   auto mb = newEnvelope(c, seq);
   auto e = mb->getRoot<schema::Envelope>().initError();
