@@ -89,13 +89,7 @@ void PortState::start() {
 void PortState::close() {
   if (!live()) return;
   const Mode was = mode;
-  mode = Mode::CLOSED;
-  queue.clear();
-  onMessage = nullptr;
-  onMessageError = nullptr;
-  onClose = nullptr;
-  intercept = nullptr;
-  interceptClose = nullptr;
+  end(Mode::CLOSED);
   if (was == Mode::LOCAL) {
     if (auto p = localPeer.lock()) p->peerClosed(false);
     localPeer.reset();
@@ -122,8 +116,12 @@ void PortState::closeListenerSet() {
 }
 
 void PortState::hostGone() {
-  mode = Mode::CLOSED;
   host = nullptr;
+  end(Mode::CLOSED);
+}
+
+void PortState::end(Mode final) {
+  mode = final;
   queue.clear();
   onMessage = nullptr;
   onMessageError = nullptr;
@@ -211,12 +209,8 @@ void PortState::commitShip() {
 
 void PortState::neuter() {
   if (host) host->untrack(*this);
-  mode = Mode::NEUTERED;
-  queue.clear();
   localPeer.reset();
-  onMessage = nullptr;
-  onMessageError = nullptr;
-  onClose = nullptr;
+  end(Mode::NEUTERED);
 }
 
 PortPtr PortState::moveHere() {

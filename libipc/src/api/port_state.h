@@ -172,6 +172,8 @@ class PortState : public std::enable_shared_from_this<PortState> {
   void flush();
   void dispatch(QueuedPortMessage& m);
   void neuter();
+  /// No more messages or callbacks: the port is over (closed or neutered).
+  void end(Mode final);
 
   bool flushScheduled_ = false;
   bool closeFired_ = false;
