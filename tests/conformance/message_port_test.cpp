@@ -395,6 +395,33 @@ TEST_F(MessagePortTest, CloseMakesLaterPostsNoOpsAndPeerGetsClose) {
         << "the closing end itself got close: " << ev.dump();
 }
 
+// A port that is closed before it arrives, at a page whose messages are held (startMessages
+// not called yet): the message carrying it is delivered later, and only then does the page set
+// the port's close listener. `close` waits for that listener instead of firing into nobody.
+TEST_F(MessagePortTest, PortThatArrivesClosedWhileMessagesAreHeldGetsCloseOnceDelivered) {
+  auto a = page();
+  auto b = std::make_unique<ScriptClient>(dir.path(), scope);  // messages held
+  ASSERT_EQ(b->clientId().size(), 32u) << b->process().stderrText();
+  createChannel(*a, "p1", "p2");
+  expectOk(*a, {{"op", "port.close"}, {"port", "p1"}});
+  const json relay = {{"type", "RELAY_PORT"}, {"to", b->clientId()}};
+  expectOk(*a, {{"op", "post"}, {"data", relay}, {"transfer", json::array({"p2"})}});
+  auto answer = a->waitFor(
+      [](const json& ev) { return ev.value("event", "") == "message" && ev["data"].contains("relayed"); }, 10s);
+  ASSERT_TRUE(answer && (*answer)["data"]["relayed"] == true) << (answer ? answer->dump() : "no RELAY_PORT answer");
+  // The PORT message is in B's ring now; a reply to B comes behind it on the same ring, so once
+  // B has the reply it has read (and held) the PORT message, and the port in it is B's.
+  auto echo = op(*b, {{"op", "messageSW"}, {"data", {{"type", "ECHO"}}}, {"timeoutMs", 5000}});
+  ASSERT_EQ(echo.value("event", ""), "ok") << echo.dump();
+  for (const auto& ev : b->seen()) ASSERT_NE(ev.value("event", ""), "message") << "not held: " << ev.dump();
+
+  expectOk(*b, {{"op", "startMessages"}});
+  auto m = b->waitFor([](const json& ev) { return messageType(ev) == "PORT"; }, 10s);
+  ASSERT_TRUE(m && (*m)["ports"].is_array() && (*m)["ports"].size() == 1u) << describeSeen(*b);
+  const std::string received = (*m)["ports"][0];
+  EXPECT_TRUE(waitClose(*b, received, 5s)) << "no port.close for the port that arrived closed\n" << describeSeen(*b);
+}
+
 TEST_F(MessagePortTest, CloseOfOneEndClosesItsPeerInTheSameProcess) {
   auto a = page();
   createChannel(*a, "p1", "p2");
@@ -432,6 +459,34 @@ TEST_F(MessagePortTest, PeerProcessExitClosesTheSurvivor) {
   b->send({{"op", "exit"}});
   EXPECT_TRUE(waitClose(*a, p.a, 2s)) << describeSeen(*a) << daemon->log();
   EXPECT_EQ(b->process().waitExitCode(5s), 0);
+}
+
+// ------------------------------------------------------------------------------------------------ messageSW
+
+// messageSW sends a real port for the reply; a service worker that ignores the message (no
+// handler for its type) drops that port unanswered. Without a deadline the request would wait
+// forever: it fails with AbortError as soon as the daemon reports the dropped port.
+TEST_F(MessagePortTest, MessageSwWithoutDeadlineFailsWithAbortErrorWhenTheServiceWorkerIgnoresIt) {
+  auto a = page();
+  const auto t0 = TestClock::now();
+  auto r = op(*a, {{"op", "messageSW"}, {"data", {{"type", "IGNORED_BY_THE_SW"}}}});  // no timeoutMs
+  EXPECT_EQ(r.value("event", ""), "error") << r.dump();
+  EXPECT_EQ(r.value("name", ""), "AbortError") << r.dump();
+  EXPECT_LT(msSince(t0), 5000) << r.dump();
+  // The page is fine afterwards: the next request is answered.
+  auto echo = op(*a, {{"op", "messageSW"}, {"data", {{"type", "ECHO"}, {"n", 1}}}});
+  EXPECT_EQ(echo.value("event", ""), "ok") << echo.dump();
+  EXPECT_EQ(echo["data"], json({{"type", "ECHO"}, {"n", 1}})) << echo.dump();
+}
+
+// With a deadline the deadline decides, even though the dropped port is reported long before.
+TEST_F(MessagePortTest, MessageSwWithDeadlineFailsWithTimeoutErrorWhenTheServiceWorkerIgnoresIt) {
+  auto a = page();
+  const auto t0 = TestClock::now();
+  auto r = op(*a, {{"op", "messageSW"}, {"data", {{"type", "IGNORED_BY_THE_SW"}}}, {"timeoutMs", 300}});
+  EXPECT_EQ(r.value("event", ""), "error") << r.dump();
+  EXPECT_EQ(r.value("name", ""), "TimeoutError") << r.dump();
+  EXPECT_GE(msSince(t0), 300) << r.dump();
 }
 
 }  // namespace

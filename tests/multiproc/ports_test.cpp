@@ -3,7 +3,9 @@
 // transfer, kill -9 while a port is in transit, page <-> page conversation over a relayed pair,
 // and the daemon's port table emptying again. High-volume ends are tests/support/port_peer
 // (library-based); pages are page_client `script`. The daemon's port table is read from its
-// SIGUSR1 counters line (portsOpen: a gauge of table entries).
+// SIGUSR1 counters line (portsOpen: a gauge of table entries). Review regressions (own section):
+// a killed sender's ring read to the end, a post that waited for ring space while its peer
+// closed, a port in a message the daemon cannot deliver (each needs a daemon option: fixtures).
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -102,6 +104,20 @@ class PortPeer {
   std::vector<json> lines_;
 };
 
+/// True while page_client `pid` waits for space in its full up ring: the library's waitForSpace
+/// polls the control socket alone, at most 10 ms at a time, where page_client's own loop polls
+/// three fds without a timeout. Without /proc/PID/syscall (or off x86_64): any sleep.
+bool waitsForRingSpace(pid_t pid) {
+#if defined(__x86_64__)
+  constexpr unsigned long long POLL = 7, PPOLL = 271;
+  if (auto sc = blockedSyscall(pid)) {
+    const auto nr = (*sc)[0], nfds = (*sc)[2], timeoutMs = (*sc)[3];
+    return (nr == POLL && nfds == 1 && timeoutMs <= 10) || (nr == PPOLL && nfds == 1);
+  }
+#endif
+  return processState(pid) == 'S';
+}
+
 /// The last `n` lines of `text`.
 std::string tail(const std::string& text, size_t n = 30) {
   size_t at = text.size();
@@ -113,7 +129,7 @@ std::string tail(const std::string& text, size_t n = 30) {
 class PortsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    daemon = std::make_unique<Daemon>(dir.path(), scope);
+    daemon = std::make_unique<Daemon>(dir.path(), scope, daemonArgs);
     ASSERT_TRUE(daemon->waitReady()) << daemon->log();
     // Its socket accepts before the daemon has blocked SIGUSR1 for its signalfd; a completed
     // attach shows its loop (and so the signal handling) is running before counter() signals it.
@@ -192,6 +208,13 @@ class PortsTest : public ::testing::Test {
                                          << tail(daemon->log());
   }
 
+  /// SIGSTOP: the daemon reads nothing until resumeDaemon(); clients keep committing to their rings.
+  void stopDaemon() {
+    daemon->process().signal(SIGSTOP);
+    ASSERT_TRUE(eventually([&] { return processState(daemon->pid()) == 'T'; })) << "the daemon did not stop";
+  }
+  void resumeDaemon() { daemon->process().signal(SIGCONT); }
+
   Result<Client> connect() {
     ClientOptions o;
     o.scope = scope;
@@ -202,8 +225,27 @@ class PortsTest : public ::testing::Test {
 
   TempDir dir;
   std::string scope = testScope();
+  std::vector<std::string> daemonArgs;  // set by a derived fixture's constructor
   std::unique_ptr<Daemon> daemon;
   int nextId_ = 1;
+};
+
+/// Rings of 1 MiB per direction: a page's up ring holds thousands of small posts.
+class PortsBigRingTest : public PortsTest {
+ protected:
+  PortsBigRingTest() { daemonArgs = {"--ring-bytes", "1048576"}; }
+};
+
+/// The smallest rings (4 KiB per direction): a page's up ring is full after a few dozen posts.
+class PortsSmallRingTest : public PortsTest {
+ protected:
+  PortsSmallRingTest() { daemonArgs = {"--ring-bytes", "4096"}; }
+};
+
+/// The smallest message limit (--max-message-bytes 1024).
+class PortsSmallMessageTest : public PortsTest {
+ protected:
+  PortsSmallMessageTest() { daemonArgs = {"--max-message-bytes", "1024"}; }
 };
 
 void expectAllInOrderOnce(const std::optional<json>& done, long n, const std::string& context) {
@@ -409,6 +451,98 @@ TEST_F(PortsTest, ThousandPortsOfAKilledProcessLeaveNothingInTheDaemon) {
   h->process().signal(SIGKILL);
   EXPECT_TRUE(portTableEmpties());
   EXPECT_TRUE(daemon->process().running()) << tail(daemon->log());
+}
+
+// ------------------------------------------------------------------------------------------------ review regressions
+
+// A sender that committed far more than one drain budget (256 records) and died before the
+// daemon read them: the daemon reads a leaving client's ring to the end, so every one of the
+// 1,500 port posts reaches the peer, in order (it used to hand on ~512 and drop the rest).
+TEST_F(PortsBigRingTest, PortPostsCommittedBeforeTheSenderIsKilledAllReachThePeer) {
+  constexpr long N = 1500;
+  auto b = peer("recv", {"--count", std::to_string(N)});
+  auto a = page();
+  expectOk(*a, {{"op", "channel.create"}, {"port1", "p1"}, {"port2", "p2"}});
+  relayPost(*a, "p2", b->clientId());
+  ASSERT_TRUE(b->waitEvent("port").value_or(json::object()).value("event", "") == "port") << b->describe();
+
+  stopDaemon();
+  for (long i = 0; i < N - 1; ++i) a->send({{"op", "port.post"}, {"port", "p1"}, {"data", kv("i", i)}});
+  // A port post is "ok" once it is in the up ring: then all N are committed there.
+  expectOk(*a, {{"op", "port.post"}, {"port", "p1"}, {"data", kv("i", N - 1)}});
+  for (const auto& ev : a->seen()) ASSERT_NE(ev.value("event", ""), "error") << ev.dump();
+  a->process().signal(SIGKILL);
+  ASSERT_EQ(a->process().waitExitCode(5s), -SIGKILL);
+  resumeDaemon();
+
+  auto done = b->waitEvent("done", 10s);
+  const std::string context = "B:\n" + b->describe() + "\ndaemon log (tail):\n" + tail(daemon->log());
+  expectAllInOrderOnce(done, N, context);
+  EXPECT_TRUE(b->waitEvent("close", 5s).value_or(json::object()).value("event", "") == "close") << context;
+  EXPECT_EQ(counter("portMessagesRouted"), N);
+}
+
+// The reviewer's race: A's post on p1 waits for space in its full up ring when the daemon tells
+// it that p1's peer closed; A answers with its portClose, and the waiting post goes out after
+// it, from a port the daemon no longer knows. That post is a no-op, not a protocol violation.
+// Setup: the daemon is stopped; B's close waits in B's ring; A fills its 4 KiB ring and blocks
+// on the next post; the daemon resumes.
+TEST_F(PortsSmallRingTest, PostThatWaitedForRingSpaceWhileThePeerClosedLeavesThePageAttached) {
+  constexpr int N = 200;  // far more than a 4 KiB ring holds; little enough for A's stdin pipe
+  auto a = page(), b = page();
+  expectOk(*a, {{"op", "channel.create"}, {"port1", "p1"}, {"port2", "p2"}});
+  relayPost(*a, "p2", b->clientId());
+  const std::string atB = receivedPort(*b);
+  ASSERT_FALSE(atB.empty());
+
+  stopDaemon();
+  expectOk(*b, {{"op", "port.close"}, {"port", atB}});
+  // One write, so that A reads every line at once and blocks inside the batch, never idle.
+  std::string burst;
+  for (int i = 0; i < N; ++i)
+    burst += json{{"op", "port.post"}, {"port", "p1"}, {"data", kv("i", i)}, {"id", "post-" + std::to_string(i)}}
+                 .dump() +
+             (i + 1 < N ? "\n" : "");
+  ASSERT_TRUE(a->process().writeLine(burst));
+  auto first = a->waitResult("post-0");
+  ASSERT_TRUE(first && (*first)["event"] == "ok") << (first ? first->dump() : "timeout");
+  // Each post waits up to 1 s for space, then fails with QueueFull and the next one waits.
+  ASSERT_TRUE(eventually([&] { return waitsForRingSpace(a->pid()); }, 3s)) << "A never waited for ring space";
+  resumeDaemon();
+
+  EXPECT_TRUE(waitClose(*a, "p1", 5s)) << tail(daemon->log());
+  auto echo = op(*a, {{"op", "messageSW"}, {"data", {{"type", "ECHO"}, {"after", "race"}}}, {"timeoutMs", 5000}});
+  EXPECT_EQ(echo.value("event", ""), "ok") << echo.dump() << "\n" << tail(daemon->log());
+  EXPECT_EQ(counter("protocolViolations"), 0) << tail(daemon->log());
+  EXPECT_EQ(daemon->log().find("protocol violation"), std::string::npos) << tail(daemon->log());
+  for (const auto& ev : a->seen()) {  // a post may time out waiting for space; nothing else fails
+    if (ev.value("event", "") == "error") {
+      EXPECT_EQ(ev.value("name", ""), "QueueFull") << ev.dump();
+    }
+  }
+  EXPECT_TRUE(portTableEmpties());
+}
+
+// RELAY_PORT of a port with queued messages: A's post fits --max-message-bytes, the daemon's
+// envelope to B (the port's descriptor carries the queued messages) does not. The port is never
+// handed over, so it closes: A's end gets close, and the daemon's table empties.
+TEST_F(PortsSmallMessageTest, PortInAnUndeliverableMessageClosesAndLeavesNoEntry) {
+  const std::string filler(140, 'x');
+  auto a = page(), b = page();
+  expectOk(*a, {{"op", "channel.create"}, {"port1", "p1"}, {"port2", "p2"}});
+  for (int i = 0; i < 3; ++i) expectOk(*a, {{"op", "port.post"}, {"port", "p1"}, {"data", filler}});
+  relayPost(*a, "p2", b->clientId());
+  auto answer = a->waitFor(
+      [](const json& ev) { return ev.value("event", "") == "message" && ev["data"].contains("relayed"); }, 10s);
+  ASSERT_TRUE(answer.has_value()) << tail(daemon->log());
+  ASSERT_EQ((*answer)["data"]["relayed"], false) << answer->dump() << "\nthe envelope fit after all";
+  EXPECT_EQ((*answer)["data"]["error"].value("name", ""), "QuotaExceededError") << answer->dump();
+
+  EXPECT_TRUE(waitClose(*a, "p1", 5s)) << "the undelivered port vanished without closing its peer\n"
+                                       << tail(daemon->log());
+  for (int i = 0; i < 20; ++i) expectOk(*a, {{"op", "port.post"}, {"port", "p1"}, {"data", filler}});
+  EXPECT_TRUE(portTableEmpties());
+  for (const auto& ev : b->seen()) EXPECT_NE(messageType(ev), "PORT") << ev.dump();
 }
 
 // ------------------------------------------------------------------------------------------------ library

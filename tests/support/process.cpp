@@ -299,6 +299,29 @@ long rssKiB(pid_t pid) {
   return -1;
 }
 
+char processState(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat;
+  std::getline(f, stat);
+  // "PID (comm) S ...": comm may hold spaces and parentheses, the state follows the last ')'.
+  const size_t paren = stat.rfind(')');
+  if (paren == std::string::npos || paren + 2 >= stat.size()) return 0;
+  return stat[paren + 2];
+}
+
+std::optional<std::vector<unsigned long long>> blockedSyscall(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/syscall");
+  std::string first;
+  if (!(f >> first) || first == "running") return std::nullopt;
+  std::vector<unsigned long long> out;
+  char* end = nullptr;
+  out.push_back(std::strtoull(first.c_str(), &end, 0));
+  if (*end != '\0') return std::nullopt;  // not a number
+  for (std::string arg; out.size() < 4 && f >> arg;) out.push_back(std::strtoull(arg.c_str(), nullptr, 0));
+  if (out.size() < 4) return std::nullopt;
+  return out;
+}
+
 std::vector<std::string> devShmEntries() {
   std::vector<std::string> out;
   if (DIR* d = ::opendir("/dev/shm")) {

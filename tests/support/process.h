@@ -124,6 +124,12 @@ class ScriptClient {
 int openFdCount(pid_t pid);
 /// Resident set size in KiB (/proc/PID/status VmRSS).
 long rssKiB(pid_t pid);
+/// The state letter of a process from /proc/PID/stat ('R', 'S', 'T' for stopped, ...); 0 when
+/// it cannot be read.
+char processState(pid_t pid);
+/// The system call a process is blocked in, from /proc/PID/syscall: its number and first three
+/// arguments (number -1 outside one); nullopt when it is running, or the file cannot be read.
+std::optional<std::vector<unsigned long long>> blockedSyscall(pid_t pid);
 /// Entries in /dev/shm.
 std::vector<std::string> devShmEntries();
 /// The daemon's counters (ServiceWorker::counters() as JSON): sends it SIGUSR1 and waits for the
