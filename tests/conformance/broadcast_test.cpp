@@ -22,6 +22,7 @@
 
 #include "broadcast_payload.capnp.h"
 #include "process.h"
+#include "test_scope.h"
 #include "swipc/broadcast_channel.h"
 #include "swipc/client.h"
 
@@ -29,11 +30,6 @@ namespace swipc::testing {
 namespace {
 
 using nlohmann::json;
-
-std::string testScope() {
-  std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
-  return name.substr(0, 48);
-}
 
 #if defined(__SANITIZE_ADDRESS__)
 constexpr bool UNDER_ASAN = true;

@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "process.h"
+#include "test_scope.h"
 #include "swipc/client.h"
 #include "swipc/service_worker.h"
 
@@ -25,16 +26,6 @@ namespace swipc::testing {
 namespace {
 
 using nlohmann::json;
-
-/// A scope named after the running test, so no two tests share one.
-std::string testScope() {
-  std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
-  return name.substr(0, 48);
-}
-
-long long msSince(TestClock::time_point t0) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(TestClock::now() - t0).count();
-}
 
 /// One row of /proc: a process, its parent and its state letter (R, S, T, Z, ...).
 struct ProcEntry {

@@ -14,20 +14,12 @@
 #include <vector>
 
 #include "process.h"
+#include "test_scope.h"
 
 namespace swipc::testing {
 namespace {
 
 using nlohmann::json;
-
-std::string testScope() {
-  std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
-  return name.substr(0, 48);
-}
-
-long long msSince(TestClock::time_point t0) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(TestClock::now() - t0).count();
-}
 
 /// {key: value} (braced json lists are ambiguous where a single element could also be a scalar).
 /// The "type" of a `message` event's data ("" for other events, or data that is no map).

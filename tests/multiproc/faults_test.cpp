@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "process.h"
+#include "test_scope.h"
 #include "swipc/client.h"
 #include "swipc/service_worker.h"
 
@@ -18,11 +19,6 @@ namespace swipc::testing {
 namespace {
 
 using nlohmann::json;
-
-std::string testScope() {
-  std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
-  return name.substr(0, 48);
-}
 
 /// The state letter of /proc/PID/stat ('R', 'S', 'T' for stopped, ...); '?' when unreadable.
 char processState(pid_t pid) {

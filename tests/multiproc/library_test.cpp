@@ -8,17 +8,13 @@
 #include <thread>
 
 #include "process.h"
+#include "test_scope.h"
 #include "swipc/client.h"
 #include "swipc/service_worker.h"
 #include "test_payload.capnp.h"
 
 namespace swipc::testing {
 namespace {
-
-std::string testScope() {
-  std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
-  return name.substr(0, 48);
-}
 
 Bytes patternBytes(size_t n, uint32_t seed) {
   Bytes b;

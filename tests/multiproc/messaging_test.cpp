@@ -8,17 +8,12 @@
 #include <sstream>
 
 #include "process.h"
+#include "test_scope.h"
 
 namespace swipc::testing {
 namespace {
 
 using nlohmann::json;
-
-/// A scope named after the running test, so no two tests share one.
-std::string testScope() {
-  std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
-  return name.substr(0, 48);
-}
 
 /// What a finished one-shot page_client run left behind.
 struct CommandResult {

@@ -7,17 +7,13 @@
 #include <thread>
 
 #include "process.h"
+#include "test_scope.h"
 #include "swipc/client.h"
 #include "swipc/message_port.h"
 #include "swipc/service_worker.h"
 
 namespace swipc::testing {
 namespace {
-
-std::string testScope() {
-  std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
-  return name.substr(0, 48);
-}
 
 /// A ServiceWorker serving on its own thread; `onLoop` runs a function there and waits for it.
 class ServiceWorkerThread {

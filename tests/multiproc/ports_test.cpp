@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "process.h"
+#include "test_scope.h"
 #include "swipc/client.h"
 #include "swipc/message_port.h"
 
@@ -21,15 +22,6 @@ namespace swipc::testing {
 namespace {
 
 using nlohmann::json;
-
-std::string testScope() {
-  std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
-  return name.substr(0, 48);
-}
-
-long long msSince(TestClock::time_point t0) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(TestClock::now() - t0).count();
-}
 
 /// The "type" of a `message` event's data ("" for other events, or data that is no map).
 std::string messageType(const json& ev) {
