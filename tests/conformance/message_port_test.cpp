@@ -14,25 +14,13 @@
 #include <vector>
 
 #include "process.h"
+#include "json_events.h"
 #include "test_scope.h"
 
 namespace swipc::testing {
 namespace {
 
 using nlohmann::json;
-
-/// {key: value} (braced json lists are ambiguous where a single element could also be a scalar).
-/// The "type" of a `message` event's data ("" for other events, or data that is no map).
-std::string messageType(const json& ev) {
-  if (ev.value("event", "") != "message" || !ev.contains("data") || !ev["data"].is_object()) return {};
-  return ev["data"].value("type", "");
-}
-
-json kv(const std::string& key, json value) {
-  json j = json::object();
-  j[key] = std::move(value);
-  return j;
-}
 
 bool isPortMessage(const json& ev, const std::string& port) {
   return ev.value("event", "") == "port.message" && ev.value("port", "") == port;

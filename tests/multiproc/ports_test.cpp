@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "process.h"
+#include "json_events.h"
 #include "test_scope.h"
 #include "swipc/client.h"
 #include "swipc/message_port.h"
@@ -22,18 +23,6 @@ namespace swipc::testing {
 namespace {
 
 using nlohmann::json;
-
-/// The "type" of a `message` event's data ("" for other events, or data that is no map).
-std::string messageType(const json& ev) {
-  if (ev.value("event", "") != "message" || !ev.contains("data") || !ev["data"].is_object()) return {};
-  return ev["data"].value("type", "");
-}
-
-json kv(const std::string& key, json value) {
-  json j = json::object();
-  j[key] = std::move(value);
-  return j;
-}
 
 /// A port_peer child: stdout lines parsed and kept; stdin piped (EOF ends its linger).
 class PortPeer {
