@@ -127,7 +127,8 @@ void relayPort(ServiceWorker& sw, ExtendableMessageEvent& e) {
 
 void handle(ReferenceServiceWorker::State& st, ExtendableMessageEvent& e, std::optional<MessagePort> arrivedOn) {
   ServiceWorker& sw = st.sw;
-  const std::string type = e.data["type"].textOr("");
+  const Value* typeValue = e.data.find("type");
+  const std::string_view type = typeValue && typeValue->isText() ? std::string_view(typeValue->asText()) : "";
   Responder reply(e, arrivedOn);
   if (type == "GET_VERSION") {
     reply(Value(sw.options().version));

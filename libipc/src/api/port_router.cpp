@@ -36,6 +36,25 @@ void PortRouter::erase(PortId id) {
 
 // ------------------------------------------------------------------------------------------------ checks
 
+bool PortRouter::IdSet::insert(uint64_t id) {
+  if (contains(id)) return false;
+  if (size_ < INLINE) {
+    inline_[size_++] = id;
+    return true;
+  }
+  if (many_.empty()) many_.insert(inline_, inline_ + INLINE);
+  many_.insert(id);
+  ++size_;
+  return true;
+}
+
+bool PortRouter::IdSet::contains(uint64_t id) const {
+  if (size_ > INLINE) return many_.count(id) != 0;
+  for (size_t i = 0; i < size_; ++i)
+    if (inline_[i] == id) return true;
+  return false;
+}
+
 Result<void> PortRouter::checkShipped(const ClientId& from, PortList::Reader ds, PortId postingPort) const {
   CheckContext ctx;
   if (!postingPort.empty()) {
@@ -50,20 +69,20 @@ Result<void> PortRouter::checkList(const ClientId& from, PortList::Reader ds, Ch
   for (auto d : ds) {
     const uint64_t id = d.getPortId();
     if (id == 0) return violation("port id 0 in a transfer list");
-    if (!ctx.seen.insert(id).second)
+    if (!ctx.seen.insert(id))
       return violation("port " + PortId(id).toString() + " transferred twice, or with the port that posts it");
     if (++ctx.count > MAX_PORTS_PER_MESSAGE) return violation("more than 4096 ports in one message");
     if (d.getRegister()) {
       const uint64_t peer = d.getPeerId();
-      if (peer == 0 || peer == id || table_.count(id) || table_.count(peer) || ctx.seen.count(peer) ||
-          ctx.registeredPeers.count(peer) || ctx.registeredPeers.count(id))
+      if (peer == 0 || peer == id || table_.count(id) || table_.count(peer) || ctx.seen.contains(peer) ||
+          ctx.registeredPeers.contains(peer) || ctx.registeredPeers.contains(id))
         return violation("invalid registration of port pair " + PortId(id).toString() + "/" + PortId(peer).toString());
       ctx.registeredPeers.insert(peer);
     } else if (d.getPeerClosed()) {
       // Disentangled: unknown here, or a tombstone of the sender's whose portClose is still to come.
       const Entry* e = find(PortId(id));
       if (e && (!e->owner.is(from) || !e->closed)) return violation("a registered port shipped as disentangled");
-    } else if (!ctx.registeredPeers.count(id)) {
+    } else if (!ctx.registeredPeers.contains(id)) {
       const Entry* e = find(PortId(id));
       if (!e || !e->owner.is(from) || e->peer.value() != d.getPeerId())
         return violation("ships port " + PortId(id).toString() + " that it does not own");

@@ -111,9 +111,22 @@ class PortRouter {
     bool received = false;                    // a message was routed to it
     std::vector<Copy> copies;  // by seq (few: acknowledged every 64 messages)
   };
+  /// A set of port ids that stays a short vector for the usual handful of ports (no allocation
+  /// per message), and switches to a hash set beyond that (hostile lists stay O(n)).
+  class IdSet {
+   public:
+    bool insert(uint64_t id);
+    bool contains(uint64_t id) const;
+
+   private:
+    static constexpr size_t INLINE = 8;
+    uint64_t inline_[INLINE] = {};
+    size_t size_ = 0;
+    std::unordered_set<uint64_t> many_;
+  };
   struct CheckContext {
-    std::unordered_set<uint64_t> seen;
-    std::unordered_set<uint64_t> registeredPeers;
+    IdSet seen;
+    IdSet registeredPeers;
     size_t count = 0;
   };
 

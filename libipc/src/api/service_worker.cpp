@@ -1,5 +1,7 @@
 #include "swipc/service_worker.h"
 
+#include <kj/exception.h>
+
 #include <fcntl.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
@@ -624,7 +626,16 @@ void ServiceWorker::Impl::drain(ClientRecord& c, bool toTheEnd) {
     auto s = c.conn->receive(in, err);
     if (s == Connection::RecvStatus::VIOLATION) return violation(c, err);
     if (s == Connection::RecvStatus::OK) {
-      if (!handleEnvelope(c, std::move(in))) return;
+      bool more = false;
+      try {
+        more = handleEnvelope(c, std::move(in));
+      } catch (const kj::Exception& e) {
+        // Cap'n Proto's bounds-checked readers refused something the receipt checks did not
+        // walk: the sender's bytes are malformed.
+        violation(c, makeError(Errc::PROTOCOL_VIOLATION, std::string("malformed message: ") + e.getDescription().cStr()));
+        return;
+      }
+      if (!more) return;
       if (!c.alive) return;
       ++handled;
       // Give the space back as we go: a writer that keeps feeding us must see the ring drain
@@ -703,6 +714,12 @@ bool ServiceWorker::Impl::handleEnvelope(ClientRecord& c, wire::Inbound&& inboun
   // The ports are the service worker's now, whatever becomes of the payload.
   for (auto& p : router_->toServiceWorker(id, post.getPorts())) ev.ports.emplace_back(p);
   if (auto r = api::readPayload(post.getPayload(), owner, types_, ev); !r) {
+    // A plain envelope's Value is checked only as it is decoded: malformed bytes are still a
+    // protocol violation, a value this build cannot represent is a messageerror.
+    if (auto whole = owner->checkAll(); !whole) {
+      violation(c, whole.error());
+      return false;
+    }
     ++counters_.messageErrors;
     core::log().warn("messageerror from client={} seq={}: {}", id.toString(), seq, r.error().describe());
     if (onMessageError_) onMessageError_(MessageErrorEvent{"serviceworker", r.error()}, handleFor(c));

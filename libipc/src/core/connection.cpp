@@ -190,7 +190,9 @@ Connection::RecvStatus Connection::receive(wire::Inbound& out, Error& err) {
 
 void Connection::publishConsumed() {
   in_.publishHead();
-  if (in_.takeWriterWaiting()) wakePeer();
+  // Wake a writer waiting for space once half the ring is free (or it is empty), not for every
+  // batch: the drain loop publishes again as it goes, and its last publish frees everything.
+  if (in_.takeWriterWaiting(in_.capacity() / 2)) wakePeer();
 }
 
 bool Connection::armAndCheck() {

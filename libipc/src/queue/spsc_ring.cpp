@@ -153,9 +153,13 @@ bool RingReader::hasData() {
   return header_->tail.load(std::memory_order_acquire) != head_;
 }
 
-bool RingReader::takeWriterWaiting() {
+bool RingReader::takeWriterWaiting(uint64_t minFree) {
   std::atomic_thread_fence(std::memory_order_seq_cst);
   if (header_->writerWaiting.load(std::memory_order_relaxed) == 0) return false;
+  // Hysteresis: a writer woken for every few freed records would sleep again at once, and each
+  // round costs both sides a syscall. An impossible tail (used > capacity) wakes it anyway.
+  const uint64_t used = header_->tail.load(std::memory_order_acquire) - head_;
+  if (used <= capacity_ && capacity_ - used < minFree) return false;
   header_->writerWaiting.store(0, std::memory_order_relaxed);
   return true;
 }

@@ -95,8 +95,10 @@ class RingReader {
   void setSleeping(bool sleeping);
   /// True when a record is published (does not validate it).
   bool hasData();
-  /// True (and cleared) when the writer asked to be woken after space was freed.
-  bool takeWriterWaiting();
+  /// True (and cleared) when the writer asked to be woken after space was freed and at least
+  /// `minFree` bytes of the ring are free now (published head; 0: any space).
+  bool takeWriterWaiting(uint64_t minFree = 0);
+  uint64_t capacity() const { return capacity_; }
 
   RingHeader* header() const { return header_; }
 

@@ -11,23 +11,68 @@
 
 namespace swipc::wire {
 
+bool isPlain(schema::Envelope::Reader env) {
+  // Port descriptors are data only, except the messages queued at a port in transit: those carry
+  // payloads (and ports) of their own, so a descriptor with a queue makes the envelope walked.
+  auto plainPost = [](auto post) {
+    if (!post.getPayload().isValue()) return false;
+    for (auto d : post.getPorts())
+      if (d.getQueued().size() != 0) return false;
+    return true;
+  };
+  switch (env.which()) {
+    case schema::Envelope::CONTROLLER_POST: return plainPost(env.getControllerPost());
+    case schema::Envelope::CLIENT_POST: return plainPost(env.getClientPost());
+    case schema::Envelope::PORT_MESSAGE: return plainPost(env.getPortMessage());
+    case schema::Envelope::BC_MESSAGE: return env.getBcMessage().getPayload().isValue();
+    case schema::Envelope::ACK:
+    case schema::Envelope::CLIENT_STATE:
+    case schema::Envelope::CONTROLLER_CHANGE:
+    case schema::Envelope::FOCUS:
+    case schema::Envelope::BC_LEAVE:
+    case schema::Envelope::PORT_CLOSE:
+    case schema::Envelope::PORT_CLOSED:
+    case schema::Envelope::PORT_ACK:
+      return true;
+    default:
+      return false;  // text, port descriptors, typed content, broadcast payloads: walk them
+  }
+}
+
+kj::ArrayPtr<const capnp::word> Inbound::words() const {
+  return mapping_ ? kj::ArrayPtr<const capnp::word>(reinterpret_cast<const capnp::word*>(mapping_->data()),
+                                                    bytes_ / sizeof(capnp::word))
+                  : words_.asPtr();
+}
+
+Result<void> Inbound::checkAll() const {
+  if (walked_) return {};
+  try {
+    capnp::FlatArrayMessageReader fresh(words(), options_);
+    fresh.getRoot<schema::Envelope>().totalSize();
+  } catch (const kj::Exception& e) {
+    return makeError(Errc::PROTOCOL_VIOLATION, std::string("malformed message: ") + e.getDescription().cStr());
+  }
+  return {};
+}
+
 template <typename Root>
 Result<Inbound> Inbound::validate(Inbound in, const capnp::ReaderOptions& options) {
+  in.options_ = options;
   try {
-    kj::ArrayPtr<const capnp::word> words =
-        in.mapping_ ? kj::ArrayPtr<const capnp::word>(reinterpret_cast<const capnp::word*>(in.mapping_->data()),
-                                                      in.bytes_ / sizeof(capnp::word))
-                    : in.words_.asPtr();
-    in.reader_ = std::make_unique<capnp::FlatArrayMessageReader>(words, options);
+    in.reader_ = std::make_unique<capnp::FlatArrayMessageReader>(in.words(), options);
     auto root = in.reader_->template getRoot<Root>();
-    root.totalSize();  // walks every pointer once, within the traversal and nesting limits
     if constexpr (std::is_same_v<Root, schema::Envelope>) {
       if (root.getSchemaVersion() != schema::SCHEMA_VERSION)
         return makeError(Errc::VERSION_MISMATCH, "envelope schema version " + std::to_string(root.getSchemaVersion()) +
                                                      ", expected " + std::to_string(schema::SCHEMA_VERSION));
+      in.root_ = root;
+      if (isPlain(root)) return in;
     }
-    // A fresh reader for the consumer: the traversal budget we just spent is per reader.
-    in.reader_ = std::make_unique<capnp::FlatArrayMessageReader>(words, options);
+    // The walk runs on its own reader: the traversal budget it spends is per reader.
+    capnp::FlatArrayMessageReader walker(in.words(), options);
+    walker.getRoot<Root>().totalSize();  // walks every pointer once, within the traversal and nesting limits
+    in.walked_ = true;
   } catch (const kj::Exception& e) {
     return makeError(Errc::PROTOCOL_VIOLATION, std::string("malformed message: ") + e.getDescription().cStr());
   }

@@ -29,8 +29,21 @@ struct OutOfLineRecord {
 /// Seals a receiver requires on an out-of-line memfd before mapping it.
 inline constexpr unsigned SEALS_IMMUTABLE = 0x0001 /*SEAL*/ | 0x0002 /*SHRINK*/ | 0x0004 /*GROW*/ | 0x0008 /*WRITE*/;
 
+/// True when `env` is "plain": apart from data fields, the only thing it points to is a Value
+/// payload and port descriptors with no queued messages (no text, no typed content), which
+/// receivers decode at once inside readValue()'s own exception
+/// boundary. Throws kj::Exception when the pointers it follows are malformed.
+bool isPlain(schema::Envelope::Reader env);
+
 /// An inbound message that owns its bytes: a private aligned copy, or an immutable (sealed)
-/// mapping. The root has been fully traversed once, so every pointer in it is known good.
+/// mapping. Nothing in it can change after the copy, so Cap'n Proto's bounds-checked readers see
+/// the same bytes however often they are read (no double fetch).
+///
+/// Validation: every envelope that is not plain (isPlain) has been fully traversed once within the
+/// traversal and nesting limits, so every pointer in it is known good. A plain envelope's root,
+/// kind and payload pointer have been checked; its Value is checked as it is decoded (readValue
+/// reports a malformed one as an error). A receiver that needs to tell a malformed plain message
+/// from one it merely cannot represent calls checkAll().
 class Inbound {
  public:
   Inbound() = default;
@@ -42,11 +55,16 @@ class Inbound {
   /// Validates an already private, word-aligned buffer as a Control message.
   static Result<Inbound> adoptControl(kj::Array<capnp::word> words, const capnp::ReaderOptions& options);
 
-  schema::Envelope::Reader envelope() const { return reader_->getRoot<schema::Envelope>(); }
+  schema::Envelope::Reader envelope() const { return root_; }
   schema::Control::Reader control() const { return reader_->getRoot<schema::Control>(); }
   /// Size in bytes of the encoded message.
   size_t bytes() const { return bytes_; }
   bool valid() const { return reader_ != nullptr; }
+  /// True when the whole message was traversed at receipt (it was not plain).
+  bool walked() const { return walked_; }
+  /// Traverses the whole message (a fresh reader, so the consumer's budget is untouched).
+  /// PROTOCOL_VIOLATION when any pointer in it is malformed or over the limits.
+  Result<void> checkAll() const;
 
  private:
   template <typename Root>
@@ -54,8 +72,13 @@ class Inbound {
 
   kj::Array<capnp::word> words_;
   std::shared_ptr<shm::Mapping> mapping_;
+  kj::ArrayPtr<const capnp::word> words() const;
+
   std::unique_ptr<capnp::FlatArrayMessageReader> reader_;
+  schema::Envelope::Reader root_;
+  capnp::ReaderOptions options_;
   size_t bytes_ = 0;
+  bool walked_ = false;
 };
 
 /// Encoded size in bytes of a builder's message (framing included).

@@ -2,6 +2,9 @@
 
 #include <kj/exception.h>
 
+#include <string_view>
+#include <unordered_map>
+
 #include "wire/limits.h"
 
 namespace swipc::wire {
@@ -37,53 +40,84 @@ void writeValue(const Value& v, schema::Value::Builder out) {
 }
 
 namespace {
-Result<Value> readValueAt(schema::Value::Reader in, int depth) {
-  if (depth > MAX_NESTING) return makeError(Errc::DATA_CLONE, "value nested deeper than " + std::to_string(MAX_NESTING));
+
+/// Map entries up to this count are de-duplicated by a linear scan; larger maps use a hash index
+/// so a hostile million-key map costs O(n), not O(n^2).
+constexpr size_t LINEAR_DEDUP_MAX = 16;
+
+/// Decodes `in` into `out` (which is null on entry). False with `err` set when it cannot.
+bool readInto(schema::Value::Reader in, Value& out, int depth, Error& err) {
+  if (depth > MAX_NESTING) {
+    err = makeError(Errc::DATA_CLONE, "value nested deeper than " + std::to_string(MAX_NESTING));
+    return false;
+  }
   switch (in.which()) {
-    case schema::Value::NONE: return Value{};
-    case schema::Value::BOOLEAN: return Value{in.getBoolean()};
-    case schema::Value::INT: return Value{static_cast<int64_t>(in.getInt())};
-    case schema::Value::FLOAT: return Value{in.getFloat()};
+    case schema::Value::NONE: return true;
+    case schema::Value::BOOLEAN: out = Value{in.getBoolean()}; return true;
+    case schema::Value::INT: out = Value{static_cast<int64_t>(in.getInt())}; return true;
+    case schema::Value::FLOAT: out = Value{in.getFloat()}; return true;
     case schema::Value::TEXT: {
       auto t = in.getText();
-      return Value{std::string(t.cStr(), t.size())};
+      out = Value{std::string(t.cStr(), t.size())};
+      return true;
     }
     case schema::Value::BYTES: {
       auto d = in.getBytes();
-      return Value{Bytes{std::vector<uint8_t>(d.begin(), d.end())}};
+      out = Value{Bytes{std::vector<uint8_t>(d.begin(), d.end())}};
+      return true;
     }
     case schema::Value::LIST: {
-      Value::List list;
       auto l = in.getList();
-      list.reserve(l.size());
-      for (auto item : l) {
-        auto v = readValueAt(item, depth + 1);
-        if (!v) return v.error();
-        list.push_back(std::move(*v));
-      }
-      return Value{std::move(list)};
+      out = Value{Value::List(l.size())};
+      auto& list = out.asList();
+      for (unsigned i = 0; i < l.size(); ++i)
+        if (!readInto(l[i], list[i], depth + 1, err)) return false;
+      return true;
     }
     case schema::Value::MAP: {
-      Value out{Value::Map{}};
-      for (auto e : in.getMap()) {
-        auto v = readValueAt(e.getValue(), depth + 1);
-        if (!v) return v.error();
+      auto entries = in.getMap();
+      out = Value{Value::Map{}};
+      auto& map = out.asMap();
+      map.reserve(entries.size());
+      std::unordered_map<std::string_view, size_t> index;  // only for large maps
+      const bool hashed = entries.size() > LINEAR_DEDUP_MAX;
+      for (auto e : entries) {
         auto k = e.getKey();
-        out.set(std::string(k.cStr(), k.size()), std::move(*v));
+        const std::string_view key(k.cStr(), k.size());
+        // A repeated key replaces the earlier value in place (maps keep first-insertion order).
+        size_t at = map.size();
+        if (hashed) {
+          if (auto it = index.find(key); it != index.end()) at = it->second;
+        } else {
+          for (size_t i = 0; i < map.size(); ++i)
+            if (map[i].first.size() == key.size() && map[i].first == key) at = i;
+        }
+        if (at == map.size()) {
+          map.emplace_back(std::string(key), Value{});
+          if (hashed) index.emplace(map.back().first, at);  // strings do not move: reserved
+        } else {
+          map[at].second = Value{};
+        }
+        if (!readInto(e.getValue(), map[at].second, depth + 1, err)) return false;
       }
-      return out;
+      return true;
     }
   }
-  return makeError(Errc::DATA_CLONE, "unknown value kind " + std::to_string(static_cast<int>(in.which())));
+  err = makeError(Errc::DATA_CLONE, "unknown value kind " + std::to_string(static_cast<int>(in.which())));
+  return false;
 }
+
 }  // namespace
 
 Result<Value> readValue(schema::Value::Reader in) {
+  Value out;
+  Error err;
   try {
-    return readValueAt(in, 0);
+    if (!readInto(in, out, 0, err)) return err;
   } catch (const kj::Exception& e) {
     return makeError(Errc::DATA_CLONE, std::string("malformed value: ") + e.getDescription().cStr());
   }
+  return out;
 }
 
 }  // namespace swipc::wire
