@@ -8,7 +8,8 @@ $Cxx.namespace("swipc::schema");
 using import "value.capnp".Value;
 
 const schemaVersion :UInt16 = 1;
-const protocolVersion :UInt32 = 2;   # 2: MessagePort transfer (PortDescriptor, port* kinds)
+const protocolVersion :UInt32 = 3;   # 2: MessagePort transfer (PortDescriptor, port* kinds)
+                                     # 3: the daemon wakes a client through a pipe (Welcome fd 3)
 
 # An application-defined Cap'n Proto struct posted instead of a Value.
 struct TypedPayload {

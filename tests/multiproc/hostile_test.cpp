@@ -160,6 +160,9 @@ INSTANTIATE_TEST_SUITE_P(
                       ViolationCase{"TornRecordPayload", "torn-record"},
                       ViolationCase{"WrongSchemaVersion", "bad-schema-version"},
                       ViolationCase{"ValueNestedTenThousandDeep", "huge-nesting"},
+                      // Plain envelopes are checked as they are decoded, not walked at receipt.
+                      ViolationCase{"ValueTextPastTheSegment", "malformed-value"},
+                      ViolationCase{"ValueTextPastTheSegmentWithAPort", "malformed-value-with-port"},
                       ViolationCase{"ClientPostFromClient", "wrong-kind"},
                       ViolationCase{"ReplyFromClient", "wrong-kind-reply"},
                       ViolationCase{"UnsealedOutOfLineMemfd", "ool-unsealed"},

@@ -86,14 +86,14 @@ class PortPeer {
 };
 
 /// True while page_client `pid` waits for space in its full up ring: the library's waitForSpace
-/// polls the control socket alone, at most 10 ms at a time, where page_client's own loop polls
-/// three fds without a timeout. Without /proc/PID/syscall (or off x86_64): any sleep.
+/// polls the control socket and the wake pipe, at most 10 ms at a time, where page_client's own
+/// loop polls three fds without a timeout. Without /proc/PID/syscall (or off x86_64): any sleep.
 bool waitsForRingSpace(pid_t pid) {
 #if defined(__x86_64__)
   constexpr unsigned long long POLL = 7, PPOLL = 271;
   if (auto sc = blockedSyscall(pid)) {
     const auto nr = (*sc)[0], nfds = (*sc)[2], timeoutMs = (*sc)[3];
-    return (nr == POLL && nfds == 1 && timeoutMs <= 10) || (nr == PPOLL && nfds == 1);
+    return (nr == POLL && nfds == 2 && timeoutMs <= 10) || (nr == PPOLL && nfds == 2);
   }
 #endif
   return processState(pid) == 'S';

@@ -98,7 +98,7 @@ bool sendWords(int fd, capnp::MessageBuilder& mb, const std::vector<int>& fds = 
   return swipc::core::sendDatagram(fd, words.begin(), words.size() * sizeof(capnp::word), fds) == IoStatus::OK;
 }
 
-/// Decodes a control datagram; nullopt when it is not one (a wake byte, garbage).
+/// Decodes a control datagram; nullopt when it is not one (garbage).
 std::optional<swipc::wire::Inbound> decodeControl(const Datagram& d) {
   if (d.bytes.empty() || d.bytes.size() % sizeof(capnp::word) != 0) return std::nullopt;
   auto words = kj::heapArray<capnp::word>(d.bytes.size() / sizeof(capnp::word));
@@ -129,7 +129,6 @@ class SocketWatch {
         continue;
       }
       ends = 0;
-      if (d.bytes.size() == 1 && d.bytes[0] == swipc::core::WAKE_BYTE) continue;
       auto in = decodeControl(d);
       if (in && in->control().isError()) lastError_ = in->control().getError().getName().cStr();
     }
@@ -226,7 +225,7 @@ std::optional<Session> finishAttach(UniqueFd& sock, const SocketWatch& watch, De
       say(std::string("refused ") + control.getError().getName().cStr());
       return std::nullopt;
     }
-    if (!control.isWelcome() || d.fds.size() != 2) fail("expected Welcome with two fds");
+    if (!control.isWelcome() || d.fds.size() != 3) fail("expected Welcome with three fds");
     auto w = control.getWelcome();
     if (w.getClientId().size() != 16) fail("Welcome with a malformed client id");
     std::array<uint8_t, 16> id;
@@ -243,7 +242,7 @@ std::optional<Session> finishAttach(UniqueFd& sock, const SocketWatch& watch, De
     auto layout = swipc::shm::readHeader(session.base, *size, RING_HEADER_BYTES);
     if (!layout) fail(layout.error().describe());
     session.layout = *layout;
-    auto conn = swipc::core::Connection::openForClient(std::move(sock), std::move(d.fds[0]), std::move(d.fds[1]),
+    auto conn = swipc::core::Connection::openForClient(std::move(sock), std::move(d.fds[0]), std::move(d.fds[1]), std::move(d.fds[2]),
                                                        session.maxMessageBytes);
     if (!conn) fail(conn.error().describe());
     session.conn = std::move(*conn);
@@ -328,8 +327,9 @@ void sendEnvelope(Session& s, capnp::MallocMessageBuilder& mb, SocketWatch& watc
     s.conn->wakePeer();
     if (watch.pump()) return;  // disconnected already: the caller reports it
     if (Clock::now() >= deadline) fail("up ring stayed full");
-    pollfd p{s.socketFd(), POLLIN, 0};
-    ::poll(&p, 1, 5);  // the daemon wakes us through the socket once it has made room
+    pollfd p[2] = {{s.socketFd(), POLLIN, 0}, {s.conn->wakeReadFd(), POLLIN, 0}};
+    ::poll(p, 2, 5);  // the daemon wakes us through the wake pipe once it has made room
+    s.conn->drainWakes();
   }
   ++nextSeq;
   s.conn->wakePeer();
@@ -455,6 +455,61 @@ void hugeNesting(Session& s, SocketWatch& watch, const Options& o) {
   sendEnvelope(s, mb, watch);  // over a ring record's size, so it goes out of line (sealed memfd)
 }
 
+/// Flattens `mb`, then makes the text pointer of the Value text `marker` claim far more bytes
+/// than the segment holds (everything else stays well formed), and appends it as one record.
+/// The daemon does not walk plain envelopes at receipt, so this checks that decoding them still
+/// catches the lie.
+void appendWithOversizedText(Session& s, capnp::MallocMessageBuilder& mb, const std::string& marker) {
+  auto words = capnp::messageToFlatArray(mb);
+  auto* w = reinterpret_cast<uint64_t*>(words.begin());
+  const size_t n = words.size();
+  // The marker's first word (the message is one segment: word 0 is the segment table).
+  size_t target = 0;
+  for (size_t i = 1; i < n && !target; ++i)
+    if (std::memcmp(&w[i], marker.data(), std::min<size_t>(8, marker.size())) == 0) target = i;
+  if (!target) fail("marker not found in the encoded message");
+  bool patched = false;
+  for (size_t i = 1; i < n && !patched; ++i) {
+    const uint64_t p = w[i];
+    if ((p & 3) != 1) continue;  // list pointers only
+    const int64_t offset = static_cast<int32_t>(static_cast<uint32_t>(p)) >> 2;
+    const uint32_t elemSize = static_cast<uint32_t>(p >> 32) & 7;
+    const uint32_t count = static_cast<uint32_t>(p >> 35);
+    if (elemSize != 2 || count != marker.size() + 1) continue;  // BYTE list of the text + NUL
+    if (static_cast<int64_t>(i) + 1 + offset != static_cast<int64_t>(target)) continue;
+    w[i] = (p & 0xFFFFFFFFull) | (uint64_t{2} << 32) | (uint64_t{0x1FFFFFFF} << 35);
+    patched = true;
+  }
+  if (!patched) fail("text pointer not found in the encoded message");
+  appendRecord(s, swipc::wire::RECORD_ENVELOPE, words.begin(), static_cast<uint32_t>(n * sizeof(capnp::word)));
+  ++nextSeq;
+  s.ringDoorbell();
+}
+
+void malformedValue(Session& s, SocketWatch&, const Options&) {
+  capnp::MallocMessageBuilder mb;
+  auto post = buildPost(mb, "ECHO");
+  // The payload becomes {"type": "ECHO", "note": <marker text>}.
+  auto map = post.initPayload().initValue().initMap(2);
+  map[0].setKey("type");
+  map[0].initValue().setText("ECHO");
+  map[1].setKey("note");
+  map[1].initValue().setText("MARKER-0123456789");
+  appendWithOversizedText(s, mb, "MARKER-0123456789");
+}
+
+void malformedValueWithPort(Session& s, SocketWatch&, const Options&) {
+  capnp::MallocMessageBuilder mb;
+  auto post = buildPost(mb, "ECHO");
+  setDescriptor(post.initPorts(1)[0], 0x1111222233334444ull, 0x5555666677778888ull, /*reg=*/true);
+  auto map = post.initPayload().initValue().initMap(2);
+  map[0].setKey("type");
+  map[0].initValue().setText("ECHO");
+  map[1].setKey("note");
+  map[1].initValue().setText("MARKER-0123456789");
+  appendWithOversizedText(s, mb, "MARKER-0123456789");
+}
+
 void wrongKindClientPost(Session& s, SocketWatch& watch, const Options&) {
   capnp::MallocMessageBuilder mb;
   auto env = mb.initRoot<swipc::schema::Envelope>();
@@ -550,7 +605,10 @@ std::optional<std::string> waitPortMessage(Session& s, SocketWatch& watch, uint6
     }
     if (s.conn->armAndCheck()) continue;  // arrived while we armed: no wake will come for it
     if (watch.pump()) return std::nullopt;
-    if (!watch.waitReadable(deadline)) return std::nullopt;
+    if (Clock::now() >= deadline) return std::nullopt;
+    pollfd p[2] = {{s.socketFd(), POLLIN, 0}, {s.conn->wakeReadFd(), POLLIN, 0}};
+    ::poll(p, 2, 100);  // the daemon writes the wake pipe when it has news; the socket if it leaves
+    s.conn->drainWakes();
   }
   return std::nullopt;
 }
@@ -699,6 +757,8 @@ const std::map<std::string, Misbehaviour>& ringModes() {
       {"torn-record", tornRecord},
       {"bad-schema-version", badSchemaVersion},
       {"huge-nesting", hugeNesting},
+      {"malformed-value", malformedValue},
+      {"malformed-value-with-port", malformedValueWithPort},
       {"wrong-kind", wrongKindClientPost},
       {"wrong-kind-reply", wrongKindReply},
       {"ool-unsealed", oolUnsealed},

@@ -139,6 +139,7 @@ class Client::Impl final : public detail::PortHost {
 
   void install(core::Attached attached);
   void onSocket(uint32_t events);
+  void onWake();
   void drainIncoming();
   void handleEnvelope(wire::Inbound&& in);
   void daemonLost(const std::string& reason);
@@ -149,6 +150,7 @@ class Client::Impl final : public detail::PortHost {
   void failReply(uint64_t replyId, Error err);
 
   EventLoop::WatchId socketWatch_ = 0;
+  EventLoop::WatchId wakeWatch_ = 0;  // the daemon's wake pipe: the down ring has news
   uint64_t generation_ = 0;  // bumps whenever conn_ is replaced or dropped
   MessageSeq nextSeq_ = 1;   // sender-local, keeps increasing across re-attaches
   std::deque<Outstanding> outstanding_;
@@ -218,6 +220,9 @@ void Client::Impl::install(core::Attached attached) {
   auto w = loop_->watch(conn_->socketFd(), EPOLLIN | EPOLLRDHUP, [this](uint32_t ev) { onSocket(ev); });
   SWIPC_ASSERT(w.ok(), "cannot watch the control socket");
   socketWatch_ = *w;
+  auto ww = loop_->watch(conn_->wakeReadFd(), EPOLLIN, [this](uint32_t) { onWake(); });
+  SWIPC_ASSERT(ww.ok(), "cannot watch the wake pipe");
+  wakeWatch_ = *ww;
   core::log().debug("attached client={} controlled={} sw_version={}", id_.toString(), controlled_, swVersion_);
 }
 
@@ -307,6 +312,7 @@ void Client::Impl::daemonLost(const std::string& reason) {
   std::vector<uint64_t> pendingReplies;
   for (auto& [rid, r] : replies_) pendingReplies.push_back(rid);
   loop_->unwatch(socketWatch_);
+  loop_->unwatch(wakeWatch_);
   readBroadcasts();  // what is still in the rings was posted before the daemon died
   rings_.clear();
   refreshWaiter();
@@ -343,6 +349,12 @@ void Client::Impl::daemonLost(const std::string& reason) {
 }
 
 // ------------------------------------------------------------------------------------------------ inbound
+
+void Client::Impl::onWake() {
+  if (!conn_) return;
+  conn_->drainWakes();  // before reading the ring: a wake that comes after is for news after
+  drainIncoming();
+}
 
 void Client::Impl::onSocket(uint32_t events) {
   if (!conn_) return;
@@ -641,17 +653,19 @@ void Client::Impl::dispatchOnce(Deadline until) {
 // ------------------------------------------------------------------------------------------------ outbound
 
 bool Client::Impl::waitForSpace(Deadline deadline) {
-  // The daemon rings our socket once it frees space (we set writerWaiting on FULL).
+  // The daemon writes our wake pipe once it frees space (we set writerWaiting on FULL); the
+  // socket tells us if it goes away meanwhile.
   const uint64_t gen = generation_;
   while (conn_ && gen == generation_) {
     auto now = Clock::now();
     if (now >= deadline) return false;
     auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count();
-    pollfd p{conn_->socketFd(), POLLIN, 0};
-    ::poll(&p, 1, static_cast<int>(std::min<int64_t>(ms + 1, 10)));
-    if (p.revents) {
+    pollfd p[2] = {{conn_->socketFd(), POLLIN, 0}, {conn_->wakeReadFd(), POLLIN, 0}};
+    ::poll(p, 2, static_cast<int>(std::min<int64_t>(ms + 1, 10)));
+    if (p[0].revents || p[1].revents) {
       ++blockingDepth_;
-      onSocket((p.revents & POLLHUP) ? uint32_t{EPOLLHUP} : uint32_t{0});
+      if (p[1].revents) onWake();
+      if (p[0].revents && conn_ && gen == generation_) onSocket((p[0].revents & POLLHUP) ? uint32_t{EPOLLHUP} : uint32_t{0});
       --blockingDepth_;
       if (!deferred_.empty()) loop_->wake();
     }

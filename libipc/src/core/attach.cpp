@@ -74,8 +74,8 @@ Result<Attached> attachToDaemon(const std::string& socketPath, const HelloInfo& 
     errorFromName(control.getError().getName().cStr(), code);
     return makeError(code, control.getError().getMessage().cStr());
   }
-  if (!control.isWelcome() || d.fds.size() != 2)
-    return makeError(Errc::PROTOCOL_VIOLATION, "expected Welcome with a segment and a doorbell");
+  if (!control.isWelcome() || d.fds.size() != 3)
+    return makeError(Errc::PROTOCOL_VIOLATION, "expected Welcome with a segment, a doorbell and a wake pipe");
   auto w = control.getWelcome();
   if (w.getLayoutVersion() != shm::LAYOUT_VERSION)
     return makeError(Errc::VERSION_MISMATCH, "daemon uses segment layout " + std::to_string(w.getLayoutVersion()));
@@ -91,7 +91,7 @@ Result<Attached> attachToDaemon(const std::string& socketPath, const HelloInfo& 
   a.welcome.controlled = w.getControlled();
   a.welcome.swVersion = w.getSwVersion().cStr();
   a.welcome.rings = RingSizes{w.getUpRingBytes(), w.getDownRingBytes()};
-  auto conn = Connection::openForClient(std::move(*sock), std::move(d.fds[0]), std::move(d.fds[1]),
+  auto conn = Connection::openForClient(std::move(*sock), std::move(d.fds[0]), std::move(d.fds[1]), std::move(d.fds[2]),
                                         a.welcome.maxMessageBytes);
   if (!conn) return conn.error();
   a.connection = std::move(*conn);
@@ -140,7 +140,7 @@ Result<std::unique_ptr<Connection>> sendWelcome(UniqueFd socket, const WelcomeIn
   w.setMaxMessageBytes(welcome.maxMessageBytes);
   w.setControlled(welcome.controlled);
   w.setSwVersion(welcome.swVersion);
-  if (!sendControlWords(sockFd, mb, {(*conn)->segmentFd(), (*conn)->doorbellFd()}))
+  if (!sendControlWords(sockFd, mb, {(*conn)->segmentFd(), (*conn)->doorbellFd(), (*conn)->wakeReadFd()}))
     return makeError(Errc::DISCONNECTED, "could not send Welcome");
   (*conn)->forgetPassedFds();
   return conn;

@@ -1,4 +1,5 @@
-// The attach handshake (DESIGN §3): Hello -> Welcome + (segment memfd, doorbell eventfd).
+// The attach handshake (DESIGN §3): Hello -> Welcome + (segment memfd, doorbell eventfd, wake
+// pipe read end).
 #pragma once
 
 #include <memory>

@@ -32,12 +32,16 @@ Result<std::unique_ptr<Connection>> Connection::createForDaemon(UniqueFd&& socke
   auto bell = queue::Doorbell::create();
   if (!bell) return bell.error();
   c->doorbell_ = std::move(*bell);
+  auto wake = queue::WakePipe::create();
+  if (!wake) return wake.error();
+  c->wake_ = std::move(*wake);
   if (auto r = c->initRings(layout); !r) return r.error();
   c->socket_ = std::move(socket);
   return c;
 }
 
 Result<std::unique_ptr<Connection>> Connection::openForClient(UniqueFd socket, UniqueFd segment, UniqueFd doorbell,
+                                                              UniqueFd wakeReadEnd,
                                                               uint64_t maxMessageBytes) {
   std::unique_ptr<Connection> c(new Connection());
   c->role_ = Role::CLIENT;
@@ -52,6 +56,9 @@ Result<std::unique_ptr<Connection>> Connection::openForClient(UniqueFd socket, U
   auto layout = shm::readHeader(c->mapping_.data(), c->mapping_.size(), RING_HEADER_BYTES);
   if (!layout) return layout.error();
   c->doorbell_ = queue::Doorbell(std::move(doorbell));
+  auto wake = queue::WakePipe::adoptReadEnd(std::move(wakeReadEnd));
+  if (!wake) return wake.error();
+  c->wake_ = std::move(*wake);
   if (auto r = c->initRings(*layout); !r) return r.error();
   return c;
 }
@@ -127,7 +134,7 @@ Connection::SendStatus Connection::send(capnp::MessageBuilder& envelope, uint64_
 
 void Connection::wakePeer() {
   if (role_ == Role::DAEMON) {
-    sendDatagram(socket_.get(), &WAKE_BYTE, 1);  // AGAIN means wakes are already queued
+    wake_.ring();  // non-blocking: a full pipe already means "wake"
   } else {
     doorbell_.ring();
   }
@@ -224,9 +231,6 @@ IoStatus Connection::pumpSocket(const ControlHandler& onControl, Error& err) {
                      : makeError(Errc::PROTOCOL_VIOLATION, "oversize control datagram or too many fds");
       return IoStatus::FAILED;
     }
-    // A wake-up: the ring has news. Stop here rather than pay a second recvmsg just to learn the
-    // socket is empty; epoll is level-triggered, so anything queued behind it brings us back.
-    if (d.bytes.size() == 1 && d.bytes[0] == WAKE_BYTE && d.fds.empty()) return IoStatus::OK;
     if (d.bytes.size() % sizeof(capnp::word) != 0 || d.bytes.empty()) {
       err = makeError(Errc::PROTOCOL_VIOLATION, "control datagram is not a whole number of words");
       return IoStatus::FAILED;

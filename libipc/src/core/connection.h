@@ -1,11 +1,13 @@
 // Connection: one attached client link, as seen from either side. It owns the control socket,
-// the mapped segment, this side's ring writer and reader, and the up doorbell.
+// the mapped segment, this side's ring writer and reader, and one doorbell per direction.
 //
 //   client --(up ring + eventfd doorbell)--> daemon
-//   client <--(down ring + 1-byte socket datagram wake)-- daemon
+//   client <--(down ring + wake pipe)-- daemon
 //
-// The daemon never reads the eventfd (it watches it edge-triggered) and wakes the client through
-// the socket with MSG_DONTWAIT: nothing the client does to a shared fd can block the daemon.
+// The daemon creates both and passes the eventfd and the pipe's read end with the Welcome. It
+// never reads the eventfd (it watches it edge-triggered), and it writes the pipe through a
+// non-blocking write end only it holds (a full pipe already means "wake"), so nothing the client
+// does to a shared fd can block the daemon.
 #pragma once
 
 #include <capnp/message.h>
@@ -26,7 +28,6 @@
 
 namespace swipc::core {
 
-inline constexpr uint8_t WAKE_BYTE = 'w';
 /// Out-of-line messages one sender may have in flight (sent, not yet consumed). The sender waits
 /// at this bound; a receiver holding more than OOL_RECEIVER_LIMIT fds from one peer disconnects it.
 inline constexpr size_t OOL_IN_FLIGHT = 32;
@@ -43,21 +44,30 @@ class Connection {
   enum class SendStatus { OK, FULL, TOO_BIG, BROKEN };
   enum class RecvStatus { OK, EMPTY, VIOLATION };
 
-  /// Daemon side: creates and seals the segment and the doorbell. The caller sends
-  /// `segmentFd` and `doorbellFd` to the client with the Welcome.
+  /// Daemon side: creates and seals the segment, the doorbell and the wake pipe. The caller sends
+  /// `segmentFd`, `doorbellFd` and `wakeReadFd` to the client with the Welcome.
   /// `socket` is taken only on success (so the caller can still report a failure on it).
   static Result<std::unique_ptr<Connection>> createForDaemon(UniqueFd&& socket, RingSizes sizes,
                                                              uint64_t maxMessageBytes);
   /// Client side: maps and validates the segment the daemon sent.
   static Result<std::unique_ptr<Connection>> openForClient(UniqueFd socket, UniqueFd segment, UniqueFd doorbell,
+                                                           UniqueFd wakeReadEnd,
                                                            uint64_t maxMessageBytes);
 
   Role role() const { return role_; }
   int socketFd() const { return socket_.get(); }
+  /// The up doorbell (client rings, daemon watches).
   int doorbellFd() const { return doorbell_.fd(); }
+  /// The wake pipe's read end (daemon writes, client watches and drains).
+  int wakeReadFd() const { return wake_.readFd(); }
+  /// Client side: reads the pending wake bytes.
+  void drainWakes() { wake_.drain(); }
   int segmentFd() const { return segmentFd_.get(); }
   /// Daemon side: drops the daemon's copies of the fds it has passed (after Welcome is sent).
-  void forgetPassedFds() { segmentFd_.reset(); }
+  void forgetPassedFds() {
+    segmentFd_.reset();
+    wake_.forgetReadEnd();
+  }
   size_t segmentBytes() const { return mapping_.size(); }
 
   /// Sends one envelope (inline, or out of line when larger than a ring record).
@@ -104,6 +114,7 @@ class Connection {
   UniqueFd socket_;
   UniqueFd segmentFd_;
   queue::Doorbell doorbell_;
+  queue::WakePipe wake_;
   shm::Mapping mapping_;
   queue::RingWriter out_;
   queue::RingReader in_;

@@ -1,4 +1,7 @@
 // Doorbell: an eventfd used as a wake-up hint. Waiters always re-check their ring after waking.
+// WakePipe: the same hint over a pipe, for a writer that must never block on a peer that holds
+// the other end (an eventfd is one open file: a peer could clear its O_NONBLOCK and saturate it;
+// a pipe's write end is a file description only the writer has).
 #pragma once
 
 #include "common/unique_fd.h"
@@ -22,6 +25,28 @@ class Doorbell {
 
  private:
   UniqueFd fd_;
+};
+
+class WakePipe {
+ public:
+  WakePipe() = default;
+  /// Reader side: the read end a writer passed (made non-blocking here).
+  static Result<WakePipe> adoptReadEnd(UniqueFd readEnd);
+  /// Writer side: a fresh non-blocking, close-on-exec pipe; pass takeReadEnd() to the reader.
+  static Result<WakePipe> create();
+
+  /// Writer: never blocks (a full pipe already holds wakes the reader has not seen).
+  void ring() const;
+  /// Reader: reads every pending wake byte; never blocks.
+  void drain() const;
+  int readFd() const { return read_.get(); }
+  /// Writer: the read end to pass to the reader (kept until forgotten).
+  int passReadFd() const { return read_.get(); }
+  void forgetReadEnd() { read_.reset(); }
+
+ private:
+  UniqueFd read_;
+  UniqueFd write_;
 };
 
 }  // namespace swipc::queue
