@@ -1,7 +1,9 @@
-// Doorbell: an eventfd wake-up hint.
+// Doorbell: an eventfd wake-up hint. WakePipe: the same over a pipe whose write end only the
+// writer holds.
 #include "queue/doorbell.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <sys/wait.h>
@@ -88,6 +90,68 @@ TEST_F(DoorbellTest, MoveTransfersFd) {
 TEST(DoorbellDefaultTest, DefaultIsInvalid) {
   Doorbell sut;
   EXPECT_FALSE(sut.valid());
+}
+
+TEST(WakePipeTest, CreateGivesNonBlockingCloseOnExecEnds) {
+  auto p = WakePipe::create();
+  ASSERT_TRUE(p.ok()) << p.error().describe();
+  int fl = ::fcntl(p->readFd(), F_GETFL);
+  ASSERT_NE(fl, -1);
+  EXPECT_TRUE(fl & O_NONBLOCK);
+  EXPECT_TRUE(::fcntl(p->readFd(), F_GETFD) & FD_CLOEXEC);
+  EXPECT_FALSE(readable(p->readFd()));
+}
+
+TEST(WakePipeTest, RingMakesTheReaderReadableAndDrainClearsIt) {
+  auto writer = WakePipe::create();
+  ASSERT_TRUE(writer.ok());
+  auto reader = WakePipe::adoptReadEnd(UniqueFd(::dup(writer->passReadFd())));
+  ASSERT_TRUE(reader.ok()) << reader.error().describe();
+  writer->ring();
+  writer->ring();
+  EXPECT_TRUE(readable(reader->readFd()));
+  reader->drain();
+  EXPECT_FALSE(readable(reader->readFd()));
+}
+
+TEST(WakePipeTest, RingNeverBlocksWhenTheReaderNeverDrainsEvenIfItMadeItsEndBlocking) {
+  auto writer = WakePipe::create();
+  ASSERT_TRUE(writer.ok());
+  auto reader = WakePipe::adoptReadEnd(UniqueFd(::dup(writer->passReadFd())));
+  ASSERT_TRUE(reader.ok());
+  // A hostile reader clears O_NONBLOCK on the file description it holds: the write end is
+  // another description, so the writer's rings still return at once on a full pipe.
+  ASSERT_EQ(::fcntl(reader->readFd(), F_SETFL, 0), 0);
+  writer->forgetReadEnd();
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    for (int i = 0; i < 200'000; ++i) writer->ring();  // far more than a pipe buffer holds
+    ::_exit(0);
+  }
+  // A deadline instead of a hang: the child must finish on its own.
+  int status = 0;
+  bool exited = false;
+  for (int i = 0; i < 1000 && !exited; ++i) {
+    if (::waitpid(child, &status, WNOHANG) == child) exited = true;
+    else ::poll(nullptr, 0, 10);
+  }
+  if (!exited) {
+    ::kill(child, SIGKILL);
+    ::waitpid(child, &status, 0);
+  }
+  EXPECT_TRUE(exited) << "ring() blocked on a full pipe";
+  EXPECT_TRUE(readable(reader->readFd()));
+}
+
+TEST(WakePipeTest, AdoptRefusesAnEndThatIsNotReadOnly) {
+  auto writer = WakePipe::create();
+  ASSERT_TRUE(writer.ok());
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  ::close(fds[0]);
+  auto bad = WakePipe::adoptReadEnd(UniqueFd(fds[1]));  // a write end
+  EXPECT_FALSE(bad.ok());
 }
 
 }  // namespace

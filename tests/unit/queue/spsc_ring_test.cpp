@@ -529,6 +529,46 @@ TEST_F(SpscRingTest, TakeWriterWaitingReturnsTrueOnceThenClears) {
   EXPECT_EQ(memory_.header()->writerWaiting.load(), 0u);
 }
 
+TEST_F(SpscRingTest, WaitingWriterIsNotTakenUntilTheAskedShareOfTheRingIsFree) {
+  RingWriter writer = makeWriter();
+  RingReader sut = makeReader();
+  // Fill the ring with 64-byte payloads (72 bytes a record) until it is full.
+  int written = 0;
+  while (writeBytes(writer, 64, static_cast<uint64_t>(written)) == RingStatus::OK) ++written;
+  ASSERT_GT(written, 8);
+  writer.setWaiting(true);
+  RecordView rec;
+  ASSERT_EQ(sut.peek(rec), RingStatus::OK);
+  sut.release();  // one record consumed: far less than half the ring is free
+  EXPECT_FALSE(sut.takeWriterWaiting(CAPACITY / 2));
+  EXPECT_EQ(memory_.header()->writerWaiting.load(), 1u) << "a refused take must leave the flag set";
+  while (sut.head() < CAPACITY / 2 + 64) {
+    ASSERT_EQ(sut.peek(rec), RingStatus::OK);
+    sut.release();
+  }
+  EXPECT_TRUE(sut.takeWriterWaiting(CAPACITY / 2));
+  EXPECT_EQ(memory_.header()->writerWaiting.load(), 0u);
+}
+
+TEST_F(SpscRingTest, WaitingWriterIsTakenWhenTheRingIsEmptyWhateverTheShareAsked) {
+  RingWriter writer = makeWriter();
+  RingReader sut = makeReader();
+  ASSERT_EQ(writeBytes(writer, 64, 1), RingStatus::OK);
+  writer.setWaiting(true);
+  RecordView rec;
+  ASSERT_EQ(sut.peek(rec), RingStatus::OK);
+  sut.release();
+  EXPECT_TRUE(sut.takeWriterWaiting(CAPACITY));  // empty ring: all of it is free
+}
+
+TEST_F(SpscRingTest, ImpossibleTailWakesAWaitingWriterRatherThanStrandIt) {
+  RingWriter writer = makeWriter();
+  RingReader sut = makeReader();
+  writer.setWaiting(true);
+  memory_.header()->tail.store(CAPACITY * 4);  // a hostile writer's tail: used > capacity
+  EXPECT_TRUE(sut.takeWriterWaiting(CAPACITY / 2));
+}
+
 TEST_F(SpscRingTest, TakeWriterWaitingIsFalseAfterWriterClearsWaiting) {
   RingWriter writer = makeWriter();
   RingReader sut = makeReader();

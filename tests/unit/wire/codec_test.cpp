@@ -1,0 +1,158 @@
+// wire: Value <-> Cap'n Proto, and what Inbound checks at receipt (plain envelopes are checked as
+// they are decoded; every other envelope is walked whole first).
+#include "wire/codec.h"
+
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "wire/limits.h"
+#include "wire/value_codec.h"
+
+namespace swipc::wire {
+namespace {
+
+const capnp::ReaderOptions OPTIONS = readerOptions(DEFAULT_MAX_MESSAGE_BYTES);
+
+std::vector<capnp::word> flatten(capnp::MessageBuilder& mb) {
+  auto a = capnp::messageToFlatArray(mb);
+  return std::vector<capnp::word>(a.begin(), a.end());
+}
+
+Result<Inbound> receive(const std::vector<capnp::word>& words) {
+  return Inbound::copyEnvelope(reinterpret_cast<const uint8_t*>(words.data()), words.size() * sizeof(capnp::word),
+                               OPTIONS);
+}
+
+schema::Envelope::Builder envelope(capnp::MallocMessageBuilder& mb) {
+  auto env = mb.initRoot<schema::Envelope>();
+  env.setSchemaVersion(schema::SCHEMA_VERSION);
+  env.setSeq(1);
+  return env;
+}
+
+/// Makes the list pointer to the text `marker` claim 0x1FFFFFFF bytes (past the segment's end).
+void breakTextPointer(std::vector<capnp::word>& words, const std::string& marker) {
+  auto* w = reinterpret_cast<uint64_t*>(words.data());
+  size_t target = 0;
+  for (size_t i = 1; i < words.size() && !target; ++i)
+    if (std::memcmp(&w[i], marker.data(), 8) == 0) target = i;
+  ASSERT_NE(target, 0u);
+  for (size_t i = 1; i < words.size(); ++i) {
+    const uint64_t p = w[i];
+    const int64_t offset = static_cast<int32_t>(static_cast<uint32_t>(p)) >> 2;
+    if ((p & 3) == 1 && ((p >> 32) & 7) == 2 && static_cast<int64_t>(i) + 1 + offset == static_cast<int64_t>(target)) {
+      w[i] = (p & 0xFFFFFFFFull) | (uint64_t{2} << 32) | (uint64_t{0x1FFFFFFF} << 35);
+      return;
+    }
+  }
+  FAIL() << "no text pointer to the marker";
+}
+
+TEST(ValueCodecTest, RoundTripsEveryKind) {
+  const Value v = Value::map({{"n", nullptr},
+                              {"b", true},
+                              {"i", int64_t{-7}},
+                              {"f", 2.5},
+                              {"t", "text"},
+                              {"y", Bytes{{1, 2, 3}}},
+                              {"l", Value::list({1, "two", Value::list({})})},
+                              {"m", Value::map({{"k", "v"}})}});
+  capnp::MallocMessageBuilder mb;
+  writeValue(v, mb.initRoot<schema::Value>());
+  auto back = readValue(mb.getRoot<schema::Value>().asReader());
+  ASSERT_TRUE(back.ok()) << back.error().describe();
+  EXPECT_EQ(*back, v);
+}
+
+/// A map whose wire form repeats keys: the later value wins, in the first one's place.
+void expectLaterDuplicateWins(unsigned entries) {
+  capnp::MallocMessageBuilder mb;
+  auto m = mb.initRoot<schema::Value>().initMap(entries + 1);
+  for (unsigned i = 0; i < entries; ++i) {
+    m[i].setKey("k" + std::to_string(i));
+    m[i].initValue().setInt(i);
+  }
+  m[entries].setKey("k0");
+  m[entries].initValue().setText("again");
+  auto back = readValue(mb.getRoot<schema::Value>().asReader());
+  ASSERT_TRUE(back.ok()) << back.error().describe();
+  ASSERT_EQ(back->asMap().size(), entries);
+  EXPECT_EQ(back->asMap()[0].first, "k0");
+  EXPECT_EQ(back->asMap()[0].second, Value("again"));
+  EXPECT_EQ((*back)["k" + std::to_string(entries - 1)], Value(int64_t{entries - 1}));
+}
+
+TEST(ValueCodecTest, RepeatedKeyInASmallMapReplacesInPlace) { expectLaterDuplicateWins(3); }
+TEST(ValueCodecTest, RepeatedKeyInALargeMapReplacesInPlace) { expectLaterDuplicateWins(5000); }
+
+TEST(ValueCodecTest, NestingPastTheLimitIsADataCloneError) {
+  capnp::MallocMessageBuilder mb;
+  auto v = mb.initRoot<schema::Value>();
+  for (int i = 0; i < MAX_NESTING + 2; ++i) v = v.initList(1)[0];
+  v.setInt(1);
+  auto back = readValue(mb.getRoot<schema::Value>().asReader());
+  ASSERT_FALSE(back.ok());
+  EXPECT_EQ(back.error().code, Errc::DATA_CLONE);
+}
+
+TEST(InboundTest, APlainPostIsNotWalkedAndAPostWithQueuedPortMessagesIs) {
+  capnp::MallocMessageBuilder plain;
+  auto post = envelope(plain).initControllerPost();
+  post.initPayload().initValue().setText("hello");
+  post.initPorts(1)[0].setPortId(5);
+  auto a = receive(flatten(plain));
+  ASSERT_TRUE(a.ok()) << a.error().describe();
+  EXPECT_FALSE(a->walked());
+
+  capnp::MallocMessageBuilder queued;
+  auto q = envelope(queued).initControllerPost();
+  q.initPayload().initValue().setText("hello");
+  q.initPorts(1)[0].initQueued(1)[0].initPayload().initValue().setText("held");
+  auto b = receive(flatten(queued));
+  ASSERT_TRUE(b.ok()) << b.error().describe();
+  EXPECT_TRUE(b->walked());
+}
+
+TEST(InboundTest, MalformedValueInAPlainPostIsAcceptedAtReceiptAndCaughtByDecodeAndCheckAll) {
+  capnp::MallocMessageBuilder mb;
+  auto map = envelope(mb).initControllerPost().initPayload().initValue().initMap(1);
+  map[0].setKey("note");
+  map[0].initValue().setText("MARKER-0123456789");
+  auto words = flatten(mb);
+  breakTextPointer(words, "MARKER-0123456789");
+  auto in = receive(words);
+  ASSERT_TRUE(in.ok()) << "plain envelopes are not walked at receipt: " << in.error().describe();
+  auto decoded = readValue(in->envelope().getControllerPost().getPayload().getValue());
+  EXPECT_FALSE(decoded.ok());
+  auto whole = in->checkAll();
+  ASSERT_FALSE(whole.ok());
+  EXPECT_EQ(whole.error().code, Errc::PROTOCOL_VIOLATION);
+}
+
+TEST(InboundTest, MalformedTextInAWalkedEnvelopeIsRefusedAtReceipt) {
+  capnp::MallocMessageBuilder mb;
+  auto e = envelope(mb).initError();
+  e.setName("MARKER-0123456789");
+  auto words = flatten(mb);
+  breakTextPointer(words, "MARKER-0123456789");
+  auto in = receive(words);
+  ASSERT_FALSE(in.ok());
+  EXPECT_EQ(in.error().code, Errc::PROTOCOL_VIOLATION);
+}
+
+TEST(InboundTest, WellFormedPlainEnvelopePassesCheckAll) {
+  capnp::MallocMessageBuilder mb;
+  envelope(mb).initPortAck().setPort(9);
+  auto in = receive(flatten(mb));
+  ASSERT_TRUE(in.ok());
+  EXPECT_FALSE(in->walked());
+  EXPECT_TRUE(in->checkAll().ok());
+}
+
+}  // namespace
+}  // namespace swipc::wire
