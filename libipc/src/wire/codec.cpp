@@ -114,10 +114,21 @@ Result<Inbound> Inbound::adoptControl(kj::Array<capnp::word> words, const capnp:
 }
 
 size_t encodedBytes(capnp::MessageBuilder& message) {
+  auto segments = message.getSegmentsForOutput();
+  if (segments.size() == 1) return (1 + segments[0].size()) * sizeof(capnp::word);  // table + segment
   return capnp::computeSerializedSizeInWords(message) * sizeof(capnp::word);
 }
 
 void encodeInto(capnp::MessageBuilder& message, uint8_t* dst, size_t bytes) {
+  auto segments = message.getSegmentsForOutput();
+  if (segments.size() == 1) {
+    // The standard framing for one segment, without the generic stream machinery: a table word
+    // {segment count - 1 = 0, segment size in words}, then the segment.
+    const uint32_t table[2] = {0, static_cast<uint32_t>(segments[0].size())};
+    std::memcpy(dst, table, sizeof table);
+    std::memcpy(dst + sizeof table, segments[0].begin(), segments[0].size() * sizeof(capnp::word));
+    return;
+  }
   kj::ArrayOutputStream out(kj::arrayPtr(reinterpret_cast<kj::byte*>(dst), bytes));
   capnp::writeMessage(out, message);
 }
