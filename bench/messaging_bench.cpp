@@ -12,6 +12,10 @@
 //   messageSW_rtt_spinning_{64B,4KiB}  p50/p99 vs raw_ring_rtt_spin        [64B p50 <= 4]
 //   messageSW_rtt_blocking_{64B,4KiB}  p50/p99 vs unix_socket_rtt          [64B p50 <= 1.2]
 //   post_throughput_64B                msg/s   vs raw_ring_throughput_64B  [>= 0.3]  (best of --rounds)
+//
+// Each result and its baseline are measured in alternating rounds (--rounds, default 4) and the
+// median of the rounds is reported for both (best of the rounds for throughput), so that a
+// machine whose speed drifts within seconds does not skew the ratio.
 //   post_throughput_spinning_64B       msg/s   vs raw_ring_throughput_64B  (daemon with --spin-us)
 //
 // messageSW is a real MessageChannel round trip (issue 6): each call creates a channel, transfers
@@ -31,6 +35,7 @@
 #include <cstring>
 #include <exception>
 #include <filesystem>
+#include <functional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -290,44 +295,62 @@ int main(int argc, char** argv) {
     const int spinUs = static_cast<int>(args.getInt("spin-us", 200));
     const size_t sizes[] = {64, 4096};
 
-    // Same-run baselines.
+    // Same-run baselines, interleaved with the measurements: this kind of machine (a shared VM)
+    // drifts by several times within seconds, so each result and its baseline are taken in
+    // alternating rounds, and the median of the rounds is reported for both.
+    const int rounds = std::max(1, static_cast<int>(args.getInt("rounds", 4)));
     sb::PingPongConfig ping;
-    ping.iterations = limits.iterations;
-    ping.warmup = limits.warmup;
+    ping.iterations = std::max(1000, limits.iterations / rounds);
+    ping.warmup = std::max(200, limits.warmup / rounds);
     ping.maxSeconds = 2;
-    sb::Latency rawSpin[2];
-    sb::Latency socket[2];
-    for (int i = 0; i < 2; ++i) {
-      ping.payloadBytes = static_cast<uint32_t>(sizes[i]);
-      rawSpin[i] = sb::ringRoundTrip(ping, sb::WaitMode::SPIN);
-      socket[i] = sb::unixSocketRoundTrip(ping);
-    }
-    // Throughput swings with where the scheduler puts the two processes: both the baseline and
-    // the measurement report the best of `rounds` runs.
-    const int rounds = std::max(1, static_cast<int>(args.getInt("rounds", 3)));
+    RunLimits perRound = limits;
+    perRound.iterations = ping.iterations;
+    perRound.warmup = ping.warmup;
+    perRound.maxSeconds = std::chrono::seconds(std::max<long>(1, limits.maxSeconds.count() / rounds));
     sb::ThroughputConfig tput;
     tput.messages = 1'000'000;
     tput.maxSeconds = static_cast<uint64_t>(limits.throughputSeconds.count());
-    double rawRate = 0;
-    for (int r = 0; r < rounds; ++r) rawRate = std::max(rawRate, sb::ringThroughput(tput));
-    auto bestPostRate = [&](swipc::Client& client) {
-      double best = 0;
-      for (int r = 0; r < rounds; ++r) best = std::max(best, measurePostThroughput(client, limits));
-      return best;
+
+    auto median = [](std::vector<double> v) {
+      std::sort(v.begin(), v.end());
+      return v.empty() ? 0.0 : (v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2);
     };
-    phaseDone("baselines");
+    // messageSW against `baseline`, round by round; emits p50 and p99 (medians over the rounds).
+    auto latencyRounds = [&](swipc::Client& client, size_t bytes, const std::string& name,
+                             const std::function<sb::Latency()>& baseline) {
+      std::vector<double> p50, p99, b50, b99;
+      for (int r = 0; r < rounds; ++r) {
+        sb::Latency b = baseline();
+        sb::Latency l = measureMessageSW(client, bytes, perRound);
+        b50.push_back(b.p50Ns);
+        b99.push_back(b.p99Ns);
+        p50.push_back(l.p50Ns);
+        p99.push_back(l.p99Ns);
+      }
+      sb::emit(name, "p50", median(p50), "ns", median(b50));
+      sb::emit(name, "p99", median(p99), "ns", median(b99));
+    };
+    // Throughput swings with where the scheduler puts the two processes: both the baseline and
+    // the measurement report the best of their rounds.
+    auto throughputRounds = [&](swipc::Client& client, const std::string& name) {
+      double best = 0, raw = 0;
+      for (int r = 0; r < rounds; ++r) {
+        raw = std::max(raw, sb::ringThroughput(tput));
+        best = std::max(best, measurePostThroughput(client, limits));
+      }
+      sb::emit(name, "rate", best, "msg/s", raw);
+    };
 
     // Blocking: daemon sleeps on its doorbells, client does not spin.
     {
       DaemonProcess daemon(daemonPath, 0);
       swipc::Client client = connectWithRetry(daemon, 0us);
-      for (int i = 0; i < 2; ++i) {
-        sb::Latency l = measureMessageSW(client, sizes[i], limits);
-        const std::string name = "messageSW_rtt_blocking_" + sizeName(sizes[i]);
-        sb::emit(name, "p50", l.p50Ns, "ns", socket[i].p50Ns);
-        sb::emit(name, "p99", l.p99Ns, "ns", socket[i].p99Ns);
+      for (size_t bytes : sizes) {
+        ping.payloadBytes = static_cast<uint32_t>(bytes);
+        latencyRounds(client, bytes, "messageSW_rtt_blocking_" + sizeName(bytes),
+                      [&] { return sb::unixSocketRoundTrip(ping); });
       }
-      sb::emit("post_throughput_64B", "rate", bestPostRate(client), "msg/s", rawRate);
+      throughputRounds(client, "post_throughput_64B");
       client.close();
     }
     phaseDone("blocking");
@@ -336,13 +359,12 @@ int main(int argc, char** argv) {
     {
       DaemonProcess daemon(daemonPath, spinUs);
       swipc::Client client = connectWithRetry(daemon, std::chrono::microseconds(spinUs));
-      for (int i = 0; i < 2; ++i) {
-        sb::Latency l = measureMessageSW(client, sizes[i], limits);
-        const std::string name = "messageSW_rtt_spinning_" + sizeName(sizes[i]);
-        sb::emit(name, "p50", l.p50Ns, "ns", rawSpin[i].p50Ns);
-        sb::emit(name, "p99", l.p99Ns, "ns", rawSpin[i].p99Ns);
+      for (size_t bytes : sizes) {
+        ping.payloadBytes = static_cast<uint32_t>(bytes);
+        latencyRounds(client, bytes, "messageSW_rtt_spinning_" + sizeName(bytes),
+                      [&] { return sb::ringRoundTrip(ping, sb::WaitMode::SPIN); });
       }
-      sb::emit("post_throughput_spinning_64B", "rate", bestPostRate(client), "msg/s", rawRate);
+      throughputRounds(client, "post_throughput_spinning_64B");
       client.close();
     }
     phaseDone("spinning");
