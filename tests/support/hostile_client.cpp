@@ -486,29 +486,23 @@ void appendWithOversizedText(Session& s, capnp::MallocMessageBuilder& mb, const 
   s.ringDoorbell();
 }
 
-void malformedValue(Session& s, SocketWatch&, const Options&) {
+/// A plain-looking ECHO post ({"type": "ECHO", "note": <marker>}, optionally registering a new
+/// port pair) whose note text claims more bytes than the message has.
+void postWithOversizedText(Session& s, bool withPort) {
+  const std::string marker = "MARKER-0123456789";
   capnp::MallocMessageBuilder mb;
   auto post = buildPost(mb, "ECHO");
-  // The payload becomes {"type": "ECHO", "note": <marker text>}.
+  if (withPort) setDescriptor(post.initPorts(1)[0], 0x1111222233334444ull, 0x5555666677778888ull, /*reg=*/true);
   auto map = post.initPayload().initValue().initMap(2);
   map[0].setKey("type");
   map[0].initValue().setText("ECHO");
   map[1].setKey("note");
-  map[1].initValue().setText("MARKER-0123456789");
-  appendWithOversizedText(s, mb, "MARKER-0123456789");
+  map[1].initValue().setText(marker);
+  appendWithOversizedText(s, mb, marker);
 }
 
-void malformedValueWithPort(Session& s, SocketWatch&, const Options&) {
-  capnp::MallocMessageBuilder mb;
-  auto post = buildPost(mb, "ECHO");
-  setDescriptor(post.initPorts(1)[0], 0x1111222233334444ull, 0x5555666677778888ull, /*reg=*/true);
-  auto map = post.initPayload().initValue().initMap(2);
-  map[0].setKey("type");
-  map[0].initValue().setText("ECHO");
-  map[1].setKey("note");
-  map[1].initValue().setText("MARKER-0123456789");
-  appendWithOversizedText(s, mb, "MARKER-0123456789");
-}
+void malformedValue(Session& s, SocketWatch&, const Options&) { postWithOversizedText(s, false); }
+void malformedValueWithPort(Session& s, SocketWatch&, const Options&) { postWithOversizedText(s, true); }
 
 void wrongKindClientPost(Session& s, SocketWatch& watch, const Options&) {
   capnp::MallocMessageBuilder mb;
