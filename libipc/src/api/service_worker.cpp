@@ -1,7 +1,5 @@
 #include "swipc/service_worker.h"
 
-#include <kj/exception.h>
-
 #include <fcntl.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
@@ -626,16 +624,10 @@ void ServiceWorker::Impl::drain(ClientRecord& c, bool toTheEnd) {
     auto s = c.conn->receive(in, err);
     if (s == Connection::RecvStatus::VIOLATION) return violation(c, err);
     if (s == Connection::RecvStatus::OK) {
-      bool more = false;
-      try {
-        more = handleEnvelope(c, std::move(in));
-      } catch (const kj::Exception& e) {
-        // Cap'n Proto's bounds-checked readers refused something the receipt checks did not
-        // walk: the sender's bytes are malformed.
-        violation(c, makeError(Errc::PROTOCOL_VIOLATION, std::string("malformed message: ") + e.getDescription().cStr()));
-        return;
-      }
-      if (!more) return;
+      // A plain envelope (wire::isPlain) had every pointer outside its Value checked at receipt,
+      // and its Value is decoded inside readValue's own exception boundary: nothing here throws
+      // for malformed bytes (so user callbacks are not run inside a catch that blames the peer).
+      if (!handleEnvelope(c, std::move(in))) return;
       if (!c.alive) return;
       ++handled;
       // Give the space back as we go: a writer that keeps feeding us must see the ring drain

@@ -4,6 +4,7 @@
 #include <kj/io.h>
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "common/sys_error.h"
@@ -15,7 +16,9 @@ bool isPlain(schema::Envelope::Reader env) {
   // Port descriptors are data only, except the messages queued at a port in transit: those carry
   // payloads (and ports) of their own, so a descriptor with a queue makes the envelope walked.
   auto plainPost = [](auto post) {
-    if (!post.getPayload().isValue()) return false;
+    auto payload = post.getPayload();
+    if (!payload.isValue()) return false;
+    (void)payload.getValue();  // the Value's own pointer: from here on only its content is unchecked
     for (auto d : post.getPorts())
       if (d.getQueued().size() != 0) return false;
     return true;
@@ -24,7 +27,12 @@ bool isPlain(schema::Envelope::Reader env) {
     case schema::Envelope::CONTROLLER_POST: return plainPost(env.getControllerPost());
     case schema::Envelope::CLIENT_POST: return plainPost(env.getClientPost());
     case schema::Envelope::PORT_MESSAGE: return plainPost(env.getPortMessage());
-    case schema::Envelope::BC_MESSAGE: return env.getBcMessage().getPayload().isValue();
+    case schema::Envelope::BC_MESSAGE: {
+      auto payload = env.getBcMessage().getPayload();
+      if (!payload.isValue()) return false;
+      (void)payload.getValue();
+      return true;
+    }
     case schema::Envelope::ACK:
     case schema::Envelope::CLIENT_STATE:
     case schema::Envelope::CONTROLLER_CHANGE:
@@ -122,6 +130,7 @@ size_t encodedBytes(capnp::MessageBuilder& message) {
 void encodeInto(capnp::MessageBuilder& message, uint8_t* dst, size_t bytes) {
   auto segments = message.getSegmentsForOutput();
   if (segments.size() == 1) {
+    SWIPC_REQUIRE((1 + segments[0].size()) * sizeof(capnp::word) <= bytes, "encodeInto: destination too small");
     // The standard framing for one segment, without the generic stream machinery: a table word
     // {segment count - 1 = 0, segment size in words}, then the segment.
     const uint32_t table[2] = {0, static_cast<uint32_t>(segments[0].size())};

@@ -41,9 +41,15 @@ bool isPlain(schema::Envelope::Reader env);
 ///
 /// Validation: every envelope that is not plain (isPlain) has been fully traversed once within the
 /// traversal and nesting limits, so every pointer in it is known good. A plain envelope's root,
-/// kind and payload pointer have been checked; its Value is checked as it is decoded (readValue
-/// reports a malformed one as an error). A receiver that needs to tell a malformed plain message
-/// from one it merely cannot represent calls checkAll().
+/// kind, port descriptors, payload and Value pointers have been checked, so every read outside the
+/// Value's content is known good; the content is checked as readValue() decodes it (inside its
+/// own exception boundary, reporting a malformed one as an error). A receiver that needs to tell
+/// a malformed plain message from one it merely cannot represent calls checkAll(). Pointers that
+/// nothing reads (say, in a Value's unused pointer slot) are not checked at all.
+///
+/// Clients trust their daemon's encoder further: a plain port message queued at an unstarted port
+/// is decoded when the port starts (a malformed one is a messageerror there), and is re-encoded as
+/// is if the port moves on.
 class Inbound {
  public:
   Inbound() = default;

@@ -2,6 +2,7 @@
 
 #include <kj/exception.h>
 
+#include <algorithm>
 #include <string_view>
 #include <unordered_map>
 
@@ -44,6 +45,8 @@ namespace {
 /// Map entries up to this count are de-duplicated by a linear scan; larger maps use a hash index
 /// so a hostile million-key map costs O(n), not O(n^2).
 constexpr size_t LINEAR_DEDUP_MAX = 16;
+/// Largest up-front reservation for a list or map (its count comes from the sender).
+constexpr size_t RESERVE_MAX = 1024;
 
 /// Decodes `in` into `out` (which is null on entry). False with `err` set when it cannot.
 bool readInto(schema::Value::Reader in, Value& out, int depth, Error& err) {
@@ -68,17 +71,24 @@ bool readInto(schema::Value::Reader in, Value& out, int depth, Error& err) {
     }
     case schema::Value::LIST: {
       auto l = in.getList();
-      out = Value{Value::List(l.size())};
+      out = Value{Value::List{}};
       auto& list = out.asList();
-      for (unsigned i = 0; i < l.size(); ++i)
-        if (!readInto(l[i], list[i], depth + 1, err)) return false;
+      list.reserve(std::min<size_t>(l.size(), RESERVE_MAX));
+      for (unsigned i = 0; i < l.size(); ++i) {
+        list.emplace_back();
+        if (!readInto(l[i], list.back(), depth + 1, err)) return false;
+      }
       return true;
     }
     case schema::Value::MAP: {
       auto entries = in.getMap();
       out = Value{Value::Map{}};
       auto& map = out.asMap();
-      map.reserve(entries.size());
+      // Reserve no more than a sane amount up front: the count is the sender's word, and growth
+      // is still amortised for the maps that really are large.
+      map.reserve(std::min<size_t>(entries.size(), RESERVE_MAX));
+      // Keys are viewed in the message itself (our private copy), which outlives the decode and
+      // never moves, unlike the map's own strings.
       std::unordered_map<std::string_view, size_t> index;  // only for large maps
       const bool hashed = entries.size() > LINEAR_DEDUP_MAX;
       for (auto e : entries) {
@@ -94,7 +104,7 @@ bool readInto(schema::Value::Reader in, Value& out, int depth, Error& err) {
         }
         if (at == map.size()) {
           map.emplace_back(std::string(key), Value{});
-          if (hashed) index.emplace(map.back().first, at);  // strings do not move: reserved
+          if (hashed) index.emplace(key, at);
         } else {
           map[at].second = Value{};
         }
