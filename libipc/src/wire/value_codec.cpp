@@ -1,5 +1,6 @@
 #include "wire/value_codec.h"
 
+#include <capnp/any.h>
 #include <kj/exception.h>
 
 #include <algorithm>
@@ -48,6 +49,16 @@ constexpr size_t LINEAR_DEDUP_MAX = 16;
 /// Largest up-front reservation for a list or map (its count comes from the sender).
 constexpr size_t RESERVE_MAX = 1024;
 
+/// True when the elements of a struct list take no space at all. No encoder of Value writes such
+/// a list (a Value always has its union tag, an Entry its two pointers); a sender that does gets a
+/// million elements for free, so it is refused before the decoder loops over them.
+template <typename List>
+bool zeroSizedElements(const List& l) {
+  if (l.size() == 0) return false;
+  capnp::AnyStruct::Reader first(l[0]);
+  return first.getDataSection().size() == 0 && first.getPointerSection().size() == 0;
+}
+
 /// Decodes `in` into `out` (which is null on entry). False with `err` set when it cannot.
 bool readInto(schema::Value::Reader in, Value& out, int depth, Error& err) {
   if (depth > MAX_NESTING) {
@@ -71,6 +82,10 @@ bool readInto(schema::Value::Reader in, Value& out, int depth, Error& err) {
     }
     case schema::Value::LIST: {
       auto l = in.getList();
+      if (zeroSizedElements(l)) {
+        err = makeError(Errc::DATA_CLONE, "malformed value: a list of zero-sized elements");
+        return false;
+      }
       out = Value{Value::List{}};
       auto& list = out.asList();
       list.reserve(std::min<size_t>(l.size(), RESERVE_MAX));
@@ -82,6 +97,10 @@ bool readInto(schema::Value::Reader in, Value& out, int depth, Error& err) {
     }
     case schema::Value::MAP: {
       auto entries = in.getMap();
+      if (zeroSizedElements(entries)) {
+        err = makeError(Errc::DATA_CLONE, "malformed value: a map of zero-sized entries");
+        return false;
+      }
       out = Value{Value::Map{}};
       auto& map = out.asMap();
       // Reserve no more than a sane amount up front: the count is the sender's word, and growth

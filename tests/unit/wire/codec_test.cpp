@@ -134,33 +134,45 @@ TEST(InboundTest, MalformedValueInAPlainPostIsAcceptedAtReceiptAndCaughtByDecode
   EXPECT_EQ(whole.error().code, Errc::PROTOCOL_VIOLATION);
 }
 
-TEST(ValueCodecTest, AMapClaimingMillionsOfEntriesDoesNotReserveForThemUpFront) {
-  // A map of zero-sized entries costs the sender no bytes per entry. The decoder must not trust
-  // the count for its reservation: this one decodes (every entry is the same empty key) without
-  // asking for gigabytes first.
+/// An envelope whose Value is a list (elemKind 6) or map (7) of `count` zero-sized elements:
+/// a few dozen bytes that claim millions of elements.
+std::vector<capnp::word> zeroSizedElements(bool map, uint32_t count) {
   capnp::MallocMessageBuilder mb;
-  auto map = envelope(mb).initControllerPost().initPayload().initValue().initMap(1);
-  map[0].setKey("k");
+  auto v = envelope(mb).initControllerPost().initPayload().initValue();
+  if (map)
+    v.initMap(1)[0].setKey("k");
+  else
+    v.initList(1)[0].setInt(1);
   auto words = flatten(mb);
   auto* w = reinterpret_cast<uint64_t*>(words.data());
-  bool patched = false;
-  for (size_t i = 1; i < words.size() && !patched; ++i) {
+  for (size_t i = 1; i < words.size(); ++i) {
     const uint64_t p = w[i];
-    if ((p & 3) != 1 || ((p >> 32) & 7) != 7) continue;  // the map's inline-composite list pointer
+    if ((p & 3) != 1 || ((p >> 32) & 7) != 7) continue;  // the inline-composite list pointer
     const int64_t offset = static_cast<int32_t>(static_cast<uint32_t>(p)) >> 2;
     const size_t tag = static_cast<size_t>(static_cast<int64_t>(i) + 1 + offset);
-    ASSERT_LT(tag, words.size());
-    w[i] = p & 0x7FFFFFFFFull;           // the list now spans 0 words after its tag
-    w[tag] = uint64_t{2'000'000} << 2;   // 2M entries of 0 data and 0 pointer words
-    patched = true;
+    EXPECT_LT(tag, words.size());
+    w[i] = p & 0x7FFFFFFFFull;                // the list now spans 0 words after its tag
+    w[tag] = uint64_t{count} << 2;            // `count` elements of 0 data and 0 pointer words
+    return words;
   }
-  ASSERT_TRUE(patched);
-  auto in = receive(words);
+  ADD_FAILURE() << "no inline-composite list in the message";
+  return words;
+}
+
+void expectZeroSizedRefusedAsMalformedValue(bool map) {
+  auto in = receive(zeroSizedElements(map, 16'000'000));
   ASSERT_TRUE(in.ok()) << in.error().describe();
   auto decoded = readValue(in->envelope().getControllerPost().getPayload().getValue());
-  ASSERT_TRUE(decoded.ok()) << decoded.error().describe();
-  EXPECT_EQ(decoded->asMap().size(), 1u);  // 2M repeats of the empty key
-  EXPECT_LE(decoded->asMap().capacity(), 1024u) << "reserved for the claimed count";
+  ASSERT_FALSE(decoded.ok()) << "decoded " << (map ? decoded->asMap().size() : decoded->asList().size());
+  EXPECT_EQ(decoded.error().code, Errc::DATA_CLONE);
+  EXPECT_NE(decoded.error().message.find("zero-sized"), std::string::npos) << decoded.error().message;
+}
+
+TEST(ValueCodecTest, AListOfMillionsOfZeroSizedElementsIsRefusedBeforeDecoding) {
+  expectZeroSizedRefusedAsMalformedValue(false);
+}
+TEST(ValueCodecTest, AMapOfMillionsOfZeroSizedEntriesIsRefusedBeforeDecoding) {
+  expectZeroSizedRefusedAsMalformedValue(true);
 }
 
 TEST(InboundTest, MalformedTextInAWalkedEnvelopeIsRefusedAtReceipt) {
