@@ -223,6 +223,15 @@ class PortsSmallRingTest : public PortsTest {
   PortsSmallRingTest() { daemonArgs = {"--ring-bytes", "4096"}; }
 };
 
+/// A backlog deeper than the 10,000 messages one test posts. A sender's port posts do not wait for
+/// the receiver: once the daemon holds --max-backlog (default 4096) messages for a page that has
+/// not drained them, later posts fail with QueueFull (the bound is tested in faults_test and clients_test). A loaded machine that
+/// slows the receiver would otherwise turn an ordering test into a backpressure one.
+class PortsDeepBacklogTest : public PortsTest {
+ protected:
+  PortsDeepBacklogTest() { daemonArgs = {"--max-backlog", "20000"}; }
+};
+
 /// The smallest message limit (--max-message-bytes 1024).
 class PortsSmallMessageTest : public PortsTest {
  protected:
@@ -245,7 +254,7 @@ void expectAllInOrderOnce(const std::optional<json>& done, long n, const std::st
 // A -> daemon -> B -> daemon -> C while A posts 10,000 numbered messages on the other end: some
 // wait at the port in A before it leaves, some at B (B ships it only once 1,000 wait there),
 // the rest are in flight while it moves. C gets every one, in order, once.
-TEST_F(PortsTest, PortMovedThroughTwoProcessesDeliversTenThousandMessagesInOrderOnce) {
+TEST_F(PortsDeepBacklogTest, PortMovedThroughTwoProcessesDeliversTenThousandMessagesInOrderOnce) {
   constexpr long N = 10'000;
   const auto t0 = TestClock::now();
   auto c = peer("recv", {"--count", std::to_string(N)});
