@@ -225,8 +225,9 @@ class PortsSmallRingTest : public PortsTest {
 
 /// A backlog deeper than the 10,000 messages one test posts. A sender's port posts do not wait for
 /// the receiver: once the daemon holds --max-backlog (default 4096) messages for a page that has
-/// not drained them, later posts fail with QueueFull (the bound is tested in faults_test and clients_test). A loaded machine that
-/// slows the receiver would otherwise turn an ordering test into a backpressure one.
+/// not drained them, later posts fail with QueueFull (that bound is tested in faults_test and
+/// clients_test). A loaded machine that slows the receiver would otherwise turn an ordering test
+/// into a backpressure one.
 class PortsDeepBacklogTest : public PortsTest {
  protected:
   PortsDeepBacklogTest() { daemonArgs = {"--max-backlog", "20000"}; }
