@@ -657,7 +657,8 @@ bool Client::Impl::waitForSpace(Deadline deadline) {
     if (p[0].revents || p[1].revents) {
       ++blockingDepth_;
       if (p[1].revents) onWake();
-      if (p[0].revents && conn_ && gen == generation_) onSocket((p[0].revents & POLLHUP) ? uint32_t{EPOLLHUP} : uint32_t{0});
+      if (p[0].revents && conn_ && gen == generation_)
+        onSocket((p[0].revents & POLLHUP) ? uint32_t{EPOLLHUP} : uint32_t{0});
       --blockingDepth_;
       if (!deferred_.empty()) loop_->wake();
     }

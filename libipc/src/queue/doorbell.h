@@ -39,9 +39,8 @@ class WakePipe {
   void ring() const;
   /// Reader: reads every pending wake byte; never blocks.
   void drain() const;
+  /// The read end: the reader's own, or on the writer's side the one to pass (until forgotten).
   int readFd() const { return read_.get(); }
-  /// Writer: the read end to pass to the reader (kept until forgotten).
-  int passReadFd() const { return read_.get(); }
   void forgetReadEnd() { read_.reset(); }
 
  private:

@@ -49,14 +49,17 @@ constexpr size_t LINEAR_DEDUP_MAX = 16;
 /// Largest up-front reservation for a list or map (its count comes from the sender).
 constexpr size_t RESERVE_MAX = 1024;
 
-/// True when the elements of a struct list take no space at all. No encoder of Value writes such
-/// a list (a Value always has its union tag, an Entry its two pointers); a sender that does gets a
-/// million elements for free, so it is refused before the decoder loops over them.
+/// False (with `err` set) when the elements of a struct list take no space at all. No encoder of
+/// Value writes such a list (a Value always has its union tag, an Entry its two pointers); a
+/// sender that does gets a million elements for free, so it is refused before the decoder loops
+/// over them. `what` names the list in the error.
 template <typename List>
-bool zeroSizedElements(const List& l) {
-  if (l.size() == 0) return false;
+bool elementsTakeSpace(const List& l, const char* what, Error& err) {
+  if (l.size() == 0) return true;
   capnp::AnyStruct::Reader first(l[0]);
-  return first.getDataSection().size() == 0 && first.getPointerSection().size() == 0;
+  if (first.getDataSection().size() != 0 || first.getPointerSection().size() != 0) return true;
+  err = makeError(Errc::DATA_CLONE, std::string("malformed value: a ") + what + " of zero-sized elements");
+  return false;
 }
 
 /// Decodes `in` into `out` (which is null on entry). False with `err` set when it cannot.
@@ -82,10 +85,7 @@ bool readInto(schema::Value::Reader in, Value& out, int depth, Error& err) {
     }
     case schema::Value::LIST: {
       auto l = in.getList();
-      if (zeroSizedElements(l)) {
-        err = makeError(Errc::DATA_CLONE, "malformed value: a list of zero-sized elements");
-        return false;
-      }
+      if (!elementsTakeSpace(l, "list", err)) return false;
       out = Value{Value::List{}};
       auto& list = out.asList();
       list.reserve(std::min<size_t>(l.size(), RESERVE_MAX));
@@ -97,10 +97,7 @@ bool readInto(schema::Value::Reader in, Value& out, int depth, Error& err) {
     }
     case schema::Value::MAP: {
       auto entries = in.getMap();
-      if (zeroSizedElements(entries)) {
-        err = makeError(Errc::DATA_CLONE, "malformed value: a map of zero-sized entries");
-        return false;
-      }
+      if (!elementsTakeSpace(entries, "map", err)) return false;
       out = Value{Value::Map{}};
       auto& map = out.asMap();
       // Reserve no more than a sane amount up front: the count is the sender's word, and growth
@@ -118,8 +115,8 @@ bool readInto(schema::Value::Reader in, Value& out, int depth, Error& err) {
         if (hashed) {
           if (auto it = index.find(key); it != index.end()) at = it->second;
         } else {
-          for (size_t i = 0; i < map.size(); ++i)
-            if (map[i].first.size() == key.size() && map[i].first == key) at = i;
+          for (size_t i = 0; i < map.size() && at == map.size(); ++i)
+            if (map[i].first == key) at = i;
         }
         if (at == map.size()) {
           map.emplace_back(std::string(key), Value{});

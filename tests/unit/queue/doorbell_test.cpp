@@ -105,7 +105,7 @@ TEST(WakePipeTest, CreateGivesNonBlockingCloseOnExecEnds) {
 TEST(WakePipeTest, RingMakesTheReaderReadableAndDrainClearsIt) {
   auto writer = WakePipe::create();
   ASSERT_TRUE(writer.ok());
-  auto reader = WakePipe::adoptReadEnd(UniqueFd(::dup(writer->passReadFd())));
+  auto reader = WakePipe::adoptReadEnd(UniqueFd(::dup(writer->readFd())));
   ASSERT_TRUE(reader.ok()) << reader.error().describe();
   writer->ring();
   writer->ring();
@@ -117,7 +117,7 @@ TEST(WakePipeTest, RingMakesTheReaderReadableAndDrainClearsIt) {
 TEST(WakePipeTest, RingNeverBlocksWhenTheReaderNeverDrainsEvenIfItMadeItsEndBlocking) {
   auto writer = WakePipe::create();
   ASSERT_TRUE(writer.ok());
-  auto reader = WakePipe::adoptReadEnd(UniqueFd(::dup(writer->passReadFd())));
+  auto reader = WakePipe::adoptReadEnd(UniqueFd(::dup(writer->readFd())));
   ASSERT_TRUE(reader.ok());
   // A hostile reader clears O_NONBLOCK on the file description it holds: the write end is
   // another description, so the writer's rings still return at once on a full pipe.
