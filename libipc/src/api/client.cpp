@@ -73,6 +73,10 @@ class Client::Impl final : public detail::PortHost {
   /// `wake` false: do not ring the daemon for this one (it is read with the next message).
   Result<MessageSeq> sendEnvelope(const std::function<void(schema::Envelope::Builder)>& fill, const PostOptions& opts,
                                   bool track, bool wake = true);
+  /// The loop behind every send: `attempt(seq)` tries once (Connection::SendStatus); a full ring
+  /// is waited out up to opts.waitForSpace.
+  template <typename Attempt>
+  Result<MessageSeq> sendWith(const Attempt& attempt, const PostOptions& opts, bool track, bool wake);
 
   // ---- MessagePort (PortHost)
   Result<void> postRemote(detail::PortState& from, const api::OutgoingPayload& payload,
@@ -669,29 +673,38 @@ bool Client::Impl::waitForSpace(Deadline deadline) {
 
 Result<MessageSeq> Client::Impl::sendEnvelope(const std::function<void(schema::Envelope::Builder)>& fill,
                                               const PostOptions& opts, bool track, bool wake) {
+  return sendWith(
+      [&](MessageSeq seq) {
+        // Built afresh for every attempt: waiting for space handles incoming messages, which may
+        // send (port closes, acks) and change the state of ports this message describes. A send
+        // nested in that wait must not reuse the scratch arena the outer one is using.
+        std::optional<capnp::MallocMessageBuilder> heap;
+        std::optional<capnp::MallocMessageBuilder> onScratch;
+        capnp::MallocMessageBuilder* mb;
+        if (sendDepth_ == 0) {
+          onScratch.emplace(kj::arrayPtr(scratch_.data(), scratch_.size()));
+          mb = &*onScratch;
+        } else {
+          heap.emplace(1024);
+          mb = &*heap;
+        }
+        auto env = mb->initRoot<schema::Envelope>();
+        env.setSchemaVersion(schema::SCHEMA_VERSION);
+        env.setSeq(seq);
+        fill(env);
+        return conn_->send(*mb, seq);  // the builders go (and the scratch is zeroed) before any wait
+      },
+      opts, track, wake);
+}
+
+template <typename Attempt>
+Result<MessageSeq> Client::Impl::sendWith(const Attempt& attempt, const PostOptions& opts, bool track, bool wake) {
   if (closed_) return makeError(Errc::DISCONNECTED, "client is closed");
   if (!conn_) return makeError(Errc::DISCONNECTED, "not attached to a daemon");
   const Deadline deadline = deadlineIn(opts.waitForSpace);
   for (;;) {
-    // Built afresh for every attempt: waiting for space handles incoming messages, which may
-    // send (port closes, acks) and change the state of ports this message describes. A send
-    // nested in that wait must not reuse the scratch arena the outer one is using.
     const MessageSeq seq = nextSeq_;
-    std::optional<capnp::MallocMessageBuilder> heap;
-    std::optional<capnp::MallocMessageBuilder> onScratch;
-    capnp::MallocMessageBuilder* mb;
-    if (sendDepth_ == 0) {
-      onScratch.emplace(kj::arrayPtr(scratch_.data(), scratch_.size()));
-      mb = &*onScratch;
-    } else {
-      heap.emplace(1024);
-      mb = &*heap;
-    }
-    auto env = mb->initRoot<schema::Envelope>();
-    env.setSchemaVersion(schema::SCHEMA_VERSION);
-    env.setSeq(seq);
-    fill(env);
-    switch (conn_->send(*mb, seq)) {
+    switch (attempt(seq)) {
       case Connection::SendStatus::OK:
         ++nextSeq_;
         if (track) outstanding_.push_back(Outstanding{seq, conn_->outPublished(), opts.requestAck});
@@ -711,8 +724,6 @@ Result<MessageSeq> Client::Impl::sendEnvelope(const std::function<void(schema::E
         return makeError(Errc::DISCONNECTED, "connection to the daemon broke");
       case Connection::SendStatus::FULL: {
         conn_->wakePeer();  // make sure the daemon is draining
-        onScratch.reset();  // zeroes the arena again before anything nested may use it
-        heap.reset();
         ++sendDepth_;
         const bool space = waitForSpace(deadline);
         --sendDepth_;
@@ -747,6 +758,18 @@ Result<MessageSeq> Client::Impl::sendPost(const api::OutgoingPayload& payload, c
   if (!conn_ || !controlled_) return makeError(Errc::INVALID_STATE, "no controller: not controlled by a service worker");
   auto ports = detail::checkTransfer(nullptr, *this, transfer);
   if (!ports) return ports.error();
+  if (ports->empty() && payload.value) {
+    // The fast lane: written straight into the ring (wire/plain_post.h). One that does not fit
+    // in a ring record is built below and goes out of line.
+    const size_t bytes = wire::plainPostBytes(*payload.value);
+    if (conn_->fitsInline(bytes)) {
+      return sendWith(
+          [&](MessageSeq s) {
+            return conn_->sendPlain(schema::Envelope::CONTROLLER_POST, s, opts.requestAck, *payload.value, bytes);
+          },
+          opts, true, true);
+    }
+  }
   auto seq = sendEnvelope(
       [&](schema::Envelope::Builder e) {
         auto post = e.initControllerPost();

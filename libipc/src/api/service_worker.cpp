@@ -241,6 +241,15 @@ class ServiceWorker::Impl final : public detail::PortHost, public api::PortRoute
   /// the client is leaving, everything (it will not ring again).
   void drain(ClientRecord& c, bool toTheEnd = false);
   bool handleEnvelope(ClientRecord& c, wire::Inbound&& in);
+  /// A controller post read by the fast lane (a Value, no ports).
+  bool handlePlainPost(ClientRecord& c, wire::PlainPost&& post);
+  /// What every controller post passes before it is decoded: counted; an error to the sender
+  /// when the client is not controlled (REFUSED); a violation for a one-shot reply id.
+  enum class Gate { DELIVER, REFUSED, VIOLATION };
+  Gate admitPost(ClientRecord& c, MessageSeq seq, uint64_t replyId);
+  /// Runs the message handler with `ev` (its source set here), then acks when asked.
+  void deliverPost(ClientRecord& c, MessageSeq seq, bool wantAck, ExtendableMessageEvent& ev);
+  void ackIfWanted(const ClientId& id, MessageSeq seq, bool wantAck);
   void violation(ClientRecord& c, const Error& err);
   void detach(ClientRecord& c, const std::string& reason, bool goodbye = false);
   Result<MessageSeq> enqueue(ClientRecord& c, std::shared_ptr<capnp::MallocMessageBuilder> mb, MessageSeq seq);
@@ -618,16 +627,20 @@ void ServiceWorker::Impl::onClientSocket(const ClientId& id, uint32_t events) {
 
 void ServiceWorker::Impl::drain(ClientRecord& c, bool toTheEnd) {
   int handled = 0;
+  wire::PlainPost plain;
   for (;;) {
     wire::Inbound in;
     Error err;
-    auto s = c.conn->receive(in, err);
+    auto s = c.conn->receive(in, plain, schema::Envelope::CONTROLLER_POST, err);
     if (s == Connection::RecvStatus::VIOLATION) return violation(c, err);
-    if (s == Connection::RecvStatus::OK) {
+    if (s == Connection::RecvStatus::OK || s == Connection::RecvStatus::PLAIN) {
       // A plain envelope (wire::isPlain) had every pointer outside its Value checked at receipt,
-      // and its Value is decoded inside readValue's own exception boundary: nothing here throws
-      // for malformed bytes (so user callbacks are not run inside a catch that blames the peer).
-      if (!handleEnvelope(c, std::move(in))) return;
+      // and its Value is decoded inside readValue's own exception boundary; a fast-lane post is
+      // decoded whole before it gets here. Nothing below throws for malformed bytes (so user
+      // callbacks are not run inside a catch that blames the peer).
+      const bool ok = s == Connection::RecvStatus::PLAIN ? handlePlainPost(c, std::move(plain))
+                                                         : handleEnvelope(c, std::move(in));
+      if (!ok) return;
       if (!c.alive) return;
       ++handled;
       // Give the space back as we go: a writer that keeps feeding us must see the ring drain
@@ -675,28 +688,13 @@ bool ServiceWorker::Impl::handleEnvelope(ClientRecord& c, wire::Inbound&& inboun
     violation(c, makeError(Errc::PROTOCOL_VIOLATION, "a client may only post to its controller on the ring"));
     return false;
   }
-  ++counters_.messagesIn;
-  lastActivity_ = Clock::now();
   auto post = env.getControllerPost();
   const MessageSeq seq = env.getSeq();
-  ClientId id = c.id;
-  auto ackIfWanted = [&] {
-    if (!post.getWantAck()) return;
-    if (auto* cr = find(id); cr && cr->alive) {
-      MessageSeq s;
-      auto mb = newEnvelope(*cr, s);
-      mb->getRoot<schema::Envelope>().initAck().setSeq(seq);
-      (void)enqueue(*cr, std::move(mb), s);
-    }
-  };
-  if (!c.controlled) {
-    // Rejected, not consumed: the error (not an ack) is the outcome the sender sees.
-    sendError(c, Errc::INVALID_STATE, "client is not controlled by this service worker", seq);
-    return true;
-  }
-  if (post.getReplyId() != 0) {
-    violation(c, makeError(Errc::PROTOCOL_VIOLATION, "one-shot reply ids are gone since protocol 2 (use a port)"));
-    return false;
+  const ClientId id = c.id;
+  switch (admitPost(c, seq, post.getReplyId())) {
+    case Gate::DELIVER: break;
+    case Gate::REFUSED: return true;
+    case Gate::VIOLATION: return false;
   }
   if (auto ok = router_->checkShipped(id, post.getPorts()); !ok) {
     violation(c, ok.error());
@@ -715,9 +713,42 @@ bool ServiceWorker::Impl::handleEnvelope(ClientRecord& c, wire::Inbound&& inboun
     ++counters_.messageErrors;
     core::log().warn("messageerror from client={} seq={}: {}", id.toString(), seq, r.error().describe());
     if (onMessageError_) onMessageError_(MessageErrorEvent{"serviceworker", r.error()}, handleFor(c));
-    ackIfWanted();
+    ackIfWanted(id, seq, post.getWantAck());
     return true;
   }
+  deliverPost(c, seq, post.getWantAck(), ev);
+  return true;
+}
+
+bool ServiceWorker::Impl::handlePlainPost(ClientRecord& c, wire::PlainPost&& post) {
+  switch (admitPost(c, post.seq, post.replyId)) {
+    case Gate::DELIVER: break;
+    case Gate::REFUSED: return true;
+    case Gate::VIOLATION: return false;
+  }
+  ExtendableMessageEvent ev;
+  ev.data = std::move(post.data);
+  deliverPost(c, post.seq, post.wantAck, ev);
+  return true;
+}
+
+ServiceWorker::Impl::Gate ServiceWorker::Impl::admitPost(ClientRecord& c, MessageSeq seq, uint64_t replyId) {
+  ++counters_.messagesIn;
+  lastActivity_ = Clock::now();
+  if (!c.controlled) {
+    // Rejected, not consumed: the error (not an ack) is the outcome the sender sees.
+    sendError(c, Errc::INVALID_STATE, "client is not controlled by this service worker", seq);
+    return Gate::REFUSED;
+  }
+  if (replyId != 0) {
+    violation(c, makeError(Errc::PROTOCOL_VIOLATION, "one-shot reply ids are gone since protocol 2 (use a port)"));
+    return Gate::VIOLATION;
+  }
+  return Gate::DELIVER;
+}
+
+void ServiceWorker::Impl::deliverPost(ClientRecord& c, MessageSeq seq, bool wantAck, ExtendableMessageEvent& ev) {
+  const ClientId id = c.id;  // the handler may detach c
   ev.source = handleFor(c);
   if (onMessage_) {
     try {
@@ -726,8 +757,17 @@ bool ServiceWorker::Impl::handleEnvelope(ClientRecord& c, wire::Inbound&& inboun
       core::log().error("message handler threw for client={} seq={}: {}", id.toString(), seq, e.what());
     }
   }
-  ackIfWanted();
-  return true;
+  ackIfWanted(id, seq, wantAck);
+}
+
+void ServiceWorker::Impl::ackIfWanted(const ClientId& id, MessageSeq seq, bool wantAck) {
+  if (!wantAck) return;
+  if (auto* cr = find(id); cr && cr->alive) {
+    MessageSeq s;
+    auto mb = newEnvelope(*cr, s);
+    mb->getRoot<schema::Envelope>().initAck().setSeq(seq);
+    (void)enqueue(*cr, std::move(mb), s);
+  }
 }
 
 void ServiceWorker::Impl::violation(ClientRecord& c, const Error& err) {

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "shm/memfd.h"
@@ -142,6 +143,45 @@ void Connection::wakePeer() {
 
 void Connection::wakePeerIfSleeping() {
   if (out_.takeReaderSleeping()) wakePeer();
+}
+
+Connection::SendStatus Connection::sendPlain(schema::Envelope::Which kind, uint64_t seq, bool wantAck,
+                                            const Value& data, size_t bytes) {
+  SWIPC_REQUIRE(fitsInline(bytes), "sendPlain: not an inline message");
+  if (bytes > maxMessageBytes_) return SendStatus::TOO_BIG;
+  uint8_t* dst = nullptr;
+  RingStatus s = out_.tryClaim(static_cast<uint32_t>(bytes), dst);
+  if (s == RingStatus::FULL) {
+    out_.setWaiting(true);
+    s = out_.tryClaim(static_cast<uint32_t>(bytes), dst);
+  }
+  if (s == RingStatus::FULL) return SendStatus::FULL;
+  if (s != RingStatus::OK) return SendStatus::BROKEN;
+  wire::writePlainPost(kind, seq, wantAck, data, dst, bytes);
+  out_.commit(wire::RECORD_ENVELOPE);
+  return SendStatus::OK;
+}
+
+Connection::RecvStatus Connection::receive(wire::Inbound& out, wire::PlainPost& plain,
+                                           schema::Envelope::Which plainKind, Error& err) {
+  queue::RecordView rec;
+  RingStatus s = in_.peek(rec);
+  if (s != RingStatus::OK || rec.type != wire::RECORD_ENVELOPE || rec.length % sizeof(capnp::word) != 0)
+    return receive(out, err);  // (peeking again is idempotent)
+  // One private copy; the fast lane reads it, and if it declines, the general path gets a copy of
+  // that copy (never the shared bytes again).
+  const size_t words = rec.length / sizeof(capnp::word);
+  if (scratch_.size() < words) scratch_.resize(std::max<size_t>(words, in_.capacity() / 4 / sizeof(capnp::word)));
+  std::memcpy(scratch_.data(), rec.payload, rec.length);
+  in_.releaseLocal();
+  if (wire::readPlainPost(scratch_.data(), words, options_, plainKind, plain)) return RecvStatus::PLAIN;
+  auto in = wire::Inbound::copyEnvelope(reinterpret_cast<const uint8_t*>(scratch_.data()), rec.length, options_);
+  if (!in) {
+    err = in.error();
+    return RecvStatus::VIOLATION;
+  }
+  out = std::move(*in);
+  return RecvStatus::OK;
 }
 
 Connection::RecvStatus Connection::receive(wire::Inbound& out, Error& err) {

@@ -25,6 +25,7 @@
 #include "shm/mapping.h"
 #include "swipc/error.h"
 #include "wire/codec.h"
+#include "wire/plain_post.h"
 
 namespace swipc::core {
 
@@ -42,7 +43,7 @@ class Connection {
  public:
   enum class Role { DAEMON, CLIENT };
   enum class SendStatus { OK, FULL, TOO_BIG, BROKEN };
-  enum class RecvStatus { OK, EMPTY, VIOLATION };
+  enum class RecvStatus { OK, PLAIN, EMPTY, VIOLATION };
 
   /// Daemon side: creates and seals the segment, the doorbell and the wake pipe. The caller sends
   /// `segmentFd`, `doorbellFd` and `wakeReadFd` to the client with the Welcome.
@@ -73,6 +74,11 @@ class Connection {
   /// Sends one envelope (inline, or out of line when larger than a ring record).
   /// FULL: nothing was sent, try again later. TOO_BIG: over maxMessageBytes, never sendable.
   SendStatus send(capnp::MessageBuilder& envelope, uint64_t seq);
+  /// True when a message of `bytes` fits in one ring record.
+  bool fitsInline(size_t bytes) const { return bytes <= out_.maxPayload(); }
+  /// Sends a plain post (wire/plain_post.h) of wire::plainPostBytes(data) == `bytes`, written
+  /// straight into the ring; only for one that fitsInline() (others are built and send()).
+  SendStatus sendPlain(schema::Envelope::Which kind, uint64_t seq, bool wantAck, const Value& data, size_t bytes);
   /// Wakes the peer if it sleeps on our outgoing ring (once per sleep). Call after a batch.
   void wakePeerIfSleeping();
   /// Unconditional wake (used when the peer asked for space).
@@ -80,6 +86,9 @@ class Connection {
 
   /// Next inbound envelope; consumed locally, published by publishConsumed().
   RecvStatus receive(wire::Inbound& out, Error& err);
+  /// The same, with the fast lane: an inline envelope that is a plain post of `plainKind` is
+  /// decoded into `plain` (PLAIN); any other comes back in `out` (OK) as from receive().
+  RecvStatus receive(wire::Inbound& out, wire::PlainPost& plain, schema::Envelope::Which plainKind, Error& err);
   /// Publishes what receive() consumed; wakes a writer that waits for space.
   void publishConsumed();
   /// Reader-sleeping handshake on the incoming ring: true when it still has data after arming.
@@ -120,6 +129,7 @@ class Connection {
   queue::RingReader in_;
   uint64_t maxMessageBytes_ = 0;
   capnp::ReaderOptions options_;
+  std::vector<capnp::word> scratch_;  // the private copy of an inline record (reused)
   std::unordered_map<uint64_t, UniqueFd> oolFds_;  // seq -> sealed memfd, waiting for its record
   std::deque<uint64_t> oolSent_;                    // ring positions after our in-flight OOL records
   std::unordered_map<uint64_t, std::pair<UniqueFd, uint64_t>> ringFds_;  // ringId -> (memfd, capacity)

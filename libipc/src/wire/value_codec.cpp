@@ -8,6 +8,7 @@
 #include <unordered_map>
 
 #include "wire/limits.h"
+#include "wire/plain_post.h"
 
 namespace swipc::wire {
 
@@ -54,16 +55,27 @@ constexpr size_t RESERVE_MAX = 1024;
 /// sender that does gets a million elements for free, so it is refused before the decoder loops
 /// over them. `what` names the list in the error.
 template <typename List>
-bool elementsTakeSpace(const List& l, const char* what, Error& err) {
-  if (l.size() == 0) return true;
+bool zeroSized(const List& l) {
+  if (l.size() == 0) return false;
   capnp::AnyStruct::Reader first(l[0]);
-  if (first.getDataSection().size() != 0 || first.getPointerSection().size() != 0) return true;
+  return first.getDataSection().size() == 0 && first.getPointerSection().size() == 0;
+}
+template <typename T>
+bool zeroSized(const plain::ListReader<T>& l) {
+  return l.zeroSized();
+}
+
+template <typename List>
+bool elementsTakeSpace(const List& l, const char* what, Error& err) {
+  if (!zeroSized(l)) return true;
   err = makeError(Errc::DATA_CLONE, std::string("malformed value: a ") + what + " of zero-sized elements");
   return false;
 }
 
 /// Decodes `in` into `out` (which is null on entry). False with `err` set when it cannot.
-bool readInto(schema::Value::Reader in, Value& out, int depth, Error& err) {
+/// `Reader` is schema::Value::Reader or the fast lane's plain::ValueReader (same shape).
+template <typename Reader>
+bool readInto(Reader in, Value& out, int depth, Error& err) {
   if (depth > MAX_NESTING) {
     err = makeError(Errc::DATA_CLONE, "value nested deeper than " + std::to_string(MAX_NESTING));
     return false;
@@ -134,6 +146,11 @@ bool readInto(schema::Value::Reader in, Value& out, int depth, Error& err) {
 }
 
 }  // namespace
+
+bool readValueInto(plain::ValueReader in, Value& out) {
+  Error err;
+  return readInto(in, out, 0, err);
+}
 
 Result<Value> readValue(schema::Value::Reader in) {
   Value out;

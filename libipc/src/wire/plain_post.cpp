@@ -1,0 +1,409 @@
+#include "wire/plain_post.h"
+
+#include <capnp/schema.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "swipc/error.h"
+#include "value.capnp.h"
+#include "wire/value_codec.h"
+
+namespace swipc::wire {
+namespace {
+
+// ---- where the fields are: read once from the compiled schemas ----
+
+struct StructSize {
+  uint32_t dataWords = 0;
+  uint32_t pointers = 0;
+  uint32_t words() const { return dataWords + pointers; }
+};
+
+struct Layout {
+  StructSize envelope, post, payload, value, entry;
+  uint32_t envDiscriminant = 0;  // in 16-bit units, like every offset named "...Discriminant"
+  uint32_t envVersion = 0;       // 16-bit units
+  uint32_t envSeq = 0;           // 64-bit units
+  uint32_t envControllerPost = 0, envClientPost = 0;  // pointer indices
+  uint32_t postPayload = 0, postPorts = 0;            // pointer indices
+  uint32_t postReplyId = 0;                           // 64-bit units
+  uint32_t postWantAck = 0;                           // bit offset
+  uint32_t payloadDiscriminant = 0;
+  uint32_t payloadValue = 0;  // pointer index
+  uint32_t valueDiscriminant = 0;
+  uint32_t valueBoolean = 0;  // bit offset
+  uint32_t valueInt = 0, valueFloat = 0;  // 64-bit units
+  uint32_t valueText = 0, valueBytes = 0, valueList = 0, valueMap = 0;  // pointer indices
+  uint32_t entryKey = 0, entryValue = 0;                                // pointer indices
+};
+
+template <typename T>
+StructSize sizeOf() {
+  auto s = capnp::Schema::from<T>().getProto().getStruct();
+  return StructSize{s.getDataWordCount(), s.getPointerCount()};
+}
+
+template <typename T>
+uint32_t discriminantOf() {
+  return capnp::Schema::from<T>().getProto().getStruct().getDiscriminantOffset();
+}
+
+template <typename T>
+uint32_t slotOf(const char* field) {
+  return capnp::Schema::from<T>().getFieldByName(field).getProto().getSlot().getOffset();
+}
+
+Layout computeLayout() {
+  Layout l;
+  l.envelope = sizeOf<schema::Envelope>();
+  l.post = sizeOf<schema::Post>();
+  l.payload = sizeOf<schema::Payload>();
+  l.value = sizeOf<schema::Value>();
+  l.entry = sizeOf<schema::Value::Entry>();
+  l.envDiscriminant = discriminantOf<schema::Envelope>();
+  l.envVersion = slotOf<schema::Envelope>("schemaVersion");
+  l.envSeq = slotOf<schema::Envelope>("seq");
+  l.envControllerPost = slotOf<schema::Envelope>("controllerPost");
+  l.envClientPost = slotOf<schema::Envelope>("clientPost");
+  l.postPayload = slotOf<schema::Post>("payload");
+  l.postPorts = slotOf<schema::Post>("ports");
+  l.postReplyId = slotOf<schema::Post>("replyId");
+  l.postWantAck = slotOf<schema::Post>("wantAck");
+  l.payloadDiscriminant = discriminantOf<schema::Payload>();
+  l.payloadValue = slotOf<schema::Payload>("value");
+  l.valueDiscriminant = discriminantOf<schema::Value>();
+  l.valueBoolean = slotOf<schema::Value>("boolean");
+  l.valueInt = slotOf<schema::Value>("int");
+  l.valueFloat = slotOf<schema::Value>("float");
+  l.valueText = slotOf<schema::Value>("text");
+  l.valueBytes = slotOf<schema::Value>("bytes");
+  l.valueList = slotOf<schema::Value>("list");
+  l.valueMap = slotOf<schema::Value>("map");
+  l.entryKey = slotOf<schema::Value::Entry>("key");
+  l.entryValue = slotOf<schema::Value::Entry>("value");
+  return l;
+}
+
+const Layout& layout() {
+  static const Layout l = computeLayout();
+  return l;
+}
+
+uint32_t pointerOf(schema::Envelope::Which kind) {
+  return kind == schema::Envelope::CLIENT_POST ? layout().envClientPost : layout().envControllerPost;
+}
+
+// ---- pointer words (Cap'n Proto encoding: low two bits are the kind) ----
+
+constexpr uint64_t KIND_STRUCT = 0, KIND_LIST = 1;
+constexpr uint64_t ELEMENT_BYTE = 2, ELEMENT_COMPOSITE = 7;
+
+/// Signed word offset from the end of the pointer word, as encoded in bits 2..31.
+int64_t pointerOffset(uint64_t w) { return static_cast<int32_t>(static_cast<uint32_t>(w)) >> 2; }
+
+uint64_t structPointer(int64_t offset, StructSize s) {
+  return (static_cast<uint64_t>(static_cast<uint32_t>(offset) << 2) | KIND_STRUCT) |
+         (static_cast<uint64_t>(s.dataWords) << 32) | (static_cast<uint64_t>(s.pointers) << 48);
+}
+
+uint64_t listPointer(int64_t offset, uint64_t elementSize, uint64_t count) {
+  return (static_cast<uint64_t>(static_cast<uint32_t>(offset) << 2) | KIND_LIST) | (elementSize << 32) |
+         (count << 35);
+}
+
+size_t wordsFor(size_t bytes) { return (bytes + 7) / 8; }
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------------ reading
+
+namespace plain {
+namespace {
+
+void charge(Segment& seg, uint64_t words) {
+  words = std::max<uint64_t>(words, 1);
+  if (words > seg.traversalLeft) throw NotPlain{};
+  seg.traversalLeft -= words;
+}
+
+/// Word index of the target of the pointer at `ptr`, checked to leave `size` words in the segment.
+size_t target(const Segment& seg, const uint64_t* ptr, uint64_t w, uint64_t size) {
+  const int64_t at = static_cast<int64_t>(ptr - seg.begin) + 1 + pointerOffset(w);
+  if (at < 0 || static_cast<uint64_t>(at) + size > seg.words) throw NotPlain{};
+  return static_cast<size_t>(at);
+}
+
+/// A byte list (Text or Data) at `ptr`: its bytes, or {nullptr, 0} for a null pointer.
+std::pair<const uint8_t*, size_t> readBytes(Segment& seg, const uint64_t* ptr) {
+  if (!ptr || *ptr == 0) return {nullptr, 0};
+  const uint64_t w = *ptr;
+  if ((w & 3) != KIND_LIST || ((w >> 32) & 7) != ELEMENT_BYTE) throw NotPlain{};
+  const uint64_t n = w >> 35;
+  const size_t at = target(seg, ptr, w, wordsFor(n));
+  charge(seg, wordsFor(n));
+  return {reinterpret_cast<const uint8_t*>(seg.begin + at), static_cast<size_t>(n)};
+}
+
+}  // namespace
+
+StructView readStruct(Segment& seg, const uint64_t* ptr, int nestingLeft) {
+  if (nestingLeft <= 0) throw NotPlain{};
+  if (!ptr || *ptr == 0) return StructView{&seg, nullptr, 0, 0, nestingLeft - 1};  // every field default
+  const uint64_t w = *ptr;
+  if ((w & 3) != KIND_STRUCT) throw NotPlain{};  // a far pointer, a list, a capability
+  const StructSize size{static_cast<uint32_t>((w >> 32) & 0xFFFF), static_cast<uint32_t>(w >> 48)};
+  const size_t at = target(seg, ptr, w, size.words());
+  charge(seg, size.words());
+  return StructView{&seg, seg.begin + at, size.dataWords, size.pointers, nestingLeft - 1};
+}
+
+StructListView readStructList(Segment& seg, const uint64_t* ptr, int nestingLeft) {
+  if (nestingLeft <= 1) throw NotPlain{};  // the list and then its elements
+  if (!ptr || *ptr == 0) return StructListView{&seg, nullptr, 0, 0, 0, nestingLeft - 2};
+  const uint64_t w = *ptr;
+  if ((w & 3) != KIND_LIST || ((w >> 32) & 7) != ELEMENT_COMPOSITE) throw NotPlain{};
+  const uint64_t wordCount = w >> 35;
+  const size_t at = target(seg, ptr, w, 1 + wordCount);
+  const uint64_t tag = seg.begin[at];
+  if ((tag & 3) != KIND_STRUCT) throw NotPlain{};
+  const uint32_t count = static_cast<uint32_t>(tag) >> 2;
+  const StructSize size{static_cast<uint32_t>((tag >> 32) & 0xFFFF), static_cast<uint32_t>(tag >> 48)};
+  if (static_cast<uint64_t>(count) * size.words() > wordCount) throw NotPlain{};
+  charge(seg, 1 + wordCount);
+  return StructListView{&seg, seg.begin + at + 1, count, size.dataWords, size.pointers, nestingLeft - 2};
+}
+
+Text EntryReader::getKey() const {
+  auto [p, n] = readBytes(*s_.seg, s_.pointer(layout().entryKey));
+  if (!p) return Text("", 0);
+  if (n == 0 || p[n - 1] != 0) throw NotPlain{};  // text is NUL-terminated
+  return Text(reinterpret_cast<const char*>(p), n - 1);
+}
+
+ValueReader EntryReader::getValue() const {
+  return ValueReader(readStruct(*s_.seg, s_.pointer(layout().entryValue), s_.nestingLeft));
+}
+
+schema::Value::Which ValueReader::which() const {
+  return static_cast<schema::Value::Which>(s_.u16(layout().valueDiscriminant));
+}
+bool ValueReader::getBoolean() const { return s_.bit(layout().valueBoolean); }
+int64_t ValueReader::getInt() const { return static_cast<int64_t>(s_.word(layout().valueInt)); }
+double ValueReader::getFloat() const {
+  const uint64_t bits = s_.word(layout().valueFloat);
+  double d;
+  std::memcpy(&d, &bits, sizeof d);
+  return d;
+}
+Text ValueReader::getText() const {
+  auto [p, n] = readBytes(*s_.seg, s_.pointer(layout().valueText));
+  if (!p) return Text("", 0);
+  if (n == 0 || p[n - 1] != 0) throw NotPlain{};
+  return Text(reinterpret_cast<const char*>(p), n - 1);
+}
+Data ValueReader::getBytes() const {
+  auto [p, n] = readBytes(*s_.seg, s_.pointer(layout().valueBytes));
+  return Data(p, n);
+}
+ListReader<ValueReader> ValueReader::getList() const {
+  return ListReader<ValueReader>(readStructList(*s_.seg, s_.pointer(layout().valueList), s_.nestingLeft));
+}
+ListReader<EntryReader> ValueReader::getMap() const {
+  return ListReader<EntryReader>(readStructList(*s_.seg, s_.pointer(layout().valueMap), s_.nestingLeft));
+}
+
+}  // namespace plain
+
+bool readPlainPost(const capnp::word* words, size_t count, const capnp::ReaderOptions& options,
+                   schema::Envelope::Which kind, PlainPost& out) {
+  if (count < 2) return false;
+  const auto* w = reinterpret_cast<const uint64_t*>(words);
+  if ((w[0] & 0xFFFF'FFFFu) != 0) return false;  // more than one segment
+  const uint64_t segWords = w[0] >> 32;
+  if (segWords < 1 || segWords > count - 1) return false;
+  const Layout& L = layout();
+  // Every word is read at most once on this path; a quarter of the general limit leaves the
+  // general path (which reads the envelope's own pointers twice) room to accept all we accept.
+  plain::Segment seg{w + 1, static_cast<size_t>(segWords),
+                     std::min<uint64_t>(2 * segWords + 16, options.traversalLimitInWords / 4)};
+  try {
+    auto env = plain::readStruct(seg, seg.begin, static_cast<int>(options.nestingLimit));
+    if (env.u16(L.envVersion) != schema::SCHEMA_VERSION) return false;
+    if (env.u16(L.envDiscriminant) != static_cast<uint16_t>(kind)) return false;
+    auto post = plain::readStruct(seg, env.pointer(pointerOf(kind)), env.nestingLeft);
+    if (plain::readStructList(seg, post.pointer(L.postPorts), post.nestingLeft).count != 0) return false;
+    auto payload = plain::readStruct(seg, post.pointer(L.postPayload), post.nestingLeft);
+    if (payload.u16(L.payloadDiscriminant) != schema::Payload::VALUE) return false;
+    auto value = plain::readStruct(seg, payload.pointer(L.payloadValue), payload.nestingLeft);
+    out.seq = env.word(L.envSeq);
+    out.replyId = post.word(L.postReplyId);
+    out.wantAck = post.bit(L.postWantAck);
+    out.data = Value{};
+    return readValueInto(plain::ValueReader(value), out.data);
+  } catch (const plain::NotPlain&) {
+    return false;
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ writing
+
+namespace {
+
+/// Words a Value's content takes after its own struct.
+size_t contentWords(const Value& v) {
+  const Layout& L = layout();
+  switch (v.kind()) {
+    case Value::Kind::TEXT: return wordsFor(v.asText().size() + 1);
+    case Value::Kind::BYTES: return wordsFor(v.asBytes().data.size());
+    case Value::Kind::LIST: {
+      size_t n = 1 + v.asList().size() * L.value.words();
+      for (const auto& e : v.asList()) n += contentWords(e);
+      return n;
+    }
+    case Value::Kind::MAP: {
+      size_t n = 1 + v.asMap().size() * L.entry.words();
+      for (const auto& [k, e] : v.asMap()) n += wordsFor(k.size() + 1) + L.value.words() + contentWords(e);
+      return n;
+    }
+    default: return 0;
+  }
+}
+
+/// Writes into a zeroed segment; `next` is the first free word.
+class Writer {
+ public:
+  explicit Writer(uint64_t* seg) : seg_(seg), L_(layout()) {}
+
+  size_t alloc(size_t words) {
+    const size_t at = next_;
+    next_ += words;
+    return at;
+  }
+  size_t used() const { return next_; }
+
+  void setStruct(size_t ptrAt, size_t at, StructSize s) {
+    seg_[ptrAt] = structPointer(static_cast<int64_t>(at) - static_cast<int64_t>(ptrAt) - 1, s);
+  }
+  void set16(size_t structAt, uint32_t offset, uint16_t v) {
+    seg_[structAt + offset / 4] |= static_cast<uint64_t>(v) << (16 * (offset % 4));
+  }
+  void setBit(size_t structAt, uint32_t bit, bool v) {
+    if (v) seg_[structAt + bit / 64] |= uint64_t{1} << (bit % 64);
+  }
+  void setWord(size_t structAt, uint32_t offset, uint64_t v) { seg_[structAt + offset] = v; }
+
+  void setBytes(size_t ptrAt, const void* p, size_t n, bool text) {
+    const size_t count = n + (text ? 1 : 0);  // the NUL is already there: the segment is zeroed
+    const size_t at = alloc(wordsFor(count));
+    if (n) std::memcpy(seg_ + at, p, n);
+    seg_[ptrAt] = listPointer(static_cast<int64_t>(at) - static_cast<int64_t>(ptrAt) - 1, ELEMENT_BYTE, count);
+  }
+
+  /// A struct list of `count` elements of `s`; returns the first element's word.
+  size_t setStructList(size_t ptrAt, size_t count, StructSize s) {
+    const size_t words = count * s.words();
+    const size_t tag = alloc(1 + words);
+    seg_[tag] = structPointer(static_cast<int64_t>(count), s);  // the tag: element count, element size
+    seg_[ptrAt] = listPointer(static_cast<int64_t>(tag) - static_cast<int64_t>(ptrAt) - 1, ELEMENT_COMPOSITE, words);
+    return tag + 1;
+  }
+
+  void value(size_t at, const Value& v) {
+    const uint32_t ptr0 = L_.value.dataWords;  // pointer slots follow the data words
+    switch (v.kind()) {
+      case Value::Kind::NONE: break;
+      case Value::Kind::BOOL:
+        set16(at, L_.valueDiscriminant, schema::Value::BOOLEAN);
+        setBit(at, L_.valueBoolean, v.asBool());
+        break;
+      case Value::Kind::INT:
+        set16(at, L_.valueDiscriminant, schema::Value::INT);
+        setWord(at, L_.valueInt, static_cast<uint64_t>(v.asInt()));
+        break;
+      case Value::Kind::FLOAT: {
+        set16(at, L_.valueDiscriminant, schema::Value::FLOAT);
+        const double d = v.asFloat();
+        uint64_t bits;
+        std::memcpy(&bits, &d, sizeof bits);
+        setWord(at, L_.valueFloat, bits);
+        break;
+      }
+      case Value::Kind::TEXT:
+        set16(at, L_.valueDiscriminant, schema::Value::TEXT);
+        setBytes(at + ptr0 + L_.valueText, v.asText().data(), v.asText().size(), true);
+        break;
+      case Value::Kind::BYTES:
+        set16(at, L_.valueDiscriminant, schema::Value::BYTES);
+        setBytes(at + ptr0 + L_.valueBytes, v.asBytes().data.data(), v.asBytes().data.size(), false);
+        break;
+      case Value::Kind::LIST: {
+        set16(at, L_.valueDiscriminant, schema::Value::LIST);
+        const auto& l = v.asList();
+        size_t e = setStructList(at + ptr0 + L_.valueList, l.size(), L_.value);
+        for (const auto& item : l) {
+          value(e, item);
+          e += L_.value.words();
+        }
+        break;
+      }
+      case Value::Kind::MAP: {
+        set16(at, L_.valueDiscriminant, schema::Value::MAP);
+        const auto& m = v.asMap();
+        size_t e = setStructList(at + ptr0 + L_.valueMap, m.size(), L_.entry);
+        for (const auto& [key, item] : m) {
+          const size_t entryPtrs = e + L_.entry.dataWords;
+          setBytes(entryPtrs + L_.entryKey, key.data(), key.size(), true);
+          const size_t child = alloc(L_.value.words());
+          setStruct(entryPtrs + L_.entryValue, child, L_.value);
+          value(child, item);
+          e += L_.entry.words();
+        }
+        break;
+      }
+    }
+  }
+
+ private:
+  uint64_t* seg_;
+  const Layout& L_;
+  size_t next_ = 0;
+};
+
+size_t segmentWords(const Value& data) {
+  const Layout& L = layout();
+  return 1 + L.envelope.words() + L.post.words() + L.payload.words() + L.value.words() + contentWords(data);
+}
+
+}  // namespace
+
+size_t plainPostBytes(const Value& data) { return (1 + segmentWords(data)) * sizeof(capnp::word); }
+
+void writePlainPost(schema::Envelope::Which kind, uint64_t seq, bool wantAck, const Value& data, uint8_t* dst,
+                    size_t bytes) {
+  const size_t segWords = segmentWords(data);
+  SWIPC_REQUIRE((1 + segWords) * sizeof(capnp::word) == bytes, "writePlainPost: wrong destination size");
+  std::memset(dst, 0, bytes);
+  auto* words = reinterpret_cast<uint64_t*>(dst);
+  words[0] = static_cast<uint64_t>(segWords) << 32;  // one segment of segWords words
+  const Layout& L = layout();
+  Writer w(words + 1);
+  const size_t root = w.alloc(1);
+  const size_t env = w.alloc(L.envelope.words());
+  w.setStruct(root, env, L.envelope);
+  w.set16(env, L.envVersion, schema::SCHEMA_VERSION);
+  w.set16(env, L.envDiscriminant, static_cast<uint16_t>(kind));
+  w.setWord(env, L.envSeq, seq);
+  const size_t post = w.alloc(L.post.words());
+  w.setStruct(env + L.envelope.dataWords + pointerOf(kind), post, L.post);
+  w.setBit(post, L.postWantAck, wantAck);
+  const size_t payload = w.alloc(L.payload.words());
+  w.setStruct(post + L.post.dataWords + L.postPayload, payload, L.payload);
+  w.set16(payload, L.payloadDiscriminant, schema::Payload::VALUE);
+  const size_t value = w.alloc(L.value.words());
+  w.setStruct(payload + L.payload.dataWords + L.payloadValue, value, L.value);
+  w.value(value, data);
+  SWIPC_REQUIRE(w.used() == segWords, "writePlainPost: size mismatch");
+}
+
+}  // namespace swipc::wire

@@ -1,0 +1,184 @@
+// The fast lane for the commonest envelope: a post (controllerPost or clientPost) whose payload is
+// a Value and which transfers no ports. It is read and written directly in the Cap'n Proto wire
+// format, with the field positions taken from the compiled schemas (capnp reflection), instead of
+// through the generated accessors and a MessageBuilder: that is most of what a small post cost.
+//
+// Reading is all-or-nothing and never the last word: readPlainPost() succeeds only for a
+// one-segment message in which every pointer it follows is in bounds, of the expected kind,
+// within the traversal and nesting limits, and whose Value decodes completely. For anything else
+// (another kind, ports, a typed payload, far pointers, an unknown Value kind, any malformed byte)
+// it returns false and the caller takes the general path (wire::Inbound) over the same private
+// copy, which classifies the message (ProtocolViolation, VersionMismatch, messageerror). So a
+// message accepted here is one the general path would accept with the same Value.
+//
+// Writing produces a standard one-segment message any Cap'n Proto reader decodes.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include <capnp/message.h>
+
+#include "envelope.capnp.h"
+#include "swipc/value.h"
+
+namespace swipc::wire {
+
+/// What a plain post carries besides its kind.
+struct PlainPost {
+  uint64_t seq = 0;
+  bool wantAck = false;
+  uint64_t replyId = 0;  // unused since protocol 2; the receiver refuses non-zero
+  Value data;
+};
+
+/// Decodes `words` (a private, word-aligned copy of one framed message) as a plain post of
+/// `kind` (CONTROLLER_POST or CLIENT_POST). False when it is anything else or anything about it is
+/// unexpected; `out` is then unspecified.
+bool readPlainPost(const capnp::word* words, size_t count, const capnp::ReaderOptions& options,
+                   schema::Envelope::Which kind, PlainPost& out);
+
+/// Encoded size in bytes (framing included) of a plain post carrying `data`.
+size_t plainPostBytes(const Value& data);
+/// Writes the plain post into `dst`, which must be word-aligned and exactly
+/// plainPostBytes(data) long (it need not be zeroed).
+void writePlainPost(schema::Envelope::Which kind, uint64_t seq, bool wantAck, const Value& data, uint8_t* dst,
+                    size_t bytes);
+
+// ---- the reader's view of a Value, shaped like schema::Value::Reader for readValue's decoder ----
+
+namespace plain {
+
+/// Thrown (and caught inside readPlainPost) when the bytes are not what the fast lane reads.
+struct NotPlain {};
+
+/// One segment being read, with the budgets every pointer followed is charged to.
+struct Segment {
+  const uint64_t* begin = nullptr;
+  size_t words = 0;
+  uint64_t traversalLeft = 0;
+};
+
+/// A struct in the segment: its data words and pointers (sizes as the sender wrote them).
+struct StructView {
+  Segment* seg = nullptr;
+  const uint64_t* data = nullptr;
+  uint32_t dataWords = 0;
+  uint32_t pointers = 0;
+  int nestingLeft = 0;
+
+  uint64_t word(uint32_t at) const { return at < dataWords ? data[at] : 0; }
+  uint16_t u16(uint32_t at) const {
+    const uint32_t w = at / 4;
+    return w < dataWords ? static_cast<uint16_t>(data[w] >> (16 * (at % 4))) : 0;
+  }
+  bool bit(uint32_t at) const {
+    const uint32_t w = at / 64;
+    return w < dataWords && ((data[w] >> (at % 64)) & 1) != 0;
+  }
+  /// The pointer word `i`, or nullptr when the struct has fewer pointers (reads as null).
+  const uint64_t* pointer(uint32_t i) const { return i < pointers ? data + dataWords + i : nullptr; }
+};
+
+StructView readStruct(Segment& seg, const uint64_t* ptr, int nestingLeft);
+
+/// A list of structs (INLINE_COMPOSITE), all of whose elements lie in bounds.
+struct StructListView {
+  Segment* seg = nullptr;
+  const uint64_t* first = nullptr;
+  uint32_t count = 0;
+  uint32_t dataWords = 0;
+  uint32_t pointers = 0;
+  int nestingLeft = 0;
+
+  StructView at(uint32_t i) const {
+    return StructView{seg, first + static_cast<size_t>(i) * (dataWords + pointers), dataWords, pointers, nestingLeft};
+  }
+};
+
+StructListView readStructList(Segment& seg, const uint64_t* ptr, int nestingLeft);
+
+class Text {
+ public:
+  Text(const char* p, size_t n) : p_(p), n_(n) {}
+  const char* cStr() const { return p_; }
+  size_t size() const { return n_; }
+
+ private:
+  const char* p_;
+  size_t n_;
+};
+
+class Data {
+ public:
+  Data(const uint8_t* p, size_t n) : p_(p), n_(n) {}
+  const uint8_t* begin() const { return p_; }
+  const uint8_t* end() const { return p_ + n_; }
+  size_t size() const { return n_; }
+
+ private:
+  const uint8_t* p_;
+  size_t n_;
+};
+
+class ValueReader;
+
+class EntryReader {
+ public:
+  explicit EntryReader(StructView s) : s_(s) {}
+  Text getKey() const;
+  ValueReader getValue() const;
+
+ private:
+  StructView s_;
+};
+
+/// A struct list shaped like capnp's List<T>::Reader (size, [], range-for).
+template <typename T>
+class ListReader {
+ public:
+  explicit ListReader(StructListView l) : l_(l) {}
+  unsigned size() const { return l_.count; }
+  T operator[](unsigned i) const { return T(l_.at(i)); }
+  /// No element takes any space (the decoder refuses such lists; none of our encoders writes one).
+  bool zeroSized() const { return l_.count != 0 && l_.dataWords + l_.pointers == 0; }
+
+  class Iterator {
+   public:
+    Iterator(const ListReader* l, unsigned i) : l_(l), i_(i) {}
+    T operator*() const { return (*l_)[i_]; }
+    Iterator& operator++() {
+      ++i_;
+      return *this;
+    }
+    bool operator!=(const Iterator& o) const { return i_ != o.i_; }
+
+   private:
+    const ListReader* l_;
+    unsigned i_;
+  };
+  Iterator begin() const { return Iterator(this, 0); }
+  Iterator end() const { return Iterator(this, l_.count); }
+
+ private:
+  StructListView l_;
+};
+
+class ValueReader {
+ public:
+  explicit ValueReader(StructView s) : s_(s) {}
+  schema::Value::Which which() const;
+  bool getBoolean() const;
+  int64_t getInt() const;
+  double getFloat() const;
+  Text getText() const;
+  Data getBytes() const;
+  ListReader<ValueReader> getList() const;
+  ListReader<EntryReader> getMap() const;
+
+ private:
+  StructView s_;
+};
+
+}  // namespace plain
+}  // namespace swipc::wire
