@@ -129,7 +129,8 @@ void handle(ReferenceServiceWorker::State& st, ExtendableMessageEvent& e, std::o
   ServiceWorker& sw = st.sw;
   const Value* typeValue = e.data.find("type");
   const std::string_view type = typeValue && typeValue->isText() ? std::string_view(typeValue->asText()) : "";
-  Responder reply(e, arrivedOn);
+  // Built only when a reply is sent (most messages a busy worker gets need none).
+  auto reply = [&](const Value& data) { Responder(e, arrivedOn)(data); };
   if (type == "GET_VERSION") {
     reply(Value(sw.options().version));
   } else if (type == "ECHO") {
@@ -173,13 +174,15 @@ void handle(ReferenceServiceWorker::State& st, ExtendableMessageEvent& e, std::o
   } else if (type == "OPEN_WINDOW") {
     const std::string url = e.data["url"].textOr("");
     if (url.empty()) return reply(errorValue(makeError(Errc::TYPE, "OPEN_WINDOW needs a url")));
-    sw.clients().openWindow(url, [reply](std::optional<ClientHandle> c) mutable { reply(clientOrNull(c)); });
+    sw.clients().openWindow(url, [later = Responder(e, arrivedOn)](std::optional<ClientHandle> c) mutable {
+      later(clientOrNull(c));
+    });
   } else if (type == "FOCUS" || type == "NAVIGATE") {
     auto c = clientById(sw, e.data["id"]);
     if (!c) return reply(Value());
     auto r = type == "FOCUS" ? c->focus() : c->navigate(e.data["url"].textOr(""));
     reply(r ? r->describe() : errorValue(r.error()));
-  } else {
+  } else if (spdlog::should_log(spdlog::level::debug)) {  // (checked first: this is the busiest branch)
     spdlog::debug("no handler for message type '{}'", type);
   }
 }

@@ -756,9 +756,7 @@ Result<MessageSeq> Client::Impl::sendPost(const api::OutgoingPayload& payload, c
                                           TransferList& transfer) {
   if (closed_) return makeError(Errc::DISCONNECTED, "client is closed");
   if (!conn_ || !controlled_) return makeError(Errc::INVALID_STATE, "no controller: not controlled by a service worker");
-  auto ports = detail::checkTransfer(nullptr, *this, transfer);
-  if (!ports) return ports.error();
-  if (ports->empty() && payload.value) {
+  if (transfer.size() == 0 && payload.value) {
     // The fast lane: written straight into the ring (wire/plain_post.h). One that does not fit
     // in a ring record is built below and goes out of line.
     const size_t bytes = wire::plainPostBytes(*payload.value);
@@ -770,6 +768,8 @@ Result<MessageSeq> Client::Impl::sendPost(const api::OutgoingPayload& payload, c
           opts, true, true);
     }
   }
+  auto ports = detail::checkTransfer(nullptr, *this, transfer);
+  if (!ports) return ports.error();
   auto seq = sendEnvelope(
       [&](schema::Envelope::Builder e) {
         auto post = e.initControllerPost();

@@ -241,8 +241,8 @@ class ServiceWorker::Impl final : public detail::PortHost, public api::PortRoute
   /// the client is leaving, everything (it will not ring again).
   void drain(ClientRecord& c, bool toTheEnd = false);
   bool handleEnvelope(ClientRecord& c, wire::Inbound&& in);
-  /// A controller post read by the fast lane (a Value, no ports).
-  bool handlePlainPost(ClientRecord& c, wire::PlainPost&& post);
+  /// A controller post read by the fast lane (a Value, no ports), its data already in `ev`.
+  bool handlePlainPost(ClientRecord& c, const wire::PlainPost& post, ExtendableMessageEvent& ev);
   /// What every controller post passes before it is decoded: counted; an error to the sender
   /// when the client is not controlled (REFUSED); a violation for a one-shot reply id.
   enum class Gate { DELIVER, REFUSED, VIOLATION };
@@ -627,22 +627,23 @@ void ServiceWorker::Impl::onClientSocket(const ClientId& id, uint32_t events) {
 
 void ServiceWorker::Impl::drain(ClientRecord& c, bool toTheEnd) {
   int handled = 0;
-  wire::PlainPost plain;
   for (;;) {
     wire::Inbound in;
+    wire::PlainPost plain;
+    ExtendableMessageEvent ev;  // the fast lane decodes straight into ev.data
     Error err;
-    auto s = c.conn->receive(in, plain, schema::Envelope::CONTROLLER_POST, err);
+    auto s = c.conn->receive(in, plain, ev.data, schema::Envelope::CONTROLLER_POST, err);
     if (s == Connection::RecvStatus::VIOLATION) return violation(c, err);
     if (s == Connection::RecvStatus::OK || s == Connection::RecvStatus::PLAIN) {
       // A plain envelope (wire::isPlain) had every pointer outside its Value checked at receipt,
       // and its Value is decoded inside readValue's own exception boundary; a fast-lane post is
       // decoded whole before it gets here. Nothing below throws for malformed bytes (so user
       // callbacks are not run inside a catch that blames the peer).
-      const bool ok = s == Connection::RecvStatus::PLAIN ? handlePlainPost(c, std::move(plain))
+      const bool ok = s == Connection::RecvStatus::PLAIN ? handlePlainPost(c, plain, ev)
                                                          : handleEnvelope(c, std::move(in));
       if (!ok) return;
       if (!c.alive) return;
-      ++handled;
+      if (handled++ == 0) lastActivity_ = Clock::now();
       // Give the space back as we go: a writer that keeps feeding us must see the ring drain
       // (and one that waits for space is woken), not only when we stop.
       if (handled % PUBLISH_EVERY == 0) c.conn->publishConsumed();
@@ -720,21 +721,18 @@ bool ServiceWorker::Impl::handleEnvelope(ClientRecord& c, wire::Inbound&& inboun
   return true;
 }
 
-bool ServiceWorker::Impl::handlePlainPost(ClientRecord& c, wire::PlainPost&& post) {
+bool ServiceWorker::Impl::handlePlainPost(ClientRecord& c, const wire::PlainPost& post, ExtendableMessageEvent& ev) {
   switch (admitPost(c, post.seq, post.replyId)) {
     case Gate::DELIVER: break;
     case Gate::REFUSED: return true;
     case Gate::VIOLATION: return false;
   }
-  ExtendableMessageEvent ev;
-  ev.data = std::move(post.data);
   deliverPost(c, post.seq, post.wantAck, ev);
   return true;
 }
 
 ServiceWorker::Impl::Gate ServiceWorker::Impl::admitPost(ClientRecord& c, MessageSeq seq, uint64_t replyId) {
-  ++counters_.messagesIn;
-  lastActivity_ = Clock::now();
+  ++counters_.messagesIn;  // (lastActivity_ is set once per drained batch)
   if (!c.controlled) {
     // Rejected, not consumed: the error (not an ack) is the outcome the sender sees.
     sendError(c, Errc::INVALID_STATE, "client is not controlled by this service worker", seq);

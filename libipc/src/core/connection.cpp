@@ -162,7 +162,7 @@ Connection::SendStatus Connection::sendPlain(schema::Envelope::Which kind, uint6
   return SendStatus::OK;
 }
 
-Connection::RecvStatus Connection::receive(wire::Inbound& out, wire::PlainPost& plain,
+Connection::RecvStatus Connection::receive(wire::Inbound& out, wire::PlainPost& plain, Value& data,
                                            schema::Envelope::Which plainKind, Error& err) {
   queue::RecordView rec;
   RingStatus s = in_.peek(rec);
@@ -174,7 +174,8 @@ Connection::RecvStatus Connection::receive(wire::Inbound& out, wire::PlainPost& 
   if (scratch_.size() < words) scratch_.resize(std::max<size_t>(words, in_.capacity() / 4 / sizeof(capnp::word)));
   std::memcpy(scratch_.data(), rec.payload, rec.length);
   in_.releaseLocal();
-  if (wire::readPlainPost(scratch_.data(), words, options_, plainKind, plain)) return RecvStatus::PLAIN;
+  if (wire::readPlainPost(scratch_.data(), words, options_, plainKind, plain, data)) return RecvStatus::PLAIN;
+  data = Value{};  // whatever the fast lane decoded before it declined
   auto in = wire::Inbound::copyEnvelope(reinterpret_cast<const uint8_t*>(scratch_.data()), rec.length, options_);
   if (!in) {
     err = in.error();

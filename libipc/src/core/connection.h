@@ -87,8 +87,10 @@ class Connection {
   /// Next inbound envelope; consumed locally, published by publishConsumed().
   RecvStatus receive(wire::Inbound& out, Error& err);
   /// The same, with the fast lane: an inline envelope that is a plain post of `plainKind` is
-  /// decoded into `plain` (PLAIN); any other comes back in `out` (OK) as from receive().
-  RecvStatus receive(wire::Inbound& out, wire::PlainPost& plain, schema::Envelope::Which plainKind, Error& err);
+  /// decoded into `plain` and `data` (null on entry) and PLAIN returned; any other comes back
+  /// in `out` (OK) as from receive(), `data` still null.
+  RecvStatus receive(wire::Inbound& out, wire::PlainPost& plain, Value& data, schema::Envelope::Which plainKind,
+                     Error& err);
   /// Publishes what receive() consumed; wakes a writer that waits for space.
   void publishConsumed();
   /// Reader-sleeping handshake on the incoming ring: true when it still has data after arming.

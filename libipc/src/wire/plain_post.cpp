@@ -7,10 +7,14 @@
 
 #include "swipc/error.h"
 #include "value.capnp.h"
-#include "wire/value_codec.h"
+#include "wire/value_decode.h"
+
+// The reader's accessors are used only in this file, by the decoder instantiated here, and are
+// inlined into it.
+#define INLINE [[gnu::always_inline]] inline
 
 namespace swipc::wire {
-namespace {
+namespace plain {
 
 // ---- where the fields are: read once from the compiled schemas ----
 
@@ -37,6 +41,13 @@ struct Layout {
   uint32_t valueText = 0, valueBytes = 0, valueList = 0, valueMap = 0;  // pointer indices
   uint32_t entryKey = 0, entryValue = 0;                                // pointer indices
 };
+
+}  // namespace plain
+
+namespace {
+
+using plain::Layout;
+using plain::StructSize;
 
 template <typename T>
 StructSize sizeOf() {
@@ -121,21 +132,21 @@ size_t wordsFor(size_t bytes) { return (bytes + 7) / 8; }
 namespace plain {
 namespace {
 
-void charge(Segment& seg, uint64_t words) {
+INLINE void charge(Segment& seg, uint64_t words) {
   words = std::max<uint64_t>(words, 1);
   if (words > seg.traversalLeft) throw NotPlain{};
   seg.traversalLeft -= words;
 }
 
 /// Word index of the target of the pointer at `ptr`, checked to leave `size` words in the segment.
-size_t target(const Segment& seg, const uint64_t* ptr, uint64_t w, uint64_t size) {
+INLINE size_t target(const Segment& seg, const uint64_t* ptr, uint64_t w, uint64_t size) {
   const int64_t at = static_cast<int64_t>(ptr - seg.begin) + 1 + pointerOffset(w);
   if (at < 0 || static_cast<uint64_t>(at) + size > seg.words) throw NotPlain{};
   return static_cast<size_t>(at);
 }
 
 /// A byte list (Text or Data) at `ptr`: its bytes, or {nullptr, 0} for a null pointer.
-std::pair<const uint8_t*, size_t> readBytes(Segment& seg, const uint64_t* ptr) {
+INLINE std::pair<const uint8_t*, size_t> readBytes(Segment& seg, const uint64_t* ptr) {
   if (!ptr || *ptr == 0) return {nullptr, 0};
   const uint64_t w = *ptr;
   if ((w & 3) != KIND_LIST || ((w >> 32) & 7) != ELEMENT_BYTE) throw NotPlain{};
@@ -147,7 +158,7 @@ std::pair<const uint8_t*, size_t> readBytes(Segment& seg, const uint64_t* ptr) {
 
 }  // namespace
 
-StructView readStruct(Segment& seg, const uint64_t* ptr, int nestingLeft) {
+INLINE StructView readStruct(Segment& seg, const uint64_t* ptr, int nestingLeft) {
   if (nestingLeft <= 0) throw NotPlain{};
   if (!ptr || *ptr == 0) return StructView{&seg, nullptr, 0, 0, nestingLeft - 1};  // every field default
   const uint64_t w = *ptr;
@@ -158,7 +169,7 @@ StructView readStruct(Segment& seg, const uint64_t* ptr, int nestingLeft) {
   return StructView{&seg, seg.begin + at, size.dataWords, size.pointers, nestingLeft - 1};
 }
 
-StructListView readStructList(Segment& seg, const uint64_t* ptr, int nestingLeft) {
+INLINE StructListView readStructList(Segment& seg, const uint64_t* ptr, int nestingLeft) {
   if (nestingLeft <= 1) throw NotPlain{};  // the list and then its elements
   if (!ptr || *ptr == 0) return StructListView{&seg, nullptr, 0, 0, 0, nestingLeft - 2};
   const uint64_t w = *ptr;
@@ -174,49 +185,49 @@ StructListView readStructList(Segment& seg, const uint64_t* ptr, int nestingLeft
   return StructListView{&seg, seg.begin + at + 1, count, size.dataWords, size.pointers, nestingLeft - 2};
 }
 
-Text EntryReader::getKey() const {
-  auto [p, n] = readBytes(*s_.seg, s_.pointer(layout().entryKey));
+INLINE Text EntryReader::getKey() const {
+  auto [p, n] = readBytes(*s_.seg, s_.pointer(s_.seg->layout->entryKey));
   if (!p) return Text("", 0);
   if (n == 0 || p[n - 1] != 0) throw NotPlain{};  // text is NUL-terminated
   return Text(reinterpret_cast<const char*>(p), n - 1);
 }
 
-ValueReader EntryReader::getValue() const {
-  return ValueReader(readStruct(*s_.seg, s_.pointer(layout().entryValue), s_.nestingLeft));
+INLINE ValueReader EntryReader::getValue() const {
+  return ValueReader(readStruct(*s_.seg, s_.pointer(s_.seg->layout->entryValue), s_.nestingLeft));
 }
 
-schema::Value::Which ValueReader::which() const {
-  return static_cast<schema::Value::Which>(s_.u16(layout().valueDiscriminant));
+INLINE schema::Value::Which ValueReader::which() const {
+  return static_cast<schema::Value::Which>(s_.u16(s_.seg->layout->valueDiscriminant));
 }
-bool ValueReader::getBoolean() const { return s_.bit(layout().valueBoolean); }
-int64_t ValueReader::getInt() const { return static_cast<int64_t>(s_.word(layout().valueInt)); }
-double ValueReader::getFloat() const {
-  const uint64_t bits = s_.word(layout().valueFloat);
+INLINE bool ValueReader::getBoolean() const { return s_.bit(s_.seg->layout->valueBoolean); }
+INLINE int64_t ValueReader::getInt() const { return static_cast<int64_t>(s_.word(s_.seg->layout->valueInt)); }
+INLINE double ValueReader::getFloat() const {
+  const uint64_t bits = s_.word(s_.seg->layout->valueFloat);
   double d;
   std::memcpy(&d, &bits, sizeof d);
   return d;
 }
-Text ValueReader::getText() const {
-  auto [p, n] = readBytes(*s_.seg, s_.pointer(layout().valueText));
+INLINE Text ValueReader::getText() const {
+  auto [p, n] = readBytes(*s_.seg, s_.pointer(s_.seg->layout->valueText));
   if (!p) return Text("", 0);
   if (n == 0 || p[n - 1] != 0) throw NotPlain{};
   return Text(reinterpret_cast<const char*>(p), n - 1);
 }
-Data ValueReader::getBytes() const {
-  auto [p, n] = readBytes(*s_.seg, s_.pointer(layout().valueBytes));
+INLINE Data ValueReader::getBytes() const {
+  auto [p, n] = readBytes(*s_.seg, s_.pointer(s_.seg->layout->valueBytes));
   return Data(p, n);
 }
-ListReader<ValueReader> ValueReader::getList() const {
-  return ListReader<ValueReader>(readStructList(*s_.seg, s_.pointer(layout().valueList), s_.nestingLeft));
+INLINE ListReader<ValueReader> ValueReader::getList() const {
+  return ListReader<ValueReader>(readStructList(*s_.seg, s_.pointer(s_.seg->layout->valueList), s_.nestingLeft));
 }
-ListReader<EntryReader> ValueReader::getMap() const {
-  return ListReader<EntryReader>(readStructList(*s_.seg, s_.pointer(layout().valueMap), s_.nestingLeft));
+INLINE ListReader<EntryReader> ValueReader::getMap() const {
+  return ListReader<EntryReader>(readStructList(*s_.seg, s_.pointer(s_.seg->layout->valueMap), s_.nestingLeft));
 }
 
 }  // namespace plain
 
 bool readPlainPost(const capnp::word* words, size_t count, const capnp::ReaderOptions& options,
-                   schema::Envelope::Which kind, PlainPost& out) {
+                   schema::Envelope::Which kind, PlainPost& out, Value& data) {
   if (count < 2) return false;
   const auto* w = reinterpret_cast<const uint64_t*>(words);
   if ((w[0] & 0xFFFF'FFFFu) != 0) return false;  // more than one segment
@@ -225,7 +236,7 @@ bool readPlainPost(const capnp::word* words, size_t count, const capnp::ReaderOp
   const Layout& L = layout();
   // Every word is read at most once on this path; a quarter of the general limit leaves the
   // general path (which reads the envelope's own pointers twice) room to accept all we accept.
-  plain::Segment seg{w + 1, static_cast<size_t>(segWords),
+  plain::Segment seg{&L, w + 1, static_cast<size_t>(segWords),
                      std::min<uint64_t>(2 * segWords + 16, options.traversalLimitInWords / 4)};
   try {
     auto env = plain::readStruct(seg, seg.begin, static_cast<int>(options.nestingLimit));
@@ -239,8 +250,8 @@ bool readPlainPost(const capnp::word* words, size_t count, const capnp::ReaderOp
     out.seq = env.word(L.envSeq);
     out.replyId = post.word(L.postReplyId);
     out.wantAck = post.bit(L.postWantAck);
-    out.data = Value{};
-    return readValueInto(plain::ValueReader(value), out.data);
+    Error err;  // whatever it says, the general path says again, with its name
+    return decode::readInto(plain::ValueReader(value), data, 0, err);
   } catch (const plain::NotPlain&) {
     return false;
   }
@@ -251,19 +262,18 @@ bool readPlainPost(const capnp::word* words, size_t count, const capnp::ReaderOp
 namespace {
 
 /// Words a Value's content takes after its own struct.
-size_t contentWords(const Value& v) {
-  const Layout& L = layout();
+size_t contentWords(const Layout& L, const Value& v) {
   switch (v.kind()) {
     case Value::Kind::TEXT: return wordsFor(v.asText().size() + 1);
     case Value::Kind::BYTES: return wordsFor(v.asBytes().data.size());
     case Value::Kind::LIST: {
       size_t n = 1 + v.asList().size() * L.value.words();
-      for (const auto& e : v.asList()) n += contentWords(e);
+      for (const auto& e : v.asList()) n += contentWords(L, e);
       return n;
     }
     case Value::Kind::MAP: {
       size_t n = 1 + v.asMap().size() * L.entry.words();
-      for (const auto& [k, e] : v.asMap()) n += wordsFor(k.size() + 1) + L.value.words() + contentWords(e);
+      for (const auto& [k, e] : v.asMap()) n += wordsFor(k.size() + 1) + L.value.words() + contentWords(L, e);
       return n;
     }
     default: return 0;
@@ -273,9 +283,10 @@ size_t contentWords(const Value& v) {
 /// Writes into a zeroed segment; `next` is the first free word.
 class Writer {
  public:
-  explicit Writer(uint64_t* seg) : seg_(seg), L_(layout()) {}
+  Writer(uint64_t* seg, size_t words) : seg_(seg), words_(words), L_(layout()) {}
 
   size_t alloc(size_t words) {
+    SWIPC_REQUIRE(words <= words_ - next_, "writePlainPost: the value does not fit the size given");
     const size_t at = next_;
     next_ += words;
     return at;
@@ -366,13 +377,14 @@ class Writer {
 
  private:
   uint64_t* seg_;
+  size_t words_;
   const Layout& L_;
   size_t next_ = 0;
 };
 
 size_t segmentWords(const Value& data) {
   const Layout& L = layout();
-  return 1 + L.envelope.words() + L.post.words() + L.payload.words() + L.value.words() + contentWords(data);
+  return 1 + L.envelope.words() + L.post.words() + L.payload.words() + L.value.words() + contentWords(L, data);
 }
 
 }  // namespace
@@ -381,13 +393,15 @@ size_t plainPostBytes(const Value& data) { return (1 + segmentWords(data)) * siz
 
 void writePlainPost(schema::Envelope::Which kind, uint64_t seq, bool wantAck, const Value& data, uint8_t* dst,
                     size_t bytes) {
-  const size_t segWords = segmentWords(data);
-  SWIPC_REQUIRE((1 + segWords) * sizeof(capnp::word) == bytes, "writePlainPost: wrong destination size");
+  // `bytes` came from plainPostBytes(data); the writer checks at the end that it used exactly that.
+  SWIPC_REQUIRE(bytes % sizeof(capnp::word) == 0 && bytes >= 2 * sizeof(capnp::word),
+                "writePlainPost: wrong destination size");
+  const size_t segWords = bytes / sizeof(capnp::word) - 1;
   std::memset(dst, 0, bytes);
   auto* words = reinterpret_cast<uint64_t*>(dst);
   words[0] = static_cast<uint64_t>(segWords) << 32;  // one segment of segWords words
   const Layout& L = layout();
-  Writer w(words + 1);
+  Writer w(words + 1, segWords);
   const size_t root = w.alloc(1);
   const size_t env = w.alloc(L.envelope.words());
   w.setStruct(root, env, L.envelope);
@@ -407,3 +421,5 @@ void writePlainPost(schema::Envelope::Which kind, uint64_t seq, bool wantAck, co
 }
 
 }  // namespace swipc::wire
+
+#undef INLINE

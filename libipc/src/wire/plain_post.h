@@ -24,19 +24,19 @@
 
 namespace swipc::wire {
 
-/// What a plain post carries besides its kind.
+/// What a plain post carries besides its kind and its Value.
 struct PlainPost {
   uint64_t seq = 0;
   bool wantAck = false;
   uint64_t replyId = 0;  // unused since protocol 2; the receiver refuses non-zero
-  Value data;
 };
 
 /// Decodes `words` (a private, word-aligned copy of one framed message) as a plain post of
-/// `kind` (CONTROLLER_POST or CLIENT_POST). False when it is anything else or anything about it is
-/// unexpected; `out` is then unspecified.
+/// `kind` (CONTROLLER_POST or CLIENT_POST), its Value into `data` (null on entry: the receiver's
+/// event, so nothing is moved afterwards). False when it is anything else or anything about it
+/// is unexpected; `out` and `data` are then unspecified.
 bool readPlainPost(const capnp::word* words, size_t count, const capnp::ReaderOptions& options,
-                   schema::Envelope::Which kind, PlainPost& out);
+                   schema::Envelope::Which kind, PlainPost& out, Value& data);
 
 /// Encoded size in bytes (framing included) of a plain post carrying `data`.
 size_t plainPostBytes(const Value& data);
@@ -52,8 +52,12 @@ namespace plain {
 /// Thrown (and caught inside readPlainPost) when the bytes are not what the fast lane reads.
 struct NotPlain {};
 
+/// Where the fields are (from the compiled schemas).
+struct Layout;
+
 /// One segment being read, with the budgets every pointer followed is charged to.
 struct Segment {
+  const Layout* layout = nullptr;
   const uint64_t* begin = nullptr;
   size_t words = 0;
   uint64_t traversalLeft = 0;
@@ -80,8 +84,6 @@ struct StructView {
   const uint64_t* pointer(uint32_t i) const { return i < pointers ? data + dataWords + i : nullptr; }
 };
 
-StructView readStruct(Segment& seg, const uint64_t* ptr, int nestingLeft);
-
 /// A list of structs (INLINE_COMPOSITE), all of whose elements lie in bounds.
 struct StructListView {
   Segment* seg = nullptr;
@@ -95,8 +97,6 @@ struct StructListView {
     return StructView{seg, first + static_cast<size_t>(i) * (dataWords + pointers), dataWords, pointers, nestingLeft};
   }
 };
-
-StructListView readStructList(Segment& seg, const uint64_t* ptr, int nestingLeft);
 
 class Text {
  public:
@@ -163,6 +163,11 @@ class ListReader {
  private:
   StructListView l_;
 };
+
+template <typename T>
+bool zeroSized(const ListReader<T>& l) {
+  return l.zeroSized();
+}
 
 class ValueReader {
  public:
