@@ -759,7 +759,7 @@ Result<MessageSeq> Client::Impl::sendPost(const api::OutgoingPayload& payload, c
   if (transfer.size() == 0 && payload.value) {
     // The fast lane: written straight into the ring (wire/plain_post.h). One that does not fit
     // in a ring record is built below and goes out of line.
-    const size_t bytes = wire::plainPostBytes(*payload.value);
+    const size_t bytes = wire::plainPostBytes(*payload.value, opts.requestAck);
     if (conn_->fitsInline(bytes)) {
       return sendWith(
           [&](MessageSeq s) {

@@ -76,7 +76,7 @@ class Connection {
   SendStatus send(capnp::MessageBuilder& envelope, uint64_t seq);
   /// True when a message of `bytes` fits in one ring record.
   bool fitsInline(size_t bytes) const { return bytes <= out_.maxPayload(); }
-  /// Sends a plain post (wire/plain_post.h) of wire::plainPostBytes(data) == `bytes`, written
+  /// Sends a plain post (wire/plain_post.h) of wire::plainPostBytes(data, wantAck) == `bytes`, written
   /// straight into the ring; only for one that fitsInline() (others are built and send()).
   SendStatus sendPlain(schema::Envelope::Which kind, uint64_t seq, bool wantAck, const Value& data, size_t bytes);
   /// Wakes the peer if it sleeps on our outgoing ring (once per sleep). Call after a batch.

@@ -40,6 +40,11 @@ struct Layout {
   uint32_t valueInt = 0, valueFloat = 0;  // 64-bit units
   uint32_t valueText = 0, valueBytes = 0, valueList = 0, valueMap = 0;  // pointer indices
   uint32_t entryKey = 0, entryValue = 0;                                // pointer indices
+  // What the writer uses: the smallest struct that holds what is set (Cap'n Proto readers take
+  // any size and read what is missing as zero), as its canonical form would.
+  StructSize valueOf[8];  // by Value::Kind
+  StructSize payloadOfValue;
+  StructSize postWithAck, postWithoutAck;
 };
 
 }  // namespace plain
@@ -93,6 +98,19 @@ Layout computeLayout() {
   l.valueMap = slotOf<schema::Value>("map");
   l.entryKey = slotOf<schema::Value::Entry>("key");
   l.entryValue = slotOf<schema::Value::Entry>("value");
+  const uint32_t tagWords = l.valueDiscriminant / 4 + 1;
+  auto withData = [&](uint32_t words) { return std::max(tagWords, words); };
+  l.valueOf[static_cast<int>(Value::Kind::NONE)] = {0, 0};  // a null pointer reads as none
+  l.valueOf[static_cast<int>(Value::Kind::BOOL)] = {withData(l.valueBoolean / 64 + 1), 0};
+  l.valueOf[static_cast<int>(Value::Kind::INT)] = {withData(l.valueInt + 1), 0};
+  l.valueOf[static_cast<int>(Value::Kind::FLOAT)] = {withData(l.valueFloat + 1), 0};
+  l.valueOf[static_cast<int>(Value::Kind::TEXT)] = {tagWords, l.valueText + 1};
+  l.valueOf[static_cast<int>(Value::Kind::BYTES)] = {tagWords, l.valueBytes + 1};
+  l.valueOf[static_cast<int>(Value::Kind::LIST)] = {tagWords, l.valueList + 1};
+  l.valueOf[static_cast<int>(Value::Kind::MAP)] = {tagWords, l.valueMap + 1};
+  l.payloadOfValue = {schema::Payload::VALUE == 0 ? 0 : l.payloadDiscriminant / 4 + 1, l.payloadValue + 1};
+  l.postWithoutAck = {0, l.postPayload + 1};  // replyId is 0 and ports are null: no data, one pointer
+  l.postWithAck = {l.postWantAck / 64 + 1, l.postPayload + 1};
   return l;
 }
 
@@ -261,19 +279,34 @@ bool readPlainPost(const capnp::word* words, size_t count, const capnp::ReaderOp
 
 namespace {
 
+StructSize sizeOfValue(const Layout& L, const Value& v) { return L.valueOf[static_cast<int>(v.kind())]; }
+
+/// Elements of a list are inline and share one size: the largest any of them needs (and never
+/// zero: readers refuse lists of zero-sized elements).
+StructSize elementSize(const Layout& L, const Value::List& l) {
+  StructSize s{L.valueOf[static_cast<int>(Value::Kind::TEXT)].dataWords, 0};
+  for (const auto& e : l) {
+    const StructSize e1 = sizeOfValue(L, e);
+    s.dataWords = std::max(s.dataWords, e1.dataWords);
+    s.pointers = std::max(s.pointers, e1.pointers);
+  }
+  return s;
+}
+
 /// Words a Value's content takes after its own struct.
 size_t contentWords(const Layout& L, const Value& v) {
   switch (v.kind()) {
     case Value::Kind::TEXT: return wordsFor(v.asText().size() + 1);
     case Value::Kind::BYTES: return wordsFor(v.asBytes().data.size());
     case Value::Kind::LIST: {
-      size_t n = 1 + v.asList().size() * L.value.words();
-      for (const auto& e : v.asList()) n += contentWords(L, e);
+      const auto& l = v.asList();
+      size_t n = 1 + l.size() * elementSize(L, l).words();
+      for (const auto& e : l) n += contentWords(L, e);
       return n;
     }
     case Value::Kind::MAP: {
       size_t n = 1 + v.asMap().size() * L.entry.words();
-      for (const auto& [k, e] : v.asMap()) n += wordsFor(k.size() + 1) + L.value.words() + contentWords(L, e);
+      for (const auto& [k, e] : v.asMap()) n += wordsFor(k.size() + 1) + sizeOfValue(L, e).words() + contentWords(L, e);
       return n;
     }
     default: return 0;
@@ -320,8 +353,18 @@ class Writer {
     return tag + 1;
   }
 
-  void value(size_t at, const Value& v) {
-    const uint32_t ptr0 = L_.value.dataWords;  // pointer slots follow the data words
+  /// A Value pointed to from `ptrAt`, in a struct of its own size (none: the pointer stays null).
+  void valueAt(size_t ptrAt, const Value& v) {
+    const StructSize size = sizeOfValue(L_, v);
+    if (size.words() == 0) return;
+    const size_t at = alloc(size.words());
+    setStruct(ptrAt, at, size);
+    value(at, size, v);
+  }
+
+  /// Writes `v` into the struct at `at`, of `size` (at least what its kind needs).
+  void value(size_t at, StructSize size, const Value& v) {
+    const size_t ptrs = at + size.dataWords;  // pointer slots follow the data words
     switch (v.kind()) {
       case Value::Kind::NONE: break;
       case Value::Kind::BOOL:
@@ -342,32 +385,31 @@ class Writer {
       }
       case Value::Kind::TEXT:
         set16(at, L_.valueDiscriminant, schema::Value::TEXT);
-        setBytes(at + ptr0 + L_.valueText, v.asText().data(), v.asText().size(), true);
+        setBytes(ptrs + L_.valueText, v.asText().data(), v.asText().size(), true);
         break;
       case Value::Kind::BYTES:
         set16(at, L_.valueDiscriminant, schema::Value::BYTES);
-        setBytes(at + ptr0 + L_.valueBytes, v.asBytes().data.data(), v.asBytes().data.size(), false);
+        setBytes(ptrs + L_.valueBytes, v.asBytes().data.data(), v.asBytes().data.size(), false);
         break;
       case Value::Kind::LIST: {
         set16(at, L_.valueDiscriminant, schema::Value::LIST);
         const auto& l = v.asList();
-        size_t e = setStructList(at + ptr0 + L_.valueList, l.size(), L_.value);
+        const StructSize element = elementSize(L_, l);
+        size_t e = setStructList(ptrs + L_.valueList, l.size(), element);
         for (const auto& item : l) {
-          value(e, item);
-          e += L_.value.words();
+          value(e, element, item);
+          e += element.words();
         }
         break;
       }
       case Value::Kind::MAP: {
         set16(at, L_.valueDiscriminant, schema::Value::MAP);
         const auto& m = v.asMap();
-        size_t e = setStructList(at + ptr0 + L_.valueMap, m.size(), L_.entry);
+        size_t e = setStructList(ptrs + L_.valueMap, m.size(), L_.entry);
         for (const auto& [key, item] : m) {
           const size_t entryPtrs = e + L_.entry.dataWords;
           setBytes(entryPtrs + L_.entryKey, key.data(), key.size(), true);
-          const size_t child = alloc(L_.value.words());
-          setStruct(entryPtrs + L_.entryValue, child, L_.value);
-          value(child, item);
+          valueAt(entryPtrs + L_.entryValue, item);
           e += L_.entry.words();
         }
         break;
@@ -382,18 +424,21 @@ class Writer {
   size_t next_ = 0;
 };
 
-size_t segmentWords(const Value& data) {
+size_t segmentWords(const Value& data, bool wantAck) {
   const Layout& L = layout();
-  return 1 + L.envelope.words() + L.post.words() + L.payload.words() + L.value.words() + contentWords(L, data);
+  return 1 + L.envelope.words() + (wantAck ? L.postWithAck : L.postWithoutAck).words() + L.payloadOfValue.words() +
+         sizeOfValue(L, data).words() + contentWords(L, data);
 }
 
 }  // namespace
 
-size_t plainPostBytes(const Value& data) { return (1 + segmentWords(data)) * sizeof(capnp::word); }
+size_t plainPostBytes(const Value& data, bool wantAck) {
+  return (1 + segmentWords(data, wantAck)) * sizeof(capnp::word);
+}
 
 void writePlainPost(schema::Envelope::Which kind, uint64_t seq, bool wantAck, const Value& data, uint8_t* dst,
                     size_t bytes) {
-  // `bytes` came from plainPostBytes(data); the writer checks at the end that it used exactly that.
+  // `bytes` came from plainPostBytes(data, wantAck); the writer checks at the end that it used exactly that.
   SWIPC_REQUIRE(bytes % sizeof(capnp::word) == 0 && bytes >= 2 * sizeof(capnp::word),
                 "writePlainPost: wrong destination size");
   const size_t segWords = bytes / sizeof(capnp::word) - 1;
@@ -408,15 +453,14 @@ void writePlainPost(schema::Envelope::Which kind, uint64_t seq, bool wantAck, co
   w.set16(env, L.envVersion, schema::SCHEMA_VERSION);
   w.set16(env, L.envDiscriminant, static_cast<uint16_t>(kind));
   w.setWord(env, L.envSeq, seq);
-  const size_t post = w.alloc(L.post.words());
-  w.setStruct(env + L.envelope.dataWords + pointerOf(kind), post, L.post);
+  const StructSize postSize = wantAck ? L.postWithAck : L.postWithoutAck;
+  const size_t post = w.alloc(postSize.words());
+  w.setStruct(env + L.envelope.dataWords + pointerOf(kind), post, postSize);
   w.setBit(post, L.postWantAck, wantAck);
-  const size_t payload = w.alloc(L.payload.words());
-  w.setStruct(post + L.post.dataWords + L.postPayload, payload, L.payload);
-  w.set16(payload, L.payloadDiscriminant, schema::Payload::VALUE);
-  const size_t value = w.alloc(L.value.words());
-  w.setStruct(payload + L.payload.dataWords + L.payloadValue, value, L.value);
-  w.value(value, data);
+  const size_t payload = w.alloc(L.payloadOfValue.words());
+  w.setStruct(post + postSize.dataWords + L.postPayload, payload, L.payloadOfValue);
+  if (L.payloadOfValue.dataWords) w.set16(payload, L.payloadDiscriminant, schema::Payload::VALUE);
+  w.valueAt(payload + L.payloadOfValue.dataWords + L.payloadValue, data);
   SWIPC_REQUIRE(w.used() == segWords, "writePlainPost: size mismatch");
 }
 

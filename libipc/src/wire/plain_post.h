@@ -38,10 +38,11 @@ struct PlainPost {
 bool readPlainPost(const capnp::word* words, size_t count, const capnp::ReaderOptions& options,
                    schema::Envelope::Which kind, PlainPost& out, Value& data);
 
-/// Encoded size in bytes (framing included) of a plain post carrying `data`.
-size_t plainPostBytes(const Value& data);
+/// Encoded size in bytes (framing included) of a plain post carrying `data`. Structs are written
+/// at the smallest size that holds what is set, so a small post takes few cache lines.
+size_t plainPostBytes(const Value& data, bool wantAck);
 /// Writes the plain post into `dst`, which must be word-aligned and exactly
-/// plainPostBytes(data) long (it need not be zeroed).
+/// plainPostBytes(data, wantAck) long (it need not be zeroed).
 void writePlainPost(schema::Envelope::Which kind, uint64_t seq, bool wantAck, const Value& data, uint8_t* dst,
                     size_t bytes);
 

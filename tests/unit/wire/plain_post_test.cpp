@@ -38,7 +38,7 @@ std::vector<capnp::word> capnpPost(schema::Envelope::Which kind, uint64_t seq, b
 }
 
 std::vector<capnp::word> fastPost(schema::Envelope::Which kind, uint64_t seq, bool wantAck, const Value& v) {
-  const size_t bytes = plainPostBytes(v);
+  const size_t bytes = plainPostBytes(v, wantAck);
   EXPECT_EQ(bytes % sizeof(capnp::word), 0u);
   std::vector<capnp::word> words(bytes / sizeof(capnp::word));
   std::memset(words.data(), 0xEE, bytes);  // the writer must not rely on a zeroed destination
@@ -100,6 +100,8 @@ Value sample() {
                      {"bytes", Bytes{{0, 1, 2, 3, 4, 5, 6, 7, 8}}},
                      {"nobytes", Bytes{}},
                      {"list", Value::list({1, "two", Value::list({}), Value::map({}), Value::list({3.5})})},
+                     {"nulls", Value::list({nullptr, nullptr})},
+                     {"bools", Value::list({true, false})},
                      {"map", Value::map({{"k", Value::map({{"deeper", Value::list({nullptr, true})}})}})}});
 }
 
@@ -136,6 +138,19 @@ TEST(PlainPostTest, WhatCapnpWritesItReads) {
       EXPECT_EQ(p.data, v);
     }
   }
+}
+
+TEST(PlainPostTest, WritesStructsNoLargerThanWhatIsSet) {
+  // A small post is what throughput is made of: every word saved is a cache line less per few
+  // messages. The fast lane writes the smallest structs; the generated builder writes full ones.
+  const Value noop = Value::map({{"type", "NOOP"}});
+  for (bool ack : {false, true}) {
+    const size_t fast = plainPostBytes(noop, ack);
+    const size_t full = capnpPost(CONTROLLER_POST, 1, ack, noop).size() * sizeof(capnp::word);
+    EXPECT_LT(fast, full) << "wantAck=" << ack;
+  }
+  EXPECT_LT(plainPostBytes(noop, false), plainPostBytes(noop, true));
+  EXPECT_LT(plainPostBytes(Value{}, false), plainPostBytes(Value{int64_t{1}}, false));
 }
 
 TEST(PlainPostTest, RepeatedKeysResolveAsInTheGeneralPath) {
