@@ -175,7 +175,6 @@ Connection::RecvStatus Connection::receive(wire::Inbound& out, wire::PlainPost& 
   std::memcpy(scratch_.data(), rec.payload, rec.length);
   in_.releaseLocal();
   if (wire::readPlainPost(scratch_.data(), words, options_, plainKind, plain, data)) return RecvStatus::PLAIN;
-  data = Value{};  // whatever the fast lane decoded before it declined
   auto in = wire::Inbound::copyEnvelope(reinterpret_cast<const uint8_t*>(scratch_.data()), rec.length, options_);
   if (!in) {
     err = in.error();

@@ -87,8 +87,8 @@ class Connection {
   /// Next inbound envelope; consumed locally, published by publishConsumed().
   RecvStatus receive(wire::Inbound& out, Error& err);
   /// The same, with the fast lane: an inline envelope that is a plain post of `plainKind` is
-  /// decoded into `plain` and `data` (null on entry) and PLAIN returned; any other comes back
-  /// in `out` (OK) as from receive(), `data` still null.
+  /// decoded into `plain` and `data` (whatever it held is replaced) and PLAIN returned; any
+  /// other comes back in `out` (OK) as from receive(), and `data` is not to be used.
   RecvStatus receive(wire::Inbound& out, wire::PlainPost& plain, Value& data, schema::Envelope::Which plainKind,
                      Error& err);
   /// Publishes what receive() consumed; wakes a writer that waits for space.

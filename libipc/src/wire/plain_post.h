@@ -32,8 +32,8 @@ struct PlainPost {
 };
 
 /// Decodes `words` (a private, word-aligned copy of one framed message) as a plain post of
-/// `kind` (CONTROLLER_POST or CLIENT_POST), its Value into `data` (null on entry: the receiver's
-/// event, so nothing is moved afterwards). False when it is anything else or anything about it
+/// `kind` (CONTROLLER_POST or CLIENT_POST), its Value into `data` (the receiver's event, so
+/// nothing is moved afterwards; whatever it held is replaced, a map's storage reused). False when it is anything else or anything about it
 /// is unexpected; `out` and `data` are then unspecified.
 bool readPlainPost(const capnp::word* words, size_t count, const capnp::ReaderOptions& options,
                    schema::Envelope::Which kind, PlainPost& out, Value& data);

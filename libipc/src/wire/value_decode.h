@@ -53,7 +53,7 @@ Value& become(Value& out, T&& v) {
   return *std::construct_at(&out, std::forward<T>(v));
 }
 
-/// Decodes `in` into `out` (which is null on entry). False with `err` set when it cannot.
+/// Decodes `in` into `out` (whatever it held is replaced). False with `err` set when it cannot.
 /// `Reader` is schema::Value::Reader or the fast lane's plain::ValueReader (same shape).
 template <typename Reader>
 bool readInto(Reader in, Value& out, int depth, Error& err) {
@@ -62,7 +62,9 @@ bool readInto(Reader in, Value& out, int depth, Error& err) {
     return false;
   }
   switch (in.which()) {
-    case schema::Value::NONE: return true;
+    case schema::Value::NONE:
+      if (!out.isNull()) become(out, Value{});
+      return true;
     case schema::Value::BOOLEAN: become(out, in.getBoolean()); return true;
     case schema::Value::INT: become(out, static_cast<int64_t>(in.getInt())); return true;
     case schema::Value::FLOAT: become(out, static_cast<double>(in.getFloat())); return true;
@@ -90,7 +92,11 @@ bool readInto(Reader in, Value& out, int depth, Error& err) {
     case schema::Value::MAP: {
       auto entries = in.getMap();
       if (!elementsTakeSpace(entries, "map", err)) return false;
-      auto& map = become(out, Value::Map{}).asMap();
+      // A map in `out` already (the receiver's event from the message before) lends its storage,
+      // unless it has grown large.
+      Value::Map* reuse = out.isMap() && out.asMap().capacity() <= RESERVE_MAX ? &out.asMap() : nullptr;
+      if (reuse) reuse->clear();
+      auto& map = reuse ? *reuse : become(out, Value::Map{}).asMap();
       // Reserve no more than a sane amount up front: the count is the sender's word, and growth
       // is still amortised for the maps that really are large.
       map.reserve(std::min<size_t>(entries.size(), RESERVE_MAX));

@@ -153,6 +153,18 @@ TEST(PlainPostTest, WritesStructsNoLargerThanWhatIsSet) {
   EXPECT_LT(plainPostBytes(Value{}, false), plainPostBytes(Value{int64_t{1}}, false));
 }
 
+TEST(PlainPostTest, DecodingIntoAValueInUseReplacesIt) {
+  // The daemon decodes each post into the event of the one before (a map lends its storage).
+  Value data = Value::map({{"old", 1}, {"type", "stale"}, {"more", Value::list({1, 2})}});
+  PlainPost p;
+  for (const Value& v : {Value::map({{"type", "NOOP"}}), Value::map({}), Value{"text"}, sample(),
+                         Value::map({{"a", 1}}), Value{}, Value::map({{"type", "NOOP"}})}) {
+    auto words = fastPost(CONTROLLER_POST, 1, false, v);
+    ASSERT_TRUE(readPlainPost(words.data(), words.size(), OPTIONS, CONTROLLER_POST, p, data));
+    EXPECT_EQ(data, v);
+  }
+}
+
 TEST(PlainPostTest, RepeatedKeysResolveAsInTheGeneralPath) {
   capnp::MallocMessageBuilder mb;
   auto env = mb.initRoot<schema::Envelope>();
