@@ -2,7 +2,8 @@
 // with its same-run baseline (DESIGN §10).
 //
 //   messaging_bench [--daemon PATH] [--iterations N] [--warmup N] [--messages N]
-//                   [--max-seconds S] [--rounds N] [--spin-us N] [--log-level L] [--timeout-s S]
+//                   [--max-seconds S] [--rounds N] [--spin-us N] [--ring-bytes N] [--log-level L]
+//                   [--timeout-s S]
 //
 // --daemon defaults to ../sw_daemon/sw_daemon next to this executable's directory (the build tree).
 // Each phase starts its own sw_daemon in a fresh temporary runtime directory, waits until a client
@@ -69,7 +70,7 @@ std::string defaultDaemonPath() {
 /// after a deadline) and the directory removed on destruction.
 class DaemonProcess {
  public:
-  DaemonProcess(const std::string& path, int spinUs) {
+  DaemonProcess(const std::string& path, int spinUs, long ringBytes) {
     char tmpl[] = "/tmp/swipc-bench.XXXXXX";
     if (!::mkdtemp(tmpl)) throw std::runtime_error(std::string("mkdtemp: ") + std::strerror(errno));
     runtimeDir_ = tmpl;
@@ -79,6 +80,10 @@ class DaemonProcess {
     if (spinUs > 0) {
       argv.push_back("--spin-us");
       argv.push_back(std::to_string(spinUs));
+    }
+    if (ringBytes > 0) {
+      argv.push_back("--ring-bytes");
+      argv.push_back(std::to_string(ringBytes));
     }
     std::vector<char*> cargv;
     for (auto& a : argv) cargv.push_back(a.data());
@@ -270,7 +275,7 @@ int main(int argc, char** argv) {
     sb::Args args(argc, argv);
     if (args.has("help")) {
       std::printf("usage: messaging_bench [--daemon PATH] [--iterations N] [--warmup N] [--messages N]"
-                  " [--max-seconds S] [--rounds N] [--spin-us N] [--log-level L] [--timeout-s S]\n");
+                  " [--max-seconds S] [--rounds N] [--spin-us N] [--ring-bytes N] [--log-level L] [--timeout-s S]\n");
       return 0;
     }
     ::alarm(static_cast<unsigned>(args.getInt("timeout-s", 120)));  // last-resort watchdog
@@ -293,6 +298,7 @@ int main(int argc, char** argv) {
     limits.messages = static_cast<uint64_t>(args.getInt("messages", static_cast<long>(limits.messages)));
     limits.maxSeconds = std::chrono::seconds(args.getInt("max-seconds", limits.maxSeconds.count()));
     const int spinUs = static_cast<int>(args.getInt("spin-us", 200));
+    const long ringBytes = args.getInt("ring-bytes", 0);  // 0: the daemon's default
     const size_t sizes[] = {64, 4096};
 
     // Same-run baselines, interleaved with the measurements: this kind of machine (a shared VM)
@@ -343,7 +349,7 @@ int main(int argc, char** argv) {
 
     // Blocking: daemon sleeps on its doorbells, client does not spin.
     {
-      DaemonProcess daemon(daemonPath, 0);
+      DaemonProcess daemon(daemonPath, 0, ringBytes);
       swipc::Client client = connectWithRetry(daemon, 0us);
       for (size_t bytes : sizes) {
         ping.payloadBytes = static_cast<uint32_t>(bytes);
@@ -357,7 +363,7 @@ int main(int argc, char** argv) {
 
     // Spinning: daemon --spin-us, client spins as long before sleeping.
     {
-      DaemonProcess daemon(daemonPath, spinUs);
+      DaemonProcess daemon(daemonPath, spinUs, ringBytes);
       swipc::Client client = connectWithRetry(daemon, std::chrono::microseconds(spinUs));
       for (size_t bytes : sizes) {
         ping.payloadBytes = static_cast<uint32_t>(bytes);

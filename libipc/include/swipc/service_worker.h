@@ -31,7 +31,7 @@ struct ServiceWorkerOptions {
   std::chrono::microseconds spin{0};  // busy-poll rings this long after activity before sleeping
   size_t maxClients = 4096;
   uint64_t maxMessageBytes = 64ull << 20;
-  uint64_t ringBytes = 64 * 1024;     // per direction, per client (power of two)
+  uint64_t ringBytes = 256 * 1024;    // per direction, per client (power of two)
   size_t maxBacklog = 4096;           // messages held for a client whose ring is full
   bool allowGroup = false;            // socket mode 0660 and accept same-gid peers
   std::chrono::milliseconds attachTimeout{2000};
