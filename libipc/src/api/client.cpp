@@ -87,6 +87,8 @@ class Client::Impl final : public detail::PortHost {
   void untrack(detail::PortState& port) override;
   void later(std::function<void()> fn) override { loop_->post(std::move(fn)); }
   void deliver(std::function<void()> fn) override;
+  /// A SW -> client event: delivered now when messages are started, else held until they are.
+  void deliverOrHold(std::function<void()> fire);
   const TypeRegistry& types() const override { return types_; }
   uint64_t maxMessageBytes() const override { return conn_ ? conn_->maxMessageBytes() : wire::DEFAULT_MAX_MESSAGE_BYTES; }
   PortId newPortId() override {
@@ -386,8 +388,10 @@ void Client::Impl::drainIncoming() {
   const uint64_t gen = generation_;
   for (;;) {
     wire::Inbound in;
+    wire::PlainPost plain;
+    Value data;
     Error err;
-    auto s = conn_->receive(in, err);
+    auto s = conn_->receive(in, plain, data, schema::Envelope::CLIENT_POST, err);
     if (s == Connection::RecvStatus::VIOLATION) {
       core::log().error("daemon wrote a malformed message: {}", err.describe());
       return daemonLost("ProtocolViolation: " + err.message);
@@ -397,7 +401,15 @@ void Client::Impl::drainIncoming() {
       if (!conn_->armAndCheck()) break;
       continue;
     }
-    handleEnvelope(std::move(in));
+    if (s == Connection::RecvStatus::PLAIN) {
+      auto ev = std::make_shared<MessageEvent>();
+      ev->data = std::move(data);
+      deliverOrHold([this, ev] {
+        if (onMessage_) onMessage_(*ev);
+      });
+    } else {
+      handleEnvelope(std::move(in));
+    }
     if (gen != generation_ || !conn_) return;
   }
   pruneOutstanding();
@@ -423,10 +435,7 @@ void Client::Impl::handleEnvelope(wire::Inbound&& inbound) {
           if (onMessageError_) onMessageError_(MessageErrorEvent{"client", e});
         };
       }
-      if (started_)
-        deliver(std::move(fire));
-      else
-        held_.push_back(std::move(fire));
+      deliverOrHold(std::move(fire));
       return;
     }
     case schema::Envelope::PORT_MESSAGE: {
@@ -611,6 +620,13 @@ void Client::Impl::ackRemote(detail::PortState& port) {
         a.setRecvNext(recvNext);
       },
       PostOptions{.waitForSpace = std::chrono::milliseconds(0)}, false);
+}
+
+void Client::Impl::deliverOrHold(std::function<void()> fire) {
+  if (started_)
+    deliver(std::move(fire));
+  else
+    held_.push_back(std::move(fire));
 }
 
 void Client::Impl::deliver(std::function<void()> fn) {

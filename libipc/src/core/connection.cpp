@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 
-#include <algorithm>
 #include <cstring>
 
 #include "shm/memfd.h"
@@ -166,12 +165,13 @@ Connection::RecvStatus Connection::receive(wire::Inbound& out, wire::PlainPost& 
                                            schema::Envelope::Which plainKind, Error& err) {
   queue::RecordView rec;
   RingStatus s = in_.peek(rec);
-  if (s != RingStatus::OK || rec.type != wire::RECORD_ENVELOPE || rec.length % sizeof(capnp::word) != 0)
+  if (s != RingStatus::OK || rec.type != wire::RECORD_ENVELOPE || rec.length % sizeof(capnp::word) != 0 ||
+      rec.length > PLAIN_MAX_BYTES)
     return receive(out, err);  // (peeking again is idempotent)
   // One private copy; the fast lane reads it, and if it declines, the general path gets a copy of
   // that copy (never the shared bytes again).
   const size_t words = rec.length / sizeof(capnp::word);
-  if (scratch_.size() < words) scratch_.resize(std::max<size_t>(words, in_.capacity() / 4 / sizeof(capnp::word)));
+  if (scratch_.size() < words) scratch_.resize(words);
   std::memcpy(scratch_.data(), rec.payload, rec.length);
   in_.releaseLocal();
   if (wire::readPlainPost(scratch_.data(), words, options_, plainKind, plain, data)) return RecvStatus::PLAIN;

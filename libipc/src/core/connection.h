@@ -33,6 +33,9 @@ namespace swipc::core {
 /// at this bound; a receiver holding more than OOL_RECEIVER_LIMIT fds from one peer disconnects it.
 inline constexpr size_t OOL_IN_FLIGHT = 32;
 inline constexpr size_t OOL_RECEIVER_LIMIT = 64;
+/// Largest record the receiving fast lane (wire/plain_post.h) reads: small posts are where it
+/// pays, and the reused copy buffer stays small for each of many connections.
+inline constexpr size_t PLAIN_MAX_BYTES = 8192;
 
 struct RingSizes {
   uint64_t up = 64 * 1024;
@@ -131,7 +134,7 @@ class Connection {
   queue::RingReader in_;
   uint64_t maxMessageBytes_ = 0;
   capnp::ReaderOptions options_;
-  std::vector<capnp::word> scratch_;  // the private copy of an inline record (reused)
+  std::vector<capnp::word> scratch_;  // the private copy of a small inline record (reused)
   std::unordered_map<uint64_t, UniqueFd> oolFds_;  // seq -> sealed memfd, waiting for its record
   std::deque<uint64_t> oolSent_;                    // ring positions after our in-flight OOL records
   std::unordered_map<uint64_t, std::pair<UniqueFd, uint64_t>> ringFds_;  // ringId -> (memfd, capacity)
