@@ -203,6 +203,10 @@ class ServiceWorker::Impl final : public detail::PortHost, public api::PortRoute
   std::vector<ClientHandle> matchAll(const MatchAllOptions& o) const;
   std::optional<ClientHandle> get(const ClientId& id) const;
   ClientHandle handleFor(const ClientRecord& c) const;
+  /// `h` becomes handleFor(c), reusing what it holds.
+  void refreshHandle(std::optional<ClientHandle>& h, const ClientRecord& c) const;
+  /// The snapshot fields of `h` (all but the service worker and the id) from `c`.
+  static void fillHandle(ClientHandle& h, const ClientRecord& c);
   size_t claim();
   void openWindow(const std::string& url, std::function<void(std::optional<ClientHandle>)> done);
   Result<ClientHandle> focus(const ClientId& id);
@@ -751,7 +755,7 @@ ServiceWorker::Impl::Gate ServiceWorker::Impl::admitPost(ClientRecord& c, Messag
 
 void ServiceWorker::Impl::deliverPost(ClientRecord& c, MessageSeq seq, bool wantAck, ExtendableMessageEvent& ev) {
   const ClientId id = c.id;  // the handler may detach c
-  ev.source = handleFor(c);
+  refreshHandle(ev.source, c);
   if (onMessage_) {
     try {
       onMessage_(ev);
@@ -961,17 +965,31 @@ ClientRecord* ServiceWorker::Impl::find(const ClientId& id) const {
   return it == clients_.end() ? nullptr : it->second.get();
 }
 
-ClientHandle ServiceWorker::Impl::handleFor(const ClientRecord& c) const {
-  ClientHandle h;
-  h.sw_ = owner_;
-  h.id_ = c.id;
-  h.url_ = c.url;
+void ServiceWorker::Impl::refreshHandle(std::optional<ClientHandle>& h, const ClientRecord& c) const {
+  // The drain loop's event keeps the handle of the message before, most often for this client:
+  // brought up to date in place, it costs no string copy.
+  if (!h || h->id_ != c.id || h->sw_ != owner_) {
+    h = handleFor(c);
+    return;
+  }
+  fillHandle(*h, c);
+}
+
+void ServiceWorker::Impl::fillHandle(ClientHandle& h, const ClientRecord& c) {
+  if (h.url_ != c.url) h.url_ = c.url;
   h.type_ = c.type;
   h.frameType_ = c.frameType;
   h.focused_ = c.focused;
   h.visible_ = c.visible;
   h.controlled_ = c.controlled;
   h.pid_ = c.pid;
+}
+
+ClientHandle ServiceWorker::Impl::handleFor(const ClientRecord& c) const {
+  ClientHandle h;
+  h.sw_ = owner_;
+  h.id_ = c.id;
+  fillHandle(h, c);
   return h;
 }
 

@@ -103,9 +103,14 @@ RingReader::RingReader(RingHeader* header, const uint8_t* data, uint64_t capacit
 }
 
 RingStatus RingReader::peek(RecordView& out) {
-  const uint64_t t = header_->tail.load(std::memory_order_acquire);
-  if (t < head_ || t - head_ > capacity_ || (t & 7) != 0) return RingStatus::CORRUPT;
-  tailCache_ = t;
+  // The tail is re-read only once everything published before is consumed: a reader that is
+  // behind does not pull the writer's tail line across cores for every record.
+  uint64_t t = tailCache_;
+  if (head_ == t) {
+    t = header_->tail.load(std::memory_order_acquire);
+    if (t < head_ || t - head_ > capacity_ || (t & 7) != 0) return RingStatus::CORRUPT;
+    tailCache_ = t;
+  }
   // Peeking again without release() returns the same record.
   uint64_t h = head_;
   pendingAdvance_ = 0;

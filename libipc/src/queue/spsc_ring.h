@@ -79,7 +79,8 @@ class RingReader {
   RingReader() = default;
   RingReader(RingHeader* header, const uint8_t* data, uint64_t capacity);
 
-  /// The next record (skipping PAD records), EMPTY, or CORRUPT.
+  /// The next record (skipping PAD records), EMPTY, or CORRUPT. Reads the writer's tail only
+  /// when everything up to the tail it last saw is consumed.
   RingStatus peek(RecordView& out);
   /// Consumes the record returned by the last successful peek and publishes the new head.
   void release();
