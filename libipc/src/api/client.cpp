@@ -717,7 +717,7 @@ template <typename Attempt>
 Result<MessageSeq> Client::Impl::sendWith(const Attempt& attempt, const PostOptions& opts, bool track, bool wake) {
   if (closed_) return makeError(Errc::DISCONNECTED, "client is closed");
   if (!conn_) return makeError(Errc::DISCONNECTED, "not attached to a daemon");
-  const Deadline deadline = deadlineIn(opts.waitForSpace);
+  std::optional<Deadline> deadline;  // from the first full ring (a clock read only when needed)
   for (;;) {
     const MessageSeq seq = nextSeq_;
     switch (attempt(seq)) {
@@ -741,7 +741,8 @@ Result<MessageSeq> Client::Impl::sendWith(const Attempt& attempt, const PostOpti
       case Connection::SendStatus::FULL: {
         conn_->wakePeer();  // make sure the daemon is draining
         ++sendDepth_;
-        const bool space = waitForSpace(deadline);
+        if (!deadline) deadline = deadlineIn(opts.waitForSpace);
+        const bool space = waitForSpace(*deadline);
         --sendDepth_;
         if (!space) {
           if (!conn_) return makeError(Errc::DISCONNECTED, "daemon went away while the queue was full");
