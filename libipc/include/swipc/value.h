@@ -56,6 +56,7 @@ class Value {
   int64_t asInt() const;
   double asFloat() const;
   const std::string& asText() const;
+  std::string& asText();
   const Bytes& asBytes() const;
   const List& asList() const;
   List& asList();

@@ -20,6 +20,7 @@ bool Value::asBool() const { SWIPC_VALUE_GET(1, "a bool"); }
 int64_t Value::asInt() const { SWIPC_VALUE_GET(2, "an int"); }
 double Value::asFloat() const { SWIPC_VALUE_GET(3, "a float"); }
 const std::string& Value::asText() const { SWIPC_VALUE_GET(4, "text"); }
+std::string& Value::asText() { SWIPC_VALUE_GET(4, "text"); }
 const Bytes& Value::asBytes() const { SWIPC_VALUE_GET(5, "bytes"); }
 const Value::List& Value::asList() const { SWIPC_VALUE_GET(6, "a list"); }
 Value::List& Value::asList() { SWIPC_VALUE_GET(6, "a list"); }

@@ -70,7 +70,10 @@ bool readInto(Reader in, Value& out, int depth, Error& err) {
     case schema::Value::FLOAT: become(out, static_cast<double>(in.getFloat())); return true;
     case schema::Value::TEXT: {
       auto t = in.getText();
-      become(out, std::string(t.cStr(), t.size()));
+      if (out.isText())
+        out.asText().assign(t.cStr(), t.size());  // (the event's from the message before)
+      else
+        become(out, std::string(t.cStr(), t.size()));
       return true;
     }
     case schema::Value::BYTES: {
@@ -81,22 +84,25 @@ bool readInto(Reader in, Value& out, int depth, Error& err) {
     case schema::Value::LIST: {
       auto l = in.getList();
       if (!elementsTakeSpace(l, "list", err)) return false;
-      auto& list = become(out, Value::List{}).asList();
+      // A list already in `out` lends its elements (see the map below).
+      if (!out.isList() || out.asList().capacity() > RESERVE_MAX) become(out, Value::List{});
+      auto& list = out.asList();
       list.reserve(std::min<size_t>(l.size(), RESERVE_MAX));
       for (unsigned i = 0; i < l.size(); ++i) {
-        list.emplace_back();
-        if (!readInto(l[i], list.back(), depth + 1, err)) return false;
+        if (i == list.size()) list.emplace_back();
+        if (!readInto(l[i], list[i], depth + 1, err)) return false;
       }
+      if (list.size() > l.size()) list.erase(list.begin() + l.size(), list.end());
       return true;
     }
     case schema::Value::MAP: {
       auto entries = in.getMap();
       if (!elementsTakeSpace(entries, "map", err)) return false;
-      // A map in `out` already (the receiver's event from the message before) lends its storage,
-      // unless it has grown large.
-      Value::Map* reuse = out.isMap() && out.asMap().capacity() <= RESERVE_MAX ? &out.asMap() : nullptr;
-      if (reuse) reuse->clear();
-      auto& map = reuse ? *reuse : become(out, Value::Map{}).asMap();
+      // A map already in `out` (the receiver's event from the message before) lends its storage
+      // and its entries, overwritten in place, unless it has grown large: a small post then
+      // allocates nothing.
+      if (!out.isMap() || out.asMap().capacity() > RESERVE_MAX) become(out, Value::Map{});
+      auto& map = out.asMap();
       // Reserve no more than a sane amount up front: the count is the sender's word, and growth
       // is still amortised for the maps that really are large.
       map.reserve(std::min<size_t>(entries.size(), RESERVE_MAX));
@@ -105,25 +111,29 @@ bool readInto(Reader in, Value& out, int depth, Error& err) {
       std::optional<std::unordered_map<std::string_view, size_t>> index;  // only for large maps
       const bool hashed = entries.size() > LINEAR_DEDUP_MAX;
       if (hashed) index.emplace();
+      size_t n = 0;  // entries decoded so far; map[n..] are left over from before
       for (auto e : entries) {
         auto k = e.getKey();
         const std::string_view key(k.cStr(), k.size());
         // A repeated key replaces the earlier value in place (maps keep first-insertion order).
-        size_t at = map.size();
+        size_t at = n;
         if (hashed) {
           if (auto it = index->find(key); it != index->end()) at = it->second;
         } else {
-          for (size_t i = 0; i < map.size() && at == map.size(); ++i)
+          for (size_t i = 0; i < n && at == n; ++i)
             if (map[i].first == key) at = i;
         }
-        if (at == map.size()) {
-          map.emplace_back(std::piecewise_construct, std::forward_as_tuple(key), std::forward_as_tuple());
-          if (hashed) index->emplace(key, at);
-        } else {
-          become(map[at].second, Value{});
+        if (at == n) {
+          if (n < map.size())
+            map[n].first.assign(key.data(), key.size());
+          else
+            map.emplace_back(std::piecewise_construct, std::forward_as_tuple(key), std::forward_as_tuple());
+          if (hashed) index->emplace(key, n);
+          ++n;
         }
         if (!readInto(e.getValue(), map[at].second, depth + 1, err)) return false;
       }
+      if (map.size() > n) map.erase(map.begin() + static_cast<std::ptrdiff_t>(n), map.end());
       return true;
     }
   }

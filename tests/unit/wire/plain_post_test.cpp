@@ -181,6 +181,10 @@ TEST(PlainPostTest, RepeatedKeysResolveAsInTheGeneralPath) {
   ASSERT_TRUE(fastRead(words, CONTROLLER_POST, p));
   EXPECT_EQ(p.data, Value::map({{"a", 2}, {"b", 1}}));
   EXPECT_EQ(p.data, general(words, CONTROLLER_POST).data);
+  // The same into a value in use (its entries are overwritten in place, the rest cut off).
+  Value used = Value::map({{"x", 1}, {"y", Value::list({1, 2})}, {"a", "old"}, {"w", 4}});
+  ASSERT_TRUE(readPlainPost(words.data(), words.size(), OPTIONS, CONTROLLER_POST, p, used));
+  EXPECT_EQ(used, Value::map({{"a", 2}, {"b", 1}}));
 }
 
 TEST(PlainPostTest, DeclinesWhatIsNotAPlainPost) {
@@ -348,6 +352,23 @@ TEST(PlainPostTest, WhateverItAcceptsTheGeneralPathAcceptsAlike) {
   // Both outcomes happen often, or the test shows nothing.
   EXPECT_GT(accepted, 4000);
   EXPECT_GT(declined, 4000);
+}
+
+TEST(PlainPostTest, DecodingRandomValuesIntoOneValueMatchesFreshDecodes) {
+  // The reused event's storage (maps, lists, text overwritten in place, the rest cut off) must
+  // never leak into the next message, whatever the shapes of the two.
+  std::mt19937_64 rng(7);
+  Value reused = Value::map({{"type", "NOOP"}});
+  Fast fresh;
+  PlainPost p;
+  for (int round = 0; round < 3000; ++round) {
+    const Value v = randomValue(rng, 0);
+    auto words = (round & 1) ? fastPost(CONTROLLER_POST, 1, false, v) : capnpPost(CONTROLLER_POST, 1, false, v);
+    ASSERT_TRUE(readPlainPost(words.data(), words.size(), OPTIONS, CONTROLLER_POST, p, reused)) << "round " << round;
+    ASSERT_TRUE(fastRead(words, CONTROLLER_POST, fresh));
+    ASSERT_EQ(reused, fresh.data) << "round " << round;
+    ASSERT_EQ(reused, v) << "round " << round;
+  }
 }
 
 }  // namespace
