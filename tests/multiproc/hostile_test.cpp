@@ -154,6 +154,7 @@ INSTANTIATE_TEST_SUITE_P(
                       ViolationCase{"TailPastCapacity", "tail-past"},
                       ViolationCase{"UnalignedTail", "tail-unaligned"},
                       ViolationCase{"RecordLongerThanQuarterRing", "bad-length"},
+                      ViolationCase{"EmptyEnvelopeRecord", "empty-envelope"},
                       ViolationCase{"RecordCrossingRingEnd", "crossing-end"},
                       ViolationCase{"PadWithWrongLength", "bad-pad"},
                       ViolationCase{"UnknownRecordType", "bad-type"},

@@ -387,6 +387,13 @@ void badLength(Session& s, SocketWatch&, const Options&) {
   s.ringDoorbell();
 }
 
+void emptyEnvelope(Session& s, SocketWatch&, const Options&) {
+  // A zero-length envelope as the very first record: nothing has been copied on this connection
+  // yet, so the receiving fast lane has no buffer at all.
+  appendRecord(s, swipc::wire::RECORD_ENVELOPE, nullptr, 0);
+  s.ringDoorbell();
+}
+
 void crossingEnd(Session& s, SocketWatch& watch, const Options&) {
   // Legitimate filler posts (about an eighth of the ring each) until the tail sits in the last
   // quarter of the ring...
@@ -745,6 +752,7 @@ const std::map<std::string, Misbehaviour>& ringModes() {
       {"tail-past", tailPast},
       {"tail-unaligned", tailUnaligned},
       {"bad-length", badLength},
+      {"empty-envelope", emptyEnvelope},
       {"crossing-end", crossingEnd},
       {"bad-pad", badPad},
       {"bad-type", badType},

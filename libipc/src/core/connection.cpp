@@ -166,7 +166,7 @@ Connection::RecvStatus Connection::receive(wire::Inbound& out, wire::PlainPost& 
   queue::RecordView rec;
   RingStatus s = in_.peek(rec);
   if (s != RingStatus::OK || rec.type != wire::RECORD_ENVELOPE || rec.length % sizeof(capnp::word) != 0 ||
-      rec.length > PLAIN_MAX_BYTES)
+      rec.length == 0 || rec.length > PLAIN_MAX_BYTES)
     return receive(out, err);  // (peeking again is idempotent)
   // One private copy; the fast lane reads it, and if it declines, the general path gets a copy of
   // that copy (never the shared bytes again).

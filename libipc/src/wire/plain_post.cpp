@@ -67,7 +67,11 @@ uint32_t discriminantOf() {
 
 template <typename T>
 uint32_t slotOf(const char* field) {
-  return capnp::Schema::from<T>().getFieldByName(field).getProto().getSlot().getOffset();
+  auto slot = capnp::Schema::from<T>().getFieldByName(field).getProto().getSlot();
+  // The fast lane reads a missing field as zero and leaves zero fields unwritten: a field with
+  // an explicit default would break both, so a schema that adds one fails here, at startup.
+  SWIPC_REQUIRE(!slot.getHadExplicitDefault(), "plain_post: a field the fast lane uses has an explicit default");
+  return slot.getOffset();
 }
 
 Layout computeLayout() {
