@@ -84,14 +84,8 @@ Connection::SendStatus Connection::send(capnp::MessageBuilder& envelope, uint64_
   const size_t bytes = wire::encodedBytes(envelope);
   if (bytes > maxMessageBytes_) return SendStatus::TOO_BIG;
   uint8_t* dst = nullptr;
-  if (bytes <= out_.maxPayload()) {
-    RingStatus s = out_.tryClaim(static_cast<uint32_t>(bytes), dst);
-    if (s == RingStatus::FULL) {
-      out_.setWaiting(true);
-      s = out_.tryClaim(static_cast<uint32_t>(bytes), dst);  // the reader may have freed space meanwhile
-    }
-    if (s == RingStatus::FULL) return SendStatus::FULL;
-    if (s != RingStatus::OK) return SendStatus::BROKEN;
+  if (fitsInline(bytes)) {
+    if (SendStatus s = claimInline(bytes, dst); s != SendStatus::OK) return s;
     wire::encodeInto(envelope, dst, bytes);
     out_.commit(wire::RECORD_ENVELOPE);
     return SendStatus::OK;
@@ -149,16 +143,20 @@ Connection::SendStatus Connection::sendPlain(schema::Envelope::Which kind, uint6
   SWIPC_REQUIRE(fitsInline(bytes), "sendPlain: not an inline message");
   if (bytes > maxMessageBytes_) return SendStatus::TOO_BIG;
   uint8_t* dst = nullptr;
-  RingStatus s = out_.tryClaim(static_cast<uint32_t>(bytes), dst);
-  if (s == RingStatus::FULL) {
-    out_.setWaiting(true);
-    s = out_.tryClaim(static_cast<uint32_t>(bytes), dst);
-  }
-  if (s == RingStatus::FULL) return SendStatus::FULL;
-  if (s != RingStatus::OK) return SendStatus::BROKEN;
+  if (SendStatus s = claimInline(bytes, dst); s != SendStatus::OK) return s;
   wire::writePlainPost(kind, seq, wantAck, data, dst, bytes);
   out_.commit(wire::RECORD_ENVELOPE);
   return SendStatus::OK;
+}
+
+Connection::SendStatus Connection::claimInline(size_t bytes, uint8_t*& dst) {
+  RingStatus s = out_.tryClaim(static_cast<uint32_t>(bytes), dst);
+  if (s == RingStatus::FULL) {
+    out_.setWaiting(true);
+    s = out_.tryClaim(static_cast<uint32_t>(bytes), dst);  // the reader may have freed space meanwhile
+  }
+  if (s == RingStatus::FULL) return SendStatus::FULL;
+  return s == RingStatus::OK ? SendStatus::OK : SendStatus::BROKEN;
 }
 
 Connection::RecvStatus Connection::receive(wire::Inbound& out, wire::PlainPost& plain, Value& data,

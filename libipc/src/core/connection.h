@@ -123,6 +123,9 @@ class Connection {
  private:
   Connection() = default;
   Result<void> initRings(const shm::SegmentLayout& layout);
+  /// Claims an inline record of `bytes` on the outgoing ring, marking the writer as waiting when
+  /// it is full (and trying once more). OK with `dst` set, FULL or BROKEN.
+  SendStatus claimInline(size_t bytes, uint8_t*& dst);
 
   Role role_ = Role::CLIENT;
   UniqueFd socket_;

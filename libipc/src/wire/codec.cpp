@@ -4,7 +4,6 @@
 #include <kj/io.h>
 #include <sys/mman.h>
 
-#include <algorithm>
 #include <cstring>
 
 #include "common/sys_error.h"

@@ -1,11 +1,6 @@
 #include "wire/value_codec.h"
 
-#include <capnp/any.h>
 #include <kj/exception.h>
-
-#include <algorithm>
-#include <string_view>
-#include <unordered_map>
 
 #include "wire/value_decode.h"
 

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <memory>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 #include <optional>
 #include <string>
@@ -60,6 +61,30 @@ inline void overwrite(std::string& s, const char* p, size_t n) {
   if (n) std::memcpy(s.data(), p, n);
 }
 
+/// The list or map (C) `out` already holds, or a fresh one. A held one (a reused event's, from the
+/// message before) lends its storage and its elements, unless it has grown large. Room for
+/// `count` elements is reserved, at most RESERVE_MAX up front: the count is the sender's word,
+/// and growth is still amortised for the containers that really are large.
+template <typename C>
+C& containerIn(Value& out, size_t count) {
+  auto held = [](Value& v) -> C* {
+    if constexpr (std::is_same_v<C, Value::List>)
+      return v.isList() ? &v.asList() : nullptr;
+    else
+      return v.isMap() ? &v.asMap() : nullptr;
+  };
+  C* c = held(out);
+  if (!c || c->capacity() > RESERVE_MAX) c = held(become(out, C{}));
+  c->reserve(std::min<size_t>(count, RESERVE_MAX));
+  return *c;
+}
+
+/// Drops what a reused container held beyond the first `n` elements.
+template <typename C>
+void keepFirst(C& c, size_t n) {
+  if (c.size() > n) c.erase(c.begin() + static_cast<std::ptrdiff_t>(n), c.end());
+}
+
 /// Decodes `in` into `out` (whatever it held is replaced). False with `err` set when it cannot.
 /// `Reader` is schema::Value::Reader or the fast lane's plain::ValueReader (same shape).
 template <typename Reader>
@@ -91,28 +116,19 @@ bool readInto(Reader in, Value& out, int depth, Error& err) {
     case schema::Value::LIST: {
       auto l = in.getList();
       if (!elementsTakeSpace(l, "list", err)) return false;
-      // A list already in `out` lends its elements (see the map below).
-      if (!out.isList() || out.asList().capacity() > RESERVE_MAX) become(out, Value::List{});
-      auto& list = out.asList();
-      list.reserve(std::min<size_t>(l.size(), RESERVE_MAX));
+      auto& list = containerIn<Value::List>(out, l.size());
       for (unsigned i = 0; i < l.size(); ++i) {
         if (i == list.size()) list.emplace_back();
         if (!readInto(l[i], list[i], depth + 1, err)) return false;
       }
-      if (list.size() > l.size()) list.erase(list.begin() + l.size(), list.end());
+      keepFirst(list, l.size());
       return true;
     }
     case schema::Value::MAP: {
       auto entries = in.getMap();
       if (!elementsTakeSpace(entries, "map", err)) return false;
-      // A map already in `out` (the receiver's event from the message before) lends its storage
-      // and its entries, overwritten in place, unless it has grown large: a small post then
-      // allocates nothing.
-      if (!out.isMap() || out.asMap().capacity() > RESERVE_MAX) become(out, Value::Map{});
-      auto& map = out.asMap();
-      // Reserve no more than a sane amount up front: the count is the sender's word, and growth
-      // is still amortised for the maps that really are large.
-      map.reserve(std::min<size_t>(entries.size(), RESERVE_MAX));
+      // Entries a reused map already holds are overwritten in place: a small post allocates nothing.
+      auto& map = containerIn<Value::Map>(out, entries.size());
       // Keys are viewed in the message itself (our private copy), which outlives the decode and
       // never moves, unlike the map's own strings.
       std::optional<std::unordered_map<std::string_view, size_t>> index;  // only for large maps
@@ -140,7 +156,7 @@ bool readInto(Reader in, Value& out, int depth, Error& err) {
         }
         if (!readInto(e.getValue(), map[at].second, depth + 1, err)) return false;
       }
-      if (map.size() > n) map.erase(map.begin() + static_cast<std::ptrdiff_t>(n), map.end());
+      keepFirst(map, n);
       return true;
     }
   }
