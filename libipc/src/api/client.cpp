@@ -30,6 +30,11 @@ namespace swipc {
 using core::Connection;
 using core::EventLoop;
 
+namespace {
+/// What a page reads on the fast lane (wire/plain_post.h).
+constexpr uint32_t PLAIN_KINDS = wire::kindBit(schema::Envelope::CLIENT_POST) | wire::kindBit(schema::Envelope::PORT_MESSAGE);
+}  // namespace
+
 class Client::Impl final : public detail::PortHost {
  public:
   explicit Impl(ClientOptions o) : opts_(std::move(o)), controller_(nullptr) {}
@@ -152,6 +157,8 @@ class Client::Impl final : public detail::PortHost {
   void pruneOutstanding();
   bool waitForSpace(Deadline deadline);
   void failReply(uint64_t replyId, Error err);
+  /// Resolves messageSW `replyId` (once): its timer stops, its reply port closes.
+  void settleReply(uint64_t replyId, Result<Value> result);
 
   EventLoop::WatchId socketWatch_ = 0;
   EventLoop::WatchId wakeWatch_ = 0;  // the daemon's wake pipe: the down ring has news
@@ -388,10 +395,10 @@ void Client::Impl::drainIncoming() {
   const uint64_t gen = generation_;
   for (;;) {
     wire::Inbound in;
-    wire::PlainPost plain;
+    wire::PlainMessage plain;
     Value data;
     Error err;
-    auto s = conn_->receive(in, plain, data, schema::Envelope::CLIENT_POST, err);
+    auto s = conn_->receive(in, plain, data, PLAIN_KINDS, err);
     if (s == Connection::RecvStatus::VIOLATION) {
       core::log().error("daemon wrote a malformed message: {}", err.describe());
       return daemonLost("ProtocolViolation: " + err.message);
@@ -401,7 +408,19 @@ void Client::Impl::drainIncoming() {
       if (!conn_->armAndCheck()) break;
       continue;
     }
-    if (s == Connection::RecvStatus::PLAIN) {
+    if (s == Connection::RecvStatus::PLAIN && plain.kind == schema::Envelope::PORT_MESSAGE) {
+      // A port message with a Value and no ports: messageSW's reply port takes the Value as it
+      // is; any other port gets the message whole, through the general path.
+      if (auto port = routable(plain.to); port && port->interceptValue) {
+        port->receiveValue(plain.portSeq, data);
+      } else if (port) {
+        if (conn_->reparse(in, err) != Connection::RecvStatus::OK) {
+          core::log().error("daemon wrote a malformed message: {}", err.describe());
+          return daemonLost("ProtocolViolation: " + err.message);
+        }
+        handleEnvelope(std::move(in));
+      }  // else moved on or closed: dropped, as the general path does
+    } else if (s == Connection::RecvStatus::PLAIN) {
       auto ev = std::make_shared<MessageEvent>();
       ev->data = std::move(data);
       deliverOrHold([this, ev] {
@@ -537,14 +556,16 @@ void Client::Impl::handleEnvelope(wire::Inbound&& inbound) {
   }
 }
 
-void Client::Impl::failReply(uint64_t replyId, Error err) {
+void Client::Impl::failReply(uint64_t replyId, Error err) { settleReply(replyId, std::move(err)); }
+
+void Client::Impl::settleReply(uint64_t replyId, Result<Value> result) {
   auto it = replies_.find(replyId);
   if (it == replies_.end()) return;
   PendingReply pr = std::move(it->second);
   replies_.erase(it);
   if (pr.timer) loop_->cancelTimer(pr.timer);
   if (pr.port) pr.port->close();
-  pr.done(std::move(err));
+  pr.done(std::move(result));
 }
 
 void Client::Impl::pruneOutstanding() {
@@ -597,13 +618,16 @@ Result<void> Client::Impl::postRemote(detail::PortState& from, const api::Outgoi
 
 void Client::Impl::closeRemote(detail::PortState& port) {
   if (!conn_ || closed_) return;
-  const uint64_t id = port.id.value();
-  const uint64_t recvNext = port.recvNext;
-  auto r = sendEnvelope(
-      [&](schema::Envelope::Builder e) {
-        auto c = e.initPortClose();
-        c.setPort(id);
-        c.setRecvNext(recvNext);
+  wire::PlainMessage m;
+  m.kind = schema::Envelope::PORT_CLOSE;
+  m.to = port.id.value();
+  m.portSeq = port.recvNext;
+  const Value none;
+  const size_t bytes = wire::plainBytes(m, none);
+  auto r = sendWith(
+      [&](MessageSeq s) {
+        m.seq = s;
+        return conn_->sendPlain(m, none, bytes);
       },
       PostOptions{}, false, !port.quietClose);
   if (!r) core::log().warn("port {}: close not sent: {}", port.id.toString(), r.error().describe());
@@ -776,11 +800,15 @@ Result<MessageSeq> Client::Impl::sendPost(const api::OutgoingPayload& payload, c
   if (transfer.size() == 0 && payload.value) {
     // The fast lane: written straight into the ring (wire/plain_post.h). One that does not fit
     // in a ring record is built below and goes out of line.
-    const size_t bytes = wire::plainPostBytes(*payload.value, opts.requestAck);
+    wire::PlainMessage m;
+    m.kind = schema::Envelope::CONTROLLER_POST;
+    m.wantAck = opts.requestAck;
+    const size_t bytes = wire::plainBytes(m, *payload.value);
     if (conn_->fitsInline(bytes)) {
       return sendWith(
           [&](MessageSeq s) {
-            return conn_->sendPlain(schema::Envelope::CONTROLLER_POST, s, opts.requestAck, *payload.value, bytes);
+            m.seq = s;
+            return conn_->sendPlain(m, *payload.value, bytes);
           },
           opts, true, true);
     }
@@ -987,42 +1015,67 @@ void Client::Impl::messageSWAsync(const Value& data, std::function<void(Result<V
                                   std::optional<Deadline> deadline) {
   // A real MessageChannel: port2 travels with the request, the first reply on port1 wins.
   const uint64_t replyId = nextReplyId_++;
-  auto [port1, port2] = detail::PortState::createPair(*this);
+  detail::PortPtr port1;
+  std::optional<Result<MessageSeq>> seq;
+  if (conn_ && controlled_ && !closed_) {
+    // The fast lane: the request registers the pair itself, so port2 never needs an object
+    // here; port1 is REMOTE from the start. The same descriptor the general path would write.
+    const PortId a = newPortId();
+    PortId b = newPortId();
+    while (b == a) b = newPortId();
+    wire::PlainMessage m;
+    m.kind = schema::Envelope::CONTROLLER_POST;
+    m.hasPort = true;
+    m.port = wire::PlainPort{b.value(), a.value(), 1, 1, true};
+    const size_t bytes = wire::plainBytes(m, data);
+    if (conn_->fitsInline(bytes)) {
+      seq = sendWith(
+          [&](MessageSeq s) {
+            m.seq = s;
+            return conn_->sendPlain(m, data, bytes);
+          },
+          PostOptions{}, true, true);
+      if (*seq) {
+        port1 = std::make_shared<detail::PortState>(this, a, b, detail::PortState::Mode::REMOTE);
+        track(port1);
+      }
+    }
+  }
+  if (!seq) {
+    auto [p1, p2] = detail::PortState::createPair(*this);
+    p1->quietClose = true;  // marks port2's descriptor silentPeer
+    api::OutgoingPayload p;
+    p.value = &data;
+    TransferList transfer{MessagePort(p2)};
+    p2.reset();
+    seq = sendPost(p, PostOptions{}, transfer);
+    port1 = std::move(p1);
+  }
+  if (!*seq) {
+    if (port1) port1->close();
+    done(seq->error());
+    return;
+  }
   // Its close needs no wake-up: the daemon has usually dropped port2 already; otherwise it reads
   // the close with our next message.
   port1->quietClose = true;
+  port1->interceptValue = [this, replyId](Value& v) { settleReply(replyId, std::move(v)); };
   port1->intercept = [this, replyId](detail::QueuedPortMessage& m) {
-    auto it = replies_.find(replyId);
-    if (it == replies_.end()) return;
-    PendingReply pr = std::move(it->second);
-    replies_.erase(it);
-    if (pr.timer) loop_->cancelTimer(pr.timer);
     MessageEvent ev;
     auto r = api::readPayload(m.payload, m.keepAlive, types_, ev);
-    pr.port->close();
     if (r)
-      pr.done(std::move(ev.data));
+      settleReply(replyId, std::move(ev.data));
     else
-      pr.done(r.error());
+      settleReply(replyId, r.error());
   };
   port1->interceptClose = [this, replyId] {
     auto it = replies_.find(replyId);
     if (it == replies_.end() || it->second.hasDeadline) return;  // with a deadline, the deadline decides
     failReply(replyId, makeError(Errc::ABORT, "the service worker dropped the reply port without answering"));
   };
-  api::OutgoingPayload p;
-  p.value = &data;
-  TransferList transfer{MessagePort(port2)};
-  port2.reset();
-  auto seq = sendPost(p, PostOptions{}, transfer);
-  if (!seq) {
-    port1->close();
-    done(seq.error());
-    return;
-  }
   PendingReply pr;
   pr.done = std::move(done);
-  pr.seq = *seq;
+  pr.seq = **seq;
   pr.port = std::move(port1);
   pr.hasDeadline = deadline.has_value();
   if (deadline) {

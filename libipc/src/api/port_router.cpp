@@ -86,6 +86,9 @@ Result<void> PortRouter::checkList(const ClientId& from, PortList::Reader ds, Ch
       const Entry* e = find(PortId(id));
       if (!e || !e->owner.is(from) || e->peer.value() != d.getPeerId())
         return violation("ships port " + PortId(id).toString() + " that it does not own");
+      // A port registered as silentPeer (messageSW's reply port) stays where it is: its messages
+      // go straight into its owner's ring with no copy kept for a move.
+      if (e->silent) return violation("ships port " + PortId(id).toString() + ", registered to stay (silentPeer)");
     }
     for (auto q : d.getQueued())
       if (auto r = checkList(from, q.getPorts(), ctx, depth + 1); !r) return r;
@@ -174,6 +177,27 @@ std::vector<detail::PortPtr> PortRouter::toServiceWorker(const ClientId& from, P
   Owner src{false, from};
   route(ds, src, Owner{true, {}}, root.initPorts(ds.size()));
   return detail::adoptDescriptors(local_, root.asReader().getPorts(), mb);
+}
+
+Result<detail::PortPtr> PortRouter::adoptRegistered(const ClientId& from, PortId id, PortId peer, uint64_t sendSeq,
+                                                    uint64_t recvNext, bool silentPeer) {
+  if (id.empty() || peer.empty() || id == peer || table_.count(id.value()) || table_.count(peer.value()))
+    return violation("invalid registration of port pair " + id.toString() + "/" + peer.toString());
+  ++stats_.transferred;
+  Entry shipped;
+  shipped.peer = peer;
+  shipped.owner = Owner{true, {}};
+  table_.emplace(id.value(), std::move(shipped));
+  Entry stays;
+  stays.peer = id;
+  stays.owner = Owner{false, from};
+  stays.silent = silentPeer;
+  table_.emplace(peer.value(), std::move(stays));
+  auto s = std::make_shared<detail::PortState>(&local_, id, peer, detail::PortState::Mode::REMOTE);
+  s->sendSeq = sendSeq;
+  s->recvNext = recvNext;
+  local_.track(s);
+  return s;
 }
 
 void PortRouter::dropPorts(const Owner& from, PortList::Reader ds) {
@@ -384,6 +408,19 @@ Result<void> PortRouter::postFromLocal(detail::PortState& from, const OutgoingPa
   }
   const ClientId target = dst->owner.client;
   if (sink_.backlogFull(target)) return makeError(Errc::QUEUE_FULL, "the port's owner is not draining its queue");
+  if (dst->silent && transfer.empty() && payload.value) {
+    // messageSW's reply port: its owner never moves it (checkList refuses that), so no copy is
+    // kept for a move, and this message carries no ports to close: straight into the ring.
+    switch (sink_.sendPortValue(target, to, from.sendSeq, *payload.value)) {
+      case Sink::Direct::SENT:
+        ++from.sendSeq;
+        ++stats_.routed;
+        dst->received = true;
+        return {};
+      case Sink::Direct::GONE: return {};
+      case Sink::Direct::NOT_NOW: break;
+    }
+  }
   MessageSeq seq = 0;
   auto env = sink_.newEnvelope(target, seq);
   if (!env) return {};

@@ -51,6 +51,11 @@ class PortRouter {
     virtual size_t copyLimit() const = 0;
     /// Disconnects a misbehaving client (ProtocolViolation); its ports close.
     virtual void disconnect(const ClientId& id, const Error& why) = 0;
+    /// The fast lane: a port message carrying a Value and no ports, written straight into the
+    /// client's ring. NOT_NOW: it must take the general path (a backlog waits, the ring is full,
+    /// it needs more than a record); GONE: the client is gone or broke.
+    enum class Direct { SENT, NOT_NOW, GONE };
+    virtual Direct sendPortValue(const ClientId& id, PortId to, uint64_t portSeq, const Value& data) = 0;
   };
 
   struct Stats {
@@ -69,6 +74,11 @@ class PortRouter {
   // ---- client -> daemon
   /// Ports of a controller post, adopted by service-worker code (in order).
   std::vector<detail::PortPtr> toServiceWorker(const ClientId& from, PortList::Reader ds);
+  /// The fast lane's one port of a controller post: a fresh pair `from` registers, end `id`
+  /// shipped to service-worker code, end `peer` staying with `from` (checkShipped's rules for a
+  /// single registration). ProtocolViolation when the ids are invalid or taken.
+  Result<detail::PortPtr> adoptRegistered(const ClientId& from, PortId id, PortId peer, uint64_t sendSeq,
+                                          uint64_t recvNext, bool silentPeer);
   void onPortPost(const ClientId& from, schema::PortPost::Reader post, MessageSeq envSeq,
                   const std::shared_ptr<const void>& owner);
   /// A ProtocolViolation error when `from` does not own the port.

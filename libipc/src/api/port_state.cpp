@@ -60,17 +60,22 @@ Result<void> PortState::post(const api::OutgoingPayload& payload, TransferList& 
   return {};
 }
 
-void PortState::receive(QueuedPortMessage m, bool now) {
-  if (!live()) return;
-  if (m.seq < recvNext) {
-    core::log().debug("port {}: duplicate message seq={} dropped", id.toString(), m.seq);
-    return;
+bool PortState::accept(uint64_t seq) {
+  if (!live()) return false;
+  if (seq < recvNext) {
+    core::log().debug("port {}: duplicate message seq={} dropped", id.toString(), seq);
+    return false;
   }
-  recvNext = m.seq + 1;
+  recvNext = seq + 1;
   if (mode == Mode::REMOTE && host && ++unacked >= ACK_EVERY) {
     unacked = 0;
     host->ackRemote(*this);
   }
+  return true;
+}
+
+void PortState::receive(QueuedPortMessage m, bool now) {
+  if (!accept(m.seq)) return;
   if (intercept) {
     auto fn = intercept;  // may close this port
     fn(m);
@@ -78,6 +83,12 @@ void PortState::receive(QueuedPortMessage m, bool now) {
   }
   queue.push_back(std::move(m));
   if (started) scheduleFlush(now);
+}
+
+void PortState::receiveValue(uint64_t seq, Value& data) {
+  if (!interceptValue || !accept(seq)) return;
+  auto fn = interceptValue;  // may close this port
+  fn(data);
 }
 
 void PortState::start() {
@@ -128,6 +139,7 @@ void PortState::end(Mode final) {
   onClose = nullptr;
   intercept = nullptr;
   interceptClose = nullptr;
+  interceptValue = nullptr;
 }
 
 void PortState::scheduleFlush(bool now) {

@@ -125,6 +125,8 @@ class PortState : public std::enable_shared_from_this<PortState> {
   /// A message for this port arrived. Duplicates (seq < recvNext) are dropped. `now`: the host
   /// may deliver at once (it came from IPC); otherwise delivery goes through the loop.
   void receive(QueuedPortMessage m, bool now);
+  /// The fast lane's port message (a Value, no ports) for a port with interceptValue set.
+  void receiveValue(uint64_t seq, Value& data);
   /// The peer closed or died: `close` fires after the messages already queued here (at once if
   /// there are none; after start() has delivered them otherwise).
   void peerClosed(bool now);
@@ -160,6 +162,8 @@ class PortState : public std::enable_shared_from_this<PortState> {
   /// inside a blocking call, bypassing queue and start().
   std::function<void(QueuedPortMessage&)> intercept;
   std::function<void()> interceptClose;
+  /// The same as `intercept` for a message that came on the fast lane, already decoded.
+  std::function<void(Value&)> interceptValue;
   /// Closing it need not wake the daemon (messageSW's reply port).
   bool quietClose = false;
 
@@ -168,6 +172,8 @@ class PortState : public std::enable_shared_from_this<PortState> {
   static constexpr uint32_t ACK_EVERY = 64;
 
  private:
+  /// Seq bookkeeping for an arriving message: false for a duplicate (or a port that is over).
+  bool accept(uint64_t seq);
   void scheduleFlush(bool now);
   void flush();
   void dispatch(QueuedPortMessage& m);

@@ -104,6 +104,8 @@ struct PendingAttach {
 
 constexpr int DRAIN_BUDGET = 256;
 constexpr int PUBLISH_EVERY = 32;
+/// What the daemon reads on the fast lane (wire/plain_post.h).
+constexpr uint32_t PLAIN_KINDS = wire::kindBit(schema::Envelope::CONTROLLER_POST) | wire::kindBit(schema::Envelope::PORT_CLOSE);
 
 }  // namespace
 
@@ -183,6 +185,31 @@ class ServiceWorker::Impl final : public detail::PortHost, public api::PortRoute
       if (ClientRecord* c = find(target); c && c->alive) violation(*c, err);
     });
   }
+  Direct sendPortValue(const ClientId& id, PortId to, uint64_t portSeq, const Value& data) override {
+    ClientRecord* c = find(id);
+    if (!c || !c->alive) return Direct::GONE;
+    if (!c->backlog.empty()) return Direct::NOT_NOW;  // behind what waits
+    wire::PlainMessage m;
+    m.kind = schema::Envelope::PORT_MESSAGE;
+    m.seq = c->nextSeq;
+    m.to = to.value();
+    m.portSeq = portSeq;
+    const size_t bytes = wire::plainBytes(m, data);
+    if (!c->conn->fitsInline(bytes)) return Direct::NOT_NOW;
+    switch (c->conn->sendPlain(m, data, bytes)) {
+      case Connection::SendStatus::OK:
+        ++c->nextSeq;
+        ++counters_.messagesOut;
+        c->conn->wakePeerIfSleeping();
+        return Direct::SENT;
+      case Connection::SendStatus::FULL:
+      case Connection::SendStatus::TOO_BIG: return Direct::NOT_NOW;  // into the backlog, or refused, there
+      case Connection::SendStatus::BROKEN:
+        violation(*c, makeError(Errc::PROTOCOL_VIOLATION, "client corrupted its down ring"));
+        return Direct::GONE;
+    }
+    return Direct::GONE;
+  }
   void endLocalPorts() {
     std::vector<detail::PortPtr> all;
     for (auto& [id, w] : localPorts_)
@@ -246,7 +273,7 @@ class ServiceWorker::Impl final : public detail::PortHost, public api::PortRoute
   void drain(ClientRecord& c, bool toTheEnd = false);
   bool handleEnvelope(ClientRecord& c, wire::Inbound&& in);
   /// A controller post read by the fast lane (a Value, no ports), its data already in `ev`.
-  bool handlePlainPost(ClientRecord& c, const wire::PlainPost& post, ExtendableMessageEvent& ev);
+  bool handlePlain(ClientRecord& c, const wire::PlainMessage& m, ExtendableMessageEvent& ev);
   /// What every controller post passes before it is decoded: counted; an error to the sender
   /// when the client is not controlled (REFUSED); a violation for a one-shot reply id.
   enum class Gate { DELIVER, REFUSED, VIOLATION };
@@ -636,18 +663,18 @@ void ServiceWorker::Impl::drain(ClientRecord& c, bool toTheEnd) {
   ExtendableMessageEvent ev;
   for (;;) {
     wire::Inbound in;
-    wire::PlainPost plain;
+    wire::PlainMessage plain;
     ev.ports.clear();
     ev.typed.reset();
     Error err;
-    auto s = c.conn->receive(in, plain, ev.data, schema::Envelope::CONTROLLER_POST, err);
+    auto s = c.conn->receive(in, plain, ev.data, PLAIN_KINDS, err);
     if (s == Connection::RecvStatus::VIOLATION) return violation(c, err);
     if (s == Connection::RecvStatus::OK || s == Connection::RecvStatus::PLAIN) {
       // A plain envelope (wire::isPlain) had every pointer outside its Value checked at receipt,
       // and its Value is decoded inside readValue's own exception boundary; a fast-lane post is
       // decoded whole before it gets here. Nothing below throws for malformed bytes (so user
       // callbacks are not run inside a catch that blames the peer).
-      const bool ok = s == Connection::RecvStatus::PLAIN ? handlePlainPost(c, plain, ev)
+      const bool ok = s == Connection::RecvStatus::PLAIN ? handlePlain(c, plain, ev)
                                                          : handleEnvelope(c, std::move(in));
       if (!ok) return;
       if (!c.alive) return;
@@ -729,13 +756,30 @@ bool ServiceWorker::Impl::handleEnvelope(ClientRecord& c, wire::Inbound&& inboun
   return true;
 }
 
-bool ServiceWorker::Impl::handlePlainPost(ClientRecord& c, const wire::PlainPost& post, ExtendableMessageEvent& ev) {
-  switch (admitPost(c, post.seq, post.replyId)) {
+bool ServiceWorker::Impl::handlePlain(ClientRecord& c, const wire::PlainMessage& m, ExtendableMessageEvent& ev) {
+  if (m.kind == schema::Envelope::PORT_CLOSE) {
+    if (auto ok = router_->onPortClose(c.id, PortId(m.to), m.portSeq); !ok) {
+      violation(c, ok.error());
+      return false;
+    }
+    return true;
+  }
+  switch (admitPost(c, m.seq, m.replyId)) {
     case Gate::DELIVER: break;
     case Gate::REFUSED: return true;
     case Gate::VIOLATION: return false;
   }
-  deliverPost(c, post.seq, post.wantAck, ev);
+  if (m.hasPort) {
+    // The port is the service worker's now (the general path's checkShipped + toServiceWorker).
+    auto port = router_->adoptRegistered(c.id, PortId(m.port.portId), PortId(m.port.peerId), m.port.sendSeq,
+                                         m.port.recvNext, m.port.silentPeer);
+    if (!port) {
+      violation(c, port.error());
+      return false;
+    }
+    ev.ports.emplace_back(std::move(*port));
+  }
+  deliverPost(c, m.seq, m.wantAck, ev);
   return true;
 }
 

@@ -138,13 +138,12 @@ void Connection::wakePeerIfSleeping() {
   if (out_.takeReaderSleeping()) wakePeer();
 }
 
-Connection::SendStatus Connection::sendPlain(schema::Envelope::Which kind, uint64_t seq, bool wantAck,
-                                            const Value& data, size_t bytes) {
+Connection::SendStatus Connection::sendPlain(const wire::PlainMessage& m, const Value& data, size_t bytes) {
   SWIPC_REQUIRE(fitsInline(bytes), "sendPlain: not an inline message");
   if (bytes > maxMessageBytes_) return SendStatus::TOO_BIG;
   uint8_t* dst = nullptr;
   if (SendStatus s = claimInline(bytes, dst); s != SendStatus::OK) return s;
-  wire::writePlainPost(kind, seq, wantAck, data, dst, bytes);
+  wire::writePlain(m, data, dst, bytes);
   out_.commit(wire::RECORD_ENVELOPE);
   return SendStatus::OK;
 }
@@ -159,8 +158,8 @@ Connection::SendStatus Connection::claimInline(size_t bytes, uint8_t*& dst) {
   return s == RingStatus::OK ? SendStatus::OK : SendStatus::BROKEN;
 }
 
-Connection::RecvStatus Connection::receive(wire::Inbound& out, wire::PlainPost& plain, Value& data,
-                                           schema::Envelope::Which plainKind, Error& err) {
+Connection::RecvStatus Connection::receive(wire::Inbound& out, wire::PlainMessage& plain, Value& data,
+                                           uint32_t plainKinds, Error& err) {
   queue::RecordView rec;
   RingStatus s = in_.peek(rec);
   if (s != RingStatus::OK || rec.type != wire::RECORD_ENVELOPE || rec.length % sizeof(capnp::word) != 0 ||
@@ -172,8 +171,16 @@ Connection::RecvStatus Connection::receive(wire::Inbound& out, wire::PlainPost& 
   if (scratch_.size() < words) scratch_.resize(words);
   std::memcpy(scratch_.data(), rec.payload, rec.length);
   in_.releaseLocal();
-  if (wire::readPlainPost(scratch_.data(), words, options_, plainKind, plain, data)) return RecvStatus::PLAIN;
-  auto in = wire::Inbound::copyEnvelope(reinterpret_cast<const uint8_t*>(scratch_.data()), rec.length, options_);
+  scratchBytes_ = rec.length;
+  if (wire::readPlain(scratch_.data(), words, options_, plainKinds, plain, data)) return RecvStatus::PLAIN;
+  return reparse(out, err);
+}
+
+Connection::RecvStatus Connection::reparse(wire::Inbound& out, Error& err) {
+  SWIPC_REQUIRE(scratchBytes_ != 0, "reparse: no fast-lane envelope to read again");
+  const size_t bytes = scratchBytes_;
+  scratchBytes_ = 0;
+  auto in = wire::Inbound::copyEnvelope(reinterpret_cast<const uint8_t*>(scratch_.data()), bytes, options_);
   if (!in) {
     err = in.error();
     return RecvStatus::VIOLATION;

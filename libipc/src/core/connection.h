@@ -79,9 +79,9 @@ class Connection {
   SendStatus send(capnp::MessageBuilder& envelope, uint64_t seq);
   /// True when a message of `bytes` fits in one ring record.
   bool fitsInline(size_t bytes) const { return bytes <= out_.maxPayload(); }
-  /// Sends a plain post (wire/plain_post.h) of wire::plainPostBytes(data, wantAck) == `bytes`, written
-  /// straight into the ring; only for one that fitsInline() (others are built and send()).
-  SendStatus sendPlain(schema::Envelope::Which kind, uint64_t seq, bool wantAck, const Value& data, size_t bytes);
+  /// Sends a fast-lane envelope (wire/plain_post.h) of wire::plainBytes(m, data) == `bytes`,
+  /// written straight into the ring; only for one that fitsInline() (others are built and send()).
+  SendStatus sendPlain(const wire::PlainMessage& m, const Value& data, size_t bytes);
   /// Wakes the peer if it sleeps on our outgoing ring (once per sleep). Call after a batch.
   void wakePeerIfSleeping();
   /// Unconditional wake (used when the peer asked for space).
@@ -89,11 +89,14 @@ class Connection {
 
   /// Next inbound envelope; consumed locally, published by publishConsumed().
   RecvStatus receive(wire::Inbound& out, Error& err);
-  /// The same, with the fast lane: an inline envelope that is a plain post of `plainKind` is
-  /// decoded into `plain` and `data` (whatever it held is replaced) and PLAIN returned; any
-  /// other comes back in `out` (OK) as from receive(), and `data` is not to be used.
-  RecvStatus receive(wire::Inbound& out, wire::PlainPost& plain, Value& data, schema::Envelope::Which plainKind,
-                     Error& err);
+  /// The same, with the fast lane: an inline envelope of one of `plainKinds` (wire::kindBit) that
+  /// the fast lane reads is decoded into `plain` and `data` (whatever it held is replaced) and
+  /// PLAIN returned; any other comes back in `out` (OK) as from receive(), and `data` is not to
+  /// be used.
+  RecvStatus receive(wire::Inbound& out, wire::PlainMessage& plain, Value& data, uint32_t plainKinds, Error& err);
+  /// After a PLAIN receive, the same envelope through the general path (for a receiver that
+  /// wants it whole after all). Once per PLAIN receive, before the next receive.
+  RecvStatus reparse(wire::Inbound& out, Error& err);
   /// Publishes what receive() consumed; wakes a writer that waits for space.
   void publishConsumed();
   /// Reader-sleeping handshake on the incoming ring: true when it still has data after arming.
@@ -138,6 +141,7 @@ class Connection {
   uint64_t maxMessageBytes_ = 0;
   capnp::ReaderOptions options_;
   std::vector<capnp::word> scratch_;  // the private copy of a small inline record (reused)
+  size_t scratchBytes_ = 0;           // its length, while reparse() may read it
   std::unordered_map<uint64_t, UniqueFd> oolFds_;  // seq -> sealed memfd, waiting for its record
   std::deque<uint64_t> oolSent_;                    // ring positions after our in-flight OOL records
   std::unordered_map<uint64_t, std::pair<UniqueFd, uint64_t>> ringFds_;  // ringId -> (memfd, capacity)

@@ -25,11 +25,11 @@ struct StructSize {
 };
 
 struct Layout {
-  StructSize envelope, post, payload, value, entry;
+  StructSize envelope, post, payload, value, entry, descriptor, portMessage, portClose;
   uint32_t envDiscriminant = 0;  // in 16-bit units, like every offset named "...Discriminant"
   uint32_t envVersion = 0;       // 16-bit units
   uint32_t envSeq = 0;           // 64-bit units
-  uint32_t envControllerPost = 0, envClientPost = 0;  // pointer indices
+  uint32_t envControllerPost = 0, envClientPost = 0, envPortMessage = 0, envPortClose = 0;  // pointer indices
   uint32_t postPayload = 0, postPorts = 0;            // pointer indices
   uint32_t postReplyId = 0;                           // 64-bit units
   uint32_t postWantAck = 0;                           // bit offset
@@ -40,11 +40,19 @@ struct Layout {
   uint32_t valueInt = 0, valueFloat = 0;  // 64-bit units
   uint32_t valueText = 0, valueBytes = 0, valueList = 0, valueMap = 0;  // pointer indices
   uint32_t entryKey = 0, entryValue = 0;                                // pointer indices
+  uint32_t pdPortId = 0, pdPeerId = 0, pdSendSeq = 0, pdRecvNext = 0;   // 64-bit units
+  uint32_t pdRegister = 0, pdPeerClosed = 0, pdSilentPeer = 0;          // bit offsets
+  uint32_t pdQueued = 0;                                                // pointer index
+  uint32_t pmTo = 0, pmSeq = 0;                                         // 64-bit units
+  uint32_t pmPayload = 0, pmPorts = 0;                                  // pointer indices
+  uint32_t pcPort = 0, pcRecvNext = 0;                                  // 64-bit units
   // What the writer uses: the smallest struct that holds what is set (Cap'n Proto readers take
   // any size and read what is missing as zero), as its canonical form would.
   StructSize valueOf[8];  // by Value::Kind
   StructSize payloadOfValue;
   StructSize postWithAck, postWithoutAck;
+  StructSize descriptorWritten;  // every data field, no queue (a null pointer)
+  StructSize portMessageWritten, portCloseWritten;
 };
 
 }  // namespace plain
@@ -102,6 +110,25 @@ Layout computeLayout() {
   l.valueMap = slotOf<schema::Value>("map");
   l.entryKey = slotOf<schema::Value::Entry>("key");
   l.entryValue = slotOf<schema::Value::Entry>("value");
+  l.descriptor = sizeOf<schema::PortDescriptor>();
+  l.portMessage = sizeOf<schema::PortMessage>();
+  l.portClose = sizeOf<schema::PortClose>();
+  l.envPortMessage = slotOf<schema::Envelope>("portMessage");
+  l.envPortClose = slotOf<schema::Envelope>("portClose");
+  l.pdPortId = slotOf<schema::PortDescriptor>("portId");
+  l.pdPeerId = slotOf<schema::PortDescriptor>("peerId");
+  l.pdSendSeq = slotOf<schema::PortDescriptor>("sendSeq");
+  l.pdRecvNext = slotOf<schema::PortDescriptor>("recvNext");
+  l.pdRegister = slotOf<schema::PortDescriptor>("register");
+  l.pdPeerClosed = slotOf<schema::PortDescriptor>("peerClosed");
+  l.pdSilentPeer = slotOf<schema::PortDescriptor>("silentPeer");
+  l.pdQueued = slotOf<schema::PortDescriptor>("queued");
+  l.pmTo = slotOf<schema::PortMessage>("to");
+  l.pmSeq = slotOf<schema::PortMessage>("seq");
+  l.pmPayload = slotOf<schema::PortMessage>("payload");
+  l.pmPorts = slotOf<schema::PortMessage>("ports");
+  l.pcPort = slotOf<schema::PortClose>("port");
+  l.pcRecvNext = slotOf<schema::PortClose>("recvNext");
   const uint32_t tagWords = l.valueDiscriminant / 4 + 1;
   auto withData = [&](uint32_t words) { return std::max(tagWords, words); };
   l.valueOf[static_cast<int>(Value::Kind::NONE)] = {0, 0};  // a null pointer reads as none
@@ -115,6 +142,10 @@ Layout computeLayout() {
   l.payloadOfValue = {schema::Payload::VALUE == 0 ? 0 : l.payloadDiscriminant / 4 + 1, l.payloadValue + 1};
   l.postWithoutAck = {0, l.postPayload + 1};  // replyId is 0 and ports are null: no data, one pointer
   l.postWithAck = {l.postWantAck / 64 + 1, l.postPayload + 1};
+  const uint32_t bitsWord = std::max({l.pdRegister, l.pdPeerClosed, l.pdSilentPeer}) / 64;
+  l.descriptorWritten = {std::max({l.pdPortId, l.pdPeerId, l.pdSendSeq, l.pdRecvNext, bitsWord}) + 1, 0};
+  l.portMessageWritten = {std::max(l.pmTo, l.pmSeq) + 1, l.pmPayload + 1};  // ports stay null
+  l.portCloseWritten = {std::max(l.pcPort, l.pcRecvNext) + 1, 0};
   return l;
 }
 
@@ -124,7 +155,12 @@ const Layout& layout() {
 }
 
 uint32_t pointerOf(schema::Envelope::Which kind) {
-  return kind == schema::Envelope::CLIENT_POST ? layout().envClientPost : layout().envControllerPost;
+  switch (kind) {
+    case schema::Envelope::CLIENT_POST: return layout().envClientPost;
+    case schema::Envelope::PORT_MESSAGE: return layout().envPortMessage;
+    case schema::Envelope::PORT_CLOSE: return layout().envPortClose;
+    default: return layout().envControllerPost;
+  }
 }
 
 // ---- pointer words (Cap'n Proto encoding: low two bits are the kind) ----
@@ -248,8 +284,35 @@ INLINE ListReader<EntryReader> ValueReader::getMap() const {
 
 }  // namespace plain
 
-bool readPlainPost(const capnp::word* words, size_t count, const capnp::ReaderOptions& options,
-                   schema::Envelope::Which kind, PlainPost& out, Value& data) {
+namespace {
+
+/// The one descriptor a controller post may carry on the fast lane: a fresh pair, nothing queued.
+bool readFreshPort(plain::Segment& seg, const plain::StructView& d, PlainPort& out) {
+  const Layout& L = *seg.layout;
+  if (!d.bit(L.pdRegister) || d.bit(L.pdPeerClosed)) return false;
+  if (plain::readStructList(seg, d.pointer(L.pdQueued), d.nestingLeft).count != 0) return false;
+  out.portId = d.word(L.pdPortId);
+  out.peerId = d.word(L.pdPeerId);
+  out.sendSeq = d.word(L.pdSendSeq);
+  out.recvNext = d.word(L.pdRecvNext);
+  out.silentPeer = d.bit(L.pdSilentPeer);
+  return true;
+}
+
+/// The Value of the payload at `ptr`, decoded into `data`; false for a typed payload.
+bool readValuePayload(plain::Segment& seg, const uint64_t* ptr, int nestingLeft, Value& data) {
+  const Layout& L = *seg.layout;
+  auto payload = plain::readStruct(seg, ptr, nestingLeft);
+  if (payload.u16(L.payloadDiscriminant) != schema::Payload::VALUE) return false;
+  auto value = plain::readStruct(seg, payload.pointer(L.payloadValue), payload.nestingLeft);
+  Error err;  // whatever it says, the general path says again, with its name
+  return decode::readInto(plain::ValueReader(value), data, 0, err);
+}
+
+}  // namespace
+
+bool readPlain(const capnp::word* words, size_t count, const capnp::ReaderOptions& options, uint32_t kinds,
+               PlainMessage& out, Value& data) {
   if (count < 2) return false;
   const auto* w = reinterpret_cast<const uint64_t*>(words);
   if ((w[0] & 0xFFFF'FFFFu) != 0) return false;  // more than one segment
@@ -263,20 +326,43 @@ bool readPlainPost(const capnp::word* words, size_t count, const capnp::ReaderOp
   try {
     auto env = plain::readStruct(seg, seg.begin, static_cast<int>(options.nestingLimit));
     if (env.u16(L.envVersion) != schema::SCHEMA_VERSION) return false;
-    if (env.u16(L.envDiscriminant) != static_cast<uint16_t>(kind)) return false;
-    auto post = plain::readStruct(seg, env.pointer(pointerOf(kind)), env.nestingLeft);
-    if (plain::readStructList(seg, post.pointer(L.postPorts), post.nestingLeft).count != 0) return false;
-    auto payload = plain::readStruct(seg, post.pointer(L.postPayload), post.nestingLeft);
-    if (payload.u16(L.payloadDiscriminant) != schema::Payload::VALUE) return false;
-    auto value = plain::readStruct(seg, payload.pointer(L.payloadValue), payload.nestingLeft);
+    const uint16_t which = env.u16(L.envDiscriminant);
+    if (which >= 32 || (kinds & (uint32_t{1} << which)) == 0) return false;
+    out.kind = static_cast<schema::Envelope::Which>(which);
     out.seq = env.word(L.envSeq);
-    out.replyId = post.word(L.postReplyId);
-    out.wantAck = post.bit(L.postWantAck);
-    Error err;  // whatever it says, the general path says again, with its name
-    return decode::readInto(plain::ValueReader(value), data, 0, err);
+    auto body = plain::readStruct(seg, env.pointer(pointerOf(out.kind)), env.nestingLeft);
+    switch (out.kind) {
+      case schema::Envelope::CONTROLLER_POST:
+      case schema::Envelope::CLIENT_POST: {
+        auto ports = plain::readStructList(seg, body.pointer(L.postPorts), body.nestingLeft);
+        out.hasPort = ports.count != 0;
+        if (out.hasPort) {
+          if (ports.count != 1 || out.kind != schema::Envelope::CONTROLLER_POST) return false;
+          if (!readFreshPort(seg, ports.at(0), out.port)) return false;
+        }
+        out.replyId = body.word(L.postReplyId);
+        out.wantAck = body.bit(L.postWantAck);
+        return readValuePayload(seg, body.pointer(L.postPayload), body.nestingLeft, data);
+      }
+      case schema::Envelope::PORT_MESSAGE:
+        if (plain::readStructList(seg, body.pointer(L.pmPorts), body.nestingLeft).count != 0) return false;
+        out.to = body.word(L.pmTo);
+        out.portSeq = body.word(L.pmSeq);
+        return readValuePayload(seg, body.pointer(L.pmPayload), body.nestingLeft, data);
+      case schema::Envelope::PORT_CLOSE:
+        out.to = body.word(L.pcPort);
+        out.portSeq = body.word(L.pcRecvNext);
+        return true;
+      default: return false;
+    }
   } catch (const plain::NotPlain&) {
     return false;
   }
+}
+
+bool readPlainPost(const capnp::word* words, size_t count, const capnp::ReaderOptions& options,
+                   schema::Envelope::Which kind, PlainPost& out, Value& data) {
+  return readPlain(words, count, options, kindBit(kind), out, data) && !out.hasPort;
 }
 
 // ------------------------------------------------------------------------------------------------ writing
@@ -428,23 +514,35 @@ class Writer {
   size_t next_ = 0;
 };
 
-size_t segmentWords(const Value& data, bool wantAck) {
+/// The struct an envelope of `m`'s kind points to, at the smallest size holding what is set.
+StructSize bodySize(const Layout& L, const PlainMessage& m) {
+  switch (m.kind) {
+    case schema::Envelope::PORT_MESSAGE: return L.portMessageWritten;
+    case schema::Envelope::PORT_CLOSE: return L.portCloseWritten;
+    default: {
+      StructSize s = m.wantAck ? L.postWithAck : L.postWithoutAck;
+      if (m.hasPort) s.pointers = std::max(s.pointers, L.postPorts + 1);
+      return s;
+    }
+  }
+}
+
+size_t segmentWords(const PlainMessage& m, const Value& data) {
   const Layout& L = layout();
-  return 1 + L.envelope.words() + (wantAck ? L.postWithAck : L.postWithoutAck).words() + L.payloadOfValue.words() +
-         sizeOfValue(L, data).words() + contentWords(L, data);
+  size_t n = 1 + L.envelope.words() + bodySize(L, m).words();
+  if (m.hasPort) n += 1 + L.descriptorWritten.words();
+  if (m.hasValue()) n += L.payloadOfValue.words() + sizeOfValue(L, data).words() + contentWords(L, data);
+  return n;
 }
 
 }  // namespace
 
-size_t plainPostBytes(const Value& data, bool wantAck) {
-  return (1 + segmentWords(data, wantAck)) * sizeof(capnp::word);
-}
+size_t plainBytes(const PlainMessage& m, const Value& data) { return (1 + segmentWords(m, data)) * sizeof(capnp::word); }
 
-void writePlainPost(schema::Envelope::Which kind, uint64_t seq, bool wantAck, const Value& data, uint8_t* dst,
-                    size_t bytes) {
-  // `bytes` came from plainPostBytes(data, wantAck); the writer checks at the end that it used exactly that.
+void writePlain(const PlainMessage& m, const Value& data, uint8_t* dst, size_t bytes) {
+  // `bytes` came from plainBytes(m, data); the writer checks at the end that it used exactly that.
   SWIPC_REQUIRE(bytes % sizeof(capnp::word) == 0 && bytes >= 2 * sizeof(capnp::word),
-                "writePlainPost: wrong destination size");
+                "writePlain: wrong destination size");
   const size_t segWords = bytes / sizeof(capnp::word) - 1;
   std::memset(dst, 0, bytes);
   auto* words = reinterpret_cast<uint64_t*>(dst);
@@ -455,17 +553,63 @@ void writePlainPost(schema::Envelope::Which kind, uint64_t seq, bool wantAck, co
   const size_t env = w.alloc(L.envelope.words());
   w.setStruct(root, env, L.envelope);
   w.set16(env, L.envVersion, schema::SCHEMA_VERSION);
-  w.set16(env, L.envDiscriminant, static_cast<uint16_t>(kind));
-  w.setWord(env, L.envSeq, seq);
-  const StructSize postSize = wantAck ? L.postWithAck : L.postWithoutAck;
-  const size_t post = w.alloc(postSize.words());
-  w.setStruct(env + L.envelope.dataWords + pointerOf(kind), post, postSize);
-  w.setBit(post, L.postWantAck, wantAck);
-  const size_t payload = w.alloc(L.payloadOfValue.words());
-  w.setStruct(post + postSize.dataWords + L.postPayload, payload, L.payloadOfValue);
-  if (L.payloadOfValue.dataWords) w.set16(payload, L.payloadDiscriminant, schema::Payload::VALUE);
-  w.valueAt(payload + L.payloadOfValue.dataWords + L.payloadValue, data);
-  SWIPC_REQUIRE(w.used() == segWords, "writePlainPost: size mismatch");
+  w.set16(env, L.envDiscriminant, static_cast<uint16_t>(m.kind));
+  w.setWord(env, L.envSeq, m.seq);
+  const StructSize size = bodySize(L, m);
+  const size_t body = w.alloc(size.words());
+  w.setStruct(env + L.envelope.dataWords + pointerOf(m.kind), body, size);
+  const size_t bodyPtrs = body + size.dataWords;
+  size_t payloadPtr = 0;
+  switch (m.kind) {
+    case schema::Envelope::PORT_MESSAGE:
+      w.setWord(body, L.pmTo, m.to);
+      w.setWord(body, L.pmSeq, m.portSeq);
+      payloadPtr = bodyPtrs + L.pmPayload;
+      break;
+    case schema::Envelope::PORT_CLOSE:
+      w.setWord(body, L.pcPort, m.to);
+      w.setWord(body, L.pcRecvNext, m.portSeq);
+      break;
+    default:
+      w.setBit(body, L.postWantAck, m.wantAck);
+      payloadPtr = bodyPtrs + L.postPayload;
+      if (m.hasPort) {
+        const size_t d = w.setStructList(bodyPtrs + L.postPorts, 1, L.descriptorWritten);
+        w.setWord(d, L.pdPortId, m.port.portId);
+        w.setWord(d, L.pdPeerId, m.port.peerId);
+        w.setWord(d, L.pdSendSeq, m.port.sendSeq);
+        w.setWord(d, L.pdRecvNext, m.port.recvNext);
+        w.setBit(d, L.pdRegister, true);
+        w.setBit(d, L.pdSilentPeer, m.port.silentPeer);
+      }
+      break;
+  }
+  if (m.hasValue()) {
+    const size_t payload = w.alloc(L.payloadOfValue.words());
+    w.setStruct(payloadPtr, payload, L.payloadOfValue);
+    if (L.payloadOfValue.dataWords) w.set16(payload, L.payloadDiscriminant, schema::Payload::VALUE);
+    w.valueAt(payload + L.payloadOfValue.dataWords + L.payloadValue, data);
+  }
+  SWIPC_REQUIRE(w.used() == segWords, "writePlain: size mismatch");
+}
+
+namespace {
+PlainMessage postOf(schema::Envelope::Which kind, uint64_t seq, bool wantAck) {
+  PlainMessage m;
+  m.kind = kind;
+  m.seq = seq;
+  m.wantAck = wantAck;
+  return m;
+}
+}  // namespace
+
+size_t plainPostBytes(const Value& data, bool wantAck) {
+  return plainBytes(postOf(schema::Envelope::CONTROLLER_POST, 0, wantAck), data);
+}
+
+void writePlainPost(schema::Envelope::Which kind, uint64_t seq, bool wantAck, const Value& data, uint8_t* dst,
+                    size_t bytes) {
+  writePlain(postOf(kind, seq, wantAck), data, dst, bytes);
 }
 
 }  // namespace swipc::wire

@@ -1,5 +1,6 @@
-// The fast lane for the commonest envelope: a post (controllerPost or clientPost) whose payload is
-// a Value and which transfers no ports. It is read and written directly in the Cap'n Proto wire
+// The fast lane for the commonest envelopes: a post (controllerPost or clientPost) whose payload
+// is a Value and which transfers no ports (or registers one fresh port pair, as messageSW does),
+// a port message carrying a Value and no ports, and a port close. It is read and written directly in the Cap'n Proto wire
 // format, with the field positions taken from the compiled schemas (capnp reflection), instead of
 // through the generated accessors and a MessageBuilder: that is most of what a small post cost.
 //
@@ -24,25 +25,56 @@
 
 namespace swipc::wire {
 
-/// What a plain post carries besides its kind and its Value.
-struct PlainPost {
-  uint64_t seq = 0;
-  bool wantAck = false;
-  uint64_t replyId = 0;  // unused since protocol 2; the receiver refuses non-zero
+/// A port a controller post registers: one end of a fresh pair the page made (descriptor
+/// `register`, nothing queued, the peer not closed). messageSW's reply port travels like this.
+struct PlainPort {
+  uint64_t portId = 0;
+  uint64_t peerId = 0;
+  uint64_t sendSeq = 0;
+  uint64_t recvNext = 0;
+  bool silentPeer = false;
 };
 
-/// Decodes `words` (a private, word-aligned copy of one framed message) as a plain post of
-/// `kind` (CONTROLLER_POST or CLIENT_POST), its Value into `data` (the receiver's event, so
-/// nothing is moved afterwards; whatever it held is replaced, a map's storage reused). False when it is anything else or anything about it
-/// is unexpected; `out` and `data` are then unspecified.
+/// What a fast-lane envelope carries besides its Value. The fast lane covers:
+///   CONTROLLER_POST, CLIENT_POST  a Value; no ports, or (controller posts) one PlainPort;
+///   PORT_MESSAGE                  a Value on port `to`, seq `portSeq`, carrying no ports;
+///   PORT_CLOSE                    port `to` closed, having received everything before `portSeq`.
+struct PlainMessage {
+  schema::Envelope::Which kind = schema::Envelope::CONTROLLER_POST;
+  uint64_t seq = 0;
+  bool wantAck = false;  // posts
+  uint64_t replyId = 0;  // posts; unused since protocol 2, the receiver refuses non-zero
+  bool hasPort = false;  // controller posts
+  PlainPort port;
+  uint64_t to = 0;       // PORT_MESSAGE: the receiving port; PORT_CLOSE: the closed port
+  uint64_t portSeq = 0;  // PORT_MESSAGE: the sending end's seq; PORT_CLOSE: recvNext
+  bool hasValue() const { return kind != schema::Envelope::PORT_CLOSE; }
+};
+using PlainPost = PlainMessage;
+
+/// The set of kinds a reader takes from the fast lane.
+constexpr uint32_t kindBit(schema::Envelope::Which kind) { return uint32_t{1} << static_cast<unsigned>(kind); }
+
+/// Decodes `words` (a private, word-aligned copy of one framed message) as a fast-lane envelope
+/// of one of `kinds` (kindBit()s), its Value into `data` (the receiver's event, so nothing is
+/// moved afterwards; whatever it held is replaced, a map's storage reused). False when it is
+/// anything else or anything about it is unexpected; `out` and `data` are then unspecified.
+bool readPlain(const capnp::word* words, size_t count, const capnp::ReaderOptions& options, uint32_t kinds,
+               PlainMessage& out, Value& data);
+/// readPlain() for one post kind, declining a post that carries a port.
 bool readPlainPost(const capnp::word* words, size_t count, const capnp::ReaderOptions& options,
                    schema::Envelope::Which kind, PlainPost& out, Value& data);
 
-/// Encoded size in bytes (framing included) of a plain post carrying `data`. Structs are written
-/// at the smallest size that holds what is set, so a small post takes few cache lines.
+/// Encoded size in bytes (framing included) of `m` carrying `data` (ignored for PORT_CLOSE).
+/// Structs are written at the smallest size that holds what is set, so a small post takes few
+/// cache lines.
+size_t plainBytes(const PlainMessage& m, const Value& data);
+/// Writes `m` into `dst`, which must be word-aligned and exactly plainBytes(m, data) long (it
+/// need not be zeroed).
+void writePlain(const PlainMessage& m, const Value& data, uint8_t* dst, size_t bytes);
+
+/// The same for a post without ports.
 size_t plainPostBytes(const Value& data, bool wantAck);
-/// Writes the plain post into `dst`, which must be word-aligned and exactly
-/// plainPostBytes(data, wantAck) long (it need not be zeroed).
 void writePlainPost(schema::Envelope::Which kind, uint64_t seq, bool wantAck, const Value& data, uint8_t* dst,
                     size_t bytes);
 
