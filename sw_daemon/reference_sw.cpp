@@ -17,11 +17,14 @@ namespace {
 class Responder {
  public:
   explicit Responder(const ExtendableMessageEvent& e, std::optional<MessagePort> fallback = std::nullopt)
-      : port_(e.ports.empty() ? std::move(fallback) : std::optional<MessagePort>(e.ports[0])), source_(e.source) {}
+      : port_(e.ports.empty() ? std::move(fallback) : std::optional<MessagePort>(e.ports[0])) {
+    if (!port_) source_ = e.source;  // (a copy of the handle only when it is where the reply goes)
+  }
   /// Replies to event.source only, whatever ports the message carried (RELAY_PORT passes them on).
   static Responder toSource(const ExtendableMessageEvent& e) {
     Responder r(e);
     r.port_.reset();
+    r.source_ = e.source;
     return r;
   }
   void operator()(const Value& data) {

@@ -380,6 +380,14 @@ void PortRouter::untrackLocal(detail::PortState& port) {
   if (!cur || cur.get() == &port) localStates_.erase(it);
 }
 
+std::vector<detail::PortPtr> PortRouter::takeLocalPorts() {
+  std::vector<detail::PortPtr> all;
+  for (auto& [id, w] : localStates_)
+    if (auto p = w.lock()) all.push_back(std::move(p));
+  localStates_.clear();
+  return all;
+}
+
 void PortRouter::shipToClient(const ClientId& to, std::vector<detail::PortPtr>& ports, PortList::Builder out) {
   capnp::MallocMessageBuilder tmp(256);
   auto root = tmp.initRoot<schema::PortMessage>();

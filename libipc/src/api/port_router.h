@@ -98,6 +98,8 @@ class PortRouter {
   void closeLocal(detail::PortState& port);
   void trackLocal(const detail::PortPtr& port);
   void untrackLocal(detail::PortState& port);
+  /// Every live port of service-worker code, forgotten here (the host is going away).
+  std::vector<detail::PortPtr> takeLocalPorts();
 
   size_t size() const { return table_.size(); }
   const Stats& stats() const { return stats_; }

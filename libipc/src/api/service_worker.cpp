@@ -127,17 +127,8 @@ class ServiceWorker::Impl final : public detail::PortHost, public api::PortRoute
   }
   void closeRemote(detail::PortState& port) override { router_->closeLocal(port); }
   void ackRemote(detail::PortState&) override {}
-  void track(const detail::PortPtr& port) override {
-    localPorts_[port->id.value()] = port;
-    router_->trackLocal(port);
-  }
-  void untrack(detail::PortState& port) override {
-    router_->untrackLocal(port);
-    auto it = localPorts_.find(port.id.value());
-    if (it == localPorts_.end()) return;
-    auto cur = it->second.lock();
-    if (!cur || cur.get() == &port) localPorts_.erase(it);
-  }
+  void track(const detail::PortPtr& port) override { router_->trackLocal(port); }
+  void untrack(detail::PortState& port) override { router_->untrackLocal(port); }
   void later(std::function<void()> fn) override {
     if (loop_)
       loop_->post(std::move(fn));
@@ -211,11 +202,7 @@ class ServiceWorker::Impl final : public detail::PortHost, public api::PortRoute
     return Direct::GONE;
   }
   void endLocalPorts() {
-    std::vector<detail::PortPtr> all;
-    for (auto& [id, w] : localPorts_)
-      if (auto p = w.lock()) all.push_back(std::move(p));
-    localPorts_.clear();
-    for (auto& p : all) p->hostGone();
+    for (auto& p : router_->takeLocalPorts()) p->hostGone();
   }
 
   Result<void> listen();
@@ -258,7 +245,8 @@ class ServiceWorker::Impl final : public detail::PortHost, public api::PortRoute
   std::function<void(const ClientId&, const std::string&)> onDetached_;
   std::unordered_map<ClientId, std::unique_ptr<ClientRecord>> clients_;
   std::unique_ptr<api::PortRouter> router_;
-  std::unordered_map<uint64_t, std::weak_ptr<detail::PortState>> localPorts_;
+  ExtendableMessageEvent batchEvent_;  // drain()'s, reused from post to post
+  int drainDepth_ = 0;
   std::vector<std::function<void()>> early_;
 
  private:
@@ -658,9 +646,21 @@ void ServiceWorker::Impl::onClientSocket(const ClientId& id, uint32_t events) {
 
 void ServiceWorker::Impl::drain(ClientRecord& c, bool toTheEnd) {
   int handled = 0;
-  // The fast lane decodes straight into ev.data. One event serves the whole batch: a map there
-  // (what most posts carry) keeps its storage for the next one, so a small post allocates nothing.
-  ExtendableMessageEvent ev;
+  // The fast lane decodes straight into ev.data. One event serves every batch (a nested drain,
+  // from a handler, gets its own): a map there (what most posts carry) keeps its storage for the
+  // next post, so a small post allocates nothing. Its ports go when the batch ends.
+  std::optional<ExtendableMessageEvent> nested;
+  ExtendableMessageEvent& ev = drainDepth_ == 0 ? batchEvent_ : nested.emplace();
+  ++drainDepth_;
+  struct EndBatch {
+    Impl& impl;
+    ExtendableMessageEvent& ev;
+    ~EndBatch() {
+      --impl.drainDepth_;
+      ev.ports.clear();
+      ev.typed.reset();
+    }
+  } endBatch{*this, ev};
   for (;;) {
     wire::Inbound in;
     wire::PlainMessage plain;
