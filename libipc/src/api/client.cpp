@@ -104,6 +104,21 @@ class Client::Impl final : public detail::PortHost {
   /// A live REMOTE port by id (nullptr when unknown, closed, moved on or disentangled).
   detail::PortPtr routable(uint64_t id);
   void endRemotePorts();
+  /// The fast lane takes port messages only for messageSW's reply ports (which want the Value as
+  /// it is); any other port gets its messages whole, through the general path.
+  class PlainFilter final : public wire::PlainFilter {
+   public:
+    explicit PlainFilter(Impl& impl) : impl_(impl) {}
+    bool wantsValue(const wire::PlainMessage& m) const override {
+      if (m.kind != schema::Envelope::PORT_MESSAGE) return true;
+      auto port = impl_.routable(m.to);
+      return port && port->interceptValue;
+    }
+
+   private:
+    Impl& impl_;
+  };
+  PlainFilter plainFilter_{*this};
   std::unordered_map<uint64_t, std::weak_ptr<detail::PortState>> ports_;
 
   // ---- BroadcastChannel (client side)
@@ -398,7 +413,7 @@ void Client::Impl::drainIncoming() {
     wire::PlainMessage plain;
     Value data;
     Error err;
-    auto s = conn_->receive(in, plain, data, PLAIN_KINDS, err);
+    auto s = conn_->receive(in, plain, data, PLAIN_KINDS, err, &plainFilter_);
     if (s == Connection::RecvStatus::VIOLATION) {
       core::log().error("daemon wrote a malformed message: {}", err.describe());
       return daemonLost("ProtocolViolation: " + err.message);
@@ -409,17 +424,8 @@ void Client::Impl::drainIncoming() {
       continue;
     }
     if (s == Connection::RecvStatus::PLAIN && plain.kind == schema::Envelope::PORT_MESSAGE) {
-      // A port message with a Value and no ports: messageSW's reply port takes the Value as it
-      // is; any other port gets the message whole, through the general path.
-      if (auto port = routable(plain.to); port && port->interceptValue) {
-        port->receiveValue(plain.portSeq, data);
-      } else if (port) {
-        if (conn_->reparse(in, err) != Connection::RecvStatus::OK) {
-          core::log().error("daemon wrote a malformed message: {}", err.describe());
-          return daemonLost("ProtocolViolation: " + err.message);
-        }
-        handleEnvelope(std::move(in));
-      }  // else moved on or closed: dropped, as the general path does
+      // A port message with a Value and no ports, for messageSW's reply port (plainFilter_).
+      if (auto port = routable(plain.to)) port->receiveValue(plain.portSeq, data);
     } else if (s == Connection::RecvStatus::PLAIN) {
       auto ev = std::make_shared<MessageEvent>();
       ev->data = std::move(data);

@@ -159,7 +159,7 @@ Connection::SendStatus Connection::claimInline(size_t bytes, uint8_t*& dst) {
 }
 
 Connection::RecvStatus Connection::receive(wire::Inbound& out, wire::PlainMessage& plain, Value& data,
-                                           uint32_t plainKinds, Error& err) {
+                                           uint32_t plainKinds, Error& err, const wire::PlainFilter* filter) {
   queue::RecordView rec;
   RingStatus s = in_.peek(rec);
   if (s != RingStatus::OK || rec.type != wire::RECORD_ENVELOPE || rec.length % sizeof(capnp::word) != 0 ||
@@ -171,16 +171,8 @@ Connection::RecvStatus Connection::receive(wire::Inbound& out, wire::PlainMessag
   if (scratch_.size() < words) scratch_.resize(words);
   std::memcpy(scratch_.data(), rec.payload, rec.length);
   in_.releaseLocal();
-  scratchBytes_ = rec.length;
-  if (wire::readPlain(scratch_.data(), words, options_, plainKinds, plain, data)) return RecvStatus::PLAIN;
-  return reparse(out, err);
-}
-
-Connection::RecvStatus Connection::reparse(wire::Inbound& out, Error& err) {
-  SWIPC_REQUIRE(scratchBytes_ != 0, "reparse: no fast-lane envelope to read again");
-  const size_t bytes = scratchBytes_;
-  scratchBytes_ = 0;
-  auto in = wire::Inbound::copyEnvelope(reinterpret_cast<const uint8_t*>(scratch_.data()), bytes, options_);
+  if (wire::readPlain(scratch_.data(), words, options_, plainKinds, plain, data, filter)) return RecvStatus::PLAIN;
+  auto in = wire::Inbound::copyEnvelope(reinterpret_cast<const uint8_t*>(scratch_.data()), rec.length, options_);
   if (!in) {
     err = in.error();
     return RecvStatus::VIOLATION;

@@ -91,12 +91,10 @@ class Connection {
   RecvStatus receive(wire::Inbound& out, Error& err);
   /// The same, with the fast lane: an inline envelope of one of `plainKinds` (wire::kindBit) that
   /// the fast lane reads is decoded into `plain` and `data` (whatever it held is replaced) and
-  /// PLAIN returned; any other comes back in `out` (OK) as from receive(), and `data` is not to
-  /// be used.
-  RecvStatus receive(wire::Inbound& out, wire::PlainMessage& plain, Value& data, uint32_t plainKinds, Error& err);
-  /// After a PLAIN receive, the same envelope through the general path (for a receiver that
-  /// wants it whole after all). Once per PLAIN receive, before the next receive.
-  RecvStatus reparse(wire::Inbound& out, Error& err);
+  /// PLAIN returned; any other (or one `filter` does not want) comes back in `out` (OK) as from
+  /// receive(), and `data` is not to be used.
+  RecvStatus receive(wire::Inbound& out, wire::PlainMessage& plain, Value& data, uint32_t plainKinds, Error& err,
+                     const wire::PlainFilter* filter = nullptr);
   /// Publishes what receive() consumed; wakes a writer that waits for space.
   void publishConsumed();
   /// Reader-sleeping handshake on the incoming ring: true when it still has data after arming.
@@ -141,7 +139,6 @@ class Connection {
   uint64_t maxMessageBytes_ = 0;
   capnp::ReaderOptions options_;
   std::vector<capnp::word> scratch_;  // the private copy of a small inline record (reused)
-  size_t scratchBytes_ = 0;           // its length, while reparse() may read it
   std::unordered_map<uint64_t, UniqueFd> oolFds_;  // seq -> sealed memfd, waiting for its record
   std::deque<uint64_t> oolSent_;                    // ring positions after our in-flight OOL records
   std::unordered_map<uint64_t, std::pair<UniqueFd, uint64_t>> ringFds_;  // ringId -> (memfd, capacity)

@@ -312,7 +312,7 @@ bool readValuePayload(plain::Segment& seg, const uint64_t* ptr, int nestingLeft,
 }  // namespace
 
 bool readPlain(const capnp::word* words, size_t count, const capnp::ReaderOptions& options, uint32_t kinds,
-               PlainMessage& out, Value& data) {
+               PlainMessage& out, Value& data, const PlainFilter* filter) {
   if (count < 2) return false;
   const auto* w = reinterpret_cast<const uint64_t*>(words);
   if ((w[0] & 0xFFFF'FFFFu) != 0) return false;  // more than one segment
@@ -342,17 +342,19 @@ bool readPlain(const capnp::word* words, size_t count, const capnp::ReaderOption
         }
         out.replyId = body.word(L.postReplyId);
         out.wantAck = body.bit(L.postWantAck);
+        if (filter && !filter->wantsValue(out)) return false;
         return readValuePayload(seg, body.pointer(L.postPayload), body.nestingLeft, data);
       }
       case schema::Envelope::PORT_MESSAGE:
         if (plain::readStructList(seg, body.pointer(L.pmPorts), body.nestingLeft).count != 0) return false;
         out.to = body.word(L.pmTo);
         out.portSeq = body.word(L.pmSeq);
+        if (filter && !filter->wantsValue(out)) return false;
         return readValuePayload(seg, body.pointer(L.pmPayload), body.nestingLeft, data);
       case schema::Envelope::PORT_CLOSE:
         out.to = body.word(L.pcPort);
         out.portSeq = body.word(L.pcRecvNext);
-        return true;
+        return !filter || filter->wantsValue(out);
       default: return false;
     }
   } catch (const plain::NotPlain&) {

@@ -55,12 +55,24 @@ using PlainPost = PlainMessage;
 /// The set of kinds a reader takes from the fast lane.
 constexpr uint32_t kindBit(schema::Envelope::Which kind) { return uint32_t{1} << static_cast<unsigned>(kind); }
 
+/// Asked, once the header of a fast-lane message is read, whether this receiver takes its Value
+/// from the fast lane (false: the general path reads the message whole, and the Value is never
+/// decoded twice).
+class PlainFilter {
+ public:
+  virtual bool wantsValue(const PlainMessage& header) const = 0;
+
+ protected:
+  ~PlainFilter() = default;
+};
+
 /// Decodes `words` (a private, word-aligned copy of one framed message) as a fast-lane envelope
 /// of one of `kinds` (kindBit()s), its Value into `data` (the receiver's event, so nothing is
 /// moved afterwards; whatever it held is replaced, a map's storage reused). False when it is
-/// anything else or anything about it is unexpected; `out` and `data` are then unspecified.
+/// anything else, anything about it is unexpected, or `filter` does not want it; `out` and
+/// `data` are then unspecified.
 bool readPlain(const capnp::word* words, size_t count, const capnp::ReaderOptions& options, uint32_t kinds,
-               PlainMessage& out, Value& data);
+               PlainMessage& out, Value& data, const PlainFilter* filter = nullptr);
 /// readPlain() for one post kind, declining a post that carries a port.
 bool readPlainPost(const capnp::word* words, size_t count, const capnp::ReaderOptions& options,
                    schema::Envelope::Which kind, PlainPost& out, Value& data);
