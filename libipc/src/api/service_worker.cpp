@@ -179,24 +179,30 @@ class ServiceWorker::Impl final : public detail::PortHost, public api::PortRoute
   Direct sendPortValue(const ClientId& id, PortId to, uint64_t portSeq, const Value& data) override {
     ClientRecord* c = find(id);
     if (!c || !c->alive) return Direct::GONE;
-    if (!c->backlog.empty()) return Direct::NOT_NOW;  // behind what waits
     wire::PlainMessage m;
     m.kind = schema::Envelope::PORT_MESSAGE;
-    m.seq = c->nextSeq;
     m.to = to.value();
     m.portSeq = portSeq;
+    return sendDirect(*c, m, data);
+  }
+  /// The fast lane to a page: `m` (its seq set here) written straight into the down ring.
+  /// NOT_NOW when it must be built and enqueue()d instead (a backlog waits: it goes behind that;
+  /// the ring is full; it needs more than one record); GONE when the ring turned out corrupt.
+  Direct sendDirect(ClientRecord& c, wire::PlainMessage& m, const Value& data) {
+    if (!c.backlog.empty()) return Direct::NOT_NOW;
+    m.seq = c.nextSeq;
     const size_t bytes = wire::plainBytes(m, data);
-    if (!c->conn->fitsInline(bytes)) return Direct::NOT_NOW;
-    switch (c->conn->sendPlain(m, data, bytes)) {
+    if (!c.conn->fitsInline(bytes)) return Direct::NOT_NOW;
+    switch (c.conn->sendPlain(m, data, bytes)) {
       case Connection::SendStatus::OK:
-        ++c->nextSeq;
+        ++c.nextSeq;
         ++counters_.messagesOut;
-        c->conn->wakePeerIfSleeping();
+        c.conn->wakePeerIfSleeping();
         return Direct::SENT;
       case Connection::SendStatus::FULL:
       case Connection::SendStatus::TOO_BIG: return Direct::NOT_NOW;  // into the backlog, or refused, there
       case Connection::SendStatus::BROKEN:
-        violation(*c, makeError(Errc::PROTOCOL_VIOLATION, "client corrupted its down ring"));
+        violation(c, makeError(Errc::PROTOCOL_VIOLATION, "client corrupted its down ring"));
         return Direct::GONE;
     }
     return Direct::GONE;
@@ -941,6 +947,15 @@ Result<MessageSeq> ServiceWorker::Impl::postToClient(const ClientId& id, const a
                    c->pid, c->backlog.size());
     }
     return makeError(Errc::QUEUE_FULL, "client is not draining its queue");
+  }
+  if (ports->empty() && payload.value) {
+    wire::PlainMessage m;
+    m.kind = schema::Envelope::CLIENT_POST;
+    switch (sendDirect(*c, m, *payload.value)) {
+      case Direct::SENT: return m.seq;
+      case Direct::GONE: return makeError(Errc::DISCONNECTED, "client disconnected");
+      case Direct::NOT_NOW: break;
+    }
   }
   MessageSeq seq;
   auto mb = newEnvelope(*c, seq);
