@@ -149,10 +149,10 @@ Layout computeLayout() {
   return l;
 }
 
-const Layout& layout() {
-  static const Layout l = computeLayout();
-  return l;
-}
+// Computed when the library loads (from the schemas' constant data), so reading it costs no
+// initialisation check on every message.
+const Layout LAYOUT = computeLayout();
+const Layout& layout() { return LAYOUT; }
 
 uint32_t pointerOf(schema::Envelope::Which kind) {
   switch (kind) {
