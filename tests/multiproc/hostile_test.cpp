@@ -4,7 +4,8 @@
 // running and keeps serving a well-behaved client. A client that only floods its doorbell is not
 // a violation at all. A client that lies about MessagePort ownership (transfers or posts from a
 // port it does not own, registers a pair over existing ids or with itself as peer, transfers the
-// posting port itself or one port twice) is a violation too (DESIGN §13: the daemon re-checks every transfer).
+// posting port itself or one port twice, ships messageSW's reply port, registered to stay) is a
+// violation too (DESIGN §13: the daemon re-checks every transfer).
 // The misbehaviour itself lives in tests/support/hostile_client.cpp.
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -129,6 +130,7 @@ class HostileTest : public ::testing::Test {
 struct ViolationCase {
   const char* testName;
   const char* mode;
+  const char* reason = nullptr;  // when set, the daemon's log names it (the check that must catch it)
 };
 
 void PrintTo(const ViolationCase& c, std::ostream* os) { *os << c.mode; }
@@ -143,6 +145,7 @@ TEST_P(HostileViolationTest, DisconnectsOnlyTheOffender) {
 
   EXPECT_EQ(run.lastLine(), "disconnected ProtocolViolation") << run.describe() << "\ndaemon log:\n" << daemon_->log();
   EXPECT_TRUE(logEventuallyContains("protocol violation by client=" + id)) << daemon_->log();
+  if (GetParam().reason) EXPECT_TRUE(logEventuallyContains(GetParam().reason)) << daemon_->log();
   EXPECT_TRUE(logEventuallyContains("detached client=" + id)) << daemon_->log();
   EXPECT_TRUE(daemon_->process().running()) << "the daemon died:\n" << daemon_->log();
   expectGoodClientServed();
@@ -176,7 +179,10 @@ INSTANTIATE_TEST_SUITE_P(
                       ViolationCase{"RegisterAlreadyRegisteredPort", "port-register-existing-port"},
                       ViolationCase{"RegisterPairWithAlreadyRegisteredPeer", "port-register-existing-peer"},
                       ViolationCase{"PortPostTransferringThePostingPort", "port-post-transfers-itself"},
-                      ViolationCase{"SamePortTwiceInOneTransferList", "port-transfer-twice"}),
+                      ViolationCase{"SamePortTwiceInOneTransferList", "port-transfer-twice"},
+                      // Still registered and owned here, so only the silentPeer check objects.
+                      ViolationCase{"ShipsTheReplyPortRegisteredToStay", "port-ship-silent",
+                                    "registered to stay (silentPeer)"}),
     [](const ::testing::TestParamInfo<ViolationCase>& info) { return std::string(info.param.testName); });
 
 // ------------------------------------------------------------------------------------------------

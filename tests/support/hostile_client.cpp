@@ -311,10 +311,14 @@ void setDescriptor(swipc::schema::PortDescriptor::Builder d, uint64_t portId, ui
 }
 
 /// A controllerPost of {"type": type} carrying one port: a new pair (port, peer) registered with
-/// it, as messageSW does (port goes to the service worker, peer stays here for the reply).
-void buildPostWithNewPair(capnp::MallocMessageBuilder& mb, const std::string& type, uint64_t port, uint64_t peer) {
+/// it, as messageSW does (port goes to the service worker, peer stays here for the reply; with
+/// `silentPeer`, as messageSW marks its reply port, the peer is registered to stay here).
+void buildPostWithNewPair(capnp::MallocMessageBuilder& mb, const std::string& type, uint64_t port, uint64_t peer,
+                          bool silentPeer = false) {
   auto post = buildPost(mb, type);
-  setDescriptor(post.initPorts(1)[0], port, peer, /*reg=*/true);
+  auto d = post.initPorts(1)[0];
+  setDescriptor(d, port, peer, /*reg=*/true);
+  d.setSilentPeer(silentPeer);
 }
 
 /// Sends through the library's (well-behaved) ring writer, retrying while the ring is full.
@@ -633,10 +637,10 @@ struct OwnedPair {
   uint64_t mine = 0;
 };
 
-std::optional<OwnedPair> initializePort(Session& s, SocketWatch& watch) {
+std::optional<OwnedPair> initializePort(Session& s, SocketWatch& watch, bool silentPeer = false) {
   OwnedPair pair{randomPortId(), randomPortId()};
   capnp::MallocMessageBuilder mb;
-  buildPostWithNewPair(mb, "PORT_INITIALIZATION", pair.kept, pair.mine);
+  buildPostWithNewPair(mb, "PORT_INITIALIZATION", pair.kept, pair.mine, silentPeer);
   sendEnvelope(s, mb, watch);
   auto ready = waitPortMessage(s, watch, pair.mine, Clock::now() + 5s);
   if (!ready) {
@@ -739,6 +743,19 @@ void portPostTransfersItself(Session& s, SocketWatch& watch, const Options&) {
   });
 }
 
+void portShipSilent(Session& s, SocketWatch& watch, const Options&) {
+  // `mine` registered as messageSW's reply port (silentPeer: it stays here, and the daemon writes
+  // its messages straight into this client's ring, keeping no copy for a move), then shipped on
+  // in a later post. The service worker keeps `kept` (PORT_INITIALIZATION rather than a request
+  // it answers and closes), so `mine` is still registered, and owned here, when it is shipped.
+  auto pair = initializePort(s, watch, /*silentPeer=*/true);
+  if (!pair) return;
+  capnp::MallocMessageBuilder mb;
+  setDescriptor(buildPost(mb, "GET_VERSION").initPorts(1)[0], pair->mine, pair->kept, /*reg=*/false, /*sendSeq=*/1,
+                /*recvNext=*/2);
+  sendEnvelope(s, mb, watch);
+}
+
 void floodWakes(Session& s, SocketWatch& watch, const Options& o) {
   say("flooding " + std::to_string(o.wakes));
   for (uint64_t i = 0; i < o.wakes; ++i) s.ringDoorbell();
@@ -776,6 +793,7 @@ const std::map<std::string, Misbehaviour>& ringModes() {
       {"port-register-existing-peer", portRegisterExistingPeer},
       {"port-post-transfers-itself", portPostTransfersItself},
       {"port-transfer-twice", portTransferTwice},
+      {"port-ship-silent", portShipSilent},
   };
   return modes;
 }

@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -369,6 +370,500 @@ TEST(PlainPostTest, DecodingRandomValuesIntoOneValueMatchesFreshDecodes) {
     ASSERT_EQ(reused, fresh.data) << "round " << round;
     ASSERT_EQ(reused, v) << "round " << round;
   }
+}
+
+// ---- the other shapes: a post registering one fresh port, a port message, a port close ----
+
+constexpr auto PORT_MESSAGE = schema::Envelope::PORT_MESSAGE;
+constexpr auto PORT_CLOSE = schema::Envelope::PORT_CLOSE;
+constexpr uint32_t ALL_KINDS = kindBit(CONTROLLER_POST) | kindBit(CLIENT_POST) | kindBit(PORT_MESSAGE) | kindBit(PORT_CLOSE);
+
+/// A controller post registering a fresh pair, as messageSW sends it (`port` goes, its peer stays).
+PlainMessage postWithPort(uint64_t seq, bool wantAck, PlainPort port) {
+  PlainMessage m;
+  m.kind = CONTROLLER_POST;
+  m.seq = seq;
+  m.wantAck = wantAck;
+  m.hasPort = true;
+  m.port = port;
+  return m;
+}
+
+PlainMessage portMessage(uint64_t seq, uint64_t to, uint64_t portSeq) {
+  PlainMessage m;
+  m.kind = PORT_MESSAGE;
+  m.seq = seq;
+  m.to = to;
+  m.portSeq = portSeq;
+  return m;
+}
+
+PlainMessage portClose(uint64_t seq, uint64_t port, uint64_t recvNext) {
+  PlainMessage m;
+  m.kind = PORT_CLOSE;
+  m.seq = seq;
+  m.to = port;
+  m.portSeq = recvNext;
+  return m;
+}
+
+const PlainPort SAMPLE_PORT{0x1111'2222'3333'4444ull, 0x5555'6666'7777'8888ull, 3, 7, true};
+
+/// `m` carrying `v` (ignored for a port close) as the generated builders write it; `tweak`, when
+/// given, then changes the envelope (to make something the fast lane must decline).
+std::vector<capnp::word> capnpMessage(const PlainMessage& m, const Value& v,
+                                      const std::function<void(schema::Envelope::Builder)>& tweak = {}) {
+  capnp::MallocMessageBuilder mb;
+  auto env = mb.initRoot<schema::Envelope>();
+  env.setSchemaVersion(schema::SCHEMA_VERSION);
+  env.setSeq(m.seq);
+  switch (m.kind) {
+    case PORT_MESSAGE: {
+      auto pm = env.initPortMessage();
+      pm.setTo(m.to);
+      pm.setSeq(m.portSeq);
+      writeValue(v, pm.initPayload().initValue());
+      break;
+    }
+    case PORT_CLOSE: {
+      auto pc = env.initPortClose();
+      pc.setPort(m.to);
+      pc.setRecvNext(m.portSeq);
+      break;
+    }
+    default: {
+      auto post = m.kind == CLIENT_POST ? env.initClientPost() : env.initControllerPost();
+      post.setWantAck(m.wantAck);
+      post.setReplyId(m.replyId);
+      writeValue(v, post.initPayload().initValue());
+      if (m.hasPort) {
+        auto d = post.initPorts(1)[0];
+        d.setPortId(m.port.portId);
+        d.setPeerId(m.port.peerId);
+        d.setSendSeq(m.port.sendSeq);
+        d.setRecvNext(m.port.recvNext);
+        d.setRegister(true);
+        d.setSilentPeer(m.port.silentPeer);
+      }
+      break;
+    }
+  }
+  if (tweak) tweak(env);
+  auto a = capnp::messageToFlatArray(mb);
+  return std::vector<capnp::word>(a.begin(), a.end());
+}
+
+std::vector<capnp::word> fastMessage(const PlainMessage& m, const Value& v) {
+  const size_t bytes = plainBytes(m, v);
+  EXPECT_EQ(bytes % sizeof(capnp::word), 0u);
+  std::vector<capnp::word> words(bytes / sizeof(capnp::word));
+  std::memset(static_cast<void*>(words.data()), 0xEE, bytes);  // the writer must not rely on a zeroed destination
+  writePlain(m, v, reinterpret_cast<uint8_t*>(words.data()), bytes);
+  return words;
+}
+
+bool fastReadAny(const std::vector<capnp::word>& words, uint32_t kinds, Fast& out) {
+  out = Fast{};
+  return readPlain(words.data(), words.size(), OPTIONS, kinds, out, out.data);
+}
+
+/// Everything the general path (Inbound + generated readers) sees in `words`, whatever the kind.
+struct GeneralMessage {
+  bool ok = false;  // a valid envelope whose Value (where its kind has one) decodes
+  schema::Envelope::Which kind = CONTROLLER_POST;
+  uint64_t seq = 0;
+  bool wantAck = false;
+  uint64_t replyId = 0;
+  unsigned ports = 0;  // descriptors in the post's or port message's transfer list
+  // The first descriptor, when there is one.
+  uint64_t portId = 0, peerId = 0, sendSeq = 0, recvNext = 0;
+  bool reg = false, peerClosed = false, silentPeer = false;
+  unsigned queued = 0;
+  uint64_t to = 0, portSeq = 0;
+  bool valuePayload = false;
+  Value data;
+};
+
+GeneralMessage readGeneral(const std::vector<capnp::word>& words) {
+  GeneralMessage g;
+  auto in = Inbound::copyEnvelope(reinterpret_cast<const uint8_t*>(words.data()), words.size() * sizeof(capnp::word),
+                                  OPTIONS);
+  if (!in) return g;
+  try {
+    auto env = in->envelope();
+    g.kind = env.which();
+    g.seq = env.getSeq();
+    auto takePorts = [&](capnp::List<schema::PortDescriptor>::Reader ds) {
+      g.ports = ds.size();
+      if (ds.size() == 0) return;
+      auto d = ds[0];
+      g.portId = d.getPortId();
+      g.peerId = d.getPeerId();
+      g.sendSeq = d.getSendSeq();
+      g.recvNext = d.getRecvNext();
+      g.reg = d.getRegister();
+      g.peerClosed = d.getPeerClosed();
+      g.silentPeer = d.getSilentPeer();
+      g.queued = d.getQueued().size();
+    };
+    auto takeValue = [&](schema::Payload::Reader payload) {
+      g.valuePayload = payload.isValue();
+      if (!g.valuePayload) return false;
+      auto v = readValue(payload.getValue());
+      if (!v) return false;
+      g.data = std::move(*v);
+      return true;
+    };
+    switch (g.kind) {
+      case CONTROLLER_POST:
+      case CLIENT_POST: {
+        auto post = g.kind == CLIENT_POST ? env.getClientPost() : env.getControllerPost();
+        g.wantAck = post.getWantAck();
+        g.replyId = post.getReplyId();
+        takePorts(post.getPorts());
+        g.ok = takeValue(post.getPayload());
+        break;
+      }
+      case PORT_MESSAGE: {
+        auto pm = env.getPortMessage();
+        g.to = pm.getTo();
+        g.portSeq = pm.getSeq();
+        takePorts(pm.getPorts());
+        g.ok = takeValue(pm.getPayload());
+        break;
+      }
+      case PORT_CLOSE:
+        g.to = env.getPortClose().getPort();
+        g.portSeq = env.getPortClose().getRecvNext();
+        g.ok = true;
+        break;
+      default: break;
+    }
+  } catch (const kj::Exception&) {
+    g.ok = false;
+  }
+  return g;
+}
+
+/// The general path's reading of what the fast lane accepted as `p` is the same in every field.
+::testing::AssertionResult sameAsGeneral(const Fast& p, const GeneralMessage& g) {
+  if (!g.ok) return ::testing::AssertionFailure() << "the fast lane accepted what the general path refuses";
+  if (g.kind != p.kind) return ::testing::AssertionFailure() << "kind " << p.kind << " vs " << g.kind;
+  if (g.seq != p.seq) return ::testing::AssertionFailure() << "seq " << p.seq << " vs " << g.seq;
+  switch (p.kind) {
+    case PORT_CLOSE:
+      if (g.to != p.to || g.portSeq != p.portSeq) return ::testing::AssertionFailure() << "port or recvNext differ";
+      return ::testing::AssertionSuccess();
+    case PORT_MESSAGE:
+      if (g.to != p.to || g.portSeq != p.portSeq) return ::testing::AssertionFailure() << "to or seq differ";
+      if (g.ports != 0) return ::testing::AssertionFailure() << "a port message with " << g.ports << " ports";
+      break;
+    default:
+      if (g.wantAck != p.wantAck) return ::testing::AssertionFailure() << "wantAck differs";
+      if (g.replyId != p.replyId) return ::testing::AssertionFailure() << "replyId differs";
+      if (g.ports != (p.hasPort ? 1u : 0u)) return ::testing::AssertionFailure() << g.ports << " ports, hasPort " << p.hasPort;
+      if (p.hasPort &&
+          (g.portId != p.port.portId || g.peerId != p.port.peerId || g.sendSeq != p.port.sendSeq ||
+           g.recvNext != p.port.recvNext || g.silentPeer != p.port.silentPeer || !g.reg || g.peerClosed || g.queued != 0))
+        return ::testing::AssertionFailure() << "the descriptor differs";
+      break;
+  }
+  if (!g.valuePayload || g.data != p.data) return ::testing::AssertionFailure() << "the Value differs";
+  return ::testing::AssertionSuccess();
+}
+
+TEST(PlainPostTest, WhatItWritesInEveryShapeCapnpReads) {
+  for (const Value& v : {Value{}, Value::map({{"type", "NOOP"}}), sample()}) {
+    for (bool ack : {false, true}) {
+      for (bool silent : {false, true}) {
+        PlainPort port = SAMPLE_PORT;
+        port.silentPeer = silent;
+        auto words = fastMessage(postWithPort(42, ack, port), v);
+        GeneralMessage g = readGeneral(words);
+        ASSERT_TRUE(g.ok);
+        EXPECT_EQ(g.kind, CONTROLLER_POST);
+        EXPECT_EQ(g.seq, 42u);
+        EXPECT_EQ(g.wantAck, ack);
+        EXPECT_EQ(g.replyId, 0u);
+        ASSERT_EQ(g.ports, 1u);
+        EXPECT_EQ(g.portId, SAMPLE_PORT.portId);
+        EXPECT_EQ(g.peerId, SAMPLE_PORT.peerId);
+        EXPECT_EQ(g.sendSeq, SAMPLE_PORT.sendSeq);
+        EXPECT_EQ(g.recvNext, SAMPLE_PORT.recvNext);
+        EXPECT_TRUE(g.reg);
+        EXPECT_EQ(g.silentPeer, silent);
+        EXPECT_FALSE(g.peerClosed);
+        EXPECT_EQ(g.queued, 0u);
+        EXPECT_EQ(g.data, v);
+        auto in = Inbound::copyEnvelope(reinterpret_cast<const uint8_t*>(words.data()),
+                                        words.size() * sizeof(capnp::word), OPTIONS);
+        ASSERT_TRUE(in);
+        EXPECT_TRUE(in->checkAll());
+      }
+    }
+    {
+      auto words = fastMessage(portMessage(43, 0xABCD'EF01'2345'6789ull, 17), v);
+      GeneralMessage g = readGeneral(words);
+      ASSERT_TRUE(g.ok);
+      EXPECT_EQ(g.kind, PORT_MESSAGE);
+      EXPECT_EQ(g.seq, 43u);
+      EXPECT_EQ(g.to, 0xABCD'EF01'2345'6789ull);
+      EXPECT_EQ(g.portSeq, 17u);
+      EXPECT_EQ(g.ports, 0u);
+      EXPECT_EQ(g.data, v);
+      auto in = Inbound::copyEnvelope(reinterpret_cast<const uint8_t*>(words.data()),
+                                      words.size() * sizeof(capnp::word), OPTIONS);
+      ASSERT_TRUE(in);
+      EXPECT_TRUE(in->checkAll());
+    }
+  }
+  auto words = fastMessage(portClose(44, 0x0102'0304'0506'0708ull, 99), Value{"ignored"});
+  EXPECT_EQ(words.size(), fastMessage(portClose(44, 1, 2), Value{}).size()) << "a close carries no Value";
+  GeneralMessage g = readGeneral(words);
+  ASSERT_TRUE(g.ok);
+  EXPECT_EQ(g.kind, PORT_CLOSE);
+  EXPECT_EQ(g.seq, 44u);
+  EXPECT_EQ(g.to, 0x0102'0304'0506'0708ull);
+  EXPECT_EQ(g.portSeq, 99u);
+  auto in = Inbound::copyEnvelope(reinterpret_cast<const uint8_t*>(words.data()), words.size() * sizeof(capnp::word),
+                                  OPTIONS);
+  ASSERT_TRUE(in);
+  EXPECT_TRUE(in->checkAll());
+}
+
+TEST(PlainPostTest, WhatCapnpWritesInEveryShapeItReads) {
+  for (const Value& v : {Value{}, Value{int64_t{7}}, Value::map({{"type", "NOOP"}}), sample()}) {
+    for (bool ack : {false, true}) {
+      for (bool silent : {false, true}) {
+        PlainPort port = SAMPLE_PORT;
+        port.silentPeer = silent;
+        for (const auto& words : {capnpMessage(postWithPort(9, ack, port), v), fastMessage(postWithPort(9, ack, port), v)}) {
+          Fast p;
+          ASSERT_TRUE(fastReadAny(words, kindBit(CONTROLLER_POST), p));
+          EXPECT_EQ(p.kind, CONTROLLER_POST);
+          EXPECT_EQ(p.seq, 9u);
+          EXPECT_EQ(p.wantAck, ack);
+          EXPECT_EQ(p.replyId, 0u);
+          ASSERT_TRUE(p.hasPort);
+          EXPECT_EQ(p.port.portId, SAMPLE_PORT.portId);
+          EXPECT_EQ(p.port.peerId, SAMPLE_PORT.peerId);
+          EXPECT_EQ(p.port.sendSeq, SAMPLE_PORT.sendSeq);
+          EXPECT_EQ(p.port.recvNext, SAMPLE_PORT.recvNext);
+          EXPECT_EQ(p.port.silentPeer, silent);
+          EXPECT_EQ(p.data, v);
+        }
+      }
+    }
+    for (const auto& words : {capnpMessage(portMessage(10, 0xFEDC'BA98'7654'3210ull, 5), v),
+                              fastMessage(portMessage(10, 0xFEDC'BA98'7654'3210ull, 5), v)}) {
+      Fast p;
+      ASSERT_TRUE(fastReadAny(words, kindBit(PORT_MESSAGE), p));
+      EXPECT_EQ(p.kind, PORT_MESSAGE);
+      EXPECT_EQ(p.seq, 10u);
+      EXPECT_EQ(p.to, 0xFEDC'BA98'7654'3210ull);
+      EXPECT_EQ(p.portSeq, 5u);
+      EXPECT_EQ(p.data, v);
+    }
+  }
+  for (const auto& words : {capnpMessage(portClose(11, 0x77ull << 56, 123), Value{}),
+                            fastMessage(portClose(11, 0x77ull << 56, 123), Value{})}) {
+    Fast p;
+    ASSERT_TRUE(fastReadAny(words, kindBit(PORT_CLOSE), p));
+    EXPECT_EQ(p.kind, PORT_CLOSE);
+    EXPECT_EQ(p.seq, 11u);
+    EXPECT_EQ(p.to, 0x77ull << 56);
+    EXPECT_EQ(p.portSeq, 123u);
+  }
+  // An empty queue (rather than a null one) is nothing queued too.
+  Fast p;
+  ASSERT_TRUE(fastReadAny(capnpMessage(postWithPort(12, false, SAMPLE_PORT), Value{},
+                                       [](schema::Envelope::Builder env) {
+                                         env.getControllerPost().getPorts()[0].initQueued(0);
+                                       }),
+                          ALL_KINDS, p));
+  EXPECT_TRUE(p.hasPort);
+  EXPECT_EQ(p.port.portId, SAMPLE_PORT.portId);
+}
+
+TEST(PlainPostTest, DeclinesAPortThatIsNotAFreshPair) {
+  const Value v = Value::map({{"type", "GET_VERSION"}});
+  const PlainMessage m = postWithPort(1, false, SAMPLE_PORT);
+  Fast p;
+  ASSERT_TRUE(fastReadAny(capnpMessage(m, v), ALL_KINDS, p)) << "the untouched post must be accepted";
+  auto port = [](schema::Envelope::Builder env) { return env.getControllerPost().getPorts()[0]; };
+  // An existing port (the general path checks its ownership).
+  EXPECT_FALSE(fastReadAny(capnpMessage(m, v, [&](auto env) { port(env).setRegister(false); }), ALL_KINDS, p));
+  // A port whose peer is already gone.
+  EXPECT_FALSE(fastReadAny(capnpMessage(m, v, [&](auto env) { port(env).setPeerClosed(true); }), ALL_KINDS, p));
+  // Messages queued at it.
+  EXPECT_FALSE(fastReadAny(capnpMessage(m, v,
+                                        [&](auto env) {
+                                          auto q = port(env).initQueued(1)[0];
+                                          q.setTo(SAMPLE_PORT.portId);
+                                          q.setSeq(1);
+                                          q.initPayload().initValue().setText("queued");
+                                        }),
+                           ALL_KINDS, p));
+  // Two descriptors, each a fresh pair of its own.
+  EXPECT_FALSE(fastReadAny(capnpMessage(m, v,
+                                        [&](auto env) {
+                                          auto ds = env.getControllerPost().initPorts(2);
+                                          for (unsigned i = 0; i < 2; ++i) {
+                                            ds[i].setPortId(10 + 2 * i);
+                                            ds[i].setPeerId(11 + 2 * i);
+                                            ds[i].setSendSeq(1);
+                                            ds[i].setRecvNext(1);
+                                            ds[i].setRegister(true);
+                                          }
+                                        }),
+                           ALL_KINDS, p));
+  // A client post carrying a port (only controller posts register pairs on the fast lane).
+  PlainMessage client = m;
+  client.kind = CLIENT_POST;
+  EXPECT_FALSE(fastReadAny(capnpMessage(client, v), ALL_KINDS, p));
+  // The post-only reader declines any port, fresh or not.
+  for (const auto& words : {capnpMessage(m, v), fastMessage(m, v)}) {
+    Fast post;
+    EXPECT_FALSE(readPlainPost(words.data(), words.size(), OPTIONS, CONTROLLER_POST, post, post.data));
+  }
+}
+
+TEST(PlainPostTest, DeclinesAPortMessageItDoesNotCarry) {
+  const Value v = Value::map({{"type", "COUNT"}});
+  const PlainMessage m = portMessage(1, 0x42, 3);
+  Fast p;
+  ASSERT_TRUE(fastReadAny(capnpMessage(m, v), ALL_KINDS, p)) << "the untouched message must be accepted";
+  // Ports travelling with it.
+  EXPECT_FALSE(fastReadAny(capnpMessage(m, v,
+                                        [](schema::Envelope::Builder env) {
+                                          auto d = env.getPortMessage().initPorts(1)[0];
+                                          d.setPortId(5);
+                                          d.setPeerId(6);
+                                          d.setRegister(true);
+                                        }),
+                           ALL_KINDS, p));
+  // A typed payload.
+  EXPECT_FALSE(fastReadAny(capnpMessage(m, v,
+                                        [](schema::Envelope::Builder env) {
+                                          env.getPortMessage().initPayload().initTyped().setTypeId(77);
+                                        }),
+                           ALL_KINDS, p));
+}
+
+TEST(PlainPostTest, DeclinesAKindNotAskedFor) {
+  const Value v = Value::map({{"type", "NOOP"}});
+  Fast p;
+  for (const auto& words : {capnpMessage(portClose(1, 0x42, 3), v), fastMessage(portClose(1, 0x42, 3), v)}) {
+    ASSERT_TRUE(fastReadAny(words, kindBit(PORT_CLOSE), p));
+    EXPECT_FALSE(fastReadAny(words, kindBit(CONTROLLER_POST), p));
+    EXPECT_FALSE(fastReadAny(words, ALL_KINDS & ~kindBit(PORT_CLOSE), p));
+  }
+  for (const auto& words : {capnpMessage(portMessage(1, 0x42, 3), v), fastMessage(portMessage(1, 0x42, 3), v)}) {
+    ASSERT_TRUE(fastReadAny(words, kindBit(PORT_MESSAGE), p));
+    EXPECT_FALSE(fastReadAny(words, kindBit(CONTROLLER_POST) | kindBit(CLIENT_POST) | kindBit(PORT_CLOSE), p));
+  }
+  for (const auto& words : {capnpMessage(postWithPort(1, true, SAMPLE_PORT), v),
+                            fastMessage(postWithPort(1, true, SAMPLE_PORT), v)}) {
+    ASSERT_TRUE(fastReadAny(words, kindBit(CONTROLLER_POST), p));
+    EXPECT_FALSE(fastReadAny(words, ALL_KINDS & ~kindBit(CONTROLLER_POST), p));
+  }
+}
+
+/// A filter that records the header it was shown and answers `answer`.
+struct RecordingFilter final : PlainFilter {
+  bool answer = true;
+  mutable int asked = 0;
+  mutable PlainMessage seen;
+  bool wantsValue(const PlainMessage& header) const override {
+    ++asked;
+    seen = header;
+    return answer;
+  }
+};
+
+TEST(PlainPostTest, AFilterSeesTheHeaderAndMayHandTheMessageToTheGeneralPath) {
+  const Value v = Value::map({{"type", "ECHO"}, {"pad", std::string(40, 'x')}});
+  for (const PlainMessage& m : {portMessage(5, 0x42, 9), postWithPort(6, true, SAMPLE_PORT), portClose(7, 0x43, 4)}) {
+    for (const auto& words : {capnpMessage(m, v), fastMessage(m, v)}) {
+      RecordingFilter yes;
+      Fast p;
+      ASSERT_TRUE(readPlain(words.data(), words.size(), OPTIONS, ALL_KINDS, p, p.data, &yes));
+      EXPECT_EQ(yes.asked, 1);
+      // Asked once the header is read: kind, seq and the port fields are there already.
+      EXPECT_EQ(yes.seen.kind, m.kind);
+      EXPECT_EQ(yes.seen.seq, m.seq);
+      EXPECT_EQ(yes.seen.to, m.to);
+      EXPECT_EQ(yes.seen.portSeq, m.portSeq);
+      EXPECT_EQ(yes.seen.hasPort, m.hasPort);
+      EXPECT_EQ(yes.seen.port.portId, m.port.portId);
+      if (m.hasValue()) EXPECT_EQ(p.data, v);
+
+      RecordingFilter no;
+      no.answer = false;
+      Value untouched = Value::map({{"kept", 1}});
+      EXPECT_FALSE(readPlain(words.data(), words.size(), OPTIONS, ALL_KINDS, p, untouched, &no));
+      EXPECT_EQ(no.asked, 1);
+      // Declined before the Value: it was not decoded (the general path will decode it once).
+      EXPECT_EQ(untouched, Value::map({{"kept", 1}}));
+      EXPECT_TRUE(Inbound::copyEnvelope(reinterpret_cast<const uint8_t*>(words.data()),
+                                        words.size() * sizeof(capnp::word), OPTIONS)
+                      .ok());
+    }
+  }
+}
+
+/// A random message of the shape `shape` (0: a post registering a port, 1: a post, 2: a port
+/// message, 3: a port close).
+PlainMessage randomMessage(std::mt19937_64& rng, int shape, uint64_t seq) {
+  switch (shape) {
+    case 0: return postWithPort(seq, (rng() & 1) != 0, PlainPort{rng(), rng(), 1 + rng() % 8, 1 + rng() % 8, (rng() & 1) != 0});
+    case 1: {
+      PlainMessage m;
+      m.kind = (rng() & 1) ? CONTROLLER_POST : CLIENT_POST;
+      m.seq = seq;
+      m.wantAck = (rng() & 1) != 0;
+      return m;
+    }
+    case 2: return portMessage(seq, rng(), 1 + rng() % 1000);
+    default: return portClose(seq, rng(), rng() % 1000);
+  }
+}
+
+TEST(PlainPostTest, WhateverItAcceptsInAnyShapeTheGeneralPathAcceptsAlike) {
+  std::mt19937_64 rng(20260117);
+  int accepted = 0, declined = 0;
+  int acceptedWithPort = 0, acceptedPortMessages = 0, acceptedPortCloses = 0;
+  for (int round = 0; round < 40000; ++round) {
+    const PlainMessage m = randomMessage(rng, round % 4, static_cast<uint64_t>(round) + 1);
+    const Value v = m.hasValue() ? randomValue(rng, 0) : Value{};
+    auto words = ((round / 4) & 1) ? fastMessage(m, v) : capnpMessage(m, v);
+    // Corrupt one to three things, as above: a random bit, a random byte, or a word from elsewhere.
+    auto* bytes = reinterpret_cast<uint8_t*>(words.data());
+    const size_t n = words.size() * sizeof(capnp::word);
+    for (int k = 0, c = 1 + static_cast<int>(rng() % 3); k < c; ++k) {
+      switch (rng() % 3) {
+        case 0: bytes[rng() % n] ^= static_cast<uint8_t>(1u << (rng() % 8)); break;
+        case 1: bytes[rng() % n] = static_cast<uint8_t>(rng()); break;
+        default: words[rng() % words.size()] = words[rng() % words.size()]; break;
+      }
+    }
+    Fast p;
+    if (!fastReadAny(words, ALL_KINDS, p)) {
+      ++declined;
+      continue;
+    }
+    ++accepted;
+    acceptedWithPort += p.kind == CONTROLLER_POST && p.hasPort;
+    acceptedPortMessages += p.kind == PORT_MESSAGE;
+    acceptedPortCloses += p.kind == PORT_CLOSE;
+    ASSERT_TRUE(sameAsGeneral(p, readGeneral(words))) << "round " << round;
+  }
+  // Every outcome happens often, or the test shows nothing.
+  EXPECT_GT(accepted, 4000);
+  EXPECT_GT(declined, 4000);
+  EXPECT_GT(acceptedWithPort, 1000);
+  EXPECT_GT(acceptedPortMessages, 1000);
+  EXPECT_GT(acceptedPortCloses, 1000);
 }
 
 }  // namespace
