@@ -87,6 +87,8 @@ class Client::Impl final : public detail::PortHost {
   Result<void> postRemote(detail::PortState& from, const api::OutgoingPayload& payload,
                           std::vector<detail::PortPtr>& transfer) override;
   void closeRemote(detail::PortState& port) override;
+  /// portClose{port, its recvNext} on the fast lane.
+  Result<MessageSeq> sendPortClose(const detail::PortState& port, bool wake);
   void ackRemote(detail::PortState& port) override;
   void track(const detail::PortPtr& port) override { ports_[port->id.value()] = port; }
   void untrack(detail::PortState& port) override;
@@ -479,15 +481,7 @@ void Client::Impl::handleEnvelope(wire::Inbound&& inbound) {
       auto port = routable(env.getPortClosed().getPort());
       if (!port) return;
       // Answer, so the daemon can forget the port; it is disentangled here from now on.
-      const uint64_t id = port->id.value();
-      const uint64_t recvNext = port->recvNext;
-      (void)sendEnvelope(
-          [&](schema::Envelope::Builder e) {
-            auto c = e.initPortClose();
-            c.setPort(id);
-            c.setRecvNext(recvNext);
-          },
-          PostOptions{}, false);
+      (void)sendPortClose(*port, true);
       port->peerClosed(true);
       return;
     }
@@ -622,20 +616,24 @@ Result<void> Client::Impl::postRemote(detail::PortState& from, const api::Outgoi
   return {};
 }
 
-void Client::Impl::closeRemote(detail::PortState& port) {
-  if (!conn_ || closed_) return;
+Result<MessageSeq> Client::Impl::sendPortClose(const detail::PortState& port, bool wake) {
   wire::PlainMessage m;
   m.kind = schema::Envelope::PORT_CLOSE;
   m.to = port.id.value();
   m.portSeq = port.recvNext;
   const Value none;
   const size_t bytes = wire::plainBytes(m, none);
-  auto r = sendWith(
+  return sendWith(
       [&](MessageSeq s) {
         m.seq = s;
         return conn_->sendPlain(m, none, bytes);
       },
-      PostOptions{}, false, !port.quietClose);
+      PostOptions{}, false, wake);
+}
+
+void Client::Impl::closeRemote(detail::PortState& port) {
+  if (!conn_ || closed_) return;
+  auto r = sendPortClose(port, !port.quietClose);
   if (!r) core::log().warn("port {}: close not sent: {}", port.id.toString(), r.error().describe());
 }
 
@@ -1067,6 +1065,7 @@ void Client::Impl::messageSWAsync(const Value& data, std::function<void(Result<V
   port1->quietClose = true;
   port1->interceptValue = [this, replyId](Value& v) { settleReply(replyId, std::move(v)); };
   port1->intercept = [this, replyId](detail::QueuedPortMessage& m) {
+    if (!replies_.count(replyId)) return;  // answered already, or timed out: not even decoded
     MessageEvent ev;
     auto r = api::readPayload(m.payload, m.keepAlive, types_, ev);
     if (r)

@@ -30,6 +30,25 @@ const PortRouter::Entry* PortRouter::find(PortId id) const {
   return it == table_.end() ? nullptr : &it->second;
 }
 
+bool PortRouter::canRegister(uint64_t id, uint64_t peer) const {
+  return id != 0 && peer != 0 && peer != id && !table_.count(id) && !table_.count(peer);
+}
+
+void PortRouter::registerPair(PortId id, PortId peer, const Owner& dest, const Owner& from, bool silentPeer) {
+  Entry shipped;
+  shipped.peer = peer;
+  shipped.owner = dest;
+  table_.emplace(id.value(), std::move(shipped));
+  Entry stays;
+  stays.peer = id;
+  stays.owner = from;
+  stays.silent = !from.local && silentPeer;
+  if (from.local) {
+    if (auto it = localStates_.find(peer.value()); it != localStates_.end()) stays.state = it->second;
+  }
+  table_.emplace(peer.value(), std::move(stays));
+}
+
 void PortRouter::erase(PortId id) {
   if (table_.erase(id.value())) ++stats_.closed;
 }
@@ -74,8 +93,8 @@ Result<void> PortRouter::checkList(const ClientId& from, PortList::Reader ds, Ch
     if (++ctx.count > MAX_PORTS_PER_MESSAGE) return violation("more than 4096 ports in one message");
     if (d.getRegister()) {
       const uint64_t peer = d.getPeerId();
-      if (peer == 0 || peer == id || table_.count(id) || table_.count(peer) || ctx.seen.contains(peer) ||
-          ctx.registeredPeers.contains(peer) || ctx.registeredPeers.contains(id))
+      if (!canRegister(id, peer) || ctx.seen.contains(peer) || ctx.registeredPeers.contains(peer) ||
+          ctx.registeredPeers.contains(id))
         return violation("invalid registration of port pair " + PortId(id).toString() + "/" + PortId(peer).toString());
       ctx.registeredPeers.insert(peer);
     } else if (d.getPeerClosed()) {
@@ -121,18 +140,7 @@ void PortRouter::routeOne(schema::PortDescriptor::Reader d, const Owner& from, c
   bool peerClosed = d.getPeerClosed();
   std::vector<Copy> unreceived;
   if (d.getRegister()) {
-    Entry shipped;
-    shipped.peer = peer;
-    shipped.owner = dest;
-    table_.emplace(id.value(), std::move(shipped));
-    Entry stays;
-    stays.peer = id;
-    stays.owner = from;
-    stays.silent = !from.local && d.getSilentPeer();
-    if (from.local) {
-      if (auto it = localStates_.find(peer.value()); it != localStates_.end()) stays.state = it->second;
-    }
-    table_.emplace(peer.value(), std::move(stays));
+    registerPair(id, peer, dest, from, d.getSilentPeer());
   } else {
     if (Entry* e = find(id)) {
       for (auto& c : e->copies)
@@ -181,18 +189,10 @@ std::vector<detail::PortPtr> PortRouter::toServiceWorker(const ClientId& from, P
 
 Result<detail::PortPtr> PortRouter::adoptRegistered(const ClientId& from, PortId id, PortId peer, uint64_t sendSeq,
                                                     uint64_t recvNext, bool silentPeer) {
-  if (id.empty() || peer.empty() || id == peer || table_.count(id.value()) || table_.count(peer.value()))
+  if (!canRegister(id.value(), peer.value()))
     return violation("invalid registration of port pair " + id.toString() + "/" + peer.toString());
   ++stats_.transferred;
-  Entry shipped;
-  shipped.peer = peer;
-  shipped.owner = Owner{true, {}};
-  table_.emplace(id.value(), std::move(shipped));
-  Entry stays;
-  stays.peer = id;
-  stays.owner = Owner{false, from};
-  stays.silent = silentPeer;
-  table_.emplace(peer.value(), std::move(stays));
+  registerPair(id, peer, Owner{true, {}}, Owner{false, from}, silentPeer);
   auto s = std::make_shared<detail::PortState>(&local_, id, peer, detail::PortState::Mode::REMOTE);
   s->sendSeq = sendSeq;
   s->recvNext = recvNext;
@@ -425,7 +425,8 @@ Result<void> PortRouter::postFromLocal(detail::PortState& from, const OutgoingPa
         ++stats_.routed;
         dst->received = true;
         return {};
-      case Sink::Direct::GONE: return {};
+      case Sink::Direct::GONE: return {};  // as the general path: its owner is gone, the port closes
+      case Sink::Direct::BROKEN: return makeError(Errc::DISCONNECTED, "the port's owner disconnected");
       case Sink::Direct::NOT_NOW: break;
     }
   }

@@ -53,8 +53,9 @@ class PortRouter {
     virtual void disconnect(const ClientId& id, const Error& why) = 0;
     /// The fast lane: a port message carrying a Value and no ports, written straight into the
     /// client's ring. NOT_NOW: it must take the general path (a backlog waits, the ring is full,
-    /// it needs more than a record); GONE: the client is gone or broke.
-    enum class Direct { SENT, NOT_NOW, GONE };
+    /// it needs more than a record); GONE: the client is gone; BROKEN: its ring turned out
+    /// corrupt (it is disconnected).
+    enum class Direct { SENT, NOT_NOW, GONE, BROKEN };
     virtual Direct sendPortValue(const ClientId& id, PortId to, uint64_t portSeq, const Value& data) = 0;
   };
 
@@ -144,6 +145,10 @@ class PortRouter {
 
   Entry* find(PortId id);
   const Entry* find(PortId id) const;
+  /// A pair (id, peer) may be registered: two distinct non-zero ids, neither in the table.
+  bool canRegister(uint64_t id, uint64_t peer) const;
+  /// Enters a fresh pair: `id` shipped to `dest`, `peer` staying with `from`.
+  void registerPair(PortId id, PortId peer, const Owner& dest, const Owner& from, bool silentPeer);
   Result<void> checkList(const ClientId& from, PortList::Reader ds, CheckContext& ctx, int depth) const;
   /// Moves every port in `ds` from `from` to `dest`, writing the descriptors `dest` gets.
   void route(PortList::Reader ds, const Owner& from, const Owner& dest, PortList::Builder out);

@@ -187,7 +187,8 @@ class ServiceWorker::Impl final : public detail::PortHost, public api::PortRoute
   }
   /// The fast lane to a page: `m` (its seq set here) written straight into the down ring.
   /// NOT_NOW when it must be built and enqueue()d instead (a backlog waits: it goes behind that;
-  /// the ring is full; it needs more than one record); GONE when the ring turned out corrupt.
+  /// the ring is full; it needs more than one record); BROKEN when the ring turned out corrupt
+  /// (the client is disconnected).
   Direct sendDirect(ClientRecord& c, wire::PlainMessage& m, const Value& data) {
     if (!c.backlog.empty()) return Direct::NOT_NOW;
     m.seq = c.nextSeq;
@@ -203,9 +204,9 @@ class ServiceWorker::Impl final : public detail::PortHost, public api::PortRoute
       case Connection::SendStatus::TOO_BIG: return Direct::NOT_NOW;  // into the backlog, or refused, there
       case Connection::SendStatus::BROKEN:
         violation(c, makeError(Errc::PROTOCOL_VIOLATION, "client corrupted its down ring"));
-        return Direct::GONE;
+        return Direct::BROKEN;
     }
-    return Direct::GONE;
+    return Direct::BROKEN;
   }
   void endLocalPorts() {
     for (auto& p : router_->takeLocalPorts()) p->hostGone();
@@ -670,8 +671,6 @@ void ServiceWorker::Impl::drain(ClientRecord& c, bool toTheEnd) {
   for (;;) {
     wire::Inbound in;
     wire::PlainMessage plain;
-    ev.ports.clear();
-    ev.typed.reset();
     Error err;
     auto s = c.conn->receive(in, plain, ev.data, PLAIN_KINDS, err);
     if (s == Connection::RecvStatus::VIOLATION) return violation(c, err);
@@ -682,6 +681,10 @@ void ServiceWorker::Impl::drain(ClientRecord& c, bool toTheEnd) {
       // callbacks are not run inside a catch that blames the peer).
       const bool ok = s == Connection::RecvStatus::PLAIN ? handlePlain(c, plain, ev)
                                                          : handleEnvelope(c, std::move(in));
+      // Its ports go now: dropping one closes it, which may write to this client and find its
+      // ring broken (detaching it), so that is known before anything touches c again.
+      ev.ports.clear();
+      ev.typed.reset();
       if (!ok) return;
       if (!c.alive) return;
       if (handled++ == 0) lastActivity_ = Clock::now();
@@ -953,7 +956,8 @@ Result<MessageSeq> ServiceWorker::Impl::postToClient(const ClientId& id, const a
     m.kind = schema::Envelope::CLIENT_POST;
     switch (sendDirect(*c, m, *payload.value)) {
       case Direct::SENT: return m.seq;
-      case Direct::GONE: return makeError(Errc::DISCONNECTED, "client disconnected");
+      case Direct::GONE:
+      case Direct::BROKEN: return makeError(Errc::DISCONNECTED, "client disconnected");
       case Direct::NOT_NOW: break;
     }
   }

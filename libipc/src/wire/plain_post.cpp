@@ -149,10 +149,10 @@ Layout computeLayout() {
   return l;
 }
 
-// Computed when the library loads (from the schemas' constant data), so reading it costs no
-// initialisation check on every message.
-const Layout LAYOUT = computeLayout();
-const Layout& layout() { return LAYOUT; }
+const Layout& layout() {
+  static const Layout l = computeLayout();  // (not at load time: a static initialiser may use the lane)
+  return l;
+}
 
 uint32_t pointerOf(schema::Envelope::Which kind) {
   switch (kind) {
@@ -300,7 +300,7 @@ bool readFreshPort(plain::Segment& seg, const plain::StructView& d, PlainPort& o
 }
 
 /// The Value of the payload at `ptr`, decoded into `data`; false for a typed payload.
-bool readValuePayload(plain::Segment& seg, const uint64_t* ptr, int nestingLeft, Value& data) {
+INLINE bool readValuePayload(plain::Segment& seg, const uint64_t* ptr, int nestingLeft, Value& data) {
   const Layout& L = *seg.layout;
   auto payload = plain::readStruct(seg, ptr, nestingLeft);
   if (payload.u16(L.payloadDiscriminant) != schema::Payload::VALUE) return false;
@@ -360,11 +360,6 @@ bool readPlain(const capnp::word* words, size_t count, const capnp::ReaderOption
   } catch (const plain::NotPlain&) {
     return false;
   }
-}
-
-bool readPlainPost(const capnp::word* words, size_t count, const capnp::ReaderOptions& options,
-                   schema::Envelope::Which kind, PlainPost& out, Value& data) {
-  return readPlain(words, count, options, kindBit(kind), out, data) && !out.hasPort;
 }
 
 // ------------------------------------------------------------------------------------------------ writing
@@ -593,25 +588,6 @@ void writePlain(const PlainMessage& m, const Value& data, uint8_t* dst, size_t b
     w.valueAt(payload + L.payloadOfValue.dataWords + L.payloadValue, data);
   }
   SWIPC_REQUIRE(w.used() == segWords, "writePlain: size mismatch");
-}
-
-namespace {
-PlainMessage postOf(schema::Envelope::Which kind, uint64_t seq, bool wantAck) {
-  PlainMessage m;
-  m.kind = kind;
-  m.seq = seq;
-  m.wantAck = wantAck;
-  return m;
-}
-}  // namespace
-
-size_t plainPostBytes(const Value& data, bool wantAck) {
-  return plainBytes(postOf(schema::Envelope::CONTROLLER_POST, 0, wantAck), data);
-}
-
-void writePlainPost(schema::Envelope::Which kind, uint64_t seq, bool wantAck, const Value& data, uint8_t* dst,
-                    size_t bytes) {
-  writePlain(postOf(kind, seq, wantAck), data, dst, bytes);
 }
 
 }  // namespace swipc::wire

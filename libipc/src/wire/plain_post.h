@@ -50,7 +50,6 @@ struct PlainMessage {
   uint64_t portSeq = 0;  // PORT_MESSAGE: the sending end's seq; PORT_CLOSE: recvNext
   bool hasValue() const { return kind != schema::Envelope::PORT_CLOSE; }
 };
-using PlainPost = PlainMessage;
 
 /// The set of kinds a reader takes from the fast lane.
 constexpr uint32_t kindBit(schema::Envelope::Which kind) { return uint32_t{1} << static_cast<unsigned>(kind); }
@@ -73,9 +72,6 @@ class PlainFilter {
 /// `data` are then unspecified.
 bool readPlain(const capnp::word* words, size_t count, const capnp::ReaderOptions& options, uint32_t kinds,
                PlainMessage& out, Value& data, const PlainFilter* filter = nullptr);
-/// readPlain() for one post kind, declining a post that carries a port.
-bool readPlainPost(const capnp::word* words, size_t count, const capnp::ReaderOptions& options,
-                   schema::Envelope::Which kind, PlainPost& out, Value& data);
 
 /// Encoded size in bytes (framing included) of `m` carrying `data` (ignored for PORT_CLOSE).
 /// Structs are written at the smallest size that holds what is set, so a small post takes few
@@ -84,11 +80,6 @@ size_t plainBytes(const PlainMessage& m, const Value& data);
 /// Writes `m` into `dst`, which must be word-aligned and exactly plainBytes(m, data) long (it
 /// need not be zeroed).
 void writePlain(const PlainMessage& m, const Value& data, uint8_t* dst, size_t bytes);
-
-/// The same for a post without ports.
-size_t plainPostBytes(const Value& data, bool wantAck);
-void writePlainPost(schema::Envelope::Which kind, uint64_t seq, bool wantAck, const Value& data, uint8_t* dst,
-                    size_t bytes);
 
 // ---- the reader's view of a Value, shaped like schema::Value::Reader for readValue's decoder ----
 

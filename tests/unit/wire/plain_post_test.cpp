@@ -25,6 +25,30 @@ const capnp::ReaderOptions OPTIONS = readerOptions(DEFAULT_MAX_MESSAGE_BYTES);
 constexpr auto CONTROLLER_POST = schema::Envelope::CONTROLLER_POST;
 constexpr auto CLIENT_POST = schema::Envelope::CLIENT_POST;
 
+// The lane's post without ports, in the shape most of these tests take.
+using PlainPost = PlainMessage;
+
+PlainMessage postHeader(schema::Envelope::Which kind, uint64_t seq, bool wantAck) {
+  PlainMessage m;
+  m.kind = kind;
+  m.seq = seq;
+  m.wantAck = wantAck;
+  return m;
+}
+
+size_t plainPostBytes(const Value& data, bool wantAck) { return plainBytes(postHeader(CONTROLLER_POST, 0, wantAck), data); }
+
+void writePlainPost(schema::Envelope::Which kind, uint64_t seq, bool wantAck, const Value& data, uint8_t* dst,
+                    size_t bytes) {
+  writePlain(postHeader(kind, seq, wantAck), data, dst, bytes);
+}
+
+/// readPlain() for one post kind, declining a post that carries a port.
+bool readPlainPost(const capnp::word* words, size_t count, const capnp::ReaderOptions& options,
+                   schema::Envelope::Which kind, PlainPost& out, Value& data) {
+  return readPlain(words, count, options, kindBit(kind), out, data) && !out.hasPort;
+}
+
 std::vector<capnp::word> capnpPost(schema::Envelope::Which kind, uint64_t seq, bool wantAck, const Value& v,
                                    unsigned firstSegmentWords = 1024) {
   capnp::MallocMessageBuilder mb(firstSegmentWords, capnp::AllocationStrategy::FIXED_SIZE);
