@@ -404,10 +404,7 @@ constexpr uint32_t ALL_KINDS = kindBit(CONTROLLER_POST) | kindBit(CLIENT_POST) |
 
 /// A controller post registering a fresh pair, as messageSW sends it (`port` goes, its peer stays).
 PlainMessage postWithPort(uint64_t seq, bool wantAck, PlainPort port) {
-  PlainMessage m;
-  m.kind = CONTROLLER_POST;
-  m.seq = seq;
-  m.wantAck = wantAck;
+  PlainMessage m = postHeader(CONTROLLER_POST, seq, wantAck);
   m.hasPort = true;
   m.port = port;
   return m;
