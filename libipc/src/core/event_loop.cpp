@@ -4,6 +4,7 @@
 #include <sys/eventfd.h>
 #include <sys/timerfd.h>
 
+#include <algorithm>
 #include <array>
 
 #include "common/sys_error.h"
@@ -52,32 +53,64 @@ void EventLoop::unwatch(WatchId id) {
 }
 
 EventLoop::TimerId EventLoop::addTimer(Deadline when, Task task) {
-  TimerId id = nextTimer_++;
-  timers_.emplace(when, id);
-  timerTasks_.emplace(id, std::make_pair(when, std::move(task)));
+  uint32_t slot;
+  if (!freeSlots_.empty()) {
+    slot = freeSlots_.back();
+    freeSlots_.pop_back();
+  } else {
+    slot = static_cast<uint32_t>(slots_.size());
+    slots_.emplace_back();
+  }
+  TimerSlot& s = slots_[slot];
+  s.task = std::move(task);
+  s.live = true;
+  ++liveTimers_;
+  heap_.push_back(TimerEntry{when, slot, s.generation});
+  std::push_heap(heap_.begin(), heap_.end(), EarliestFirst{});
   if (when < armedFor_) armTimerFd();
-  return id;
+  // (generation, slot + 1): never 0, and an old id never names a reused slot.
+  return (static_cast<TimerId>(s.generation) << 32) | (slot + 1);
+}
+
+void EventLoop::releaseSlot(uint32_t slot) {
+  TimerSlot& s = slots_[slot];
+  s.task = nullptr;
+  s.live = false;
+  ++s.generation;
+  --liveTimers_;
+  freeSlots_.push_back(slot);
 }
 
 void EventLoop::cancelTimer(TimerId id) {
-  auto it = timerTasks_.find(id);
-  if (it == timerTasks_.end()) return;
-  auto range = timers_.equal_range(it->second.first);
-  for (auto t = range.first; t != range.second; ++t) {
-    if (t->second == id) {
-      timers_.erase(t);
-      break;
-    }
+  const uint64_t low = id & 0xFFFF'FFFFu;
+  if (low == 0 || low > slots_.size()) return;
+  const auto slot = static_cast<uint32_t>(low - 1);
+  if (!slots_[slot].live || slots_[slot].generation != static_cast<uint32_t>(id >> 32)) return;  // ran or cancelled
+  releaseSlot(slot);
+  if (heap_.size() > 64 && heap_.size() > 2 * liveTimers_) {
+    // Mostly stale: rebuild from the live entries (amortised O(1) per cancel; memory stays
+    // proportional to the live timers however many come and go).
+    std::erase_if(heap_, [this](const TimerEntry& e) { return stale(e); });
+    std::make_heap(heap_.begin(), heap_.end(), EarliestFirst{});
   }
-  timerTasks_.erase(it);
+}
+
+void EventLoop::popTimer() {
+  std::pop_heap(heap_.begin(), heap_.end(), EarliestFirst{});
+  heap_.pop_back();
+}
+
+void EventLoop::dropStaleTop() {
+  while (!heap_.empty() && stale(heap_.front())) popTimer();
 }
 
 void EventLoop::armTimerFd() {
   itimerspec spec{};
-  if (timers_.empty()) {
+  dropStaleTop();
+  if (heap_.empty()) {
     armedFor_ = Deadline::max();
   } else {
-    armedFor_ = timers_.begin()->first;
+    armedFor_ = heap_.front().when;
     auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(armedFor_.time_since_epoch()).count();
     if (ns <= 0) ns = 1;
     spec.it_value.tv_sec = ns / 1'000'000'000;
@@ -103,19 +136,19 @@ void EventLoop::wake() {
 int EventLoop::runTimers() {
   int ran = 0;
   auto now = Clock::now();
-  while (!timers_.empty() && timers_.begin()->first <= now) {
-    TimerId id = timers_.begin()->second;
-    timers_.erase(timers_.begin());
-    auto it = timerTasks_.find(id);
-    if (it == timerTasks_.end()) continue;
-    Task task = std::move(it->second.second);
-    timerTasks_.erase(it);
-    task();
+  for (;;) {
+    dropStaleTop();
+    if (heap_.empty() || heap_.front().when > now) break;
+    const uint32_t slot = heap_.front().slot;
+    popTimer();
+    Task task = std::move(slots_[slot].task);
+    releaseSlot(slot);
+    task();  // may add or cancel timers
     ++ran;
   }
   // Re-arm only when needed: the armed time passed, or an earlier timer exists. A cancelled
   // earliest timer just makes the fd fire once for nothing (cheaper than a syscall per loop pass).
-  const Deadline want = timers_.empty() ? Deadline::max() : timers_.begin()->first;
+  const Deadline want = heap_.empty() ? Deadline::max() : heap_.front().when;
   if (want < armedFor_ || (armedFor_ <= now && want != armedFor_)) armTimerFd();
   return ran;
 }

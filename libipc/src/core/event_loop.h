@@ -4,7 +4,6 @@
 
 #include <cstdint>
 #include <functional>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
@@ -62,9 +61,32 @@ class EventLoop {
   UniqueFd wakeFd_;
   std::unordered_map<WatchId, Watch> watches_;
   WatchId nextWatch_ = 16;  // ids below are reserved for internal fds
-  std::multimap<Deadline, TimerId> timers_;
-  std::unordered_map<TimerId, std::pair<Deadline, Task>> timerTasks_;
-  TimerId nextTimer_ = 1;
+  // Timers: tasks in reusable slots, and a min-heap of (deadline, slot, generation). A cancel
+  // frees its slot at once and leaves its heap entry stale (its generation no longer matches);
+  // stale entries are dropped when they reach the top or when they outnumber the live ones, so
+  // adding and cancelling a timer (every messageSW with a deadline) allocates nothing.
+  struct TimerSlot {
+    Task task;
+    uint32_t generation = 0;
+    bool live = false;
+  };
+  struct TimerEntry {
+    Deadline when;
+    uint32_t slot;
+    uint32_t generation;
+  };
+  /// The heap's order: std::*_heap keep the greatest on top, so "greater" is the later deadline.
+  struct EarliestFirst {
+    bool operator()(const TimerEntry& a, const TimerEntry& b) const { return a.when > b.when; }
+  };
+  bool stale(const TimerEntry& e) const { return !slots_[e.slot].live || slots_[e.slot].generation != e.generation; }
+  void popTimer();
+  void dropStaleTop();
+  void releaseSlot(uint32_t slot);
+  std::vector<TimerSlot> slots_;
+  std::vector<uint32_t> freeSlots_;
+  std::vector<TimerEntry> heap_;
+  size_t liveTimers_ = 0;
   Deadline armedFor_ = Deadline::max();
   std::mutex postMutex_;
   std::vector<Task> posted_;
