@@ -182,7 +182,12 @@ INSTANTIATE_TEST_SUITE_P(
                       ViolationCase{"SamePortTwiceInOneTransferList", "port-transfer-twice"},
                       // Still registered and owned here, so only the silentPeer check objects.
                       ViolationCase{"ShipsTheReplyPortRegisteredToStay", "port-ship-silent",
-                                    "registered to stay (silentPeer)"}),
+                                    "registered to stay (silentPeer)"},
+                      // A fast-lane post's port, ignored by the service worker, is dropped after
+                      // the post: its close goes to the client's (full, head made impossible)
+                      // down ring, breaks there and detaches the client in the drain loop.
+                      ViolationCase{"DroppedPortsCloseWritesToACorruptDownRing", "port-drop-corrupt-down",
+                                    "client corrupted its down ring"}),
     [](const ::testing::TestParamInfo<ViolationCase>& info) { return std::string(info.param.testName); });
 
 // ------------------------------------------------------------------------------------------------

@@ -17,6 +17,8 @@
 //                                new port pair in the post's transfer list, the reply on its peer)
 //   port-ready                   port-* modes that first own a port legitimately: PORT_READY came
 //   sent-fds <n>                 ool-fd-hoard only: all n out-of-line notices went out
+//   down-ring-corrupted          port-drop-corrupt-down only: down ring filled, its head made
+//                                impossible, before the post whose dropped port closes
 //   disconnected <ErrorName>     hang-up, after a Control.error with that name
 //   disconnected hangup          hang-up without an error
 //   still-connected              no hang-up within --linger-ms
@@ -199,6 +201,10 @@ struct Session {
   }
   uint8_t* upData() const { return static_cast<uint8_t*>(base) + layout.upOffset + RING_HEADER_BYTES; }
   uint64_t upCapacity() const { return layout.upCapacity; }
+  RingHeader* downHeader() const {
+    return reinterpret_cast<RingHeader*>(static_cast<uint8_t*>(base) + layout.downOffset);
+  }
+  uint64_t downCapacity() const { return layout.downCapacity; }
   int socketFd() const { return conn->socketFd(); }
   void ringDoorbell() const {
     uint64_t one = 1;
@@ -756,6 +762,61 @@ void portShipSilent(Session& s, SocketWatch& watch, const Options&) {
   sendEnvelope(s, mb, watch);
 }
 
+/// Waits until the daemon has published more than `after` in our down ring (we never read it);
+/// the new tail, or nullopt when it hung up or the deadline passed.
+std::optional<uint64_t> waitDownTailPast(Session& s, SocketWatch& watch, uint64_t after, Deadline deadline) {
+  for (;;) {
+    const uint64_t t = s.downHeader()->tail.load(std::memory_order_acquire);
+    if (t != after) return t;
+    if (watch.pump() || Clock::now() >= deadline) return std::nullopt;
+    pollfd p[2] = {{s.socketFd(), POLLIN, 0}, {s.conn->wakeReadFd(), POLLIN, 0}};
+    ::poll(p, 2, 20);
+    s.conn->drainWakes();
+  }
+}
+
+void portDropCorruptDown(Session& s, SocketWatch& watch, const Options&) {
+  // The daemon's ring writer re-reads our down ring's head (the index we own) only when the ring
+  // looks full from the head it last saw (0: we never consume). So first fill the ring exactly to
+  // its capacity with ECHO replies we leave unread: every write after that must re-read the head.
+  const uint64_t cap = s.downCapacity();
+  const uint64_t big = cap / 8;  // a reply well under a record's limit (a quarter of the ring)
+  uint64_t tail = s.downHeader()->tail.load(std::memory_order_acquire);
+  if (s.downHeader()->head.load(std::memory_order_acquire) != 0 || tail > cap)
+    fail("the down ring is not fresh");
+  const auto deadline = Clock::now() + 10s;
+  std::optional<uint64_t> overhead;  // reply record bytes beyond its pad (pads are word multiples)
+  while (tail != cap) {
+    const uint64_t left = cap - tail;
+    uint64_t pad = big;
+    if (overhead) {
+      if (left < *overhead + 8) fail("cannot fill the down ring exactly: " + std::to_string(left) + " bytes left");
+      if (left - *overhead <= big) pad = left - *overhead;              // the last one: exactly to the end
+      else if (left - *overhead - big < *overhead + 8) pad = big / 2;  // leave room for a whole last one
+    }
+    capnp::MallocMessageBuilder mb;
+    buildPost(mb, "ECHO", pad);
+    sendEnvelope(s, mb, watch);
+    if (watch.closed()) return;
+    auto t = waitDownTailPast(s, watch, tail, deadline);
+    if (!t) {
+      if (watch.closed()) return;
+      fail("no ECHO reply in the down ring");
+    }
+    if (!overhead) overhead = *t - tail - pad;
+    tail = *t;
+  }
+  // Our head, impossible: ahead of everything the daemon ever wrote.
+  s.downHeader()->head.store(tail + 2 * cap, std::memory_order_release);
+  say("down-ring-corrupted");
+  // One fast-lane post (one fresh pair, nothing queued, a Value) the service worker ignores: the
+  // daemon drops its port when the post is done, which closes it, so it writes portClosed for
+  // our end (not silentPeer) into the down ring, finds the ring broken and disconnects us.
+  capnp::MallocMessageBuilder mb;
+  buildPostWithNewPair(mb, "NOOP", randomPortId(), randomPortId(), /*silentPeer=*/false);
+  sendEnvelope(s, mb, watch);
+}
+
 void floodWakes(Session& s, SocketWatch& watch, const Options& o) {
   say("flooding " + std::to_string(o.wakes));
   for (uint64_t i = 0; i < o.wakes; ++i) s.ringDoorbell();
@@ -794,6 +855,7 @@ const std::map<std::string, Misbehaviour>& ringModes() {
       {"port-post-transfers-itself", portPostTransfersItself},
       {"port-transfer-twice", portTransferTwice},
       {"port-ship-silent", portShipSilent},
+      {"port-drop-corrupt-down", portDropCorruptDown},
   };
   return modes;
 }
