@@ -41,7 +41,7 @@ Result<EventLoop::WatchId> EventLoop::watch(int fd, uint32_t events, FdHandler h
   ev.events = events;
   ev.data.u64 = id;
   SWIPC_SYSCALL(::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev), "epoll_ctl add");
-  watches_.emplace(id, Watch{fd, std::move(handler)});
+  watches_.emplace(id, Watch{fd, std::make_shared<FdHandler>(std::move(handler))});
   return id;
 }
 
@@ -189,8 +189,8 @@ int EventLoop::runOnce(Deadline until) {
     }
     auto it = watches_.find(id);
     if (it == watches_.end()) continue;  // removed by an earlier handler in this batch
-    FdHandler h = it->second.handler;    // copy: the handler may unwatch itself
-    h(events[i].events);
+    auto h = it->second.handler;  // a reference kept: the handler may unwatch itself (no copy of it)
+    (*h)(events[i].events);
     ++ran;
   }
   ran += runTimers();

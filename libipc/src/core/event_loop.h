@@ -54,7 +54,7 @@ class EventLoop {
 
   struct Watch {
     int fd;
-    FdHandler handler;
+    std::shared_ptr<FdHandler> handler;  // shared, so a handler runs without copying its captures
   };
   UniqueFd epoll_;
   UniqueFd timerFd_;

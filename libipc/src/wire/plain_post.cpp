@@ -82,7 +82,7 @@ uint32_t slotOf(const char* field) {
   return slot.getOffset();
 }
 
-Layout computeLayout() {
+[[gnu::noinline]] Layout computeLayout() {
   Layout l;
   l.envelope = sizeOf<schema::Envelope>();
   l.post = sizeOf<schema::Post>();
@@ -149,7 +149,7 @@ Layout computeLayout() {
   return l;
 }
 
-const Layout& layout() {
+INLINE const Layout& layout() {
   static const Layout l = computeLayout();  // (not at load time: a static initialiser may use the lane)
   return l;
 }
