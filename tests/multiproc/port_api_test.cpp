@@ -147,6 +147,35 @@ TEST_F(PortApiTest, TransferNeutersEveryHandleAndQueuedMessagesFollowThePort) {
   EXPECT_EQ(sw.onLoop([&] { return swGot; }), (std::vector<int64_t>{0, 1, 2, 3, 4}));
 }
 
+TEST_F(PortApiTest, APortShippedWithTwentyThousandQueuedMessagesArrivesWhole) {
+  // The descriptor carries every message waiting at the port. Routing it must read that list
+  // once: reading it again per message spent the reader's traversal budget quadratically, and
+  // past ~1,300 queued messages the daemon died on the exception.
+  constexpr int64_t N = 20000;
+  std::vector<int64_t> swGot;
+  ServiceWorkerThread sw(swOptions(), [&](ServiceWorker& s) {
+    s.onMessage([&](ExtendableMessageEvent& e) {
+      if (e.ports.empty()) return;
+      MessagePort port = e.ports[0];
+      port.onMessage([&, port](const MessageEvent& m) mutable {
+        swGot.push_back(m.data["n"].asInt());
+        if (static_cast<int64_t>(swGot.size()) == N) (void)port.postMessage(Value("all"));
+      });
+    });
+  });
+  Client sut = connect();
+  auto ch = MessageChannel::create(sut);
+  for (int64_t i = 0; i < N; ++i) ASSERT_TRUE(ch.port1.postMessage(msg(i)).ok());  // all queued at port2
+  ASSERT_TRUE(sut.controller()->postMessage(Value::map({{"type", "TAKE"}}), {std::move(ch.port2)}).ok());
+  std::optional<std::string> answer;
+  ch.port1.onMessage([&](const MessageEvent& e) { answer = e.data.asText(); });
+  ASSERT_TRUE(sut.runUntil([&] { return answer.has_value(); }, deadlineIn(20000ms)));
+  EXPECT_EQ(*answer, "all");
+  auto got = sw.onLoop([&] { return swGot; });
+  ASSERT_EQ(got.size(), static_cast<size_t>(N));
+  for (int64_t i = 0; i < N; ++i) ASSERT_EQ(got[static_cast<size_t>(i)], i) << "at " << i;
+}
+
 TEST_F(PortApiTest, DroppingTheLastHandleClosesThePortAndThePeerGetsClose) {
   std::atomic<bool> swSawClose{false};
   ServiceWorkerThread sw(swOptions(), [&](ServiceWorker& s) {

@@ -156,9 +156,12 @@ void PortRouter::routeOne(schema::PortDescriptor::Reader d, const Owner& from, c
     }
   }
   out.setPeerClosed(peerClosed);
-  const unsigned own = d.getQueued().size();
+  // The list is read once: every getQueued() charges its whole size to the reader's traversal
+  // budget, so one per message made a long queue quadratic (and the reader throw).
+  const auto queued = d.getQueued();
+  const unsigned own = queued.size();
   auto q = out.initQueued(own + static_cast<unsigned>(unreceived.size()));
-  for (unsigned i = 0; i < own; ++i) copyMessage(d.getQueued()[i], from, dest, q[i]);
+  for (unsigned i = 0; i < own; ++i) copyMessage(queued[i], from, dest, q[i]);
   uint64_t recvNext = d.getRecvNext();
   for (unsigned i = 0; i < unreceived.size(); ++i) {
     // What the old owner never read follows the port, in order (the copy's ports were routed to
