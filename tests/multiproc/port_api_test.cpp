@@ -3,7 +3,9 @@
 // the daemon's port table), plus the transfer-list rules that fail before anything is sent.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <future>
+#include <stdexcept>
 #include <thread>
 
 #include "process.h"
@@ -174,6 +176,40 @@ TEST_F(PortApiTest, APortShippedWithTwentyThousandQueuedMessagesArrivesWhole) {
   auto got = sw.onLoop([&] { return swGot; });
   ASSERT_EQ(got.size(), static_cast<size_t>(N));
   for (int64_t i = 0; i < N; ++i) ASSERT_EQ(got[static_cast<size_t>(i)], i) << "at " << i;
+}
+
+TEST_F(PortApiTest, AServiceWorkerPortHandlerThatThrowsNeitherEndsTheDaemonNorBlamesTheClient) {
+  std::atomic<int> calls{0};
+  ServiceWorkerThread sw(swOptions(), [&](ServiceWorker& s) {
+    s.onMessage([&](ExtendableMessageEvent& e) {
+      if (e.data["type"].textOr("") == "PING") {
+        if (!e.ports.empty()) (void)e.ports[0].postMessage(Value("pong"));
+        return;
+      }
+      if (e.ports.empty()) return;
+      MessagePort port = e.ports[0];
+      port.onMessage([&, port](const MessageEvent& m) mutable {
+        ++calls;
+        (void)port.postMessage(m.data);  // answered, then it fails
+        throw std::runtime_error("a bug in the service worker");
+      });
+    });
+  });
+  Client sut = connect();
+  auto ch = MessageChannel::create(sut);
+  ASSERT_TRUE(sut.controller()->postMessage(Value::map({{"type", "TAKE"}}), {std::move(ch.port2)}).ok());
+  for (int64_t i = 0; i < 3; ++i) ASSERT_TRUE(ch.port1.postMessage(msg(i)).ok());
+  // Every message reached the handler (each throw was logged and dropped), the client is still
+  // attached and served, and nobody was taken for a protocol violation.
+  std::vector<int64_t> echoed;
+  ch.port1.onMessage([&](const MessageEvent& e) { echoed.push_back(e.data["n"].asInt()); });
+  ASSERT_TRUE(sut.runUntil([&] { return echoed.size() == 3; }, deadlineIn(5000ms)));
+  EXPECT_EQ(echoed, (std::vector<int64_t>{0, 1, 2}));
+  EXPECT_EQ(calls.load(), 3);
+  auto pong = sut.messageSW(Value::map({{"type", "PING"}}), deadlineIn(5000ms));
+  ASSERT_TRUE(pong.ok()) << pong.error().describe();
+  EXPECT_EQ(*pong, Value("pong"));
+  EXPECT_EQ(sw.counters().protocolViolations, 0u);
 }
 
 TEST_F(PortApiTest, DroppingTheLastHandleClosesThePortAndThePeerGetsClose) {

@@ -4,6 +4,7 @@
 
 #include "core/log.h"
 #include "wire/codec.h"
+#include "wire/value_decode.h"
 
 namespace swipc::api {
 
@@ -85,6 +86,9 @@ Result<void> PortRouter::checkShipped(const ClientId& from, PortList::Reader ds,
 
 Result<void> PortRouter::checkList(const ClientId& from, PortList::Reader ds, CheckContext& ctx, int depth) const {
   if (depth > MAX_PORT_NESTING) return violation("ports nested deeper than " + std::to_string(MAX_PORT_NESTING));
+  // No encoder writes a list whose elements take no space; a sender that does claims millions of
+  // elements in a few bytes, for the router to allocate and loop over.
+  if (wire::decode::zeroSized(ds)) return violation("a transfer list of zero-sized descriptors");
   for (auto d : ds) {
     const uint64_t id = d.getPortId();
     if (id == 0) return violation("port id 0 in a transfer list");
@@ -109,7 +113,9 @@ Result<void> PortRouter::checkList(const ClientId& from, PortList::Reader ds, Ch
       // go straight into its owner's ring with no copy kept for a move.
       if (e->silent) return violation("ships port " + PortId(id).toString() + ", registered to stay (silentPeer)");
     }
-    for (auto q : d.getQueued())
+    const auto queued = d.getQueued();
+    if (wire::decode::zeroSized(queued)) return violation("a port queue of zero-sized messages");
+    for (auto q : queued)
       if (auto r = checkList(from, q.getPorts(), ctx, depth + 1); !r) return r;
   }
   return {};

@@ -2,6 +2,7 @@
 
 #include <cstdio>
 
+#include "api/user_code.h"
 #include "core/log.h"
 #include "swipc/client.h"
 #include "swipc/service_worker.h"
@@ -155,6 +156,16 @@ void PortState::scheduleFlush(bool now) {
     host->later(std::move(fn));
 }
 
+namespace {
+template <typename F>
+void runHandler(const PortHost* host, F&& fn) {
+  if (host && host->shieldsUserCode())
+    api::callUser("a MessagePort handler", fn);
+  else
+    fn();
+}
+}  // namespace
+
 void PortState::flush() {
   flushScheduled_ = false;
   auto self = shared_from_this();  // a handler may drop the last handle
@@ -169,7 +180,7 @@ void PortState::flush() {
   if (live() && peerGone && !closeFired_ && queue.empty() && onClose) {
     closeFired_ = true;
     auto fn = onClose;
-    fn();
+    runHandler(host, [&] { fn(); });
   }
 }
 
@@ -177,13 +188,13 @@ void PortState::dispatch(QueuedPortMessage& m) {
   MessageEvent ev;
   auto r = api::readPayload(m.payload, m.keepAlive, host->types(), ev);
   if (!r) {
-    if (auto fn = onMessageError) fn(MessageErrorEvent{"messageport", r.error()});
+    if (auto fn = onMessageError) runHandler(host, [&] { fn(MessageErrorEvent{"messageport", r.error()}); });
     return;
   }
   ev.ports.reserve(m.ports.size());
   for (auto& p : m.ports) ev.ports.emplace_back(p);
   m.ports.clear();
-  if (auto fn = onMessage) fn(ev);  // a copy: the handler may close this port
+  if (auto fn = onMessage) runHandler(host, [&] { fn(ev); });  // a copy: the handler may close this port
 }
 
 void PortState::describe(schema::PortDescriptor::Builder d, ShipContext& ctx) const {

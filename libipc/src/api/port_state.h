@@ -91,6 +91,9 @@ class PortHost {
   virtual void deliver(std::function<void()> fn) = 0;
   virtual const TypeRegistry& types() const = 0;
   virtual uint64_t maxMessageBytes() const = 0;
+  /// Port handlers run through api::callUser() (the daemon: a handler's exception is logged, and
+  /// never ends the daemon or blames a client); otherwise they propagate (a page's own code).
+  virtual bool shieldsUserCode() const { return false; }
   /// A fresh random non-zero port id.
   virtual PortId newPortId() = 0;
 };

@@ -24,7 +24,10 @@
 #include "api/payload.h"
 #include "queue/broadcast_ring.h"
 #include "shm/memfd.h"
+#include <kj/exception.h>
+
 #include "api/port_router.h"
+#include "api/user_code.h"
 #include "api/port_state.h"
 #include "core/identity.h"
 #include "common/sys_error.h"
@@ -136,6 +139,7 @@ class ServiceWorker::Impl final : public detail::PortHost, public api::PortRoute
       early_.push_back(std::move(fn));  // before listen(): run once the loop exists
   }
   void deliver(std::function<void()> fn) override { fn(); }
+  bool shieldsUserCode() const override { return true; }
   const TypeRegistry& types() const override { return types_; }
   uint64_t maxMessageBytes() const override { return opts_.maxMessageBytes; }
   PortId newPortId() override {
@@ -624,7 +628,7 @@ void ServiceWorker::Impl::admit(PendingAttach p, const core::HelloInfo& hello) {
   ++counters_.attached;
   core::log().info("attached client={} pid={} type={} controlled={} url={} resumed={}", id.toString(), c.pid,
                clientTypeName(c.type), c.controlled, c.url, hello.resumeToken.has_value());
-  if (onAttached_) onAttached_(handleFor(c));
+  if (onAttached_) api::callUser("onClientAttached", [&] { onAttached_(handleFor(c)); });
   if (opened) finishOpen(hello.openToken, handleFor(c), "attached");
 }
 
@@ -679,8 +683,17 @@ void ServiceWorker::Impl::drain(ClientRecord& c, bool toTheEnd) {
       // and its Value is decoded inside readValue's own exception boundary; a fast-lane post is
       // decoded whole before it gets here. Nothing below throws for malformed bytes (so user
       // callbacks are not run inside a catch that blames the peer).
-      const bool ok = s == Connection::RecvStatus::PLAIN ? handlePlain(c, plain, ev)
-                                                         : handleEnvelope(c, std::move(in));
+      bool ok = false;
+      try {
+        ok = s == Connection::RecvStatus::PLAIN ? handlePlain(c, plain, ev) : handleEnvelope(c, std::move(in));
+      } catch (const kj::Exception& e) {
+        // The last line of defence: a read of the client's bytes that the checks at receipt did
+        // not foresee (service-worker code cannot get here: callUser() catches what it throws).
+        // The offender goes; the daemon and everyone else carry on.
+        if (c.alive)
+          violation(c, makeError(Errc::PROTOCOL_VIOLATION, std::string("malformed message: ") + e.getDescription().cStr()));
+        ok = false;
+      }
       // Its ports go now: dropping one closes it, which may write to this client and find its
       // ring broken (detaching it), so that is known before anything touches c again.
       ev.ports.clear();
@@ -757,7 +770,8 @@ bool ServiceWorker::Impl::handleEnvelope(ClientRecord& c, wire::Inbound&& inboun
     }
     ++counters_.messageErrors;
     core::log().warn("messageerror from client={} seq={}: {}", id.toString(), seq, r.error().describe());
-    if (onMessageError_) onMessageError_(MessageErrorEvent{"serviceworker", r.error()}, handleFor(c));
+    if (onMessageError_)
+      api::callUser("onMessageError", [&] { onMessageError_(MessageErrorEvent{"serviceworker", r.error()}, handleFor(c)); });
     ackIfWanted(id, seq, post.getWantAck());
     return true;
   }
@@ -809,13 +823,7 @@ ServiceWorker::Impl::Gate ServiceWorker::Impl::admitPost(ClientRecord& c, Messag
 void ServiceWorker::Impl::deliverPost(ClientRecord& c, MessageSeq seq, bool wantAck, ExtendableMessageEvent& ev) {
   const ClientId id = c.id;  // the handler may detach c
   refreshHandle(ev.source, c);
-  if (onMessage_) {
-    try {
-      onMessage_(ev);
-    } catch (const std::exception& e) {
-      core::log().error("message handler threw for client={} seq={}: {}", id.toString(), seq, e.what());
-    }
-  }
+  if (onMessage_) api::callUser("the service worker's message handler", [&] { onMessage_(ev); });
   ackIfWanted(id, seq, wantAck);
 }
 
@@ -850,7 +858,9 @@ void ServiceWorker::Impl::detach(ClientRecord& c, const std::string& reason, boo
   for (auto& o : c.backlog) {
     ++counters_.undelivered;
     if (onUndelivered_)
-      onUndelivered_(c.id, o.seq, makeError(Errc::DISCONNECTED, "client went away before it was delivered"));
+      api::callUser("onUndelivered", [&] {
+        onUndelivered_(c.id, o.seq, makeError(Errc::DISCONNECTED, "client went away before it was delivered"));
+      });
   }
   c.backlog.clear();
   router_->clientGone(c.id);  // its ports close: every surviving peer gets `close`
@@ -865,7 +875,7 @@ void ServiceWorker::Impl::detach(ClientRecord& c, const std::string& reason, boo
   c.conn.reset();  // closes the socket and unmaps the segment
   core::log().info("detached client={} pid={}: {}", c.id.toString(), c.pid, reason);
   ClientId id = c.id;
-  if (onDetached_) onDetached_(id, reason);
+  if (onDetached_) api::callUser("onClientDetached", [&] { onDetached_(id, reason); });
   // Erase later: callers up the stack may still hold a reference.
   loop_->post([this, id] {
     auto it = clients_.find(id);
@@ -1227,9 +1237,9 @@ void ServiceWorker::Impl::publish(Channel& ch, uint64_t tag, const api::Outgoing
       auto onMessage = obj->onMessage;  // copies: a handler may close() its own object
       auto onError = obj->onMessageError;
       if (decoded && onMessage)
-        onMessage(*event);
+        api::callUser("a BroadcastChannel handler", [&] { onMessage(*event); });
       else if (!decoded && onError)
-        onError(MessageErrorEvent{"broadcastchannel", decoded.error()});
+        api::callUser("a BroadcastChannel handler", [&] { onError(MessageErrorEvent{"broadcastchannel", decoded.error()}); });
     }
   }
   ch.writer.wakeAll();

@@ -1,5 +1,7 @@
 #include "core/attach.h"
 
+#include <kj/exception.h>
+
 #include <poll.h>
 
 #include <cstring>
@@ -98,7 +100,8 @@ Result<Attached> attachToDaemon(const std::string& socketPath, const HelloInfo& 
   return a;
 }
 
-Result<HelloInfo> parseHello(schema::Control::Reader control) {
+namespace {
+Result<HelloInfo> readHello(schema::Control::Reader control) {
   if (!control.isHello()) return makeError(Errc::PROTOCOL_VIOLATION, "first message was not Hello");
   auto h = control.getHello();
   HelloInfo info;
@@ -119,6 +122,17 @@ Result<HelloInfo> parseHello(schema::Control::Reader control) {
     return makeError(Errc::PROTOCOL_VIOLATION, "resume token must be 32 bytes");
   }
   return info;
+}
+}  // namespace
+
+Result<HelloInfo> parseHello(schema::Control::Reader control) {
+  // The Hello was walked for bounds at receipt, not for what each pointer points at: a field of
+  // the wrong kind (a struct where text belongs) throws as it is read.
+  try {
+    return readHello(control);
+  } catch (const kj::Exception& e) {
+    return makeError(Errc::PROTOCOL_VIOLATION, std::string("malformed Hello: ") + e.getDescription().cStr());
+  }
 }
 
 Result<std::unique_ptr<Connection>> sendWelcome(UniqueFd socket, const WelcomeInfo& welcome) {
