@@ -6,6 +6,9 @@
 // port it does not own, registers a pair over existing ids or with itself as peer, transfers the
 // posting port itself or one port twice, ships messageSW's reply port, registered to stay) is a
 // violation too (DESIGN §13: the daemon re-checks every transfer).
+// So is one whose envelope passes the walk at receipt but not the reads that follow (lists of
+// zero-sized elements claiming hundreds of millions of them, a pointer of the wrong kind): the
+// daemon must not die of it.
 // The misbehaviour itself lives in tests/support/hostile_client.cpp.
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -187,8 +190,59 @@ INSTANTIATE_TEST_SUITE_P(
                       // the post: its close goes to the client's (full, head made impossible)
                       // down ring, breaks there and detaches the client in the drain loop.
                       ViolationCase{"DroppedPortsCloseWritesToACorruptDownRing", "port-drop-corrupt-down",
-                                    "client corrupted its down ring"}),
+                                    "client corrupted its down ring"},
+                      // Pointers the receipt walk (totalSize()) lets through but a reader access
+                      // throws for: lists of zero-sized elements, whose "amplified read" capnp
+                      // charges only when they are read, and pointers of the wrong kind. Whether
+                      // the receipt checks or the handler's read catch them, it is a malformed
+                      // message from this client, and the daemon carries on.
+                      ViolationCase{"PortPostWithAmplifiedVoidListOfPorts", "amplified-port-list", "malformed message"},
+                      ViolationCase{"RegisteredPortWithAmplifiedQueue", "amplified-queued-list", "malformed message"},
+                      // The first port's queue makes the envelope not plain: only the walk sees
+                      // it at receipt, and the port checks read the amplified queue.
+                      ViolationCase{"RegisteredPortWithAmplifiedQueueAfterAQueuedOne",
+                                    "amplified-queued-list-after-queue", "malformed message"},
+                      ViolationCase{"BcJoinNameIsAStructPointer", "bc-join-name-is-struct", "malformed message"}),
     [](const ::testing::TestParamInfo<ViolationCase>& info) { return std::string(info.param.testName); });
+
+// A post on a channel the offender joined properly, whose list Value claims 2^28 zero-sized
+// elements: the daemon copies a client's broadcast payload into the channel ring (no Value
+// decoder runs first: the reference service worker has no object on this channel), and that copy
+// is the read that throws. The offender goes, the channel goes on: a member posting after it is
+// heard, and nothing of the offender's reaches the members.
+TEST_F(HostileTest, AmplifiedBroadcastValueDisconnectsOnlyTheOffender) {
+  const std::string channel = "hostile-amplified";  // the channel hostile_client's mode joins
+  int id = ++nextOpId_;
+  good_->send({{"op", "bc.open"}, {"id", id}, {"bc", "a"}, {"name", channel}});
+  auto r = good_->waitResult(id, 10s);
+  ASSERT_TRUE(r && (*r)["event"] == "ok") << (r ? r->dump() : "timeout") << "\n" << daemon_->log();
+  id = ++nextOpId_;
+  good_->send({{"op", "bc.open"}, {"id", id}, {"bc", "b"}, {"name", channel}});
+  r = good_->waitResult(id, 10s);
+  ASSERT_TRUE(r && (*r)["event"] == "ok") << (r ? r->dump() : "timeout") << "\n" << daemon_->log();
+
+  auto run = runHostile("amplified-bc-value");
+  ASSERT_EQ(run.exitCode, 0) << run.describe();
+  const std::string hostileId = run.attachedId();
+  ASSERT_FALSE(hostileId.empty()) << run.describe();
+  EXPECT_EQ(run.lines, (std::vector<std::string>{"attached " + hostileId, "bc-joined", "disconnected ProtocolViolation"}))
+      << run.describe() << "\ndaemon log:\n" << daemon_->log();
+  EXPECT_TRUE(logEventuallyContains("protocol violation by client=" + hostileId)) << daemon_->log();
+  EXPECT_TRUE(logEventuallyContains("malformed message")) << daemon_->log();
+  EXPECT_TRUE(logEventuallyContains("detached client=" + hostileId)) << daemon_->log();
+  EXPECT_TRUE(daemon_->process().running()) << "the daemon died:\n" << daemon_->log();
+  expectGoodClientServed();
+
+  id = ++nextOpId_;
+  good_->send({{"op", "bc.post"}, {"id", id}, {"bc", "a"}, {"data", "after the offender"}});
+  r = good_->waitResult(id, 10s);
+  ASSERT_TRUE(r.has_value()) << daemon_->log();
+  EXPECT_EQ(r->value("event", ""), "ok") << r->dump();
+  auto m = good_->waitFor([](const json& j) { return j.value("event", "") == "bc.message" && j.value("bc", "") == "b"; },
+                          10s);
+  ASSERT_TRUE(m.has_value()) << "the channel went quiet after the offender; daemon log:\n" << daemon_->log();
+  EXPECT_EQ((*m)["data"], json("after the offender")) << m->dump();
+}
 
 // ------------------------------------------------------------------------------------------------
 // The handshake.

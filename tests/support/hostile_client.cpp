@@ -19,6 +19,8 @@
 //   sent-fds <n>                 ool-fd-hoard only: all n out-of-line notices went out
 //   down-ring-corrupted          port-drop-corrupt-down only: down ring filled, its head made
 //                                impossible, before the post whose dropped port closes
+//   bc-joined                    amplified-bc-value only: the channel join is in effect (bcJoined
+//                                came), before the malformed post on it
 //   disconnected <ErrorName>     hang-up, after a Control.error with that name
 //   disconnected hangup          hang-up without an error
 //   still-connected              no hang-up within --linger-ms
@@ -30,6 +32,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <capnp/any.h>
 #include <capnp/message.h>
 #include <capnp/serialize.h>
 
@@ -817,6 +820,187 @@ void portDropCorruptDown(Session& s, SocketWatch& watch, const Options&) {
   sendEnvelope(s, mb, watch);
 }
 
+// ---- Pointers the receipt walk (totalSize()) passes but a later generated-reader access throws
+// for: lists of zero-sized elements (capnp charges their "amplified read", one word an element,
+// only when they are read) and pointers of the wrong kind. The handlers that read them must not
+// take the daemon down: the offender is a protocol violation like any other malformed message.
+
+/// The words of a one-segment message under construction. Patched in place, they are what
+/// sendEnvelope() sends: Connection::send copies the segment verbatim behind its table word.
+uint64_t* segmentWords(capnp::MallocMessageBuilder& mb, size_t& count) {
+  auto segments = mb.getSegmentsForOutput();
+  if (segments.size() != 1) fail("expected a one-segment message");
+  count = segments[0].size();
+  return reinterpret_cast<uint64_t*>(const_cast<capnp::word*>(segments[0].begin()));
+}
+
+/// The index, in the message's only segment, of pointer `index` of struct `b` (its pointer
+/// section follows its data section, whose size a builder always has in whole words).
+template <typename B>
+size_t pointerIndex(capnp::MallocMessageBuilder& mb, B b, unsigned index) {
+  size_t count = 0;
+  const auto* seg = reinterpret_cast<const uint8_t*>(segmentWords(mb, count));
+  auto data = capnp::AnyStruct::Builder(kj::mv(b)).getDataSection();
+  const ptrdiff_t at = reinterpret_cast<const uint8_t*>(data.end()) - seg;
+  if (at < 0 || at % 8 != 0) fail("struct outside the segment");
+  const size_t i = static_cast<size_t>(at / 8) + index;
+  if (i >= count) fail("pointer outside the segment");
+  return i;
+}
+
+constexpr uint64_t KIND_STRUCT = 0, KIND_LIST = 1;
+constexpr uint64_t ELEMENT_VOID = 0, ELEMENT_INLINE_COMPOSITE = 7;
+
+/// A list pointer word (offset in words from the word after it, element size, count).
+uint64_t listPointer(int32_t offset, uint64_t elementSize, uint64_t count) {
+  return (static_cast<uint64_t>(static_cast<uint32_t>(offset) << 2) | KIND_LIST) | ((count << 3 | elementSize) << 32);
+}
+
+/// A struct pointer word.
+uint64_t structPointer(int32_t offset, uint16_t dataWords, uint16_t ptrs) {
+  return (static_cast<uint64_t>(static_cast<uint32_t>(offset) << 2) | KIND_STRUCT) |
+         (static_cast<uint64_t>(dataWords) | static_cast<uint64_t>(ptrs) << 16) << 32;
+}
+
+/// Makes the (empty, as initXxx(0) writes it) struct list that pointer word `at` points to claim
+/// `elements` elements of zero data words and zero pointers: only its tag word changes (element
+/// count in the offset field), the list pointer keeps its word count of 0, which is all such a
+/// list needs. A few bytes that claim up to 2^30-1 elements.
+void makeZeroSizedStructList(uint64_t* w, size_t n, size_t at, uint64_t elements) {
+  const uint64_t p = w[at];
+  if ((p & 3) != KIND_LIST || ((p >> 32) & 7) != ELEMENT_INLINE_COMPOSITE || (p >> 35) != 0)
+    fail("expected an empty struct list pointer");
+  const int64_t tag = static_cast<int64_t>(at) + 1 + (static_cast<int32_t>(static_cast<uint32_t>(p)) >> 2);
+  if (tag < 0 || static_cast<size_t>(tag) >= n || (w[tag] & 3) != KIND_STRUCT || (w[tag] & 0xFFFFFFFFull) != 0)
+    fail("expected the tag word of an empty struct list");
+  w[tag] = static_cast<uint64_t>(static_cast<uint32_t>(elements << 2) | KIND_STRUCT);  // data 0, ptrs 0
+}
+
+constexpr uint64_t MAX_LIST_ELEMENTS = (uint64_t{1} << 29) - 1;
+constexpr uint64_t AMPLIFIED_ELEMENTS = uint64_t{1} << 28;
+
+void amplifiedPortList(Session& s, SocketWatch& watch, const Options&) {
+  // A portPost whose `ports` is a List(Void) of 2^29-1 elements: no bytes behind it, but reading
+  // it as the List(PortDescriptor) it should be charges 2^29-1 words. `from` is a port the daemon
+  // does not know (dropped, not a violation, were the list sound): the ports are its first read.
+  capnp::MallocMessageBuilder mb;
+  auto env = mb.initRoot<swipc::schema::Envelope>();
+  env.setSchemaVersion(swipc::schema::SCHEMA_VERSION);
+  env.setSeq(nextSeq);
+  auto post = env.initPortPost();
+  post.setFrom(randomPortId());
+  post.setSeq(1);
+  post.initPayload().initValue().setText("amplified ports");
+  post.initPorts(1);
+  size_t n = 0;
+  uint64_t* w = segmentWords(mb, n);
+  w[pointerIndex(mb, post, 1)] = listPointer(0, ELEMENT_VOID, MAX_LIST_ELEMENTS);
+  sendEnvelope(s, mb, watch);
+}
+
+/// A controllerPost NOOP registering two fresh pairs whose second descriptor's `queued` claims
+/// 2^28 zero-sized messages; the first one's queue is empty, or (`firstQueued`) holds one message
+/// (so that the envelope is not plain, wire::isPlain, and only the walk looks at it at receipt).
+void postWithAmplifiedQueue(Session& s, SocketWatch& watch, bool firstQueued) {
+  capnp::MallocMessageBuilder mb;
+  auto ports = buildPost(mb, "NOOP").initPorts(2);
+  setDescriptor(ports[0], randomPortId(), randomPortId(), /*reg=*/true);
+  setDescriptor(ports[1], randomPortId(), randomPortId(), /*reg=*/true);
+  if (firstQueued) {
+    auto q = ports[0].initQueued(1)[0];
+    q.setSeq(1);
+    q.initPayload().initValue().setText("queued");
+  } else {
+    ports[0].initQueued(0);
+  }
+  ports[1].initQueued(0);
+  size_t n = 0;
+  uint64_t* w = segmentWords(mb, n);
+  makeZeroSizedStructList(w, n, pointerIndex(mb, ports[1], 0), AMPLIFIED_ELEMENTS);
+  sendEnvelope(s, mb, watch);
+}
+
+void amplifiedQueuedList(Session& s, SocketWatch& watch, const Options&) { postWithAmplifiedQueue(s, watch, false); }
+void amplifiedQueuedListAfterQueue(Session& s, SocketWatch& watch, const Options&) {
+  postWithAmplifiedQueue(s, watch, true);
+}
+
+void bcJoinNameIsStruct(Session& s, SocketWatch& watch, const Options&) {
+  // The channel name (Text) pointer made a struct pointer (one data word: the text's own bytes).
+  capnp::MallocMessageBuilder mb;
+  auto env = mb.initRoot<swipc::schema::Envelope>();
+  env.setSchemaVersion(swipc::schema::SCHEMA_VERSION);
+  env.setSeq(nextSeq);
+  auto join = env.initBcJoin();
+  join.setObjectId(1);
+  join.setName("hostile-name");
+  size_t n = 0;
+  uint64_t* w = segmentWords(mb, n);
+  const size_t at = pointerIndex(mb, join, 0);
+  const uint64_t p = w[at];
+  if ((p & 3) != KIND_LIST || ((p >> 32) & 7) != 2) fail("expected the name's text pointer");
+  w[at] = structPointer(static_cast<int32_t>(static_cast<uint32_t>(p)) >> 2, 1, 0);
+  sendEnvelope(s, mb, watch);
+}
+
+/// Waits for the bcJoined of object `objectId` in the down ring; false when the daemon hung up,
+/// answered with an error first, or the deadline passed.
+bool waitBcJoined(Session& s, SocketWatch& watch, uint32_t objectId, Deadline deadline) {
+  while (!watch.closed()) {
+    swipc::wire::Inbound in;
+    swipc::Error err;
+    auto st = s.conn->receive(in, err);
+    if (st == swipc::core::Connection::RecvStatus::VIOLATION) fail("daemon wrote a bad record: " + err.message);
+    if (st == swipc::core::Connection::RecvStatus::OK) {
+      s.conn->publishConsumed();
+      auto env = in.envelope();
+      if (env.isBcJoined() && env.getBcJoined().getObjectId() == objectId) return true;
+      if (env.isError()) fail(std::string("bcJoin answered with ") + env.getError().getName().cStr());
+      continue;
+    }
+    if (s.conn->armAndCheck()) continue;
+    if (watch.pump()) return false;
+    if (Clock::now() >= deadline) return false;
+    pollfd p[2] = {{s.socketFd(), POLLIN, 0}, {s.conn->wakeReadFd(), POLLIN, 0}};
+    ::poll(p, 2, 100);
+    s.conn->drainWakes();
+  }
+  return false;
+}
+
+void amplifiedBcValue(Session& s, SocketWatch& watch, const Options&) {
+  // Joins a channel properly, then posts on it a list Value whose List(Value) claims 2^28
+  // zero-sized elements (the daemon copies the payload into the channel ring).
+  constexpr uint32_t OBJECT = 7;
+  {
+    capnp::MallocMessageBuilder mb;
+    auto env = mb.initRoot<swipc::schema::Envelope>();
+    env.setSchemaVersion(swipc::schema::SCHEMA_VERSION);
+    env.setSeq(nextSeq);
+    auto join = env.initBcJoin();
+    join.setObjectId(OBJECT);
+    join.setName("hostile-amplified");
+    sendEnvelope(s, mb, watch);
+  }
+  if (!waitBcJoined(s, watch, OBJECT, Clock::now() + 5s)) {
+    if (!watch.closed()) fail("no bcJoined");
+    return;
+  }
+  say("bc-joined");
+  capnp::MallocMessageBuilder mb;
+  auto env = mb.initRoot<swipc::schema::Envelope>();
+  env.setSchemaVersion(swipc::schema::SCHEMA_VERSION);
+  env.setSeq(nextSeq);
+  auto post = env.initBcPost();
+  post.setObjectId(OBJECT);
+  auto value = post.initPayload().initValue();
+  value.initList(0);
+  size_t n = 0;
+  uint64_t* w = segmentWords(mb, n);
+  makeZeroSizedStructList(w, n, pointerIndex(mb, value, 0), AMPLIFIED_ELEMENTS);
+  sendEnvelope(s, mb, watch);
+}
+
 void floodWakes(Session& s, SocketWatch& watch, const Options& o) {
   say("flooding " + std::to_string(o.wakes));
   for (uint64_t i = 0; i < o.wakes; ++i) s.ringDoorbell();
@@ -856,6 +1040,11 @@ const std::map<std::string, Misbehaviour>& ringModes() {
       {"port-transfer-twice", portTransferTwice},
       {"port-ship-silent", portShipSilent},
       {"port-drop-corrupt-down", portDropCorruptDown},
+      {"amplified-port-list", amplifiedPortList},
+      {"amplified-queued-list", amplifiedQueuedList},
+      {"amplified-queued-list-after-queue", amplifiedQueuedListAfterQueue},
+      {"bc-join-name-is-struct", bcJoinNameIsStruct},
+      {"amplified-bc-value", amplifiedBcValue},
   };
   return modes;
 }
