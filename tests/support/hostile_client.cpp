@@ -286,11 +286,17 @@ void appendRecord(const Session& s, uint32_t type, const void* payload, uint32_t
 
 uint64_t nextSeq = 1;
 
-/// An Envelope carrying a controllerPost of {"type": type} (+ {"pad": bytes} when `padBytes`).
-swipc::schema::Post::Builder buildPost(capnp::MallocMessageBuilder& mb, const std::string& type, size_t padBytes = 0) {
+/// The root Envelope of `mb`, with the schema version and the next seq set.
+swipc::schema::Envelope::Builder initEnvelope(capnp::MallocMessageBuilder& mb) {
   auto env = mb.initRoot<swipc::schema::Envelope>();
   env.setSchemaVersion(swipc::schema::SCHEMA_VERSION);
   env.setSeq(nextSeq);
+  return env;
+}
+
+/// An Envelope carrying a controllerPost of {"type": type} (+ {"pad": bytes} when `padBytes`).
+swipc::schema::Post::Builder buildPost(capnp::MallocMessageBuilder& mb, const std::string& type, size_t padBytes = 0) {
+  auto env = initEnvelope(mb);
   auto post = env.initControllerPost();
   auto entries = post.initPayload().initValue().initMap(padBytes ? 2 : 1);
   entries[0].setKey("type");
@@ -526,18 +532,14 @@ void malformedValueWithPort(Session& s, SocketWatch&, const Options&) { postWith
 
 void wrongKindClientPost(Session& s, SocketWatch& watch, const Options&) {
   capnp::MallocMessageBuilder mb;
-  auto env = mb.initRoot<swipc::schema::Envelope>();
-  env.setSchemaVersion(swipc::schema::SCHEMA_VERSION);
-  env.setSeq(nextSeq);
+  auto env = initEnvelope(mb);
   env.initClientPost().initPayload().initValue().setText("I am the service worker");
   sendEnvelope(s, mb, watch);
 }
 
 void wrongKindReply(Session& s, SocketWatch& watch, const Options&) {
   capnp::MallocMessageBuilder mb;
-  auto env = mb.initRoot<swipc::schema::Envelope>();
-  env.setSchemaVersion(swipc::schema::SCHEMA_VERSION);
-  env.setSeq(nextSeq);
+  auto env = initEnvelope(mb);
   auto r = env.initReply();
   r.setReplyId(1);
   r.initPayload().initValue().setText("a reply nobody asked for");
@@ -665,9 +667,7 @@ std::optional<OwnedPair> initializePort(Session& s, SocketWatch& watch, bool sil
 void sendPortPost(Session& s, SocketWatch& watch, uint64_t from, uint64_t seq,
                   const std::function<void(swipc::schema::PortDescriptor::Builder)>& transfer = {}) {
   capnp::MallocMessageBuilder mb;
-  auto env = mb.initRoot<swipc::schema::Envelope>();
-  env.setSchemaVersion(swipc::schema::SCHEMA_VERSION);
-  env.setSeq(nextSeq);
+  auto env = initEnvelope(mb);
   auto post = env.initPortPost();
   post.setFrom(from);
   post.setSeq(seq);
@@ -884,9 +884,7 @@ void amplifiedPortList(Session& s, SocketWatch& watch, const Options&) {
   // it as the List(PortDescriptor) it should be charges 2^29-1 words. `from` is a port the daemon
   // does not know (dropped, not a violation, were the list sound): the ports are its first read.
   capnp::MallocMessageBuilder mb;
-  auto env = mb.initRoot<swipc::schema::Envelope>();
-  env.setSchemaVersion(swipc::schema::SCHEMA_VERSION);
-  env.setSeq(nextSeq);
+  auto env = initEnvelope(mb);
   auto post = env.initPortPost();
   post.setFrom(randomPortId());
   post.setSeq(1);
@@ -928,9 +926,7 @@ void amplifiedQueuedListAfterQueue(Session& s, SocketWatch& watch, const Options
 void bcJoinNameIsStruct(Session& s, SocketWatch& watch, const Options&) {
   // The channel name (Text) pointer made a struct pointer (one data word: the text's own bytes).
   capnp::MallocMessageBuilder mb;
-  auto env = mb.initRoot<swipc::schema::Envelope>();
-  env.setSchemaVersion(swipc::schema::SCHEMA_VERSION);
-  env.setSeq(nextSeq);
+  auto env = initEnvelope(mb);
   auto join = env.initBcJoin();
   join.setObjectId(1);
   join.setName("hostile-name");
@@ -974,9 +970,7 @@ void amplifiedBcValue(Session& s, SocketWatch& watch, const Options&) {
   constexpr uint32_t OBJECT = 7;
   {
     capnp::MallocMessageBuilder mb;
-    auto env = mb.initRoot<swipc::schema::Envelope>();
-    env.setSchemaVersion(swipc::schema::SCHEMA_VERSION);
-    env.setSeq(nextSeq);
+    auto env = initEnvelope(mb);
     auto join = env.initBcJoin();
     join.setObjectId(OBJECT);
     join.setName("hostile-amplified");
@@ -988,9 +982,7 @@ void amplifiedBcValue(Session& s, SocketWatch& watch, const Options&) {
   }
   say("bc-joined");
   capnp::MallocMessageBuilder mb;
-  auto env = mb.initRoot<swipc::schema::Envelope>();
-  env.setSchemaVersion(swipc::schema::SCHEMA_VERSION);
-  env.setSeq(nextSeq);
+  auto env = initEnvelope(mb);
   auto post = env.initBcPost();
   post.setObjectId(OBJECT);
   auto value = post.initPayload().initValue();
