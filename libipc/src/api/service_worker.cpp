@@ -681,8 +681,9 @@ void ServiceWorker::Impl::drain(ClientRecord& c, bool toTheEnd) {
     if (s == Connection::RecvStatus::OK || s == Connection::RecvStatus::PLAIN) {
       // A plain envelope (wire::isPlain) had every pointer outside its Value checked at receipt,
       // and its Value is decoded inside readValue's own exception boundary; a fast-lane post is
-      // decoded whole before it gets here. Nothing below throws for malformed bytes (so user
-      // callbacks are not run inside a catch that blames the peer).
+      // decoded whole before it gets here; other envelopes were walked for bounds. What a walk
+      // cannot prove (a pointer of the wrong kind, a list of zero-sized elements) throws as it is
+      // read, and ends here.
       bool ok = false;
       try {
         ok = s == Connection::RecvStatus::PLAIN ? handlePlain(c, plain, ev) : handleEnvelope(c, std::move(in));
