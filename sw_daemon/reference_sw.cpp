@@ -23,8 +23,10 @@ class Responder {
   /// Replies to event.source only, whatever ports the message carried (RELAY_PORT passes them on).
   static Responder toSource(const ExtendableMessageEvent& e) {
     Responder r(e);
-    r.port_.reset();
-    r.source_ = e.source;
+    if (r.port_) {
+      r.port_.reset();
+      r.source_ = e.source;
+    }
     return r;
   }
   void operator()(const Value& data) {

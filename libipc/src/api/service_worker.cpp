@@ -1,6 +1,7 @@
 #include "swipc/service_worker.h"
 
 #include <fcntl.h>
+#include <kj/exception.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/epoll.h>
@@ -24,8 +25,6 @@
 #include "api/payload.h"
 #include "queue/broadcast_ring.h"
 #include "shm/memfd.h"
-#include <kj/exception.h>
-
 #include "api/port_router.h"
 #include "api/user_code.h"
 #include "api/port_state.h"
@@ -207,7 +206,7 @@ class ServiceWorker::Impl final : public detail::PortHost, public api::PortRoute
       case Connection::SendStatus::FULL:
       case Connection::SendStatus::TOO_BIG: return Direct::NOT_NOW;  // into the backlog, or refused, there
       case Connection::SendStatus::BROKEN:
-        violation(c, makeError(Errc::PROTOCOL_VIOLATION, "client corrupted its down ring"));
+        downRingBroken(c);
         return Direct::BROKEN;
     }
     return Direct::BROKEN;
@@ -281,6 +280,10 @@ class ServiceWorker::Impl final : public detail::PortHost, public api::PortRoute
   void deliverPost(ClientRecord& c, MessageSeq seq, bool wantAck, ExtendableMessageEvent& ev);
   void ackIfWanted(const ClientId& id, MessageSeq seq, bool wantAck);
   void violation(ClientRecord& c, const Error& err);
+  /// A write into the client's down ring found its indices corrupt: a ProtocolViolation.
+  void downRingBroken(ClientRecord& c) {
+    violation(c, makeError(Errc::PROTOCOL_VIOLATION, "client corrupted its down ring"));
+  }
   void detach(ClientRecord& c, const std::string& reason, bool goodbye = false);
   Result<MessageSeq> enqueue(ClientRecord& c, std::shared_ptr<capnp::MallocMessageBuilder> mb, MessageSeq seq);
   void flushBacklog(ClientRecord& c);
@@ -914,7 +917,7 @@ Result<MessageSeq> ServiceWorker::Impl::enqueue(ClientRecord& c, std::shared_ptr
       ++counters_.oversize;
       return makeError(Errc::QUOTA_EXCEEDED, "message larger than --max-message-bytes");
     case Connection::SendStatus::BROKEN:
-      violation(c, makeError(Errc::PROTOCOL_VIOLATION, "client corrupted its down ring"));
+      downRingBroken(c);
       return makeError(Errc::DISCONNECTED, "client disconnected");
   }
   return seq;
@@ -927,7 +930,7 @@ void ServiceWorker::Impl::flushBacklog(ClientRecord& c) {
     auto s = c.conn->send(*front.message, front.seq);
     if (s == Connection::SendStatus::FULL) break;
     if (s == Connection::SendStatus::BROKEN) {
-      violation(c, makeError(Errc::PROTOCOL_VIOLATION, "client corrupted its down ring"));
+      downRingBroken(c);
       return;
     }
     if (s == Connection::SendStatus::OK) {

@@ -63,7 +63,6 @@ EventLoop::TimerId EventLoop::addTimer(Deadline when, Task task) {
   }
   TimerSlot& s = slots_[slot];
   s.task = std::move(task);
-  s.live = true;
   ++liveTimers_;
   heap_.push_back(TimerEntry{when, slot, s.generation});
   std::push_heap(heap_.begin(), heap_.end(), EarliestFirst{});
@@ -75,7 +74,6 @@ EventLoop::TimerId EventLoop::addTimer(Deadline when, Task task) {
 void EventLoop::releaseSlot(uint32_t slot) {
   TimerSlot& s = slots_[slot];
   s.task = nullptr;
-  s.live = false;
   ++s.generation;
   --liveTimers_;
   freeSlots_.push_back(slot);
@@ -85,7 +83,9 @@ void EventLoop::cancelTimer(TimerId id) {
   const uint64_t low = id & 0xFFFF'FFFFu;
   if (low == 0 || low > slots_.size()) return;
   const auto slot = static_cast<uint32_t>(low - 1);
-  if (!slots_[slot].live || slots_[slot].generation != static_cast<uint32_t>(id >> 32)) return;  // ran or cancelled
+  // A slot's generation moves on when it is freed, so the id of a timer that ran or was
+  // cancelled no longer matches (a free slot's current generation was never handed out).
+  if (slots_[slot].generation != static_cast<uint32_t>(id >> 32)) return;
   releaseSlot(slot);
   if (heap_.size() > 64 && heap_.size() > 2 * liveTimers_) {
     // Mostly stale: rebuild from the live entries (amortised O(1) per cancel; memory stays

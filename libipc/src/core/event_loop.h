@@ -67,8 +67,7 @@ class EventLoop {
   // adding and cancelling a timer (every messageSW with a deadline) allocates nothing.
   struct TimerSlot {
     Task task;
-    uint32_t generation = 0;
-    bool live = false;
+    uint32_t generation = 0;  // bumped when the slot is freed: older ids and heap entries are stale
   };
   struct TimerEntry {
     Deadline when;
@@ -79,7 +78,7 @@ class EventLoop {
   struct EarliestFirst {
     bool operator()(const TimerEntry& a, const TimerEntry& b) const { return a.when > b.when; }
   };
-  bool stale(const TimerEntry& e) const { return !slots_[e.slot].live || slots_[e.slot].generation != e.generation; }
+  bool stale(const TimerEntry& e) const { return slots_[e.slot].generation != e.generation; }
   void popTimer();
   void dropStaleTop();
   void releaseSlot(uint32_t slot);

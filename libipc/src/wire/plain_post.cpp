@@ -25,7 +25,7 @@ struct StructSize {
 };
 
 struct Layout {
-  StructSize envelope, post, payload, value, entry, descriptor, portMessage, portClose;
+  StructSize envelope, entry;
   uint32_t envDiscriminant = 0;  // in 16-bit units, like every offset named "...Discriminant"
   uint32_t envVersion = 0;       // 16-bit units
   uint32_t envSeq = 0;           // 64-bit units
@@ -85,9 +85,6 @@ uint32_t slotOf(const char* field) {
 [[gnu::noinline]] Layout computeLayout() {
   Layout l;
   l.envelope = sizeOf<schema::Envelope>();
-  l.post = sizeOf<schema::Post>();
-  l.payload = sizeOf<schema::Payload>();
-  l.value = sizeOf<schema::Value>();
   l.entry = sizeOf<schema::Value::Entry>();
   l.envDiscriminant = discriminantOf<schema::Envelope>();
   l.envVersion = slotOf<schema::Envelope>("schemaVersion");
@@ -110,9 +107,6 @@ uint32_t slotOf(const char* field) {
   l.valueMap = slotOf<schema::Value>("map");
   l.entryKey = slotOf<schema::Value::Entry>("key");
   l.entryValue = slotOf<schema::Value::Entry>("value");
-  l.descriptor = sizeOf<schema::PortDescriptor>();
-  l.portMessage = sizeOf<schema::PortMessage>();
-  l.portClose = sizeOf<schema::PortClose>();
   l.envPortMessage = slotOf<schema::Envelope>("portMessage");
   l.envPortClose = slotOf<schema::Envelope>("portClose");
   l.pdPortId = slotOf<schema::PortDescriptor>("portId");
