@@ -49,7 +49,7 @@
 #include <vector>
 
 #include "baseline.h"
-#include "core/log.h"
+#include "swipc/log.h"
 #include "swipc/client.h"
 #include "swipc/value.h"
 
@@ -455,7 +455,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   ::signal(SIGPIPE, SIG_IGN);
-  (void)swipc::core::initLogging("clients_bench", "warn");
+  (void)swipc::initLogging("clients_bench", "warn");
   try {
     return run(args);
   } catch (const std::exception& e) {

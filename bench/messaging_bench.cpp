@@ -43,7 +43,7 @@
 #include <vector>
 
 #include "baseline.h"
-#include "core/log.h"
+#include "swipc/log.h"
 #include "swipc/client.h"
 #include "swipc/value.h"
 
@@ -280,7 +280,7 @@ int main(int argc, char** argv) {
     }
     ::alarm(static_cast<unsigned>(args.getInt("timeout-s", 120)));  // last-resort watchdog
     // The library logs through spdlog's default logger: keep it off stdout (JSON lines only).
-    if (auto r = swipc::core::initLogging("messaging_bench", args.getOr("log-level", "warn")); !r) {
+    if (auto r = swipc::initLogging("messaging_bench", args.getOr("log-level", "warn")); !r) {
       throw std::runtime_error("--log-level: " + describe(r.error()));
     }
     const uint64_t startNs = sb::nowNs();

@@ -53,7 +53,7 @@
 #include <vector>
 
 #include "baseline.h"
-#include "core/log.h"
+#include "swipc/log.h"
 #include "swipc/client.h"
 #include "swipc/message_port.h"
 #include "swipc/value.h"
@@ -553,7 +553,7 @@ int driverMain(const sb::Args& args) {
   installSignalHandlers();
   ::alarm(static_cast<unsigned>(args.getInt("timeout-s", 120)));  // last-resort watchdog
   const std::string logLevel = args.getOr("log-level", "warn");
-  if (auto r = swipc::core::initLogging("ports_bench", logLevel); !r) fail("--log-level: " + r.error().describe());
+  if (auto r = swipc::initLogging("ports_bench", logLevel); !r) fail("--log-level: " + r.error().describe());
   const std::string daemonPath = args.getOr("daemon", defaultDaemonPath());
   if (::access(daemonPath.c_str(), X_OK) != 0)
     fail("sw_daemon not found or not executable: " + daemonPath + " (use --daemon PATH)");
@@ -645,7 +645,7 @@ int main(int argc, char** argv) {
     const std::string role = args.getOr("role", "");
     if (!role.empty()) {
       who = role == "page-a" ? "ports_bench page-a" : "ports_bench page-b";
-      if (auto r = swipc::core::initLogging(who, args.getOr("log-level", "warn")); !r) {
+      if (auto r = swipc::initLogging(who, args.getOr("log-level", "warn")); !r) {
         std::fprintf(stderr, "%s: --log-level: %s\n", who, r.error().describe().c_str());
         return 1;
       }

@@ -11,7 +11,7 @@
 
 #include "cli_support.h"
 #include "commands.h"
-#include "core/log.h"
+#include "swipc/log.h"
 #include "script_driver.h"
 
 namespace {
@@ -77,7 +77,7 @@ int main(int argc, char** argv) {
     return code == 0 ? page_client::EXIT_OK : page_client::EXIT_ERROR;
   }
 
-  if (auto logged = swipc::core::initLogging("page_client", opts.logLevel); !logged) {
+  if (auto logged = swipc::initLogging("page_client", opts.logLevel); !logged) {
     page_client::reportError(logged.error());
     return page_client::EXIT_ERROR;
   }

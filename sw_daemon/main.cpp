@@ -2,7 +2,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
-#include "core/log.h"
+#include "swipc/log.h"
 #include "reference_sw.h"
 #include "swipc/service_worker.h"
 
@@ -60,7 +60,7 @@ int main(int argc, char** argv) {
     pos = end + 1;
   }
 
-  if (auto r = swipc::core::initLogging("sw_daemon", logLevel); !r) {
+  if (auto r = swipc::initLogging("sw_daemon", logLevel); !r) {
     std::fprintf(stderr, "sw_daemon: %s\n", r.error().describe().c_str());
     return 1;
   }

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 
 namespace swipc {
 
@@ -35,6 +36,23 @@ class ClientId {
   std::array<uint8_t, 16> bytes_{};
 };
 
+/// A BroadcastChannel name (exact match; any bytes the wire limits allow). A type, so a channel
+/// name is never confused with a URL, a tag or a scope.
+class ChannelName {
+ public:
+  ChannelName() = default;
+  explicit ChannelName(std::string name) : name_(std::move(name)) {}
+  const std::string& str() const { return name_; }
+  bool empty() const { return name_.empty(); }
+  size_t size() const { return name_.size(); }
+
+  friend bool operator==(const ChannelName&, const ChannelName&) = default;
+  friend auto operator<=>(const ChannelName&, const ChannelName&) = default;
+
+ private:
+  std::string name_;
+};
+
 enum class ClientType { WINDOW, WORKER, ALL };
 
 std::string_view clientTypeName(ClientType t);
@@ -49,6 +67,11 @@ bool isValidScope(std::string_view scope);
 std::string defaultRuntimeDir();
 
 }  // namespace swipc
+
+template <>
+struct std::hash<swipc::ChannelName> {
+  size_t operator()(const swipc::ChannelName& n) const noexcept { return std::hash<std::string>{}(n.str()); }
+};
 
 template <>
 struct std::hash<swipc::ClientId> {

@@ -1,6 +1,6 @@
 #include "swipc/broadcast_channel.h"
 
-#include "api/broadcast_object.h"
+#include "core/broadcast_object.h"
 
 namespace swipc {
 
@@ -34,7 +34,7 @@ Result<MessageSeq> BroadcastChannel::postMessage(const Value& data, const PostOp
   if (!obj_ || obj_->closed) return makeError(Errc::INVALID_STATE, "BroadcastChannel is closed");
   auto hub = obj_->hub.lock();
   if (!hub) return makeError(Errc::INVALID_STATE, "the client or service worker is gone");
-  api::OutgoingPayload p;
+  core::OutgoingPayload p;
   p.value = &data;
   return hub->post(*obj_, p, opts.requestAck);
 }
@@ -43,7 +43,7 @@ Result<MessageSeq> BroadcastChannel::postTyped(uint64_t typeId, const TypedBuild
   if (!obj_ || obj_->closed) return makeError(Errc::INVALID_STATE, "BroadcastChannel is closed");
   auto hub = obj_->hub.lock();
   if (!hub) return makeError(Errc::INVALID_STATE, "the client or service worker is gone");
-  api::OutgoingPayload p;
+  core::OutgoingPayload p;
   p.typeId = typeId;
   p.build = &build;
   return hub->post(*obj_, p, opts.requestAck);

@@ -11,10 +11,10 @@
 #include <deque>
 #include <unordered_map>
 
-#include "api/broadcast_object.h"
+#include "core/broadcast_object.h"
 #include "api/broadcast_waiter.h"
-#include "api/payload.h"
-#include "api/port_state.h"
+#include "core/payload.h"
+#include "core/port_state.h"
 #include "core/identity.h"
 #include "core/attach.h"
 #include "core/log.h"
@@ -43,7 +43,7 @@ class Client::Impl final : public detail::PortHost {
   Result<void> start();
   void close();
 
-  Result<MessageSeq> sendPost(const api::OutgoingPayload& payload, const PostOptions& opts, TransferList& transfer);
+  Result<MessageSeq> sendPost(const core::OutgoingPayload& payload, const PostOptions& opts, TransferList& transfer);
   void messageSWAsync(const Value& data, std::function<void(Result<Value>)> done, std::optional<Deadline> deadline);
   Result<Value> messageSW(const Value& data, Deadline deadline);
   void startMessages();
@@ -84,7 +84,7 @@ class Client::Impl final : public detail::PortHost {
   Result<MessageSeq> sendWith(const Attempt& attempt, const PostOptions& opts, bool track, bool wake);
 
   // ---- MessagePort (PortHost)
-  Result<void> postRemote(detail::PortState& from, const api::OutgoingPayload& payload,
+  Result<void> postRemote(detail::PortState& from, const core::OutgoingPayload& payload,
                           std::vector<detail::PortPtr>& transfer) override;
   void closeRemote(detail::PortState& port) override;
   /// portClose{port, its recvNext} on the fast lane.
@@ -126,7 +126,7 @@ class Client::Impl final : public detail::PortHost {
   // ---- BroadcastChannel (client side)
   class Hub;
   void bcOpen(const std::shared_ptr<detail::BcObject>& obj);
-  Result<MessageSeq> bcPost(detail::BcObject& obj, const api::OutgoingPayload& payload, bool wantAck);
+  Result<MessageSeq> bcPost(detail::BcObject& obj, const core::OutgoingPayload& payload, bool wantAck);
   void bcClose(detail::BcObject& obj);
   void bcJoined(schema::BcJoined::Reader j);
   void readBroadcasts();
@@ -448,7 +448,7 @@ void Client::Impl::handleEnvelope(wire::Inbound&& inbound) {
   switch (env.which()) {
     case schema::Envelope::CLIENT_POST: {
       auto ev = std::make_shared<MessageEvent>();
-      auto r = api::readPayload(env.getClientPost().getPayload(), owner, types_, *ev);
+      auto r = core::readPayload(env.getClientPost().getPayload(), owner, types_, *ev);
       // The ports are live at once (their messages queue at them); the event hands them over.
       for (auto& p : detail::adoptDescriptors(*this, env.getClientPost().getPorts(), owner)) ev->ports.emplace_back(p);
       std::function<void()> fire;
@@ -597,7 +597,7 @@ void Client::Impl::endRemotePorts() {
   for (auto& p : remote) p->peerClosed(false);
 }
 
-Result<void> Client::Impl::postRemote(detail::PortState& from, const api::OutgoingPayload& payload,
+Result<void> Client::Impl::postRemote(detail::PortState& from, const core::OutgoingPayload& payload,
                                       std::vector<detail::PortPtr>& transfer) {
   if (!conn_) return {};  // the daemon is gone: its ports are disentangled already
   auto r = sendEnvelope(
@@ -605,7 +605,7 @@ Result<void> Client::Impl::postRemote(detail::PortState& from, const api::Outgoi
         auto pp = e.initPortPost();
         pp.setFrom(from.id.value());
         pp.setSeq(from.sendSeq);
-        api::writePayload(payload, pp.initPayload());
+        core::writePayload(payload, pp.initPayload());
         detail::ShipContext ctx;
         detail::describeAll(transfer, pp.initPorts(static_cast<unsigned>(transfer.size())), ctx);
       },
@@ -797,7 +797,7 @@ Result<void> Client::Impl::sendState(bool focusChanged) {
   return {};
 }
 
-Result<MessageSeq> Client::Impl::sendPost(const api::OutgoingPayload& payload, const PostOptions& opts,
+Result<MessageSeq> Client::Impl::sendPost(const core::OutgoingPayload& payload, const PostOptions& opts,
                                           TransferList& transfer) {
   if (closed_) return makeError(Errc::DISCONNECTED, "client is closed");
   if (!conn_ || !controlled_) return makeError(Errc::INVALID_STATE, "no controller: not controlled by a service worker");
@@ -822,7 +822,7 @@ Result<MessageSeq> Client::Impl::sendPost(const api::OutgoingPayload& payload, c
   auto seq = sendEnvelope(
       [&](schema::Envelope::Builder e) {
         auto post = e.initControllerPost();
-        api::writePayload(payload, post.initPayload());
+        core::writePayload(payload, post.initPayload());
         post.setWantAck(opts.requestAck);
         detail::ShipContext ctx;
         detail::describeAll(*ports, post.initPorts(static_cast<unsigned>(ports->size())), ctx);
@@ -838,7 +838,7 @@ class Client::Impl::Hub final : public detail::BroadcastHub {
  public:
   explicit Hub(Impl* impl) : impl_(impl) {}
   void open(const std::shared_ptr<detail::BcObject>& obj) override { impl_->bcOpen(obj); }
-  Result<MessageSeq> post(detail::BcObject& obj, const api::OutgoingPayload& p, bool wantAck) override {
+  Result<MessageSeq> post(detail::BcObject& obj, const core::OutgoingPayload& p, bool wantAck) override {
     return impl_->bcPost(obj, p, wantAck);
   }
   void close(detail::BcObject& obj) override { impl_->bcClose(obj); }
@@ -861,7 +861,7 @@ void Client::Impl::bcOpen(const std::shared_ptr<detail::BcObject>& obj) {
   if (!r) core::log().warn("BroadcastChannel '{}': join not sent: {}", obj->name, r.error().describe());
 }
 
-Result<MessageSeq> Client::Impl::bcPost(detail::BcObject& obj, const api::OutgoingPayload& payload, bool wantAck) {
+Result<MessageSeq> Client::Impl::bcPost(detail::BcObject& obj, const core::OutgoingPayload& payload, bool wantAck) {
   if (!conn_) return makeError(Errc::DISCONNECTED, "not attached to a daemon");
   PostOptions opts;
   opts.requestAck = wantAck;
@@ -869,7 +869,7 @@ Result<MessageSeq> Client::Impl::bcPost(detail::BcObject& obj, const api::Outgoi
       [&](schema::Envelope::Builder e) {
         auto p = e.initBcPost();
         p.setObjectId(obj.id);
-        api::writePayload(payload, p.initPayload());
+        core::writePayload(payload, p.initPayload());
         p.setWantAck(wantAck);
       },
       opts, true);
@@ -991,7 +991,7 @@ void Client::Impl::readBroadcastsDeferred() {
           if (in && in->envelope().isBcMessage()) {
             auto owner = std::make_shared<const wire::Inbound>(std::move(*in));
             event = std::make_shared<MessageEvent>();
-            if (auto r = api::readPayload(owner->envelope().getBcMessage().getPayload(), owner, types_, *event); !r) {
+            if (auto r = core::readPayload(owner->envelope().getBcMessage().getPayload(), owner, types_, *event); !r) {
               decodeError = r.error();
               event.reset();
             }
@@ -1048,7 +1048,7 @@ void Client::Impl::messageSWAsync(const Value& data, std::function<void(Result<V
   if (!seq) {
     auto [p1, p2] = detail::PortState::createPair(*this);
     p1->quietClose = true;  // marks port2's descriptor silentPeer
-    api::OutgoingPayload p;
+    core::OutgoingPayload p;
     p.value = &data;
     TransferList transfer{MessagePort(p2)};
     p2.reset();
@@ -1067,7 +1067,7 @@ void Client::Impl::messageSWAsync(const Value& data, std::function<void(Result<V
   port1->intercept = [this, replyId](detail::QueuedPortMessage& m) {
     if (!replies_.count(replyId)) return;  // answered already, or timed out: not even decoded
     MessageEvent ev;
-    auto r = api::readPayload(m.payload, m.keepAlive, types_, ev);
+    auto r = core::readPayload(m.payload, m.keepAlive, types_, ev);
     if (r)
       settleReply(replyId, std::move(ev.data));
     else
@@ -1209,7 +1209,7 @@ Result<MessageSeq> Controller::postMessage(const Value& data, const PostOptions&
 }
 
 Result<MessageSeq> Controller::postMessage(const Value& data, TransferList transfer, const PostOptions& opts) {
-  api::OutgoingPayload p;
+  core::OutgoingPayload p;
   p.value = &data;
   return client_->impl_->sendPost(p, opts, transfer);
 }
@@ -1221,7 +1221,7 @@ Result<MessageSeq> Controller::postTyped(uint64_t typeId, const TypedBuilder& bu
 
 Result<MessageSeq> Controller::postTyped(uint64_t typeId, const TypedBuilder& build, TransferList transfer,
                                          const PostOptions& opts) {
-  api::OutgoingPayload p;
+  core::OutgoingPayload p;
   p.typeId = typeId;
   p.build = &build;
   return client_->impl_->sendPost(p, opts, transfer);

@@ -406,7 +406,7 @@ void PortRouter::shipToClient(const ClientId& to, std::vector<detail::PortPtr>& 
   detail::commitAll(ports);
 }
 
-Result<void> PortRouter::postFromLocal(detail::PortState& from, const OutgoingPayload& payload,
+Result<void> PortRouter::postFromLocal(detail::PortState& from, const core::OutgoingPayload& payload,
                                        std::vector<detail::PortPtr>& transfer) {
   Entry* self = find(from.id);
   if (!self) return {};  // closed meanwhile
@@ -445,7 +445,7 @@ Result<void> PortRouter::postFromLocal(detail::PortState& from, const OutgoingPa
   auto pm = env->getRoot<schema::Envelope>().initPortMessage();
   pm.setTo(to.value());
   pm.setSeq(from.sendSeq);
-  writePayload(payload, pm.initPayload());
+  core::writePayload(payload, pm.initPayload());
   if (wire::encodedBytes(*env) > local_.maxMessageBytes())
     return makeError(Errc::QUOTA_EXCEEDED, "message larger than --max-message-bytes; nothing sent");
   if (!transfer.empty()) shipToClient(target, transfer, pm.initPorts(static_cast<unsigned>(transfer.size())));

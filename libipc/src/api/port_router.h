@@ -24,7 +24,7 @@
 #include <unordered_set>
 #include <vector>
 
-#include "api/port_state.h"
+#include "core/port_state.h"
 #include "envelope.capnp.h"
 #include "swipc/error.h"
 #include "swipc/types.h"
@@ -94,7 +94,7 @@ class PortRouter {
   void shipToClient(const ClientId& to, std::vector<detail::PortPtr>& ports, PortList::Builder out);
   /// The message carrying `ds` to client `to` was never handed over: those ports close.
   void undeliverable(const ClientId& to, PortList::Reader ds);
-  Result<void> postFromLocal(detail::PortState& from, const OutgoingPayload& payload,
+  Result<void> postFromLocal(detail::PortState& from, const core::OutgoingPayload& payload,
                              std::vector<detail::PortPtr>& transfer);
   void closeLocal(detail::PortState& port);
   void trackLocal(const detail::PortPtr& port);

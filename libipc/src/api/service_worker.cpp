@@ -21,13 +21,13 @@
 #include <unordered_set>
 #include <unordered_map>
 
-#include "api/broadcast_object.h"
-#include "api/payload.h"
+#include "core/broadcast_object.h"
+#include "core/payload.h"
 #include "queue/broadcast_ring.h"
 #include "shm/memfd.h"
 #include "api/port_router.h"
-#include "api/user_code.h"
-#include "api/port_state.h"
+#include "core/user_code.h"
+#include "core/port_state.h"
 #include "core/identity.h"
 #include "common/sys_error.h"
 #include "core/attach.h"
@@ -123,7 +123,7 @@ class ServiceWorker::Impl final : public detail::PortHost, public api::PortRoute
   }
 
   // ---- MessagePort: service-worker code's ports (PortHost) and the router's view of clients (Sink)
-  Result<void> postRemote(detail::PortState& from, const api::OutgoingPayload& payload,
+  Result<void> postRemote(detail::PortState& from, const core::OutgoingPayload& payload,
                           std::vector<detail::PortPtr>& transfer) override {
     return router_->postFromLocal(from, payload, transfer);
   }
@@ -223,7 +223,7 @@ class ServiceWorker::Impl final : public detail::PortHost, public api::PortRoute
   }
   void dispatchOnce(Deadline until);
 
-  Result<MessageSeq> postToClient(const ClientId& id, const api::OutgoingPayload& payload, TransferList& transfer);
+  Result<MessageSeq> postToClient(const ClientId& id, const core::OutgoingPayload& payload, TransferList& transfer);
   std::vector<ClientHandle> matchAll(const MatchAllOptions& o) const;
   std::optional<ClientHandle> get(const ClientId& id) const;
   ClientHandle handleFor(const ClientRecord& c) const;
@@ -240,7 +240,7 @@ class ServiceWorker::Impl final : public detail::PortHost, public api::PortRoute
   class Hub;
   std::shared_ptr<Hub> hub_;
   void bcOpenLocal(const std::shared_ptr<detail::BcObject>& obj);
-  Result<MessageSeq> bcPostLocal(detail::BcObject& obj, const api::OutgoingPayload& payload);
+  Result<MessageSeq> bcPostLocal(detail::BcObject& obj, const core::OutgoingPayload& payload);
   void bcCloseLocal(detail::BcObject& obj);
 
   ServiceWorker* owner_;
@@ -299,7 +299,7 @@ class ServiceWorker::Impl final : public detail::PortHost, public api::PortRoute
   Result<Channel*> channel(const std::string& name);
   void maybeDropChannel(const std::string& name);
   /// Writes one post into the channel ring and hands it to service-worker objects.
-  void publish(Channel& ch, uint64_t tag, const api::OutgoingPayload* out, schema::Payload::Reader* in,
+  void publish(Channel& ch, uint64_t tag, const core::OutgoingPayload* out, schema::Payload::Reader* in,
                const std::shared_ptr<const wire::Inbound>& owner, uint32_t localSender);
   bool handleBroadcast(ClientRecord& c, schema::Envelope::Reader env, const std::shared_ptr<const wire::Inbound>& owner);
   std::unordered_map<std::string, std::unique_ptr<Channel>> channels_;
@@ -631,7 +631,7 @@ void ServiceWorker::Impl::admit(PendingAttach p, const core::HelloInfo& hello) {
   ++counters_.attached;
   core::log().info("attached client={} pid={} type={} controlled={} url={} resumed={}", id.toString(), c.pid,
                clientTypeName(c.type), c.controlled, c.url, hello.resumeToken.has_value());
-  if (onAttached_) api::callUser("onClientAttached", [&] { onAttached_(handleFor(c)); });
+  if (onAttached_) core::callUser("onClientAttached", [&] { onAttached_(handleFor(c)); });
   if (opened) finishOpen(hello.openToken, handleFor(c), "attached");
 }
 
@@ -765,7 +765,7 @@ bool ServiceWorker::Impl::handleEnvelope(ClientRecord& c, wire::Inbound&& inboun
   ExtendableMessageEvent ev;
   // The ports are the service worker's now, whatever becomes of the payload.
   for (auto& p : router_->toServiceWorker(id, post.getPorts())) ev.ports.emplace_back(p);
-  if (auto r = api::readPayload(post.getPayload(), owner, types_, ev); !r) {
+  if (auto r = core::readPayload(post.getPayload(), owner, types_, ev); !r) {
     // A plain envelope's Value is checked only as it is decoded: malformed bytes are still a
     // protocol violation, a value this build cannot represent is a messageerror.
     if (auto whole = owner->checkAll(); !whole) {
@@ -775,7 +775,7 @@ bool ServiceWorker::Impl::handleEnvelope(ClientRecord& c, wire::Inbound&& inboun
     ++counters_.messageErrors;
     core::log().warn("messageerror from client={} seq={}: {}", id.toString(), seq, r.error().describe());
     if (onMessageError_)
-      api::callUser("onMessageError", [&] { onMessageError_(MessageErrorEvent{"serviceworker", r.error()}, handleFor(c)); });
+      core::callUser("onMessageError", [&] { onMessageError_(MessageErrorEvent{"serviceworker", r.error()}, handleFor(c)); });
     ackIfWanted(id, seq, post.getWantAck());
     return true;
   }
@@ -827,7 +827,7 @@ ServiceWorker::Impl::Gate ServiceWorker::Impl::admitPost(ClientRecord& c, Messag
 void ServiceWorker::Impl::deliverPost(ClientRecord& c, MessageSeq seq, bool wantAck, ExtendableMessageEvent& ev) {
   const ClientId id = c.id;  // the handler may detach c
   refreshHandle(ev.source, c);
-  if (onMessage_) api::callUser("the service worker's message handler", [&] { onMessage_(ev); });
+  if (onMessage_) core::callUser("the service worker's message handler", [&] { onMessage_(ev); });
   ackIfWanted(id, seq, wantAck);
 }
 
@@ -862,7 +862,7 @@ void ServiceWorker::Impl::detach(ClientRecord& c, const std::string& reason, boo
   for (auto& o : c.backlog) {
     ++counters_.undelivered;
     if (onUndelivered_)
-      api::callUser("onUndelivered", [&] {
+      core::callUser("onUndelivered", [&] {
         onUndelivered_(c.id, o.seq, makeError(Errc::DISCONNECTED, "client went away before it was delivered"));
       });
   }
@@ -879,7 +879,7 @@ void ServiceWorker::Impl::detach(ClientRecord& c, const std::string& reason, boo
   c.conn.reset();  // closes the socket and unmaps the segment
   core::log().info("detached client={} pid={}: {}", c.id.toString(), c.pid, reason);
   ClientId id = c.id;
-  if (onDetached_) api::callUser("onClientDetached", [&] { onDetached_(id, reason); });
+  if (onDetached_) core::callUser("onClientDetached", [&] { onDetached_(id, reason); });
   // Erase later: callers up the stack may still hold a reference.
   loop_->post([this, id] {
     auto it = clients_.find(id);
@@ -946,7 +946,7 @@ void ServiceWorker::Impl::flushBacklog(ClientRecord& c) {
   }
 }
 
-Result<MessageSeq> ServiceWorker::Impl::postToClient(const ClientId& id, const api::OutgoingPayload& payload,
+Result<MessageSeq> ServiceWorker::Impl::postToClient(const ClientId& id, const core::OutgoingPayload& payload,
                                                      TransferList& transfer) {
   auto ports = detail::checkTransfer(nullptr, *this, transfer);
   if (!ports) return ports.error();
@@ -978,7 +978,7 @@ Result<MessageSeq> ServiceWorker::Impl::postToClient(const ClientId& id, const a
   MessageSeq seq;
   auto mb = newEnvelope(*c, seq);
   auto post = mb->getRoot<schema::Envelope>().initClientPost();
-  api::writePayload(payload, post.initPayload());
+  core::writePayload(payload, post.initPayload());
   if (!ports->empty()) {
     if (wire::encodedBytes(*mb) > opts_.maxMessageBytes) {
       ++counters_.oversize;
@@ -1158,7 +1158,7 @@ class ServiceWorker::Impl::Hub final : public detail::BroadcastHub {
  public:
   explicit Hub(Impl* impl) : impl_(impl) {}
   void open(const std::shared_ptr<detail::BcObject>& obj) override { impl_->bcOpenLocal(obj); }
-  Result<MessageSeq> post(detail::BcObject& obj, const api::OutgoingPayload& p, bool) override {
+  Result<MessageSeq> post(detail::BcObject& obj, const core::OutgoingPayload& p, bool) override {
     return impl_->bcPostLocal(obj, p);
   }
   void close(detail::BcObject& obj) override { impl_->bcCloseLocal(obj); }
@@ -1200,7 +1200,7 @@ void ServiceWorker::Impl::maybeDropChannel(const std::string& name) {
   channels_.erase(it);
 }
 
-void ServiceWorker::Impl::publish(Channel& ch, uint64_t tag, const api::OutgoingPayload* out,
+void ServiceWorker::Impl::publish(Channel& ch, uint64_t tag, const core::OutgoingPayload* out,
                                   schema::Payload::Reader* in, const std::shared_ptr<const wire::Inbound>& owner,
                                   uint32_t localSender) {
   const uint64_t seq = ch.nextSeq++;
@@ -1212,7 +1212,7 @@ void ServiceWorker::Impl::publish(Channel& ch, uint64_t tag, const api::Outgoing
   if (in)
     msg.setPayload(*in);
   else
-    api::writePayload(*out, msg.initPayload());
+    core::writePayload(*out, msg.initPayload());
   const size_t bytes = wire::encodedBytes(mb);
   std::vector<uint64_t> buf(bytes / 8);
   wire::encodeInto(mb, reinterpret_cast<uint8_t*>(buf.data()), bytes);
@@ -1231,7 +1231,7 @@ void ServiceWorker::Impl::publish(Channel& ch, uint64_t tag, const api::Outgoing
     Result<void> decoded = makeError(Errc::DATA_CLONE, "undecodable");
     if (ownerCopy) {
       auto payload = in ? *in : ownerCopy->envelope().getBcMessage().getPayload();
-      decoded = api::readPayload(payload, ownerCopy, types_, *event);
+      decoded = core::readPayload(payload, ownerCopy, types_, *event);
     }
     std::vector<std::shared_ptr<detail::BcObject>> targets;
     for (auto& [id, obj] : ch.local)
@@ -1241,9 +1241,9 @@ void ServiceWorker::Impl::publish(Channel& ch, uint64_t tag, const api::Outgoing
       auto onMessage = obj->onMessage;  // copies: a handler may close() its own object
       auto onError = obj->onMessageError;
       if (decoded && onMessage)
-        api::callUser("a BroadcastChannel handler", [&] { onMessage(*event); });
+        core::callUser("a BroadcastChannel handler", [&] { onMessage(*event); });
       else if (!decoded && onError)
-        api::callUser("a BroadcastChannel handler", [&] { onError(MessageErrorEvent{"broadcastchannel", decoded.error()}); });
+        core::callUser("a BroadcastChannel handler", [&] { onError(MessageErrorEvent{"broadcastchannel", decoded.error()}); });
     }
   }
   ch.writer.wakeAll();
@@ -1353,14 +1353,14 @@ void ServiceWorker::Impl::bcOpenLocal(const std::shared_ptr<detail::BcObject>& o
   (*ch)->local.emplace(obj->id, obj);
 }
 
-Result<MessageSeq> ServiceWorker::Impl::bcPostLocal(detail::BcObject& obj, const api::OutgoingPayload& payload) {
+Result<MessageSeq> ServiceWorker::Impl::bcPostLocal(detail::BcObject& obj, const core::OutgoingPayload& payload) {
   auto it = channels_.find(obj.name);
   if (it == channels_.end() || !it->second->local.count(obj.id))
     return makeError(Errc::INVALID_STATE, "BroadcastChannel is not open");
   Channel& ch = *it->second;
   // Encode once to check the size before anything is written.
   capnp::MallocMessageBuilder probe(256);
-  api::writePayload(payload, probe.initRoot<schema::Payload>());
+  core::writePayload(payload, probe.initRoot<schema::Payload>());
   if (wire::encodedBytes(probe) + 64 > ch.writer.maxPayload())
     return makeError(Errc::QUOTA_EXCEEDED, "message larger than a channel ring record");
   const MessageSeq seq = ch.nextSeq;
@@ -1550,14 +1550,14 @@ size_t ServiceWorker::clientCount() const {
 
 Result<MessageSeq> ClientHandle::postMessage(const Value& data, TransferList transfer) {
   SWIPC_REQUIRE(sw_ != nullptr, "ClientHandle not from a ServiceWorker");
-  api::OutgoingPayload p;
+  core::OutgoingPayload p;
   p.value = &data;
   return sw_->impl().postToClient(id_, p, transfer);
 }
 
 Result<MessageSeq> ClientHandle::postTyped(uint64_t typeId, const TypedBuilder& build, TransferList transfer) {
   SWIPC_REQUIRE(sw_ != nullptr, "ClientHandle not from a ServiceWorker");
-  api::OutgoingPayload p;
+  core::OutgoingPayload p;
   p.typeId = typeId;
   p.build = &build;
   return sw_->impl().postToClient(id_, p, transfer);

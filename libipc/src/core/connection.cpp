@@ -148,6 +148,18 @@ Connection::SendStatus Connection::sendPlain(const wire::PlainMessage& m, const 
   return SendStatus::OK;
 }
 
+Connection::ValueStatus Connection::sendValue(const wire::PlainMessage& m, const Value& data) {
+  const size_t bytes = wire::plainBytes(m, data);
+  if (!fitsInline(bytes)) return ValueStatus::NOT_INLINE;
+  switch (sendPlain(m, data, bytes)) {
+    case SendStatus::OK: return ValueStatus::SENT;
+    case SendStatus::FULL: return ValueStatus::FULL;
+    case SendStatus::TOO_BIG: return ValueStatus::TOO_BIG;
+    case SendStatus::BROKEN: return ValueStatus::BROKEN;
+  }
+  return ValueStatus::BROKEN;
+}
+
 Connection::SendStatus Connection::claimInline(size_t bytes, uint8_t*& dst) {
   RingStatus s = out_.tryClaim(static_cast<uint32_t>(bytes), dst);
   if (s == RingStatus::FULL) {

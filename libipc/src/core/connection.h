@@ -82,6 +82,12 @@ class Connection {
   /// Sends a fast-lane envelope (wire/plain_post.h) of wire::plainBytes(m, data) == `bytes`,
   /// written straight into the ring; only for one that fitsInline() (others are built and send()).
   SendStatus sendPlain(const wire::PlainMessage& m, const Value& data, size_t bytes);
+  /// The fast-lane choice in one place: `m` with `data` written straight into the ring when it
+  /// fits one record. NOT_INLINE: it does not (build the envelope and send() it instead); FULL:
+  /// the ring has no room now; TOO_BIG: over maxMessageBytes; BROKEN: the ring is corrupt.
+  /// Never blocks, never wakes the peer (call wakePeerIfSleeping() after a batch).
+  enum class ValueStatus { SENT, NOT_INLINE, FULL, TOO_BIG, BROKEN };
+  ValueStatus sendValue(const wire::PlainMessage& m, const Value& data);
   /// Wakes the peer if it sleeps on our outgoing ring (once per sleep). Call after a batch.
   void wakePeerIfSleeping();
   /// Unconditional wake (used when the peer asked for space).

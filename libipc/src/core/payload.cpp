@@ -1,27 +1,9 @@
-#include "swipc/message_event.h"
+#include "core/payload.h"
 
-#include "api/payload.h"
 #include "wire/value_codec.h"
 
-namespace swipc {
+namespace swipc::core {
 
-Result<void> TypeRegistry::check(uint64_t typeId, capnp::AnyPointer::Reader content) const {
-  for (const auto& e : validators_) {
-    if (e.typeId != typeId) continue;
-    try {
-      e.validate(content);
-      return {};
-    } catch (const kj::Exception& ex) {
-      return makeError(Errc::DATA_CLONE, std::string("typed payload does not match its schema: ") +
-                                             ex.getDescription().cStr());
-    }
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(typeId));
-  return makeError(Errc::DATA_CLONE, std::string("no accepted schema with type id 0x") + buf);
-}
-
-namespace api {
 
 void writePayload(const OutgoingPayload& p, schema::Payload::Builder out) {
   if (p.value) {
@@ -56,5 +38,4 @@ Result<void> readPayload(schema::Payload::Reader in, const std::shared_ptr<const
   return makeError(Errc::DATA_CLONE, "payload of a kind this build does not know");
 }
 
-}  // namespace api
-}  // namespace swipc
+}  // namespace swipc::core

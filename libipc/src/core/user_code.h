@@ -8,15 +8,15 @@
 
 #include "core/log.h"
 
-namespace swipc::api {
+namespace swipc::core {
 
 template <typename F>
 void callUser(const char* what, F&& fn) {
   try {
     fn();
   } catch (const std::exception& e) {
-    core::log().error("{} threw: {}", what, e.what());
+    log().error("{} threw: {}", what, e.what());
   }
 }
 
-}  // namespace swipc::api
+}  // namespace swipc::core

@@ -5,7 +5,7 @@
 #include <memory>
 #include <string>
 
-#include "api/payload.h"
+#include "core/payload.h"
 #include "swipc/message_event.h"
 #include "swipc/types.h"
 
@@ -17,7 +17,7 @@ class BroadcastHub {
  public:
   virtual ~BroadcastHub() = default;
   virtual void open(const std::shared_ptr<BcObject>& obj) = 0;
-  virtual Result<MessageSeq> post(BcObject& obj, const api::OutgoingPayload& payload, bool wantAck) = 0;
+  virtual Result<MessageSeq> post(BcObject& obj, const core::OutgoingPayload& payload, bool wantAck) = 0;
   virtual void close(BcObject& obj) = 0;
 };
 

@@ -7,7 +7,7 @@
 #include "swipc/message_event.h"
 #include "wire/codec.h"
 
-namespace swipc::api {
+namespace swipc::core {
 
 /// What to put in an outgoing payload: a Value, or a typed struct built by a callback.
 struct OutgoingPayload {
@@ -23,4 +23,4 @@ void writePayload(const OutgoingPayload& p, schema::Payload::Builder out);
 Result<void> readPayload(schema::Payload::Reader in, const std::shared_ptr<const void>& owner,
                          const TypeRegistry& types, MessageEvent& event);
 
-}  // namespace swipc::api
+}  // namespace swipc::core

@@ -23,7 +23,7 @@
 #include <unordered_set>
 #include <vector>
 
-#include "api/payload.h"
+#include "core/payload.h"
 #include "envelope.capnp.h"
 #include "swipc/message_event.h"
 #include "swipc/message_port.h"
@@ -76,7 +76,7 @@ class PortHost {
   virtual ~PortHost() = default;
   /// Posts from REMOTE port `from` to its peer. `transfer` is checked; the host describes the
   /// ports into its message and, once it is accepted, neuters them (commitShip).
-  virtual Result<void> postRemote(PortState& from, const api::OutgoingPayload& payload, std::vector<PortPtr>& transfer) = 0;
+  virtual Result<void> postRemote(PortState& from, const core::OutgoingPayload& payload, std::vector<PortPtr>& transfer) = 0;
   /// REMOTE port `port` closed here (or its last handle went away).
   virtual void closeRemote(PortState& port) = 0;
   /// REMOTE port `port` has received many messages since it last told the daemon.
@@ -91,7 +91,7 @@ class PortHost {
   virtual void deliver(std::function<void()> fn) = 0;
   virtual const TypeRegistry& types() const = 0;
   virtual uint64_t maxMessageBytes() const = 0;
-  /// Port handlers run through api::callUser() (the daemon: a handler's exception is logged, and
+  /// Port handlers run through core::callUser() (the daemon: a handler's exception is logged, and
   /// never ends the daemon or blames a client); otherwise they propagate (a page's own code).
   virtual bool shieldsUserCode() const { return false; }
   /// A fresh random non-zero port id.
@@ -120,7 +120,7 @@ class PortState : public std::enable_shared_from_this<PortState> {
   bool entangled() const { return live() && !peerGone; }
 
   // ---- public API
-  Result<void> post(const api::OutgoingPayload& payload, TransferList& transfer);
+  Result<void> post(const core::OutgoingPayload& payload, TransferList& transfer);
   void start();
   void close();
 
@@ -203,6 +203,6 @@ std::vector<PortPtr> adoptDescriptors(PortHost& host, capnp::List<schema::PortDe
                                       const std::shared_ptr<const void>& keepAlive);
 
 /// Encodes a payload for a post that stays in this process (the value is serialized now).
-Result<QueuedPortMessage> encodeLocal(const api::OutgoingPayload& payload, uint64_t maxBytes);
+Result<QueuedPortMessage> encodeLocal(const core::OutgoingPayload& payload, uint64_t maxBytes);
 
 }  // namespace swipc::detail

@@ -1,11 +1,9 @@
-#include "api/port_state.h"
+#include "core/port_state.h"
 
 #include <cstdio>
 
-#include "api/user_code.h"
+#include "core/user_code.h"
 #include "core/log.h"
-#include "swipc/client.h"
-#include "swipc/service_worker.h"
 #include "wire/codec.h"
 
 namespace swipc {
@@ -35,9 +33,9 @@ std::pair<PortPtr, PortPtr> PortState::createPair(PortHost& host) {
   return {p1, p2};
 }
 
-Result<QueuedPortMessage> encodeLocal(const api::OutgoingPayload& payload, uint64_t maxBytes) {
+Result<QueuedPortMessage> encodeLocal(const core::OutgoingPayload& payload, uint64_t maxBytes) {
   auto mb = std::make_shared<capnp::MallocMessageBuilder>(64);
-  api::writePayload(payload, mb->initRoot<schema::Payload>());
+  core::writePayload(payload, mb->initRoot<schema::Payload>());
   if (wire::encodedBytes(*mb) > maxBytes)
     return makeError(Errc::QUOTA_EXCEEDED, "message larger than the limit of " + std::to_string(maxBytes) + " bytes");
   QueuedPortMessage m;
@@ -46,7 +44,7 @@ Result<QueuedPortMessage> encodeLocal(const api::OutgoingPayload& payload, uint6
   return m;
 }
 
-Result<void> PortState::post(const api::OutgoingPayload& payload, TransferList& transfer) {
+Result<void> PortState::post(const core::OutgoingPayload& payload, TransferList& transfer) {
   if (!host || !entangled()) return {};  // closed, neutered or disentangled: a no-op
   auto ports = checkTransfer(this, *host, transfer);
   if (!ports) return ports.error();
@@ -160,7 +158,7 @@ namespace {
 template <typename F>
 void runHandler(const PortHost* host, F&& fn) {
   if (host && host->shieldsUserCode())
-    api::callUser("a MessagePort handler", fn);
+    core::callUser("a MessagePort handler", fn);
   else
     fn();
 }
@@ -186,7 +184,7 @@ void PortState::flush() {
 
 void PortState::dispatch(QueuedPortMessage& m) {
   MessageEvent ev;
-  auto r = api::readPayload(m.payload, m.keepAlive, host->types(), ev);
+  auto r = core::readPayload(m.payload, m.keepAlive, host->types(), ev);
   if (!r) {
     if (auto fn = onMessageError) runHandler(host, [&] { fn(MessageErrorEvent{"messageport", r.error()}); });
     return;
@@ -300,79 +298,5 @@ std::vector<PortPtr> adoptDescriptors(PortHost& host, capnp::List<schema::PortDe
 }
 
 }  // namespace detail
-
-// ------------------------------------------------------------------------------------------------ public
-
-std::string PortId::toString() const {
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v_));
-  return buf;
-}
-
-PendingPort::PendingPort(MessagePort port) : state_(port.state()) {}
-PendingPort::~PendingPort() = default;
-
-TransferList::TransferList(std::vector<MessagePort> ports) {
-  ports_.reserve(ports.size());
-  for (auto& p : ports) ports_.emplace_back(std::move(p));
-}
-
-MessagePort::MessagePort(std::shared_ptr<detail::PortState> state) : state_(std::move(state)) {}
-
-PortId MessagePort::id() const { return state_ ? state_->id : PortId(); }
-
-Result<void> MessagePort::postMessage(const Value& data, TransferList transfer) {
-  if (!state_) return makeError(Errc::INVALID_STATE, "port is not bound");
-  api::OutgoingPayload p;
-  p.value = &data;
-  return state_->post(p, transfer);
-}
-
-Result<void> MessagePort::postTyped(uint64_t typeId, const TypedBuilder& build, TransferList transfer) {
-  if (!state_) return makeError(Errc::INVALID_STATE, "port is not bound");
-  api::OutgoingPayload p;
-  p.typeId = typeId;
-  p.build = &build;
-  return state_->post(p, transfer);
-}
-
-void MessagePort::onMessage(std::function<void(const MessageEvent&)> fn) {
-  if (!state_ || !state_->live()) return;
-  state_->onMessage = std::move(fn);
-  state_->start();
-}
-
-void MessagePort::onMessageError(std::function<void(const MessageErrorEvent&)> fn) {
-  if (state_ && state_->live()) state_->onMessageError = std::move(fn);
-}
-
-void MessagePort::onClose(std::function<void()> fn) {
-  if (!state_ || !state_->live()) return;
-  state_->onClose = std::move(fn);
-  state_->closeListenerSet();
-}
-
-void MessagePort::start() {
-  if (state_) state_->start();
-}
-
-void MessagePort::close() {
-  if (state_) state_->close();
-}
-
-bool MessagePort::closed() const { return !state_ || state_->mode == detail::PortState::Mode::CLOSED; }
-bool MessagePort::neutered() const { return state_ && state_->mode == detail::PortState::Mode::NEUTERED; }
-bool MessagePort::started() const { return state_ && state_->started; }
-size_t MessagePort::queuedCount() const { return state_ ? state_->queue.size() : 0; }
-
-MessageChannel MessageChannel::create(Client& client) {
-  auto [a, b] = detail::PortState::createPair(client.portHost());
-  return MessageChannel{MessagePort(a), MessagePort(b)};
-}
-
-MessageChannel MessageChannel::create(ServiceWorker& sw) {
-  auto [a, b] = detail::PortState::createPair(sw.portHost());
-  return MessageChannel{MessagePort(a), MessagePort(b)};
-}
 
 }  // namespace swipc
