@@ -43,6 +43,7 @@
 #include <vector>
 
 #include "baseline.h"
+#include "daemon_process.h"
 #include "swipc/log.h"
 #include "swipc/client.h"
 #include "swipc/value.h"
@@ -53,134 +54,15 @@ using namespace std::chrono_literals;
 namespace {
 
 constexpr const char* SCOPE = "bench";
-constexpr auto CONNECT_DEADLINE = 10s;
-constexpr auto STOP_DEADLINE = 5s;
 
 std::string describe(const swipc::Error& e) { return e.describe(); }
 
-/// ../sw_daemon/sw_daemon relative to the directory holding this executable.
-std::string defaultDaemonPath() {
-  std::error_code ec;
-  auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
-  if (ec) return "sw_daemon";
-  return (self.parent_path().parent_path() / "sw_daemon" / "sw_daemon").string();
-}
-
-/// A sw_daemon child with its own temporary runtime directory. Stopped (SIGTERM, then SIGKILL
-/// after a deadline) and the directory removed on destruction.
-class DaemonProcess {
- public:
-  DaemonProcess(const std::string& path, int spinUs, long ringBytes) {
-    char tmpl[] = "/tmp/swipc-bench.XXXXXX";
-    if (!::mkdtemp(tmpl)) throw std::runtime_error(std::string("mkdtemp: ") + std::strerror(errno));
-    runtimeDir_ = tmpl;
-
-    std::vector<std::string> argv = {path, "--scope", SCOPE, "--runtime-dir", runtimeDir_,
-                                      "--log-level", "warn"};
-    if (spinUs > 0) {
-      argv.push_back("--spin-us");
-      argv.push_back(std::to_string(spinUs));
-    }
-    if (ringBytes > 0) {
-      argv.push_back("--ring-bytes");
-      argv.push_back(std::to_string(ringBytes));
-    }
-    std::vector<char*> cargv;
-    for (auto& a : argv) cargv.push_back(a.data());
-    cargv.push_back(nullptr);
-
-    std::fflush(nullptr);
-    pid_ = ::fork();
-    if (pid_ < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
-    if (pid_ == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-      ::dup2(STDERR_FILENO, STDOUT_FILENO);  // keep our stdout pure JSON lines
-      ::execv(cargv[0], cargv.data());
-      const char msg[] = "messaging_bench: execv(sw_daemon) failed\n";
-      ssize_t ignored = ::write(STDERR_FILENO, msg, sizeof msg - 1);
-      (void)ignored;
-      ::_exit(127);
-    }
-  }
-  DaemonProcess(const DaemonProcess&) = delete;
-  DaemonProcess& operator=(const DaemonProcess&) = delete;
-  ~DaemonProcess() {
-    try {
-      stop();
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "messaging_bench: stopping sw_daemon: %s\n", e.what());
-    }
-    std::error_code ec;
-    std::filesystem::remove_all(runtimeDir_, ec);
-  }
-
-  const std::string& runtimeDir() const { return runtimeDir_; }
-
-  /// False once the daemon has exited (and reaps it).
-  bool alive() {
-    if (pid_ <= 0) return false;
-    int status = 0;
-    pid_t r = ::waitpid(pid_, &status, WNOHANG);
-    if (r == pid_) {
-      exitStatus_ = status;
-      pid_ = -1;
-      return false;
-    }
-    return true;
-  }
-  int exitStatus() const { return exitStatus_; }
-
-  /// SIGTERM, wait up to STOP_DEADLINE for a graceful exit, then SIGKILL.
-  void stop() {
-    if (!alive()) return;
-    ::kill(pid_, SIGTERM);
-    const auto deadline = std::chrono::steady_clock::now() + STOP_DEADLINE;
-    auto backoff = 1ms;
-    while (alive()) {
-      if (std::chrono::steady_clock::now() > deadline) {
-        std::fprintf(stderr, "messaging_bench: sw_daemon ignored SIGTERM for %llds; killing it\n",
-                     static_cast<long long>(STOP_DEADLINE.count()));
-        ::kill(pid_, SIGKILL);
-        int status = 0;
-        ::waitpid(pid_, &status, 0);
-        pid_ = -1;
-        return;
-      }
-      std::this_thread::sleep_for(backoff);
-      backoff = std::min(backoff * 2, std::chrono::milliseconds(20));
-    }
-  }
-
- private:
-  std::string runtimeDir_;
-  pid_t pid_ = -1;
-  int exitStatus_ = 0;
-};
-
-/// Attaches to `daemon`, retrying (with a short backoff) until CONNECT_DEADLINE; fails at once if
-/// the daemon exits.
-swipc::Client connectWithRetry(DaemonProcess& daemon, std::chrono::microseconds spin) {
-  swipc::ClientOptions opts;
-  opts.scope = SCOPE;
-  opts.runtimeDir = daemon.runtimeDir();
-  opts.attachTimeout = 2000ms;
-  opts.spin = spin;
-  opts.reconnect = false;
-  const auto deadline = std::chrono::steady_clock::now() + CONNECT_DEADLINE;
-  auto backoff = 1ms;
-  for (;;) {
-    auto client = swipc::Client::connect(opts);
-    if (client) return std::move(client).value();
-    if (!daemon.alive()) {
-      throw std::runtime_error("sw_daemon exited (status " + std::to_string(daemon.exitStatus()) +
-                               ") before a client could attach: " + describe(client.error()));
-    }
-    if (std::chrono::steady_clock::now() > deadline) {
-      throw std::runtime_error("could not attach to sw_daemon: " + describe(client.error()));
-    }
-    std::this_thread::sleep_for(backoff);
-    backoff = std::min(backoff * 2, std::chrono::milliseconds(50));
-  }
+/// The daemon's flags for one phase.
+std::vector<std::string> daemonArgs(int spinUs, long ringBytes) {
+  std::vector<std::string> args;
+  if (spinUs > 0) args.insert(args.end(), {"--spin-us", std::to_string(spinUs)});
+  if (ringBytes > 0) args.insert(args.end(), {"--ring-bytes", std::to_string(ringBytes)});
+  return args;
 }
 
 swipc::Value echoMessage(size_t padBytes) {
@@ -288,7 +170,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "messaging_bench: %s done at %.1f s\n", what,
                    static_cast<double>(sb::nowNs() - startNs) / 1e9);
     };
-    const std::string daemonPath = args.getOr("daemon", defaultDaemonPath());
+    const std::string daemonPath = args.getOr("daemon", sb::defaultDaemonPath());
     if (::access(daemonPath.c_str(), X_OK) != 0) {
       throw std::runtime_error("sw_daemon not found or not executable: " + daemonPath + " (use --daemon PATH)");
     }
@@ -349,8 +231,8 @@ int main(int argc, char** argv) {
 
     // Blocking: daemon sleeps on its doorbells, client does not spin.
     {
-      DaemonProcess daemon(daemonPath, 0, ringBytes);
-      swipc::Client client = connectWithRetry(daemon, 0us);
+      sb::DaemonProcess daemon(daemonPath, SCOPE, daemonArgs(0, ringBytes));
+      swipc::Client client = sb::attachWithRetry(daemon, SCOPE, 0us);
       for (size_t bytes : sizes) {
         ping.payloadBytes = static_cast<uint32_t>(bytes);
         latencyRounds(client, bytes, "messageSW_rtt_blocking_" + sizeName(bytes),
@@ -363,8 +245,8 @@ int main(int argc, char** argv) {
 
     // Spinning: daemon --spin-us, client spins as long before sleeping.
     {
-      DaemonProcess daemon(daemonPath, spinUs, ringBytes);
-      swipc::Client client = connectWithRetry(daemon, std::chrono::microseconds(spinUs));
+      sb::DaemonProcess daemon(daemonPath, SCOPE, daemonArgs(spinUs, ringBytes));
+      swipc::Client client = sb::attachWithRetry(daemon, SCOPE, std::chrono::microseconds(spinUs));
       for (size_t bytes : sizes) {
         ping.payloadBytes = static_cast<uint32_t>(bytes);
         latencyRounds(client, bytes, "messageSW_rtt_spinning_" + sizeName(bytes),

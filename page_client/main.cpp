@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -13,6 +14,7 @@
 #include "commands.h"
 #include "swipc/log.h"
 #include "script_driver.h"
+#include "sync_ops.h"
 
 namespace {
 
@@ -69,6 +71,11 @@ int main(int argc, char** argv) {
   auto* listen = app.add_subcommand("listen", "Print every event as JSON lines until SIGINT/SIGTERM");
   listen->add_option("--channel", channels, "Also listen on this BroadcastChannel (repeatable)");
   auto* script = app.add_subcommand("script", "Read op lines on stdin, write event lines on stdout");
+  std::string syncTag;
+  std::optional<std::string> syncData;
+  auto* sync = app.add_subcommand("sync", "Background Sync: register TAG; exits once the daemon has committed it");
+  sync->add_option("tag", syncTag, "Sync tag")->required();
+  sync->add_option("--data", syncData, "An entry for the tag's durable queue (JSON)");
 
   try {
     app.parse(argc, argv);
@@ -87,5 +94,6 @@ int main(int argc, char** argv) {
   if (*broadcast) return page_client::runBroadcast(opts, channelName, json);
   if (*listen) return page_client::runListen(opts, channels);
   if (*script) return page_client::runScript(opts);
+  if (*sync) return page_client::runSync(opts, syncTag, syncData);
   return page_client::EXIT_ERROR;
 }

@@ -64,7 +64,8 @@ ScriptDriver::ScriptDriver(swipc::Client& client, EventWriter& out, int inputFd,
       signals_(signals),
       drainTimeout_(drainTimeout),
       ports_(out, NamedPorts::StartReceived::NO),
-      channels_(client, out) {}
+      channels_(client, out),
+      sync_(client, out) {}
 
 int ScriptDriver::run() {
   forwardClientEvents(client_, out_, ports_);
@@ -128,6 +129,7 @@ void ScriptDriver::handleOp(const json& op, const OpId& id) {
   if (name == "port.post") return opPortPost(op, id);
   if (name == "port.start") return opPortStart(op, id);
   if (name == "port.close") return opPortClose(op, id);
+  if (sync_.handle(name, op, id)) return;
   out_.error(id, typeError("unknown op '" + name + "'"));
 }
 
@@ -319,7 +321,8 @@ void ScriptDriver::onUndelivered(swipc::MessageSeq seq, const swipc::Error& erro
 
 void ScriptDriver::drain() {
   auto deadline = swipc::deadlineIn(drainTimeout_);
-  while ((!pendingPosts_.empty() || !pendingRequests_.empty()) && swipc::Clock::now() < deadline &&
+  while ((!pendingPosts_.empty() || !pendingRequests_.empty() || sync_.pending() > 0) &&
+         swipc::Clock::now() < deadline &&
          !out_.failed()) {
     pollfd fds[] = {{client_.fd(), POLLIN, 0}, {signals_.fd(), POLLIN, 0}};
     ::poll(fds, 2, pollTimeoutMs(deadline));

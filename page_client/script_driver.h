@@ -22,6 +22,7 @@
 #include "event_writer.h"
 #include "line_reader.h"
 #include "signal_watch.h"
+#include "sync_ops.h"
 #include "swipc/client.h"
 #include "swipc/message_port.h"
 
@@ -76,6 +77,7 @@ class ScriptDriver {
   std::chrono::milliseconds drainTimeout_;
   NamedPorts ports_;
   Channels channels_;
+  SyncOps sync_;
 
   bool inputOpen_ = true;
   std::optional<int> exitCode_;

@@ -6,6 +6,8 @@ using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("swipc::schema");
 
 using import "value.capnp".Value;
+using import "sync.capnp".SyncCall;
+using import "sync.capnp".SyncResult;
 
 const schemaVersion :UInt16 = 1;
 const protocolVersion :UInt32 = 3;   # 2: MessagePort transfer (PortDescriptor, port* kinds)
@@ -160,6 +162,8 @@ struct Envelope {
     portClose @18 :PortClose;      # page -> daemon
     portClosed @19 :PortClosed;    # daemon -> page
     portAck @20 :PortAck;          # page -> daemon
+    syncCall @21 :SyncCall;        # page -> daemon (Background Sync, schemas/sync.capnp)
+    syncResult @22 :SyncResult;    # daemon -> page
   }
 }
 
@@ -179,7 +183,7 @@ struct Hello {
   openToken @5 :Data;              # set by a page the daemon spawned (clients.openWindow)
 }
 
-# Sent with two fds: the segment memfd and the up doorbell eventfd.
+# Sent with three fds: the segment memfd, the up doorbell eventfd and the wake pipe's read end.
 struct Welcome {
   clientId @0 :Data;               # 16 bytes
   resumeToken @1 :Data;            # 32 bytes; present it again to keep clientId

@@ -16,10 +16,12 @@ phase() { printf '\n=== %s ===\n' "$*"; }
 phase "install dependencies"
 bash scripts/install-deps.sh
 
-# Tests get a private runtime dir, so sockets from other runs (or a live daemon) never interfere.
+# Tests get a private runtime dir, so sockets from other runs (or a live daemon) never interfere,
+# and a private state home, so daemons that take the default --state-dir leave nothing in ~.
 SWIPC_RUNTIME_DIR="$(mktemp -d "${TMPDIR:-/tmp}/swipc-test.XXXXXX")"
-export SWIPC_RUNTIME_DIR
-trap 'rm -rf "$SWIPC_RUNTIME_DIR"' EXIT
+XDG_STATE_HOME="$(mktemp -d "${TMPDIR:-/tmp}/swipc-state.XXXXXX")"
+export SWIPC_RUNTIME_DIR XDG_STATE_HOME
+trap 'rm -rf "$SWIPC_RUNTIME_DIR" "$XDG_STATE_HOME"' EXIT
 
 phase "configure + build (RelWithDebInfo, build/)"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSWIPC_BUILD_TESTS=ON -DSWIPC_BUILD_BENCH=ON \

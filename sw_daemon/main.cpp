@@ -9,7 +9,6 @@
 int main(int argc, char** argv) {
   CLI::App app{"sw_daemon: the service worker for one swipc scope"};
   swipc::ServiceWorkerOptions opts;
-  std::string stateDir;
   std::string logLevel = "info";
   int64_t spinUs = 0;
   uint64_t bcRingBytes = 1 << 20;
@@ -17,7 +16,8 @@ int main(int argc, char** argv) {
   app.add_option("--scope", opts.scope, "scope name ([A-Za-z0-9._-]{1,64})")->required();
   app.add_option("--runtime-dir", opts.runtimeDir, "runtime directory (default $SWIPC_RUNTIME_DIR, "
                                                    "$XDG_RUNTIME_DIR/swipc or /tmp/swipc-<uid>)");
-  app.add_option("--state-dir", stateDir, "durable state directory (Background Sync/Fetch)");
+  app.add_option("--state-dir", opts.stateDir,
+                 "durable state directory (default $XDG_STATE_HOME/swipc/<scope>, else ~/.local/state/swipc/<scope>)");
   app.add_option("--sw-version", opts.version, "version string GET_VERSION answers")->capture_default_str();
   app.add_option("--spin-us", spinUs, "busy-poll rings this many microseconds before sleeping")
       ->check(CLI::Range(int64_t{0}, int64_t{1'000'000}));
@@ -48,7 +48,38 @@ int main(int argc, char** argv) {
                  "(default: page_client listen)");
   app.add_option("--open-window-timeout-ms", openWindowTimeoutMs, "how long openWindow waits for the page to attach")
       ->capture_default_str();
+  auto& sync = opts.sync;
+  int64_t syncRetryMs = sync.retry.count(), syncTimeoutMs = sync.timeout.count();
+  int64_t periodicMinMs = sync.periodicMinInterval.count();
+  std::string connectivity = "auto";
+  app.add_option("--sync-max-attempts", sync.maxAttempts, "Background Sync: attempts before a tag is dropped")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
+  app.add_option("--sync-retry-ms", syncRetryMs, "Background Sync: delay before the first retry")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
+  app.add_option("--sync-retry-factor", sync.retryFactor, "Background Sync: each further retry waits this much longer")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 1000.0));
+  app.add_option("--sync-timeout-ms", syncTimeoutMs, "Background Sync: an event unsettled this long has failed")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+  app.add_option("--periodic-min-interval-ms", periodicMinMs, "Periodic Background Sync: the least interval")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
+  app.add_option("--connectivity", connectivity,
+                 "when sync events may fire: auto (while there is a default route), always, manual")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "always", "manual"}));
+  app.add_flag("--offline", sync.startOffline, "manual connectivity: start offline");
   CLI11_PARSE(app, argc, argv);
+  sync.retry = std::chrono::milliseconds(syncRetryMs);
+  sync.timeout = std::chrono::milliseconds(syncTimeoutMs);
+  sync.periodicMinInterval = std::chrono::milliseconds(periodicMinMs);
+  using Connectivity = swipc::BackgroundSyncOptions::Connectivity;
+  sync.connectivity = connectivity == "always"   ? Connectivity::ALWAYS
+                      : connectivity == "manual" ? Connectivity::MANUAL
+                                                 : Connectivity::AUTO;
   opts.spin = std::chrono::microseconds(spinUs);
   opts.ringBytes = ringBytes;
   opts.bcRingBytes = bcRingBytes;

@@ -5,6 +5,7 @@
 #include <memory>
 #include <optional>
 
+#include "reference_sync.h"
 #include "swipc/broadcast_channel.h"
 
 namespace swipc::daemon {
@@ -65,13 +66,15 @@ MatchAllOptions matchAllOptions(const Value& o) {
 }  // namespace
 
 struct ReferenceServiceWorker::State : std::enable_shared_from_this<ReferenceServiceWorker::State> {
-  explicit State(ServiceWorker& s) : sw(s), countChannel(s, "count-channel") {}
+  explicit State(ServiceWorker& s) : sw(s), countChannel(s, "count-channel"), sync(s) {}
   ServiceWorker& sw;
   /// One counter for INCREASE_COUNT, whether it came as a message or on count-channel.
   int64_t count = 0;
   BroadcastChannel countChannel;  // the article's example: INCREASE_COUNT -> COUNT on the channel
   /// The port PORT_INITIALIZATION handed over (the article's example): COUNT goes there.
   std::optional<MessagePort> keptPort;
+  /// Background Sync: the tag-prefix handlers, sync-log, SET_ONLINE and SYNC_STATE.
+  ReferenceSync sync;
 };
 
 namespace {
@@ -187,6 +190,8 @@ void handle(ReferenceServiceWorker::State& st, ExtendableMessageEvent& e, std::o
     if (!c) return reply(Value());
     auto r = type == "FOCUS" ? c->focus() : c->navigate(e.data["url"].textOr(""));
     reply(r ? r->describe() : errorValue(r.error()));
+  } else if (type == "SET_ONLINE" || type == "SYNC_STATE") {
+    if (auto answer = st.sync.handleMessage(e.data)) reply(*answer);
   } else if (spdlog::should_log(spdlog::level::debug)) {  // (checked first: this is the busiest branch)
     spdlog::debug("no handler for message type '{}'", type);
   }

@@ -17,6 +17,7 @@
 #include <sstream>
 #include <thread>
 
+#include "in_process_service_worker.h"
 #include "process.h"
 #include "test_scope.h"
 #include "swipc/client.h"
@@ -123,38 +124,6 @@ class ListenPage {
  private:
   ChildProcess proc_;
   std::string clientId_;
-};
-
-/// A swipc::ServiceWorker serving on its own thread of this process (no signal handling);
-/// call() runs a function on that loop thread and returns its result.
-class InProcessServiceWorker {
- public:
-  InProcessServiceWorker(ServiceWorkerOptions opts, const std::function<void(ServiceWorker&)>& setup)
-      : sw_(std::move(opts)) {
-    setup(sw_);
-    auto r = sw_.listen();
-    EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().describe());
-    thread_ = std::thread([this] { (void)sw_.run(); });
-  }
-  ~InProcessServiceWorker() {
-    sw_.post([this] { sw_.stop(); });
-    thread_.join();
-  }
-  /// Runs fn(sw) on the loop thread and returns what it returns.
-  template <typename F>
-  auto call(F fn) -> decltype(fn(std::declval<ServiceWorker&>())) {
-    using R = decltype(fn(std::declval<ServiceWorker&>()));
-    auto task = std::make_shared<std::packaged_task<R()>>([this, fn = std::move(fn)]() mutable { return fn(sw_); });
-    auto result = task->get_future();
-    sw_.post([task] { (*task)(); });
-    if (result.wait_for(10s) != std::future_status::ready)
-      throw std::runtime_error("the service worker's loop did not run the call within 10 s");
-    return result.get();
-  }
-
- private:
-  ServiceWorker sw_;
-  std::thread thread_;
 };
 
 const json GET_VERSION = {{"type", "GET_VERSION"}};

@@ -10,6 +10,7 @@
 #include <set>
 #include <thread>
 
+#include "in_process_service_worker.h"
 #include "process.h"
 #include "test_scope.h"
 #include "swipc/client.h"
@@ -49,39 +50,6 @@ size_t countOccurrences(const std::string& text, const std::string& needle) {
   for (size_t pos = text.find(needle); pos != std::string::npos; pos = text.find(needle, pos + needle.size())) ++n;
   return n;
 }
-
-/// A swipc::ServiceWorker serving on its own thread of this process (no signal handling).
-class InProcessServiceWorker {
- public:
-  InProcessServiceWorker(ServiceWorkerOptions opts, const std::function<void(ServiceWorker&)>& setup)
-      : sw_(std::move(opts)) {
-    setup(sw_);
-    auto r = sw_.listen();
-    EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().describe());
-    thread_ = std::thread([this] { (void)sw_.run(); });
-  }
-  ~InProcessServiceWorker() {
-    sw_.post([this] { sw_.stop(); });  // from the loop thread: cannot race run() starting up
-    thread_.join();
-  }
-  /// Runs fn on the loop thread and returns its result (fails the test after 10 s).
-  template <typename F>
-  auto call(F fn) -> decltype(fn()) {
-    auto task = std::make_shared<std::packaged_task<decltype(fn())()>>(std::move(fn));
-    auto result = task->get_future();
-    sw_.post([task] { (*task)(); });
-    if (result.wait_for(10s) != std::future_status::ready) {
-      ADD_FAILURE() << "service worker loop did not run the task";
-      std::abort();  // the task still refers to this frame
-    }
-    return result.get();
-  }
-  ServiceWorker& sw() { return sw_; }
-
- private:
-  ServiceWorker sw_;
-  std::thread thread_;
-};
 
 class FaultsTest : public ::testing::Test {
  protected:

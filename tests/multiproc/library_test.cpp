@@ -7,6 +7,7 @@
 #include <future>
 #include <thread>
 
+#include "in_process_service_worker.h"
 #include "process.h"
 #include "test_scope.h"
 #include "swipc/client.h"
@@ -26,28 +27,6 @@ Bytes patternBytes(size_t n, uint32_t seed) {
   }
   return b;
 }
-
-/// A swipc::ServiceWorker serving on its own thread of this process (no signal handling).
-class InProcessServiceWorker {
- public:
-  InProcessServiceWorker(ServiceWorkerOptions opts, const std::function<void(ServiceWorker&)>& setup)
-      : sw_(std::move(opts)) {
-    setup(sw_);
-    auto r = sw_.listen();
-    EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().describe());
-    thread_ = std::thread([this] { (void)sw_.run(); });
-  }
-  ~InProcessServiceWorker() {
-    // stop() from the loop thread itself, so it cannot race run() starting up.
-    sw_.post([this] { sw_.stop(); });
-    thread_.join();
-  }
-  ServiceWorker& sw() { return sw_; }
-
- private:
-  ServiceWorker sw_;
-  std::thread thread_;
-};
 
 class LibraryTest : public ::testing::Test {
  protected:

@@ -14,6 +14,7 @@
 
 #include "swipc/error.h"
 #include "swipc/message_event.h"
+#include "swipc/sync.h"
 #include "swipc/types.h"
 #include "swipc/value.h"
 
@@ -22,6 +23,9 @@ namespace swipc {
 namespace detail {
 class BroadcastHub;
 class PortHost;
+}
+namespace page {
+class FeatureSet;
 }
 
 struct ClientOptions {
@@ -131,6 +135,11 @@ class Client {
   void messageSWAsync(const Value& data, std::function<void(Result<Value>)> done,
                       std::optional<Deadline> deadline = std::nullopt);
 
+  /// registration.sync / registration.periodicSync (Background Sync, swipc/sync.h). Works
+  /// controlled or not; the calls answer on this client's loop.
+  SyncManager sync() { return SyncManager(*this); }
+  PeriodicSyncManager periodicSync() { return PeriodicSyncManager(*this); }
+
   /// A pollable fd: readable when dispatch() has work. For embedding in your own poll loop.
   int fd() const;
   /// Handles everything ready now; never blocks.
@@ -154,6 +163,9 @@ class Client {
   std::shared_ptr<detail::BroadcastHub> broadcastHub();
   /// Internal: what MessagePorts living on this client talk to.
   detail::PortHost& portHost();
+  /// Internal: the page's feature seam (libipc/src/page/feature.h), through which a feature
+  /// module (Background Sync's page ops, ...) plugs into this client.
+  page::FeatureSet& pageFeatures();
 
   class Impl;
 

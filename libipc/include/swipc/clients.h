@@ -17,6 +17,9 @@
 namespace swipc {
 
 class ServiceWorker;
+namespace daemon {
+class ClientsApi;
+}
 
 enum class FrameType { TOP_LEVEL, AUXILIARY, NONE };
 std::string_view frameTypeName(FrameType t);
@@ -59,6 +62,7 @@ class ClientHandle {
 
  private:
   friend class ServiceWorker;
+  friend class daemon::ClientsApi;  // makes and refreshes the snapshots
   ServiceWorker* sw_ = nullptr;
   ClientId id_;
   std::string url_;

@@ -14,6 +14,7 @@
 #include "swipc/clients.h"
 #include "swipc/error.h"
 #include "swipc/message_event.h"
+#include "swipc/sync.h"
 #include "swipc/types.h"
 #include "swipc/value.h"
 
@@ -23,6 +24,19 @@ namespace detail {
 class BroadcastHub;
 class PortHost;
 }
+
+/// Background Sync's schedule (DESIGN §14); the defaults are Chromium's.
+struct BackgroundSyncOptions {
+  int maxAttempts = 3;                                      // --sync-max-attempts
+  std::chrono::milliseconds retry{300000};                  // --sync-retry-ms: first retry delay
+  double retryFactor = 3;                                   // --sync-retry-factor
+  std::chrono::milliseconds timeout{180000};                // --sync-timeout-ms: unsettled = failed
+  std::chrono::milliseconds periodicMinInterval{43200000};  // --periodic-min-interval-ms
+  /// When events may fire: AUTO while the host has a default route (netlink), ALWAYS, or MANUAL
+  /// (online unless startOffline; then setOnline() decides).
+  enum class Connectivity { AUTO, ALWAYS, MANUAL } connectivity = Connectivity::AUTO;
+  bool startOffline = false;  // --offline (MANUAL only)
+};
 
 struct ServiceWorkerOptions {
   std::string scope = "default";
@@ -42,6 +56,10 @@ struct ServiceWorkerOptions {
   std::chrono::milliseconds openWindowTimeout{5000};
   /// Capacity of each BroadcastChannel ring (power of two >= 4096).
   uint64_t bcRingBytes = 1 << 20;
+  /// Durable state (Background Sync / Fetch): empty means $XDG_STATE_HOME/swipc/<scope>, else
+  /// ~/.local/state/swipc/<scope>. Created 0700 when a feature first needs it.
+  std::string stateDir;
+  BackgroundSyncOptions sync;
 };
 
 /// A message from a client to the service worker.
@@ -57,11 +75,15 @@ struct Counters {
   uint64_t broadcastsPosted = 0, channelsOpen = 0;
   uint64_t portMessagesRouted = 0, portsTransferred = 0, portsClosed = 0, portMessagesDropped = 0;
   uint64_t portsOpen = 0;  // entries in the daemon's port table now (a gauge)
+  uint64_t syncFired = 0, syncSucceeded = 0, syncFailed = 0, syncTimedOut = 0, syncGaveUp = 0;
+  uint64_t syncDroppedEntries = 0;
   Value toValue() const;
 };
 
 class ServiceWorker {
  public:
+  /// Throws std::system_error when the process cannot create the service worker's event loop
+  /// (it is out of file descriptors); every other failure is listen()'s Result.
   explicit ServiceWorker(ServiceWorkerOptions opts);
   ~ServiceWorker();
   ServiceWorker(const ServiceWorker&) = delete;
@@ -85,6 +107,27 @@ class ServiceWorker {
   void onClientDetached(std::function<void(const ClientId&, const std::string& reason)> fn);
   TypeRegistry& types();
 
+  /// Background Sync (swipc/sync.h): `sync` and `periodicsync` events. Set before listen() to
+  /// see the events due at start.
+  void onSync(std::function<void(SyncEventPtr)> fn);
+  void onPeriodicSync(std::function<void(SyncEventPtr)> fn);
+  /// registration.sync from service-worker code (committed when it returns ok); InvalidStateError
+  /// before listen().
+  Result<void> registerSync(const std::string& tag, std::optional<Value> data = std::nullopt);
+  Result<std::vector<std::string>> syncTags() const;
+  /// The one-shot tags, in registration order (SYNC_STATE, swctl sync).
+  std::vector<SyncTagState> syncState() const;
+  /// Connectivity for Background Sync: MANUAL mode only (InvalidStateError otherwise); going
+  /// online fires every pending tag at once.
+  Result<void> setOnline(bool online);
+  bool online() const;
+
+  /// Runs `fn` on the loop once `delay` has passed (service-worker code's asynchronous work, e.g.
+  /// settling a sync event later); clearTimeout before then and it never runs. After listen().
+  using TimerId = uint64_t;
+  TimerId setTimeout(std::chrono::milliseconds delay, std::function<void()> fn);
+  void clearTimeout(TimerId id);
+
   /// self.clients: matchAll, get, claim, openWindow.
   Clients& clients();
   const Clients& clients() const;
@@ -101,10 +144,8 @@ class ServiceWorker {
   /// Internal: what MessagePorts living in this service worker talk to.
   detail::PortHost& portHost();
 
-  class Impl;
-  Impl& impl() { return *impl_; }
-
  private:
+  class Impl;
   friend class ClientHandle;
   friend class Clients;
   std::unique_ptr<Impl> impl_;

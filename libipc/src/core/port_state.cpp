@@ -2,11 +2,18 @@
 
 #include <cstdio>
 
+#include "core/identity.h"
 #include "core/user_code.h"
 #include "core/log.h"
 #include "wire/codec.h"
 
 namespace swipc {
+
+PortId core::newPortId() {
+  uint64_t v = 0;
+  while (v == 0) v = randomIdU64();
+  return PortId(v);
+}
 
 namespace detail {
 
@@ -21,9 +28,9 @@ PortState::~PortState() {
 }
 
 std::pair<PortPtr, PortPtr> PortState::createPair(PortHost& host) {
-  PortId a = host.newPortId();
-  PortId b = host.newPortId();
-  while (b == a) b = host.newPortId();
+  PortId a = core::newPortId();
+  PortId b = core::newPortId();
+  while (b == a) b = core::newPortId();
   auto p1 = std::make_shared<PortState>(&host, a, b, Mode::LOCAL);
   auto p2 = std::make_shared<PortState>(&host, b, a, Mode::LOCAL);
   p1->localPeer = p2;

@@ -28,6 +28,13 @@
 #include "swipc/message_event.h"
 #include "swipc/message_port.h"
 
+namespace swipc::core {
+
+/// A fresh random non-zero port id: unguessable, so a client cannot name another's port.
+PortId newPortId();
+
+}  // namespace swipc::core
+
 namespace swipc::detail {
 
 using PortPtr = std::shared_ptr<PortState>;
@@ -94,8 +101,6 @@ class PortHost {
   /// Port handlers run through core::callUser() (the daemon: a handler's exception is logged, and
   /// never ends the daemon or blames a client); otherwise they propagate (a page's own code).
   virtual bool shieldsUserCode() const { return false; }
-  /// A fresh random non-zero port id.
-  virtual PortId newPortId() = 0;
 };
 
 /// Which local pairs a message being built registers (both ends of a pair may travel together).

@@ -6,8 +6,10 @@
 #include <capnp/serialize.h>
 #include <kj/array.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <type_traits>
 
 #include "common/unique_fd.h"
 #include "envelope.capnp.h"
@@ -21,10 +23,27 @@ inline constexpr uint32_t RECORD_ENVELOPE = 1;
 /// Payload: OutOfLineRecord. The envelope itself travels as a sealed memfd over the socket.
 inline constexpr uint32_t RECORD_OUT_OF_LINE = 2;
 
+/// The payload of a RECORD_OUT_OF_LINE ring record. The sealed memfd carrying the envelope went
+/// over the socket first, in a Control.outOfLine datagram with the same `seq`.
+///
+///   0           8             16
+///   +-----------+-------------+
+///   | seq u64   | bytes u64   |
+///   +-----------+-------------+
+///   seq: the same as in the memfd's notice; bytes: the envelope's encoded size (the receiver
+///   checks it against its max message size and the memfd's size before mapping)
+///
+/// @concurrent: written by the sending side into its ring record; the receiver copies it out of
+/// the ring once and validates the copy.
 struct OutOfLineRecord {
   uint64_t seq;
   uint64_t bytes;
 };
+static_assert(std::is_standard_layout_v<OutOfLineRecord> && std::is_trivially_copyable_v<OutOfLineRecord>);
+static_assert(offsetof(OutOfLineRecord, seq) == 0);
+static_assert(offsetof(OutOfLineRecord, bytes) == 8);
+static_assert(sizeof(OutOfLineRecord) == 16);
+static_assert(alignof(OutOfLineRecord) == 8);
 
 /// Seals a receiver requires on an out-of-line memfd before mapping it.
 inline constexpr unsigned SEALS_IMMUTABLE = 0x0001 /*SEAL*/ | 0x0002 /*SHRINK*/ | 0x0004 /*GROW*/ | 0x0008 /*WRITE*/;

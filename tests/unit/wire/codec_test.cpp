@@ -5,11 +5,14 @@
 #include <capnp/message.h>
 #include <capnp/serialize.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "shm/memfd.h"
 #include "wire/limits.h"
 #include "wire/value_codec.h"
 
@@ -193,6 +196,74 @@ TEST(InboundTest, WellFormedPlainEnvelopePassesCheckAll) {
   ASSERT_TRUE(in.ok());
   EXPECT_FALSE(in->walked());
   EXPECT_TRUE(in->checkAll().ok());
+}
+
+// ---------------------------------------------------------------- out of line
+
+TEST(OutOfLineRecordTest, RingBytesAreTheSeqThenTheSize) {
+  const OutOfLineRecord sut{0x0102030405060708ull, 4096};
+  uint8_t bytes[16];
+  std::memcpy(bytes, &sut, sizeof sut);
+  uint64_t seq = 0;
+  uint64_t size = 0;
+  std::memcpy(&seq, bytes, 8);
+  std::memcpy(&size, bytes + 8, 8);
+  EXPECT_EQ(seq, sut.seq);
+  EXPECT_EQ(size, 4096u);
+}
+
+/// A sealed memfd holding an envelope whose controller post carries `text`, and its size.
+std::pair<UniqueFd, size_t> sealedPost(const std::string& text) {
+  capnp::MallocMessageBuilder mb;
+  envelope(mb).initControllerPost().initPayload().initValue().setText(text);
+  const size_t bytes = encodedBytes(mb);
+  auto fd = encodeToSealedMemfd(mb, bytes);
+  EXPECT_TRUE(fd.ok()) << fd.error().describe();
+  return {fd.ok() ? std::move(*fd) : UniqueFd(), bytes};
+}
+
+void expectMapRefused(Result<Inbound> sut, const std::string& says) {
+  ASSERT_FALSE(sut.ok());
+  EXPECT_EQ(sut.error().code, Errc::PROTOCOL_VIOLATION);
+  EXPECT_NE(sut.error().message.find(says), std::string::npos) << sut.error().describe();
+}
+
+TEST(InboundTest, MapEnvelopeReadsASealedMemfd) {
+  auto [fd, bytes] = sealedPost(std::string(100'000, 'x'));
+  auto sut = Inbound::mapEnvelope(std::move(fd), bytes, OPTIONS);
+  ASSERT_TRUE(sut.ok()) << sut.error().describe();
+  EXPECT_EQ(sut->bytes(), bytes);
+  auto v = readValue(sut->envelope().getControllerPost().getPayload().getValue());
+  ASSERT_TRUE(v.ok()) << v.error().describe();
+  EXPECT_EQ(*v, Value(std::string(100'000, 'x')));
+}
+
+TEST(InboundTest, MapEnvelopeRefusesAnUnsealedMemfd) {
+  capnp::MallocMessageBuilder mb;
+  envelope(mb).initPortAck().setPort(1);
+  auto flat = capnp::messageToFlatArray(mb);
+  auto fd = shm::createMemfd("codec-test", flat.asBytes().size());
+  ASSERT_TRUE(fd.ok());
+  ASSERT_EQ(::pwrite(fd->get(), flat.asBytes().begin(), flat.asBytes().size(), 0),
+            static_cast<ssize_t>(flat.asBytes().size()));
+  expectMapRefused(Inbound::mapEnvelope(std::move(*fd), flat.asBytes().size(), OPTIONS), "not sealed immutable");
+}
+
+TEST(InboundTest, MapEnvelopeRefusesASizeLargerThanTheMemfd) {
+  auto [fd, bytes] = sealedPost("short");
+  expectMapRefused(Inbound::mapEnvelope(std::move(fd), bytes + 4096, OPTIONS), "smaller than announced");
+}
+
+TEST(InboundTest, MapEnvelopeRefusesASizeThatIsNotWholeWords) {
+  auto [fd, bytes] = sealedPost("short");
+  expectMapRefused(Inbound::mapEnvelope(std::move(fd), bytes - 3, OPTIONS), "whole number of words");
+}
+
+TEST(InboundTest, MapEnvelopeRefusesAnFdThatIsNotAMemfd) {
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  ::close(p[1]);
+  expectMapRefused(Inbound::mapEnvelope(UniqueFd(p[0]), 64, OPTIONS), "not a memfd");
 }
 
 }  // namespace

@@ -3,8 +3,6 @@
 #include <cstdio>
 
 #include "core/port_state.h"
-#include "swipc/client.h"
-#include "swipc/service_worker.h"
 
 namespace swipc {
 
@@ -69,15 +67,5 @@ bool MessagePort::closed() const { return !state_ || state_->mode == detail::Por
 bool MessagePort::neutered() const { return state_ && state_->mode == detail::PortState::Mode::NEUTERED; }
 bool MessagePort::started() const { return state_ && state_->started; }
 size_t MessagePort::queuedCount() const { return state_ ? state_->queue.size() : 0; }
-
-MessageChannel MessageChannel::create(Client& client) {
-  auto [a, b] = detail::PortState::createPair(client.portHost());
-  return MessageChannel{MessagePort(a), MessagePort(b)};
-}
-
-MessageChannel MessageChannel::create(ServiceWorker& sw) {
-  auto [a, b] = detail::PortState::createPair(sw.portHost());
-  return MessageChannel{MessagePort(a), MessagePort(b)};
-}
 
 }  // namespace swipc

@@ -29,7 +29,7 @@
 #include "swipc/error.h"
 #include "swipc/types.h"
 
-namespace swipc::api {
+namespace swipc::daemon {
 
 using PortList = capnp::List<schema::PortDescriptor>;
 
@@ -57,6 +57,8 @@ class PortRouter {
     /// corrupt (it is disconnected).
     enum class Direct { SENT, NOT_NOW, GONE, BROKEN };
     virtual Direct sendPortValue(const ClientId& id, PortId to, uint64_t portSeq, const Value& data) = 0;
+    /// Client `id` owns `delta` more (or fewer) entries of the port table: its accounting.
+    virtual void portsOwned(const ClientId& id, int delta) = 0;
   };
 
   struct Stats {
@@ -165,6 +167,13 @@ class PortRouter {
   Result<void> deliver(const ClientId& target, PortId to, const std::shared_ptr<capnp::MallocMessageBuilder>& env,
                        MessageSeq envSeq, uint64_t portSeq);
   void erase(PortId id);
+  /// Every change of an entry's owner goes through these, so a client's count stays exact.
+  void setOwner(Entry& e, const Owner& owner);
+  void countOwned(const Owner& owner, int delta) {
+    if (!owner.local) sink_.portsOwned(owner.client, delta);
+  }
+  /// Removes entry `it` (its owner's count goes down).
+  void eraseEntry(std::unordered_map<uint64_t, Entry>::iterator it);
 
   Sink& sink_;
   detail::PortHost& local_;
@@ -173,4 +182,4 @@ class PortRouter {
   Stats stats_;
 };
 
-}  // namespace swipc::api
+}  // namespace swipc::daemon

@@ -11,7 +11,7 @@
 #include <thread>
 #include <vector>
 
-namespace swipc::api {
+namespace swipc::page {
 
 /// @concurrent: setWords()/stop() from the loop thread; the signal runs on the waiter thread.
 class BroadcastWaiter {
@@ -36,4 +36,4 @@ class BroadcastWaiter {
   std::thread thread_;
 };
 
-}  // namespace swipc::api
+}  // namespace swipc::page

@@ -1,4 +1,4 @@
-#include "api/port_router.h"
+#include "daemon/port_router.h"
 
 #include <algorithm>
 
@@ -6,7 +6,7 @@
 #include "wire/codec.h"
 #include "wire/value_decode.h"
 
-namespace swipc::api {
+namespace swipc::daemon {
 
 namespace {
 
@@ -40,6 +40,7 @@ void PortRouter::registerPair(PortId id, PortId peer, const Owner& dest, const O
   shipped.peer = peer;
   shipped.owner = dest;
   table_.emplace(id.value(), std::move(shipped));
+  countOwned(dest, 1);
   Entry stays;
   stays.peer = id;
   stays.owner = from;
@@ -48,10 +49,26 @@ void PortRouter::registerPair(PortId id, PortId peer, const Owner& dest, const O
     if (auto it = localStates_.find(peer.value()); it != localStates_.end()) stays.state = it->second;
   }
   table_.emplace(peer.value(), std::move(stays));
+  countOwned(from, 1);
+}
+
+void PortRouter::setOwner(Entry& e, const Owner& owner) {
+  countOwned(e.owner, -1);
+  e.owner = owner;
+  countOwned(owner, 1);
+}
+
+void PortRouter::eraseEntry(std::unordered_map<uint64_t, Entry>::iterator it) {
+  const Owner owner = it->second.owner;
+  table_.erase(it);
+  countOwned(owner, -1);
 }
 
 void PortRouter::erase(PortId id) {
-  if (table_.erase(id.value())) ++stats_.closed;
+  auto it = table_.find(id.value());
+  if (it == table_.end()) return;
+  eraseEntry(it);
+  ++stats_.closed;
 }
 
 // ------------------------------------------------------------------------------------------------ checks
@@ -154,9 +171,9 @@ void PortRouter::routeOne(schema::PortDescriptor::Reader d, const Owner& from, c
       e->copies.clear();
       if (e->closed) {
         peerClosed = true;  // its peer went while it moved: it arrives closed, with what came before
-        table_.erase(id.value());
+        eraseEntry(table_.find(id.value()));
       } else {
-        e->owner = dest;
+        setOwner(*e, dest);
         e->state.reset();
       }
     }
@@ -462,4 +479,4 @@ void PortRouter::closeLocal(detail::PortState& port) {
   notifyPeerClosed(peer);
 }
 
-}  // namespace swipc::api
+}  // namespace swipc::daemon

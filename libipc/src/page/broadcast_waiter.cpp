@@ -1,4 +1,4 @@
-#include "api/broadcast_waiter.h"
+#include "page/broadcast_waiter.h"
 
 #include <linux/futex.h>
 #include <sys/syscall.h>
@@ -8,7 +8,7 @@
 #include <climits>
 #include <unordered_map>
 
-namespace swipc::api {
+namespace swipc::page {
 
 namespace {
 #ifndef FUTEX_32
@@ -82,4 +82,4 @@ void BroadcastWaiter::run() {
   }
 }
 
-}  // namespace swipc::api
+}  // namespace swipc::page

@@ -1,0 +1,196 @@
+#include "daemon/attach_server.h"
+
+#include <fcntl.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "core/log.h"
+#include "wire/codec.h"
+#include "wire/limits.h"
+
+namespace swipc::daemon {
+
+Result<void> AttachServer::start(const std::string& socketPath, uint64_t epoch) {
+  if (listening()) return {};
+  // Clients pass fds (out-of-line messages): use all the fds the hard limit allows.
+  if (rlimit rl{}; ::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  spareFd_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  auto sock = core::listenSeqpacket(socketPath, opts_.allowGroup ? 0660 : 0600);
+  if (!sock) return sock.error();
+  auto w = loop_.watch(sock->get(), EPOLLIN, [this](uint32_t) { onListenReadable(); });
+  if (!w) {
+    ::unlink(socketPath.c_str());
+    return w.error();
+  }
+  listenFd_ = std::move(*sock);
+  listenWatch_ = *w;
+  socketPath_ = socketPath;
+  epoch_ = epoch;
+  return {};
+}
+
+void AttachServer::stop() {
+  for (auto& [pid, p] : pending_) {
+    loop_.unwatch(p.watch);
+    loop_.cancelTimer(p.timer);
+  }
+  pending_.clear();
+  if (!listening()) return;
+  loop_.unwatch(listenWatch_);
+  listenWatch_ = 0;
+  ::unlink(socketPath_.c_str());
+  listenFd_.reset();
+}
+
+namespace {
+
+/// Tells a connection why it is refused, then closes it. What the peer already sent (its Hello)
+/// is read first: closing a socket with unread data resets the peer's end, and its read would
+/// then fail before it reaches our reason.
+void refuse(UniqueFd socket, Errc code, const std::string& message) {
+  core::Datagram unread;
+  while (core::recvDatagram(socket.get(), unread, wire::MAX_CONTROL_BYTES) == core::IoStatus::OK) {
+  }
+  core::sendControlError(socket.get(), code, message);
+}
+
+}  // namespace
+
+void AttachServer::refuseForLackOfFds() {
+  // Use the spare to accept and refuse the connection, so the listening socket does not stay
+  // readable forever (a busy loop) and the client hears why.
+  ++counters_.rejectedClients;
+  spareFd_.reset();
+  UniqueFd refused;
+  if (core::acceptConnection(listenFd_.get(), refused) == core::IoStatus::OK)
+    refuse(std::move(refused), Errc::QUOTA_EXCEEDED, "daemon is out of file descriptors");
+  spareFd_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  core::log().error("out of file descriptors: refused an attach ({} clients)", clients_.size());
+}
+
+void AttachServer::onListenReadable() {
+  for (int i = 0; i < 64; ++i) {
+    UniqueFd sock;
+    auto st = core::acceptConnection(listenFd_.get(), sock);
+    if (st == core::IoStatus::FAILED && (errno == EMFILE || errno == ENFILE)) return refuseForLackOfFds();
+    if (st != core::IoStatus::OK) return;
+    auto cred = core::peerCred(sock.get());
+    if (!cred) continue;
+    bool sameUser = cred->uid == ::geteuid();
+    bool sameGroup = opts_.allowGroup && cred->gid == ::getegid();
+    if (!sameUser && !sameGroup) {
+      ++counters_.rejectedClients;
+      core::log().warn("rejected pid={} uid={}: not this daemon's user", cred->pid, cred->uid);
+      refuse(std::move(sock), Errc::INVALID_ACCESS, "peer uid not allowed");
+      continue;
+    }
+    if (clients_.size() + pending_.size() >= opts_.maxClients) {
+      ++counters_.rejectedClients;
+      core::log().warn("rejected pid={}: max clients ({}) reached", cred->pid, opts_.maxClients);
+      refuse(std::move(sock), Errc::QUOTA_EXCEEDED, "daemon has reached --max-clients " + std::to_string(opts_.maxClients));
+      continue;
+    }
+    uint64_t pid = nextPending_++;
+    Pending p;
+    p.cred = *cred;
+    int fd = sock.get();
+    p.socket = std::move(sock);
+    auto w = loop_.watch(fd, EPOLLIN | EPOLLRDHUP, [this, pid](uint32_t) { onPendingReadable(pid); });
+    if (!w) continue;
+    p.watch = *w;
+    p.timer = loop_.addTimer(deadlineIn(opts_.attachTimeout), [this, pid] {
+      auto it = pending_.find(pid);
+      if (it == pending_.end()) return;
+      ++counters_.attachTimeouts;
+      core::log().warn("attach timeout: pid={} sent no Hello within {} ms", it->second.cred.pid,
+                       opts_.attachTimeout.count());
+      core::sendControlError(it->second.socket.get(), Errc::ATTACH_TIMEOUT, "no Hello before the deadline");
+      dropPending(pid);
+    });
+    pending_.emplace(pid, std::move(p));
+  }
+}
+
+void AttachServer::dropPending(uint64_t pendingId) {
+  auto it = pending_.find(pendingId);
+  if (it == pending_.end()) return;
+  loop_.unwatch(it->second.watch);
+  loop_.cancelTimer(it->second.timer);
+  pending_.erase(it);
+}
+
+void AttachServer::onPendingReadable(uint64_t pendingId) {
+  auto it = pending_.find(pendingId);
+  if (it == pending_.end()) return;
+  core::Datagram d;
+  auto s = core::recvDatagram(it->second.socket.get(), d, wire::MAX_CONTROL_BYTES);
+  if (s == core::IoStatus::AGAIN) return;
+  if (s != core::IoStatus::OK) {
+    dropPending(pendingId);
+    return;
+  }
+  auto fail = [&](Errc code, const std::string& msg) {
+    if (code == Errc::VERSION_MISMATCH)
+      ++counters_.versionMismatches;
+    else
+      ++counters_.protocolViolations;
+    core::log().warn("attach refused pid={}: {}: {}", it->second.cred.pid, errorName(code), msg);
+    core::sendControlError(it->second.socket.get(), code, msg);
+    dropPending(pendingId);
+  };
+  if (d.truncated || d.bytes.empty() || d.bytes.size() % sizeof(capnp::word) != 0 || !d.fds.empty())
+    return fail(Errc::PROTOCOL_VIOLATION, "malformed Hello datagram");
+  auto words = kj::heapArray<capnp::word>(d.bytes.size() / sizeof(capnp::word));
+  std::memcpy(words.begin(), d.bytes.data(), d.bytes.size());
+  auto in = wire::Inbound::adoptControl(std::move(words), wire::readerOptions(wire::MAX_CONTROL_BYTES));
+  if (!in) return fail(in.error().code, in.error().message);
+  auto hello = core::parseHello(in->control());
+  if (!hello) return fail(hello.error().code, hello.error().message);
+  if (hello->protocolVersion != schema::PROTOCOL_VERSION)
+    return fail(Errc::VERSION_MISMATCH, "daemon speaks protocol " + std::to_string(schema::PROTOCOL_VERSION) +
+                                            ", client " + std::to_string(hello->protocolVersion));
+  Pending p = std::move(it->second);
+  loop_.unwatch(p.watch);
+  loop_.cancelTimer(p.timer);
+  pending_.erase(it);
+  admit(std::move(p), *hello);
+}
+
+void AttachServer::admit(Pending p, const core::HelloInfo& hello) {
+  core::WelcomeInfo w;
+  w.resumeToken = hello.resumeToken ? *hello.resumeToken : core::newResumeToken();
+  w.clientId = core::clientIdForToken(w.resumeToken);
+  if (clients_.findAlive(w.clientId)) {
+    ++counters_.protocolViolations;
+    core::log().warn("attach refused pid={}: client {} is already attached", p.cred.pid, w.clientId.toString());
+    core::sendControlError(p.socket.get(), Errc::INVALID_STATE, "client id already attached");
+    return;
+  }
+  w.daemonEpoch = epoch_;
+  w.maxMessageBytes = opts_.maxMessageBytes;
+  w.controlled = hello.controlled;
+  w.swVersion = opts_.version;
+  w.rings = core::RingSizes{opts_.ringBytes, opts_.ringBytes};
+  auto conn = core::sendWelcome(std::move(p.socket), w);
+  if (!conn) {
+    core::log().warn("attach failed pid={}: {}", p.cred.pid, conn.error().describe());
+    return;
+  }
+  auto rec = std::make_unique<ClientRecord>();
+  rec->id = w.clientId;
+  rec->url = hello.url;
+  rec->type = hello.type;
+  rec->frameType = hello.type == ClientType::WORKER ? FrameType::NONE : FrameType::TOP_LEVEL;
+  rec->controlled = hello.controlled;
+  rec->pid = p.cred.pid;
+  rec->conn = std::move(*conn);
+  if (admit_) admit_(std::move(rec), hello);
+}
+
+}  // namespace swipc::daemon

@@ -1,0 +1,243 @@
+#include "daemon/broadcast_hub.h"
+
+#include <fcntl.h>
+
+#include <algorithm>
+
+#include "core/log.h"
+#include "core/user_code.h"
+#include "shm/memfd.h"
+#include "wire/limits.h"
+
+namespace swipc::daemon {
+
+// ------------------------------------------------------------------------------------------------ channels
+
+Result<BroadcastHub::Channel*> BroadcastHub::channel(const ChannelName& name) {
+  if (name.size() > 1024) return makeError(Errc::TYPE, "channel name longer than 1024 bytes");
+  auto it = channels_.find(name);
+  if (it != channels_.end()) return it->second.get();
+  auto ch = std::make_unique<Channel>();
+  ch->name = name;
+  ch->ringId = nextRingId_++;
+  ch->capacity = config_.ringBytes;
+  const uint64_t bytes = queue::broadcastRegionBytes(ch->capacity);
+  auto fd = shm::createMemfd("swipc-bc", bytes);
+  if (!fd) return fd.error();
+  auto map = shm::Mapping::map(fd->get(), bytes, shm::Access::READ_WRITE);
+  if (!map) return map.error();
+  // Our mapping stays writable; every later writable mapping (the members') is refused.
+  if (auto r = shm::addSeals(fd->get(), shm::SEALS_FIXED_SIZE | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL); !r) return r.error();
+  ch->fd = std::move(*fd);
+  ch->map = std::move(*map);
+  ch->writer = queue::formatBroadcastRegion(ch->map.data(), bytes, ch->capacity);
+  ++counters_.channelsOpen;
+  core::log().info("channel '{}' opened (ring {} bytes)", name.str(), ch->capacity);
+  Channel* raw = ch.get();
+  channels_.emplace(name, std::move(ch));
+  return raw;
+}
+
+void BroadcastHub::maybeDrop(const ChannelName& name) {
+  auto it = channels_.find(name);
+  if (it == channels_.end() || !it->second->members.empty() || !it->second->local.empty()) return;
+  core::log().info("channel '{}' closed (last member left)", name.str());
+  channels_.erase(it);
+}
+
+const BroadcastHub::Channel* BroadcastHub::find(const ChannelName& name) const {
+  auto it = channels_.find(name);
+  return it == channels_.end() ? nullptr : it->second.get();
+}
+
+void BroadcastHub::clear() {
+  channels_.clear();
+  members_.clear();
+}
+
+// ------------------------------------------------------------------------------------------------ publish
+
+void BroadcastHub::publish(Channel& ch, uint64_t tag, const core::OutgoingPayload* out, schema::Payload::Reader* in,
+                           const std::shared_ptr<const wire::Inbound>& owner, uint32_t localSender) {
+  const uint64_t seq = ch.nextSeq++;
+  capnp::MallocMessageBuilder mb(256);
+  auto env = mb.initRoot<schema::Envelope>();
+  env.setSchemaVersion(schema::SCHEMA_VERSION);
+  env.setSeq(seq);
+  auto msg = env.initBcMessage();
+  if (in)
+    msg.setPayload(*in);
+  else
+    core::writePayload(*out, msg.initPayload());
+  const size_t bytes = wire::encodedBytes(mb);
+  std::vector<uint64_t> buf(bytes / 8);
+  wire::encodeInto(mb, reinterpret_cast<uint8_t*>(buf.data()), bytes);
+  ch.writer.append(wire::RECORD_ENVELOPE, seq, tag, buf.data(), static_cast<uint32_t>(bytes));
+  ++counters_.broadcastsPosted;
+  sink_.published();
+  if (!ch.local.empty()) deliverLocal(ch, buf.data(), bytes, in, owner, localSender);
+  ch.writer.wakeAll();
+}
+
+void BroadcastHub::deliverLocal(Channel& ch, const uint64_t* words, size_t bytes, schema::Payload::Reader* in,
+                                const std::shared_ptr<const wire::Inbound>& owner, uint32_t localSender) {
+  // Service-worker objects of this channel get it now, in creation order.
+  auto ownerCopy = owner;
+  if (!ownerCopy) {
+    auto r = wire::Inbound::copyEnvelope(reinterpret_cast<const uint8_t*>(words), bytes,
+                                         wire::readerOptions(config_.maxMessageBytes));
+    if (r) ownerCopy = std::make_shared<const wire::Inbound>(std::move(*r));
+  }
+  auto event = std::make_shared<MessageEvent>();
+  Result<void> decoded = makeError(Errc::DATA_CLONE, "undecodable");
+  if (ownerCopy) {
+    auto payload = in ? *in : ownerCopy->envelope().getBcMessage().getPayload();
+    decoded = core::readPayload(payload, ownerCopy, types_, *event);
+  }
+  std::vector<std::shared_ptr<detail::BcObject>> targets;
+  for (auto& [id, obj] : ch.local)
+    if (id != localSender) targets.push_back(obj);
+  for (auto& obj : targets) {
+    if (obj->closed) continue;
+    auto onMessage = obj->onMessage;  // copies: a handler may close() its own object
+    auto onError = obj->onMessageError;
+    if (decoded && onMessage)
+      core::callUser("a BroadcastChannel handler", [&] { onMessage(*event); });
+    else if (!decoded && onError)
+      core::callUser("a BroadcastChannel handler",
+                     [&] { onError(MessageErrorEvent{"broadcastchannel", decoded.error()}); });
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ clients
+
+bool BroadcastHub::clientJoin(const ClientId& id, const ChannelName& name, uint32_t objectId, MessageSeq seq) {
+  auto ch = channel(name);
+  if (!ch) {
+    sink_.reportError(id, ch.error().code, ch.error().message, seq);
+    return true;
+  }
+  for (const auto& m : (*ch)->members) {
+    if (m.first == id && m.second == objectId) {
+      sink_.violation(id, makeError(Errc::PROTOCOL_VIOLATION, "BroadcastChannel object joined twice"));
+      return false;
+    }
+  }
+  auto [it, fresh] = members_.try_emplace(id);
+  Member& member = it->second;
+  if (fresh) member.tagPrefix = (nextTag_++) << 32;
+  const uint64_t ringId = (*ch)->ringId;
+  if (!member.ringsSent.count(ringId)) {
+    if (!sink_.passRing(id, ringId, (*ch)->capacity, (*ch)->fd.get())) {
+      sink_.reportError(id, Errc::INVALID_STATE, "could not pass the channel ring (client not reading its socket)",
+                        seq);
+      maybeDrop(name);
+      return true;
+    }
+    member.ringsSent.insert(ringId);
+  }
+  (*ch)->members.emplace_back(id, objectId);
+  sink_.channelsJoined(id, 1);
+  sink_.joined(id, Joined{objectId, ringId, (*ch)->writer.tail(), (*ch)->nextSeq, member.tagPrefix});
+  return true;
+}
+
+void BroadcastHub::clientLeave(const ClientId& id, uint32_t objectId) {
+  for (auto& [name, ch] : channels_) {
+    auto& m = ch->members;
+    auto it = std::find(m.begin(), m.end(), std::make_pair(id, objectId));
+    if (it == m.end()) continue;
+    m.erase(it);
+    sink_.channelsJoined(id, -1);
+    // The page unmaps the ring with its last object on it: send the memfd again next time.
+    if (std::none_of(m.begin(), m.end(), [&](const auto& p) { return p.first == id; }))
+      if (auto mem = members_.find(id); mem != members_.end()) mem->second.ringsSent.erase(ch->ringId);
+    const ChannelName n = name;
+    maybeDrop(n);
+    return;
+  }
+}
+
+void BroadcastHub::clientPost(const ClientId& id, schema::BcPost::Reader post, MessageSeq seq,
+                              const std::shared_ptr<const wire::Inbound>& owner) {
+  const uint32_t objectId = post.getObjectId();
+  Channel* target = nullptr;
+  for (auto& [name, ch] : channels_) {
+    for (const auto& m : ch->members)
+      if (m.first == id && m.second == objectId) target = ch.get();
+    if (target) break;
+  }
+  auto member = members_.find(id);
+  if (!target || member == members_.end()) {
+    sink_.reportError(id, Errc::INVALID_STATE, "BroadcastChannel object is not open", seq);
+    return;
+  }
+  // Size check on the record we will write: payload + envelope framing.
+  if (post.totalSize().wordCount * sizeof(capnp::word) + 64 > target->writer.maxPayload()) {
+    ++counters_.oversize;
+    sink_.reportError(id, Errc::QUOTA_EXCEEDED,
+                      "message larger than a channel ring record (" + std::to_string(target->writer.maxPayload()) +
+                          " bytes; see --bc-ring-bytes)",
+                      seq);
+    return;
+  }
+  auto payload = post.getPayload();
+  publish(*target, detail::bcTag(member->second.tagPrefix, objectId), nullptr, &payload, owner, 0);
+  if (post.getWantAck()) sink_.ack(id, seq);
+}
+
+void BroadcastHub::clientGone(const ClientId& id) {
+  std::vector<ChannelName> touched;
+  int left = 0;
+  for (auto& [name, ch] : channels_) {
+    auto& m = ch->members;
+    auto before = m.size();
+    m.erase(std::remove_if(m.begin(), m.end(), [&](const auto& p) { return p.first == id; }), m.end());
+    if (m.size() != before) {
+      touched.push_back(name);
+      left += static_cast<int>(before - m.size());
+    }
+  }
+  members_.erase(id);
+  if (left) sink_.channelsJoined(id, -left);
+  for (const auto& name : touched) maybeDrop(name);  // a member process that exits leaves
+}
+
+// ------------------------------------------------------------------------------------------------ service-worker objects
+
+void BroadcastHub::open(const std::shared_ptr<detail::BcObject>& obj) {
+  auto ch = channel(ChannelName(obj->name));
+  if (!ch) {
+    core::log().error("BroadcastChannel '{}': {}", obj->name, ch.error().describe());
+    return;
+  }
+  obj->id = nextLocalId_++;
+  obj->fromSeq = (*ch)->nextSeq;
+  obj->joined = true;
+  (*ch)->local.emplace(obj->id, obj);
+}
+
+Result<MessageSeq> BroadcastHub::post(detail::BcObject& obj, const core::OutgoingPayload& payload, bool) {
+  auto it = channels_.find(ChannelName(obj.name));
+  if (it == channels_.end() || !it->second->local.count(obj.id))
+    return makeError(Errc::INVALID_STATE, "BroadcastChannel is not open");
+  Channel& ch = *it->second;
+  // Encode once to check the size before anything is written.
+  capnp::MallocMessageBuilder probe(256);
+  core::writePayload(payload, probe.initRoot<schema::Payload>());
+  if (wire::encodedBytes(probe) + 64 > ch.writer.maxPayload())
+    return makeError(Errc::QUOTA_EXCEEDED, "message larger than a channel ring record");
+  const MessageSeq seq = ch.nextSeq;
+  publish(ch, detail::bcTag(0, obj.id), &payload, nullptr, nullptr, obj.id);
+  return seq;
+}
+
+void BroadcastHub::close(detail::BcObject& obj) {
+  const ChannelName name(obj.name);
+  auto it = channels_.find(name);
+  if (it == channels_.end()) return;
+  it->second->local.erase(obj.id);
+  maybeDrop(name);
+}
+
+}  // namespace swipc::daemon

@@ -1,0 +1,136 @@
+// BroadcastHub: the daemon's side of BroadcastChannel (DESIGN §4 "Broadcast rings", §9). One
+// channel per name with at least one open object anywhere in the scope; each channel has one
+// ring in a sealed memfd that the daemon writes and the members map read-only. A post travels
+// sender -> daemon -> ring once, whatever the number of receivers; service-worker objects of the
+// channel get it at once, in creation order. A channel goes when its last object leaves.
+//
+// Clients reach it through their envelopes (bcJoin, bcLeave, bcPost: clientJoin/Leave/Post);
+// service-worker code through its BroadcastChannel objects (the detail::BroadcastHub interface).
+// What it needs from the daemon goes through a narrow Sink, so it is testable with a fake one.
+//
+// Posting objects are told apart by a tag on each record: a client's tag prefix (one per
+// client, given with its first join) | the object id; 0 | id for service-worker objects.
+//
+// @concurrent: single-threaded; the daemon's loop thread.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "common/unique_fd.h"
+#include "core/broadcast_object.h"
+#include "envelope.capnp.h"
+#include "queue/broadcast_ring.h"
+#include "shm/mapping.h"
+#include "swipc/service_worker.h"
+#include "swipc/types.h"
+#include "wire/codec.h"
+
+namespace swipc::daemon {
+
+class BroadcastHub final : public detail::BroadcastHub {
+ public:
+  /// What a client is told when its object joined (bcJoined).
+  struct Joined {
+    uint32_t objectId = 0;
+    uint64_t ringId = 0;
+    uint64_t startPos = 0;   // the ring's tail now: the object reads from here
+    uint64_t startSeq = 0;   // the first channel seq it receives
+    uint64_t senderTag = 0;  // the client's tag prefix
+  };
+
+  /// What the hub needs from the daemon.
+  class Sink {
+   public:
+    virtual ~Sink() = default;
+    /// Passes the ring's memfd to client `id` (once per client and ring). False when it could not.
+    virtual bool passRing(const ClientId& id, uint64_t ringId, uint64_t capacity, int fd) = 0;
+    virtual void joined(const ClientId& id, const Joined& joined) = 0;
+    /// The post `seq` of client `id` is in the ring.
+    virtual void ack(const ClientId& id, MessageSeq seq) = 0;
+    virtual void reportError(const ClientId& id, Errc code, const std::string& message, uint64_t refSeq) = 0;
+    /// Disconnects client `id` now (ProtocolViolation).
+    virtual void violation(const ClientId& id, const Error& why) = 0;
+    /// Client `id` has `delta` more (or fewer) objects joined: its accounting.
+    virtual void channelsJoined(const ClientId& id, int delta) = 0;
+    /// A record went into a ring (the daemon's spin phase counts it as activity).
+    virtual void published() = 0;
+  };
+
+  struct Config {
+    uint64_t ringBytes = 1 << 20;  // each ring's capacity (power of two)
+    uint64_t maxMessageBytes = 64ull << 20;
+  };
+
+  /// One channel name with at least one open object somewhere in the scope.
+  struct Channel {
+    ChannelName name;
+    uint64_t ringId = 0;
+    uint64_t capacity = 0;
+    UniqueFd fd;
+    shm::Mapping map;
+    queue::BroadcastWriter writer;
+    uint64_t nextSeq = 1;
+    std::vector<std::pair<ClientId, uint32_t>> members;           // client objects
+    std::map<uint32_t, std::shared_ptr<detail::BcObject>> local;  // service-worker objects
+  };
+
+  BroadcastHub(Sink& sink, Config config, const TypeRegistry& types, Counters& counters)
+      : sink_(sink), config_(config), types_(types), counters_(counters) {}
+
+  // ---- clients
+  /// bcJoin: object `objectId` of client `id` joins `name`. False when the client was
+  /// disconnected (it joined that object twice).
+  bool clientJoin(const ClientId& id, const ChannelName& name, uint32_t objectId, MessageSeq seq);
+  void clientLeave(const ClientId& id, uint32_t objectId);
+  /// bcPost: `post` (whose bytes `owner` keeps) from object `objectId` of client `id`.
+  void clientPost(const ClientId& id, schema::BcPost::Reader post, MessageSeq seq,
+                  const std::shared_ptr<const wire::Inbound>& owner);
+  /// The client is gone: every object of its leaves (a member process that exits leaves).
+  void clientGone(const ClientId& id);
+
+  // ---- service-worker objects (detail::BroadcastHub)
+  void open(const std::shared_ptr<detail::BcObject>& obj) override;
+  Result<MessageSeq> post(detail::BcObject& obj, const core::OutgoingPayload& payload, bool wantAck) override;
+  void close(detail::BcObject& obj) override;
+
+  /// Every channel goes (the daemon stops).
+  void clear();
+  const Channel* find(const ChannelName& name) const;
+  size_t channelCount() const { return channels_.size(); }
+
+ private:
+  /// A client with an object on some channel.
+  struct Member {
+    uint64_t tagPrefix = 0;
+    std::unordered_set<uint64_t> ringsSent;  // channel rings whose memfd it has
+  };
+
+  /// The channel `name`, made (with its ring) when it does not exist yet.
+  Result<Channel*> channel(const ChannelName& name);
+  void maybeDrop(const ChannelName& name);
+  /// Writes one post into the channel ring and hands it to service-worker objects (all but
+  /// `localSender`). The payload is `out` (service-worker code) or `in` (a client's, in `owner`).
+  void publish(Channel& ch, uint64_t tag, const core::OutgoingPayload* out, schema::Payload::Reader* in,
+               const std::shared_ptr<const wire::Inbound>& owner, uint32_t localSender);
+  /// Hands the record `bytes` (an encoded envelope) to the channel's service-worker objects.
+  void deliverLocal(Channel& ch, const uint64_t* words, size_t bytes, schema::Payload::Reader* in,
+                    const std::shared_ptr<const wire::Inbound>& owner, uint32_t localSender);
+
+  Sink& sink_;
+  Config config_;
+  const TypeRegistry& types_;
+  Counters& counters_;
+  std::unordered_map<ChannelName, std::unique_ptr<Channel>> channels_;
+  std::unordered_map<ClientId, Member> members_;
+  uint64_t nextRingId_ = 1;
+  uint32_t nextLocalId_ = 1;
+  uint64_t nextTag_ = 1;
+};
+
+}  // namespace swipc::daemon

@@ -1,0 +1,267 @@
+#include "page/broadcast.h"
+
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/log.h"
+#include "core/payload.h"
+#include "shm/memfd.h"
+#include "wire/limits.h"
+
+namespace swipc::page {
+
+using detail::BcObject;
+
+/// What BroadcastChannel objects hold (weakly): it forwards to the page's broadcast feature.
+class PageBroadcast::Hub final : public detail::BroadcastHub {
+ public:
+  explicit Hub(PageBroadcast& bc) : bc_(bc) {}
+  void open(const std::shared_ptr<BcObject>& obj) override { bc_.open(obj); }
+  Result<MessageSeq> post(BcObject& obj, const core::OutgoingPayload& p, bool wantAck) override {
+    return bc_.post(obj, p, wantAck);
+  }
+  void close(BcObject& obj) override { bc_.close(obj); }
+
+ private:
+  PageBroadcast& bc_;
+};
+
+Result<std::unique_ptr<PageBroadcast>> PageBroadcast::create(PageContext& ctx) {
+  std::unique_ptr<PageBroadcast> bc(new PageBroadcast(ctx));
+  bc->wakeFd_.reset(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  if (!bc->wakeFd_) return makeError(Errc::SYSTEM, "eventfd for broadcast wake-ups");
+  PageBroadcast* self = bc.get();
+  auto w = ctx.loop.watch(bc->wakeFd_.get(), EPOLLIN, [self](uint32_t) {
+    uint64_t v;
+    [[maybe_unused]] auto n = ::read(self->wakeFd_.get(), &v, sizeof v);
+    self->readBroadcasts();
+  });
+  if (!w) return w.error();
+  bc->wakeWatch_ = *w;
+  bc->hub_ = std::make_shared<Hub>(*bc);
+  ctx.ops.on(schema::Envelope::BC_JOINED,
+             [self](schema::Envelope::Reader env, const auto&) { self->joined(env.getBcJoined()); });
+  return bc;
+}
+
+PageBroadcast::~PageBroadcast() {
+  waiter_.reset();  // its thread signals wakeFd_
+  if (wakeWatch_) ctx_.loop.unwatch(wakeWatch_);
+}
+
+// ------------------------------------------------------------------------------------------------ objects
+
+Result<MessageSeq> PageBroadcast::sendJoin(const BcObject& obj) {
+  return ctx_.sender.sendEnvelope(
+      [&](schema::Envelope::Builder e) {
+        auto j = e.initBcJoin();
+        j.setObjectId(obj.id);
+        j.setName(obj.name);
+      },
+      PostOptions{}, false);
+}
+
+void PageBroadcast::open(const std::shared_ptr<BcObject>& obj) {
+  obj->id = nextId_++;
+  objects_.emplace(obj->id, obj);
+  if (!ctx_.link.attached()) return;  // joins when (re-)attached
+  auto r = sendJoin(*obj);
+  if (!r) core::log().warn("BroadcastChannel '{}': join not sent: {}", obj->name, r.error().describe());
+}
+
+Result<MessageSeq> PageBroadcast::post(BcObject& obj, const core::OutgoingPayload& payload, bool wantAck) {
+  if (!ctx_.link.attached()) return makeError(Errc::DISCONNECTED, "not attached to a daemon");
+  PostOptions opts;
+  opts.requestAck = wantAck;
+  return ctx_.sender.sendEnvelope(
+      [&](schema::Envelope::Builder e) {
+        auto p = e.initBcPost();
+        p.setObjectId(obj.id);
+        core::writePayload(payload, p.initPayload());
+        p.setWantAck(wantAck);
+      },
+      opts, true);
+}
+
+void PageBroadcast::close(BcObject& obj) {
+  const ChannelName name(obj.name);
+  const uint32_t id = obj.id;
+  objects_.erase(id);
+  if (ctx_.link.attached()) {
+    (void)ctx_.sender.sendEnvelope([&](schema::Envelope::Builder e) { e.initBcLeave().setObjectId(id); }, PostOptions{},
+                                   false);
+  }
+  dropRingIfUnused(name);
+}
+
+void PageBroadcast::reattached() {
+  for (auto& [id, obj] : objects_) {  // memberships survive a daemon restart
+    obj->joined = false;
+    (void)sendJoin(*obj);
+  }
+}
+
+void PageBroadcast::detaching() {
+  readBroadcasts();  // what is still in the rings was posted before the daemon died
+  rings_.clear();
+  refreshWaiter();
+  for (auto& [id, obj] : objects_) obj->joined = false;
+}
+
+void PageBroadcast::closing() {
+  for (auto& [id, obj] : objects_) obj->closed = true;
+  objects_.clear();
+  waiter_.reset();
+  hub_.reset();
+}
+
+void PageBroadcast::dropRingIfUnused(const ChannelName& name) {
+  for (const auto& [id, o] : objects_)
+    if (o->name == name.str()) return;
+  if (rings_.erase(name)) refreshWaiter();
+}
+
+bool PageBroadcast::joinPending(const ChannelName& name) const {
+  for (const auto& [id, o] : objects_)
+    if (o->name == name.str() && !o->joined) return true;
+  return false;
+}
+
+// ------------------------------------------------------------------------------------------------ rings
+
+void PageBroadcast::refreshWaiter() {
+  if (rings_.empty()) {
+    waiter_.reset();
+    return;
+  }
+  if (!waiter_) {
+    int fd = wakeFd_.get();
+    waiter_ = std::make_unique<BroadcastWaiter>([fd] {
+      uint64_t one = 1;
+      [[maybe_unused]] auto n = ::write(fd, &one, sizeof one);
+    });
+  }
+  std::vector<const std::atomic<uint32_t>*> words;
+  std::vector<std::shared_ptr<const void>> alive;
+  for (auto& [name, r] : rings_) {
+    words.push_back(&r.reader.wakeWord());
+    alive.push_back(r.map);
+  }
+  waiter_->setWords(std::move(words), std::move(alive));
+}
+
+Result<PageBroadcast::RingView> PageBroadcast::mapRing(uint64_t ringId, uint64_t startPos) {
+  uint64_t capacity = 0;
+  UniqueFd fd = ctx_.link.conn()->takeRingFd(ringId, capacity);
+  if (!fd) return makeError(Errc::PROTOCOL_VIOLATION, "the daemon never sent ring " + std::to_string(ringId));
+  // Mapped as announced (read-only: the daemon sealed it against writers), then trusted only as
+  // far as its region header says, and only if the two agree.
+  const uint64_t bytes = queue::broadcastRegionBytes(capacity);
+  auto size = shm::fileSize(fd.get());
+  if (capacity > queue::MAX_BROADCAST_CAPACITY || !size || *size < bytes)
+    return makeError(Errc::PROTOCOL_VIOLATION, "malformed ring from the daemon (" + std::to_string(capacity) +
+                                                   " bytes announced)");
+  auto map = shm::Mapping::map(fd.get(), bytes, shm::Access::READ_ONLY);
+  if (!map) return map.error();
+  auto region = queue::readBroadcastHeader(map->data(), map->size());
+  if (!region) return makeError(region.error().code, "malformed ring from the daemon: " + region.error().message);
+  if (region->capacity != capacity)
+    return makeError(Errc::PROTOCOL_VIOLATION, "malformed ring from the daemon: announced " + std::to_string(capacity) +
+                                                   " data bytes, its header says " + std::to_string(region->capacity));
+  RingView v;
+  v.ringId = ringId;
+  v.map = std::make_shared<shm::Mapping>(std::move(*map));
+  v.reader = queue::openBroadcastReader(v.map->data(), *region, startPos);
+  return v;
+}
+
+void PageBroadcast::joined(schema::BcJoined::Reader j) {
+  auto it = objects_.find(j.getObjectId());
+  senderTag_ = j.getSenderTag();
+  if (it == objects_.end()) return;  // closed meanwhile; its leave is on its way
+  auto obj = it->second;
+  const ChannelName name(obj->name);
+  auto ring = rings_.find(name);
+  if (ring == rings_.end() || ring->second.ringId != j.getRingId()) {
+    auto v = mapRing(j.getRingId(), j.getStartPos());
+    if (!v) {
+      core::log().error("BroadcastChannel '{}': {}", obj->name, v.error().describe());
+      return;
+    }
+    v->expectedSeq = j.getStartSeq();
+    rings_[name] = std::move(*v);
+    refreshWaiter();
+  }
+  obj->fromSeq = j.getStartSeq();
+  obj->joined = true;
+  ctx_.queue.deliver([obj] {
+    if (auto fn = obj->onJoined; !obj->closed && fn) fn();
+  });
+  readBroadcasts();
+}
+
+// ------------------------------------------------------------------------------------------------ reading
+
+void PageBroadcast::readBroadcasts() {
+  // Callbacks may close objects (erasing from objects_/rings_): run them after the walk.
+  ctx_.queue.enterBlocking();
+  readBroadcastsDeferred();
+  ctx_.queue.leaveBlocking();
+  ctx_.queue.flushDeferred();
+}
+
+void PageBroadcast::readBroadcastsDeferred() {
+  queue::BroadcastRecord rec;
+  const capnp::ReaderOptions options = wire::readerOptions(wire::DEFAULT_MAX_MESSAGE_BYTES);
+  for (auto& [name, ring] : rings_) {
+    if (joinPending(name)) continue;  // its start position is not known yet
+    while (ring.reader.next(rec) == queue::BroadcastReader::Status::OK) {
+      if (rec.seq < ring.expectedSeq) continue;
+      std::shared_ptr<MessageEvent> event;
+      std::optional<Error> decodeError;
+      for (auto& [id, obj] : objects_) {
+        if (obj->name != name.str() || !obj->joined || obj->closed || obj->fromSeq > rec.seq) continue;
+        const uint64_t from = std::max(ring.expectedSeq, obj->fromSeq);
+        if (rec.seq > from) {
+          uint64_t missed = rec.seq - from;
+          ctx_.queue.deliver([obj, missed] {
+            if (auto fn = obj->onLapped; !obj->closed && fn) fn(missed);
+          });
+        }
+        if (rec.tag == detail::bcTag(senderTag_, obj->id)) continue;  // the poster is excluded
+        if (!event && !decodeError) {
+          auto in = wire::Inbound::copyEnvelope(rec.bytes(), rec.length, options);
+          if (in && in->envelope().isBcMessage()) {
+            auto owner = std::make_shared<const wire::Inbound>(std::move(*in));
+            event = std::make_shared<MessageEvent>();
+            if (auto r = core::readPayload(owner->envelope().getBcMessage().getPayload(), owner, ctx_.types, *event); !r) {
+              decodeError = r.error();
+              event.reset();
+            }
+          } else {
+            decodeError = in ? makeError(Errc::DATA_CLONE, "not a channel message") : in.error();
+          }
+        }
+        if (event) {
+          ctx_.queue.deliver([obj, event] {
+            if (auto fn = obj->onMessage; !obj->closed && fn) fn(*event);  // a copy: the handler may close()
+          });
+        } else {
+          Error e = *decodeError;
+          ctx_.queue.deliver([obj, e] {
+            if (auto fn = obj->onMessageError; !obj->closed && fn) fn(MessageErrorEvent{"broadcastchannel", e});
+          });
+        }
+      }
+      ring.expectedSeq = rec.seq + 1;
+    }
+  }
+}
+
+}  // namespace swipc::page

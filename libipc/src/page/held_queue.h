@@ -1,0 +1,63 @@
+// HeldQueue: when a page's events run.
+//
+//   deliverOrHold(e) ──started?──no──► held ──start()──┐ (in order)
+//                         │ yes                         ▼
+//   deliver(e) ───────────┴──────────► inside a blocking call? ──yes──► deferred ──flushDeferred()──► run
+//                                                     │ no
+//                                                     └──────────────────────────────────────────► run
+//
+// SW -> client messages are held until the page starts its message queue (startMessages(), the
+// web's DOMContentLoaded), then run in arrival order. Any event that arrives while the page is
+// inside a blocking call (messageSW, a send waiting for ring space) runs right after that call,
+// never inside it. Events run in the order they reach each queue.
+#pragma once
+
+#include <deque>
+#include <functional>
+#include <utility>
+
+namespace swipc::page {
+
+/// @concurrent: single-threaded (the page's loop thread).
+class HeldQueue {
+ public:
+  using Event = std::function<void()>;
+
+  /// Runs `fn` now, or right after the blocking call the page is in.
+  void deliver(Event fn) {
+    if (blockingDepth_ > 0) {
+      deferred_.push_back(std::move(fn));
+      return;
+    }
+    fn();
+  }
+  /// A SW -> client message event: as deliver() once messages are started, held until then.
+  void deliverOrHold(Event fire) {
+    if (started_)
+      deliver(std::move(fire));
+    else
+      held_.push_back(std::move(fire));
+  }
+  /// startMessages(): from now on messages are delivered; the held ones first, in order.
+  /// Idempotent.
+  void start();
+  bool started() const { return started_; }
+
+  /// Runs the deferred events, oldest first, while no blocking call is running (an event may
+  /// start one; the rest then wait for its end).
+  void flushDeferred();
+  bool hasDeferred() const { return !deferred_.empty(); }
+
+  /// A blocking call begins / ends: events that arrive meanwhile are deferred. Calls nest.
+  void enterBlocking() { ++blockingDepth_; }
+  void leaveBlocking() { --blockingDepth_; }
+  bool blocking() const { return blockingDepth_ > 0; }
+
+ private:
+  bool started_ = false;
+  int blockingDepth_ = 0;
+  std::deque<Event> held_;      // SW -> client events until start()
+  std::deque<Event> deferred_;  // events that arrived inside a blocking call
+};
+
+}  // namespace swipc::page

@@ -1,0 +1,47 @@
+#include "page/page_events.h"
+
+namespace swipc::page {
+
+void PageEvents::message(std::shared_ptr<MessageEvent> ev) {
+  queue_.deliverOrHold([this, ev = std::move(ev)] {
+    if (onMessage_) onMessage_(*ev);
+  });
+}
+
+void PageEvents::messageError(Error error) {
+  queue_.deliverOrHold([this, error = std::move(error)] {
+    if (onMessageError_) onMessageError_(MessageErrorEvent{"client", error});
+  });
+}
+
+void PageEvents::controllerChange(bool controlled) {
+  queue_.deliver([this, controlled] {
+    if (onControllerChange_) onControllerChange_(controlled);
+  });
+}
+
+void PageEvents::delivered(MessageSeq seq) {
+  queue_.deliver([this, seq] {
+    if (onDelivered_) onDelivered_(seq);
+  });
+}
+
+void PageEvents::undelivered(MessageSeq seq, Error error) {
+  queue_.deliver([this, seq, error = std::move(error)] {
+    if (onUndelivered_) onUndelivered_(seq, error);
+  });
+}
+
+void PageEvents::navigate(std::string url) {
+  queue_.deliver([this, url = std::move(url)] {
+    if (onNavigate_) onNavigate_(url);
+  });
+}
+
+void PageEvents::focus() {
+  queue_.deliver([this] {
+    if (onFocus_) onFocus_();
+  });
+}
+
+}  // namespace swipc::page

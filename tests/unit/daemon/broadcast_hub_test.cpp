@@ -1,0 +1,264 @@
+// daemon: BroadcastHub through a fake Sink. A join passes the ring once per client and says where
+// the object starts; a post goes into the ring once, tagged with its sender, and to the
+// service-worker objects in creation order (never back to the posting one); the limits (object
+// not open, oversized post, joined twice, long name) each have their outcome; a channel goes with
+// its last object; a client that goes leaves everywhere.
+#include "daemon/broadcast_hub.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "daemon_rig.h"
+#include "queue/broadcast_ring.h"
+#include "wire/limits.h"
+#include "wire/value_codec.h"
+
+namespace swipc::daemon {
+namespace {
+
+using testing::inbound;
+using testing::randomClientId;
+
+class FakeSink final : public BroadcastHub::Sink {
+ public:
+  bool passRing(const ClientId& id, uint64_t ringId, uint64_t, int fd) override {
+    EXPECT_GE(fd, 0);
+    rings.push_back({id, ringId});
+    return passOk;
+  }
+  void joined(const ClientId& id, const BroadcastHub::Joined& j) override { joins.push_back({id, j}); }
+  void ack(const ClientId& id, MessageSeq seq) override { acks.push_back({id, seq}); }
+  void reportError(const ClientId& id, Errc code, const std::string&, uint64_t refSeq) override {
+    errors.push_back({id, code, refSeq});
+  }
+  void violation(const ClientId& id, const Error& why) override { violations.push_back({id, why.code}); }
+  void channelsJoined(const ClientId& id, int delta) override { channels[id] += delta; }
+  void published() override { ++publishes; }
+
+  struct Report {
+    ClientId id;
+    Errc code;
+    uint64_t refSeq;
+  };
+  bool passOk = true;
+  std::vector<std::pair<ClientId, uint64_t>> rings;
+  std::vector<std::pair<ClientId, BroadcastHub::Joined>> joins;
+  std::vector<std::pair<ClientId, MessageSeq>> acks;
+  std::vector<Report> errors;
+  std::vector<std::pair<ClientId, Errc>> violations;
+  std::unordered_map<ClientId, int> channels;
+  int publishes = 0;
+};
+
+/// One record read back from a channel ring.
+struct Record {
+  uint64_t seq;
+  uint64_t tag;
+  std::string text;
+};
+
+class BroadcastHubTest : public ::testing::Test {
+ protected:
+  /// Client `id` posts `data` from object `objectId` (envelope seq `seq`).
+  void clientPost(const ClientId& id, uint32_t objectId, const Value& data, MessageSeq seq = 9, bool wantAck = false) {
+    auto in = inbound(
+        [&](schema::Envelope::Builder e) {
+          auto p = e.initBcPost();
+          p.setObjectId(objectId);
+          p.setWantAck(wantAck);
+          wire::writeValue(data, p.initPayload().initValue());
+        },
+        seq);
+    sut.clientPost(id, in->envelope().getBcPost(), seq, in);
+  }
+  std::shared_ptr<detail::BcObject> localObject(const std::string& name, std::vector<std::string>& got,
+                                                const std::string& who) {
+    auto obj = std::make_shared<detail::BcObject>();
+    obj->name = name;
+    obj->onMessage = [&got, who](const MessageEvent& e) { got.push_back(who + ":" + e.data.textOr("?")); };
+    sut.open(obj);
+    return obj;
+  }
+  Result<MessageSeq> localPost(detail::BcObject& obj, const std::string& text) {
+    Value v(text);
+    core::OutgoingPayload p;
+    p.value = &v;
+    return sut.post(obj, p, false);
+  }
+  /// Every record in channel `name`'s ring from position `from`.
+  std::vector<Record> ring(const std::string& name, uint64_t from = 0) {
+    const auto* ch = sut.find(ChannelName(name));
+    EXPECT_NE(ch, nullptr);
+    auto region = queue::readBroadcastHeader(ch->map.data(), ch->map.size());
+    EXPECT_TRUE(region.ok());
+    auto reader = queue::openBroadcastReader(ch->map.data(), *region, from);
+    std::vector<Record> out;
+    queue::BroadcastRecord r;
+    while (reader.next(r) == queue::BroadcastReader::Status::OK) {
+      auto in = wire::Inbound::copyEnvelope(r.bytes(), r.length, wire::readerOptions(1 << 20));
+      EXPECT_TRUE(in.ok());
+      auto v = wire::readValue(in->envelope().getBcMessage().getPayload().getValue());
+      out.push_back({r.seq, r.tag, v.ok() ? v->textOr("?") : "?"});
+    }
+    return out;
+  }
+
+  FakeSink sink;
+  TypeRegistry types;
+  Counters counters;
+  BroadcastHub sut{sink, BroadcastHub::Config{4096, 1 << 20}, types, counters};
+  const ClientId a = randomClientId();
+  const ClientId b = randomClientId();
+};
+
+TEST_F(BroadcastHubTest, JoinPassesTheRingOnceAndSaysWhereTheObjectStarts) {
+  ASSERT_TRUE(sut.clientJoin(a, ChannelName("c"), 1, 5));
+  ASSERT_TRUE(sut.clientJoin(a, ChannelName("c"), 2, 6));
+  ASSERT_EQ(sink.rings.size(), 1u);
+  ASSERT_EQ(sink.joins.size(), 2u);
+  const auto& j = sink.joins[0].second;
+  EXPECT_EQ(j.objectId, 1u);
+  EXPECT_EQ(j.ringId, sink.rings[0].second);
+  EXPECT_EQ(j.startPos, 0u);
+  EXPECT_EQ(j.startSeq, 1u);
+  EXPECT_NE(j.senderTag, 0u);
+  EXPECT_EQ(sink.joins[1].second.senderTag, j.senderTag);  // one prefix per client
+  EXPECT_EQ(sink.channels[a], 2);
+  EXPECT_EQ(counters.channelsOpen, 1u);
+}
+
+TEST_F(BroadcastHubTest, LateJoinerStartsAtTheTailWithTheNextSeq) {
+  ASSERT_TRUE(sut.clientJoin(a, ChannelName("c"), 1, 1));
+  clientPost(a, 1, Value("before"));
+  ASSERT_TRUE(sut.clientJoin(b, ChannelName("c"), 1, 1));
+  const auto& late = sink.joins.back().second;
+  EXPECT_EQ(late.startSeq, 2u);
+  EXPECT_TRUE(ring("c", late.startPos).empty());  // no replay for late joiners
+  EXPECT_NE(late.senderTag, sink.joins[0].second.senderTag);
+}
+
+TEST_F(BroadcastHubTest, JoiningTheSameObjectTwiceIsAViolation) {
+  ASSERT_TRUE(sut.clientJoin(a, ChannelName("c"), 1, 1));
+  EXPECT_FALSE(sut.clientJoin(a, ChannelName("c"), 1, 2));
+  ASSERT_EQ(sink.violations.size(), 1u);
+  EXPECT_EQ(sink.violations[0].second, Errc::PROTOCOL_VIOLATION);
+}
+
+TEST_F(BroadcastHubTest, ClientPostGoesIntoTheRingOnceTaggedWithItsSender) {
+  ASSERT_TRUE(sut.clientJoin(a, ChannelName("c"), 3, 1));
+  ASSERT_TRUE(sut.clientJoin(b, ChannelName("c"), 1, 1));
+  clientPost(a, 3, Value("hi"));
+  auto records = ring("c");
+  ASSERT_EQ(records.size(), 1u);
+  EXPECT_EQ(records[0].seq, 1u);
+  EXPECT_EQ(records[0].tag, sink.joins[0].second.senderTag | 3);
+  EXPECT_EQ(records[0].text, "hi");
+  EXPECT_EQ(counters.broadcastsPosted, 1u);
+  EXPECT_EQ(sink.publishes, 1);
+  EXPECT_TRUE(sink.acks.empty());
+}
+
+TEST_F(BroadcastHubTest, WantAckPostIsAcknowledgedOnceInTheRing) {
+  ASSERT_TRUE(sut.clientJoin(a, ChannelName("c"), 1, 1));
+  clientPost(a, 1, Value("ack me"), 12, /*wantAck=*/true);
+  ASSERT_EQ(sink.acks.size(), 1u);
+  EXPECT_EQ(sink.acks[0].second, 12u);
+}
+
+TEST_F(BroadcastHubTest, PostFromAnObjectThatIsNotOpenIsAnInvalidStateError) {
+  clientPost(a, 7, Value("nobody"), 4);
+  ASSERT_EQ(sink.errors.size(), 1u);
+  EXPECT_EQ(sink.errors[0].code, Errc::INVALID_STATE);
+  EXPECT_EQ(sink.errors[0].refSeq, 4u);
+}
+
+TEST_F(BroadcastHubTest, PostLargerThanARingRecordIsRefusedWithQuotaExceeded) {
+  ASSERT_TRUE(sut.clientJoin(a, ChannelName("c"), 1, 1));
+  clientPost(a, 1, Value(Bytes{std::vector<uint8_t>(2000, 1)}), 4);
+  ASSERT_EQ(sink.errors.size(), 1u);
+  EXPECT_EQ(sink.errors[0].code, Errc::QUOTA_EXCEEDED);
+  EXPECT_EQ(counters.oversize, 1u);
+  EXPECT_TRUE(ring("c").empty());
+}
+
+TEST_F(BroadcastHubTest, ServiceWorkerObjectsGetPostsInCreationOrderButNeverTheirOwn) {
+  std::vector<std::string> got;
+  auto o1 = localObject("c", got, "o1");
+  auto o2 = localObject("c", got, "o2");
+  ASSERT_TRUE(sut.clientJoin(a, ChannelName("c"), 1, 1));
+  clientPost(a, 1, Value("from a"));
+  ASSERT_TRUE(localPost(*o1, "from o1").ok());
+  EXPECT_EQ(got, (std::vector<std::string>{"o1:from a", "o2:from a", "o2:from o1"}));
+  auto records = ring("c");
+  ASSERT_EQ(records.size(), 2u);
+  EXPECT_EQ(records[1].tag, detail::bcTag(0, o1->id));
+}
+
+TEST_F(BroadcastHubTest, ServiceWorkerPostLargerThanARecordIsQuotaExceeded) {
+  std::vector<std::string> got;
+  auto o1 = localObject("c", got, "o1");
+  Value big(Bytes{std::vector<uint8_t>(2000, 1)});
+  core::OutgoingPayload p;
+  p.value = &big;
+  auto r = sut.post(*o1, p, false);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, Errc::QUOTA_EXCEEDED);
+}
+
+TEST_F(BroadcastHubTest, ClosedServiceWorkerObjectCannotPost) {
+  std::vector<std::string> got;
+  auto o1 = localObject("c", got, "o1");
+  sut.close(*o1);
+  EXPECT_EQ(sut.find(ChannelName("c")), nullptr);
+  auto r = localPost(*o1, "late");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, Errc::INVALID_STATE);
+}
+
+TEST_F(BroadcastHubTest, LastObjectLeavingDropsTheChannel) {
+  ASSERT_TRUE(sut.clientJoin(a, ChannelName("c"), 1, 1));
+  sut.clientLeave(a, 1);
+  EXPECT_EQ(sut.find(ChannelName("c")), nullptr);
+  EXPECT_EQ(sink.channels[a], 0);
+}
+
+TEST_F(BroadcastHubTest, RingIsPassedAgainAfterTheClientLeftItsLastObjectOnIt) {
+  std::vector<std::string> got;
+  auto keeper = localObject("c", got, "sw");  // keeps the channel (and its ring) alive
+  ASSERT_TRUE(sut.clientJoin(a, ChannelName("c"), 1, 1));
+  sut.clientLeave(a, 1);
+  ASSERT_TRUE(sut.clientJoin(a, ChannelName("c"), 2, 2));
+  EXPECT_EQ(sink.rings.size(), 2u);
+}
+
+TEST_F(BroadcastHubTest, GoneClientLeavesEveryChannel) {
+  ASSERT_TRUE(sut.clientJoin(a, ChannelName("c1"), 1, 1));
+  ASSERT_TRUE(sut.clientJoin(a, ChannelName("c2"), 2, 2));
+  ASSERT_TRUE(sut.clientJoin(b, ChannelName("c2"), 1, 1));
+  sut.clientGone(a);
+  EXPECT_EQ(sut.find(ChannelName("c1")), nullptr);
+  ASSERT_NE(sut.find(ChannelName("c2")), nullptr);
+  EXPECT_EQ(sut.find(ChannelName("c2"))->members.size(), 1u);
+  EXPECT_EQ(sink.channels[a], 0);
+}
+
+TEST_F(BroadcastHubTest, RingThatCannotBePassedIsReportedAndNothingJoins) {
+  sink.passOk = false;
+  ASSERT_TRUE(sut.clientJoin(a, ChannelName("c"), 1, 3));
+  ASSERT_EQ(sink.errors.size(), 1u);
+  EXPECT_EQ(sink.errors[0].code, Errc::INVALID_STATE);
+  EXPECT_TRUE(sink.joins.empty());
+  EXPECT_EQ(sut.find(ChannelName("c")), nullptr);
+}
+
+TEST_F(BroadcastHubTest, NameLongerThan1024BytesIsATypeError) {
+  ASSERT_TRUE(sut.clientJoin(a, ChannelName(std::string(1025, 'n')), 1, 3));
+  ASSERT_EQ(sink.errors.size(), 1u);
+  EXPECT_EQ(sink.errors[0].code, Errc::TYPE);
+}
+
+}  // namespace
+}  // namespace swipc::daemon
