@@ -86,8 +86,10 @@ class Daemon {
   Daemon(const std::string& runtimeDir, const std::string& scope, std::vector<std::string> extraArgs = {});
   ChildProcess& process() { return proc_; }
   pid_t pid() const { return proc_.pid(); }
-  /// True once a client could attach (polls connect() with a deadline).
-  bool waitReady(std::chrono::milliseconds timeout = 5000ms);
+  /// True once a client could attach (polls connect() with a deadline). The default deadline is
+  /// generous: under ASan on a loaded 2-core machine (another test spawning hundreds of pages) a
+  /// daemon's start — lock, signals, opening its SQLite state — has been seen to take over 5 s.
+  bool waitReady(std::chrono::milliseconds timeout = 20000ms);
   std::string log() const { return proc_.stderrText(); }
 
  private:
