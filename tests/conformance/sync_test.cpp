@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "process.h"
+#include "stamped_page.h"
 #include "test_scope.h"
 
 namespace swipc::testing {
@@ -56,11 +57,6 @@ long long msBetween(TestClock::time_point a, TestClock::time_point b) {
   return std::chrono::duration_cast<milliseconds>(b - a).count();
 }
 
-/// One line a page printed and when this process read it.
-struct Stamped {
-  json j;
-  TestClock::time_point at;
-};
 
 /// `PRAGMA integrity_check` of an SQLite file through the C API: "ok", or what went wrong.
 std::string integrityCheck(const std::string& dbPath) {
@@ -96,71 +92,11 @@ std::string readFile(const std::string& path) {
   return ss.str();
 }
 
-/// A page_client `script` page whose stdout a thread reads, stamping each line on arrival.
-class Page {
+/// A script page with the Background Sync ops and the `sync-log` observer (object "log").
+class Page : public StampedPage {
  public:
-  Page(const std::string& runtimeDir, const std::string& scope, std::vector<std::string> extraArgs = {}) {
-    std::vector<std::string> argv{pageClientPath(), "--scope", scope, "--runtime-dir", runtimeDir};
-    argv.insert(argv.end(), extraArgs.begin(), extraArgs.end());
-    argv.push_back("script");
-    ChildProcess::Options o;
-    o.pipeStdin = true;
-    o.pipeStdout = true;
-    proc_ = ChildProcess(argv, o);
-    reader_ = std::thread([this] { readLoop(); });
-  }
-  ~Page() {
-    stop_ = true;
-    proc_.signal(SIGKILL);
-    reader_.join();
-  }
-  Page(const Page&) = delete;
-  Page& operator=(const Page&) = delete;
+  using StampedPage::StampedPage;
 
-  ChildProcess& process() { return proc_; }
-  void send(const json& op) { proc_.writeLine(op.dump()); }
-
-  /// The next line not taken yet for which `pred` holds (taken now); nullopt at the timeout.
-  std::optional<Stamped> take(const std::function<bool(const json&)>& pred, milliseconds timeout = REPORT_TIMEOUT) {
-    std::unique_lock lock(mu_);
-    const auto deadline = TestClock::now() + timeout;
-    size_t i = 0;
-    for (;;) {
-      for (; i < lines_.size(); ++i) {
-        if (!taken_[i] && pred(lines_[i].j)) {
-          taken_[i] = true;
-          return lines_[i];
-        }
-      }
-      if (eof_ || TestClock::now() >= deadline) return std::nullopt;
-      cv_.wait_until(lock, deadline);
-    }
-  }
-  /// Every line so far.
-  std::vector<Stamped> lines() const {
-    std::lock_guard lock(mu_);
-    return lines_;
-  }
-
-  /// The "attached" line; true when it came and said controlled == `controlled`.
-  bool attached(bool controlled = true) {
-    auto a = take([](const json& j) { return j.value("event", "") == "attached"; }, 10s);
-    return a && a->j.value("controlled", !controlled) == controlled;
-  }
-  /// Sends `op` with a fresh id; its ok / error line.
-  std::optional<json> request(json op, milliseconds timeout = 10s) {
-    const std::string id = "r" + std::to_string(nextId_++);
-    op["id"] = id;
-    send(op);
-    auto r = take(
-        [&](const json& j) {
-          auto ev = j.value("event", "");
-          return (ev == "ok" || ev == "error") && j.contains("id") && j["id"] == id;
-        },
-        timeout);
-    if (!r) return std::nullopt;
-    return r->j;
-  }
   /// Joins BroadcastChannel `sync-log` as object "log"; true once the join is in effect.
   bool openLog() {
     auto r = request({{"op", "bc.open"}, {"bc", "log"}, {"name", "sync-log"}});
@@ -176,18 +112,6 @@ class Page {
   }
   std::optional<json> unregisterPeriodic(const std::string& tag) {
     return request({{"op", "periodicSync.unregister"}, {"tag", tag}});
-  }
-  /// The "tags" of sync.getTags / periodicSync.getTags (null json when the op failed).
-  json tags(const std::string& op = "sync.getTags") {
-    auto r = request({{"op", op}});
-    if (!r || r->value("event", "") != "ok" || !r->contains("tags")) return json();
-    return (*r)["tags"];
-  }
-  /// The reply data of messageSW (null json when none came).
-  json messageSW(const json& data) {
-    auto r = request({{"op", "messageSW"}, {"data", data}});
-    if (!r || r->value("event", "") != "ok") return json();
-    return r->value("data", json());
   }
   json syncState() { return messageSW({{"type", "SYNC_STATE"}}); }
   bool setOnline(bool online) {
@@ -211,47 +135,6 @@ class Page {
       if (isReport(l.j) && (tag.empty() || l.j["data"].value("tag", "") == tag)) out.push_back(l.j["data"]);
     return out;
   }
-
-  static bool isReport(const json& j) {
-    return j.value("event", "") == "bc.message" && j.value("bc", "") == "log" && j.contains("data") &&
-           j["data"].is_object();
-  }
-
- private:
-  void readLoop() {
-    while (!stop_) {
-      const auto t0 = TestClock::now();
-      auto line = proc_.readLine(50ms);
-      const auto now = TestClock::now();
-      if (!line) {
-        if (now - t0 < 40ms) break;  // returned before its timeout: end of file
-        continue;
-      }
-      auto j = json::parse(*line, nullptr, false);
-      if (j.is_discarded()) continue;
-      {
-        std::lock_guard lock(mu_);
-        lines_.push_back({std::move(j), now});
-        taken_.push_back(false);
-      }
-      cv_.notify_all();
-    }
-    {
-      std::lock_guard lock(mu_);
-      eof_ = true;
-    }
-    cv_.notify_all();
-  }
-
-  ChildProcess proc_;
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<Stamped> lines_;
-  std::vector<bool> taken_;
-  bool eof_ = false;
-  std::atomic<bool> stop_{false};
-  std::thread reader_;
-  int nextId_ = 1;
 };
 
 bool isOk(const std::optional<json>& r) { return r && r->value("event", "") == "ok"; }

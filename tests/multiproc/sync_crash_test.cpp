@@ -50,6 +50,7 @@
 #include <vector>
 
 #include "process.h"
+#include "stamped_page.h"
 #include "test_scope.h"
 
 namespace swipc::testing {
@@ -93,137 +94,8 @@ std::string integrityCheck(const std::string& dbPath) {
   return out;
 }
 
-/// One line a page printed and when this process read it.
-struct Stamped {
-  json j;
-  TestClock::time_point at;
-};
 
-/// A page_client `script` page whose stdout a thread reads, stamping each line on arrival (so a
-/// report's time is right even while the test waits on something else).
-class Page {
- public:
-  Page(const std::string& runtimeDir, const std::string& scope) {
-    std::vector<std::string> argv{pageClientPath(), "--scope", scope, "--runtime-dir", runtimeDir, "script"};
-    ChildProcess::Options o;
-    o.pipeStdin = true;
-    o.pipeStdout = true;
-    proc_ = ChildProcess(argv, o);
-    reader_ = std::thread([this] { readLoop(); });
-  }
-  ~Page() {
-    stop_ = true;
-    proc_.signal(SIGKILL);
-    reader_.join();
-  }
-  Page(const Page&) = delete;
-  Page& operator=(const Page&) = delete;
-
-  void send(const json& op) { proc_.writeLine(op.dump()); }
-
-  /// The next line not taken yet for which `pred` holds (taken now); nullopt at the timeout.
-  std::optional<Stamped> take(const std::function<bool(const json&)>& pred, milliseconds timeout = REPORT_TIMEOUT) {
-    std::unique_lock lock(mu_);
-    const auto deadline = TestClock::now() + timeout;
-    size_t i = 0;
-    for (;;) {
-      for (; i < lines_.size(); ++i) {
-        if (!taken_[i] && pred(lines_[i].j)) {
-          taken_[i] = true;
-          return lines_[i];
-        }
-      }
-      if (eof_ || TestClock::now() >= deadline) return std::nullopt;
-      cv_.wait_until(lock, deadline);
-    }
-  }
-  /// Lines [from, end) read so far.
-  std::vector<Stamped> linesFrom(size_t from) const {
-    std::lock_guard lock(mu_);
-    if (from >= lines_.size()) return {};
-    return {lines_.begin() + static_cast<long>(from), lines_.end()};
-  }
-  /// Waits until more than `n` lines were read; false at the deadline or end of output.
-  bool waitMoreThan(size_t n, TestClock::time_point deadline) {
-    std::unique_lock lock(mu_);
-    return cv_.wait_until(lock, deadline, [&] { return lines_.size() > n || eof_; }) && lines_.size() > n;
-  }
-
-  bool attached() {
-    auto a = take([](const json& j) { return j.value("event", "") == "attached"; }, 10s);
-    return a.has_value();
-  }
-  /// Sends `op` with a fresh id; its ok / error line.
-  std::optional<json> request(json op, milliseconds timeout = 10s) {
-    const std::string id = sendWithId(std::move(op));
-    auto r = take(
-        [&](const json& j) {
-          auto ev = j.value("event", "");
-          return (ev == "ok" || ev == "error") && j.contains("id") && j["id"] == id;
-        },
-        timeout);
-    if (!r) return std::nullopt;
-    return r->j;
-  }
-  /// Sends `op` with a fresh id without waiting for its answer; the id.
-  std::string sendWithId(json op) {
-    const std::string id = "r" + std::to_string(nextId_++);
-    op["id"] = id;
-    send(op);
-    return id;
-  }
-  json messageSW(const json& data) {
-    auto r = request({{"op", "messageSW"}, {"data", data}});
-    if (!r || r->value("event", "") != "ok") return json();
-    return r->value("data", json());
-  }
-  json tags(const std::string& op) {
-    auto r = request({{"op", op}});
-    if (!r || r->value("event", "") != "ok" || !r->contains("tags")) return json();
-    return (*r)["tags"];
-  }
-
-  static bool isReport(const json& j) {
-    return j.value("event", "") == "bc.message" && j.value("bc", "") == "log" && j.contains("data") &&
-           j["data"].is_object();
-  }
-
- private:
-  void readLoop() {
-    while (!stop_) {
-      const auto t0 = TestClock::now();
-      auto line = proc_.readLine(50ms);
-      const auto now = TestClock::now();
-      if (!line) {
-        if (now - t0 < 40ms) break;  // returned before its timeout: end of file
-        continue;
-      }
-      auto j = json::parse(*line, nullptr, false);
-      if (j.is_discarded()) continue;
-      {
-        std::lock_guard lock(mu_);
-        lines_.push_back({std::move(j), now});
-        taken_.push_back(false);
-      }
-      cv_.notify_all();
-    }
-    {
-      std::lock_guard lock(mu_);
-      eof_ = true;
-    }
-    cv_.notify_all();
-  }
-
-  ChildProcess proc_;
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<Stamped> lines_;
-  std::vector<bool> taken_;
-  bool eof_ = false;
-  std::atomic<bool> stop_{false};
-  std::thread reader_;
-  int nextId_ = 1;
-};
+using Page = StampedPage;
 
 // ------------------------------------------------------------------------------------------------ the model
 
