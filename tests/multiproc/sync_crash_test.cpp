@@ -50,6 +50,7 @@
 #include <vector>
 
 #include "process.h"
+#include "sqlite_check.h"
 #include "stamped_page.h"
 #include "test_scope.h"
 
@@ -66,34 +67,6 @@ long long msBetween(TestClock::time_point a, TestClock::time_point b) {
   return std::chrono::duration_cast<milliseconds>(b - a).count();
 }
 milliseconds lowerBound(milliseconds d) { return d - std::max(milliseconds{15}, d / 5); }
-
-/// `PRAGMA integrity_check` of an SQLite file through the C API: "ok", or what went wrong.
-std::string integrityCheck(const std::string& dbPath) {
-  sqlite3* db = nullptr;
-  if (sqlite3_open_v2(dbPath.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK) {
-    std::string e = db ? sqlite3_errmsg(db) : "out of memory";
-    sqlite3_close(db);
-    return "cannot open " + dbPath + ": " + e;
-  }
-  sqlite3_busy_timeout(db, 5000);
-  sqlite3_stmt* st = nullptr;
-  std::string out;
-  if (sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, nullptr) != SQLITE_OK) {
-    out = std::string("prepare: ") + sqlite3_errmsg(db);
-  } else {
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-      if (!out.empty()) out += "; ";
-      const unsigned char* t = sqlite3_column_text(st, 0);
-      out += t ? reinterpret_cast<const char*>(t) : "(null)";
-    }
-    if (rc != SQLITE_DONE) out += std::string(" step: ") + sqlite3_errmsg(db);
-  }
-  sqlite3_finalize(st);
-  sqlite3_close(db);
-  return out;
-}
-
 
 using Page = StampedPage;
 
