@@ -175,6 +175,9 @@ SyncScheduler::~SyncScheduler() {
     for (auto& [order, reg] : registry->byOrder) clearTimer(reg);
   }
   if (firePassTimer_ != 0) loop_.cancelTimer(firePassTimer_);
+  if (settlePassTimer_ != 0) loop_.cancelTimer(settlePassTimer_);
+  // Settles not yet committed are dropped: the file says firing, which the next start turns
+  // into pending with the attempt uncounted (as after a kill mid-event).
 }
 
 void SyncScheduler::setHandler(Handler handler) {
@@ -378,57 +381,102 @@ void SyncScheduler::settle(SyncKind kind, const std::string& tag, uint64_t event
   Registration* reg = registry(kind).find(tag);
   if (reg == nullptr || reg->eventId != eventId || reg->record.state != TagState::FIRING) return;  // stale
   std::shared_ptr<SyncCompletion> completion = std::move(reg->completion);
-  reg->eventId = 0;
+  reg->eventId = 0;  // from here on a second settle of this event is stale
   clearTimer(*reg);
-  const int attempt = reg->record.attempts + 1;
-  const bool success = outcome == SyncOutcome::SUCCESS;
   if (completion) {
     completion->settled_ = true;
     completion->aborted_ = outcome == SyncOutcome::TIMEOUT;
   }
-
-  auto result = store_.settle(kind, tag, Settlement{success, entriesDone}, options_.retry, wallNow());
-  if (!result) {
-    // The file still says firing, which a restart turns into pending. Here: wait one retry
-    // period before trying again, rather than spinning on a failing disk.
-    storeError("settling '" + tag + "'", result.error());
-    reg->record.state = TagState::WAITING;
-    reg->timer = loop_.addTimer(Clock::now() + options_.retry.retry, [this, kind, tag] {
-      if (Registration* r = registry(kind).find(tag)) r->timer = 0;
-      becomePending(kind, tag);
+  // The registration stays `firing` (in memory and on disk) until the settle pass commits: a
+  // daemon killed before that leaves this attempt uncounted, as any kill mid-event does.
+  settling_.push_back(PendingSettle{kind, tag, reg->record.attempts + 1, outcome, std::string(reason),
+                                    entriesDone, std::move(completion)});
+  if (settlePassTimer_ == 0) {
+    settlePassTimer_ = loop_.addTimer(Clock::now(), [this] {
+      settlePassTimer_ = 0;
+      settlePass();
     });
-  } else {
-    if (success) {
-      ++counters_.succeeded;
-    } else {
-      ++counters_.failed;
-      if (outcome == SyncOutcome::TIMEOUT) ++counters_.timedOut;
-      core::log().info("sync: {} '{}' attempt {} failed: {}", kindName(kind), tag, attempt, reason);
-    }
-    if (result->after == AfterSettle::GAVE_UP && kind == SyncKind::ONE_SHOT) {
-      ++counters_.gaveUp;
-      counters_.droppedEntries += result->droppedEntries;
-      core::log().warn("sync: '{}' failed its last chance (attempt {}); dropped it with {} entries not done",
-                       tag, attempt, result->droppedEntries);
-    }
-    if (!result->record) {
-      registry(kind).erase(tag);
-    } else {
-      reg->record = std::move(*result->record);
-      if (reg->record.state == TagState::PENDING) {
-        scheduleFirePass();
-      } else {
-        armWaiting(*reg);
-      }
-    }
   }
+}
 
-  // State is updated: now the callbacks.
-  if (completion && outcome == SyncOutcome::TIMEOUT) {
-    auto handlers = std::move(completion->abortHandlers_);
-    for (auto& fn : handlers) fn();
+void SyncScheduler::settlePass() {
+  std::vector<PendingSettle> batch = std::move(settling_);
+  settling_.clear();
+  // A registration removed or replaced meanwhile (periodic unregister, register again) is not
+  // settled: the event it belonged to is gone.
+  std::erase_if(batch, [this](const PendingSettle& p) {
+    const Registration* reg = registry(p.kind).find(p.tag);
+    return reg == nullptr || reg->record.state != TagState::FIRING || reg->completion != nullptr;
+  });
+  if (batch.empty()) return;
+  std::vector<SettleRequest> requests;
+  requests.reserve(batch.size());
+  for (const auto& p : batch) {
+    requests.push_back(SettleRequest{p.kind, p.tag, Settlement{p.outcome == SyncOutcome::SUCCESS, p.entriesDone}});
   }
-  if (settledHook_) settledHook_(SettledEvent{tag, attempt, kind == SyncKind::PERIODIC, outcome});
+  auto results = store_.settleAll(requests, options_.retry, wallNow());
+  for (size_t i = 0; i < batch.size(); ++i) {
+    PendingSettle& p = batch[i];
+    if (!results) {
+      applySettleFailure(p, results.error());
+    } else if (!(*results)[i]) {
+      applySettleFailure(p, (*results)[i].error());
+    } else {
+      applySettled(p, *(*results)[i]);
+    }
+  }
+  // State is updated and durable: now the callbacks, in settle order.
+  for (auto& p : batch) {
+    if (p.completion && p.outcome == SyncOutcome::TIMEOUT) {
+      auto handlers = std::move(p.completion->abortHandlers_);
+      for (auto& fn : handlers) fn();
+    }
+    if (settledHook_) settledHook_(SettledEvent{p.tag, p.attempt, p.kind == SyncKind::PERIODIC, p.outcome});
+  }
+}
+
+void SyncScheduler::applySettleFailure(const PendingSettle& p, const Error& error) {
+  if (error.code == Errc::NOT_FOUND || error.code == Errc::INVALID_STATE) {
+    core::log().debug("sync: settle of '{}' is stale: {}", p.tag, error.describe());
+    return;
+  }
+  // The file still says firing, which a restart turns into pending. Here: wait one retry
+  // period before trying again, rather than spinning on a failing disk.
+  storeError("settling '" + p.tag + "'", error);
+  Registration* reg = registry(p.kind).find(p.tag);
+  if (reg == nullptr) return;
+  reg->record.state = TagState::WAITING;
+  reg->timer = loop_.addTimer(Clock::now() + options_.retry.retry, [this, kind = p.kind, tag = p.tag] {
+    if (Registration* r = registry(kind).find(tag)) r->timer = 0;
+    becomePending(kind, tag);
+  });
+}
+
+void SyncScheduler::applySettled(const PendingSettle& p, SettleResult& result) {
+  if (p.outcome == SyncOutcome::SUCCESS) {
+    ++counters_.succeeded;
+  } else {
+    ++counters_.failed;
+    if (p.outcome == SyncOutcome::TIMEOUT) ++counters_.timedOut;
+    core::log().info("sync: {} '{}' attempt {} failed: {}", kindName(p.kind), p.tag, p.attempt, p.reason);
+  }
+  if (result.after == AfterSettle::GAVE_UP && p.kind == SyncKind::ONE_SHOT) {
+    ++counters_.gaveUp;
+    counters_.droppedEntries += result.droppedEntries;
+    core::log().warn("sync: '{}' failed its last chance (attempt {}); dropped it with {} entries not done",
+                     p.tag, p.attempt, result.droppedEntries);
+  }
+  if (!result.record) {
+    registry(p.kind).erase(p.tag);
+    return;
+  }
+  Registration* reg = registry(p.kind).find(p.tag);
+  reg->record = std::move(*result.record);
+  if (reg->record.state == TagState::PENDING) {
+    scheduleFirePass();
+  } else {
+    armWaiting(*reg);
+  }
 }
 
 Result<bool> SyncScheduler::entryDone(uint64_t seq) {

@@ -226,6 +226,19 @@ class SyncScheduler {
   /// From a completion (or the timeout timer): applies the end of event `eventId` of `tag`.
   void settle(SyncKind kind, const std::string& tag, uint64_t eventId, SyncOutcome outcome,
               std::string_view reason, uint64_t entriesDone);
+  /// A settle waiting for the settle pass (one commit for every settle of a loop pass).
+  struct PendingSettle {
+    SyncKind kind;
+    std::string tag;
+    int attempt;
+    SyncOutcome outcome;
+    std::string reason;
+    uint64_t entriesDone;
+    std::shared_ptr<SyncCompletion> completion;
+  };
+  void settlePass();
+  void applySettled(const PendingSettle& p, SettleResult& result);
+  void applySettleFailure(const PendingSettle& p, const Error& error);
   /// Deletes entry `seq` (committed); false when it was already gone.
   Result<bool> entryDone(uint64_t seq);
   void storeError(std::string_view what, const Error& error);
@@ -238,6 +251,8 @@ class SyncScheduler {
   SettledHook settledHook_;
   bool online_ = false;
   core::EventLoop::TimerId firePassTimer_ = 0;
+  core::EventLoop::TimerId settlePassTimer_ = 0;
+  std::vector<PendingSettle> settling_;
   uint64_t nextEventId_ = 1;
   Registry oneShots_;
   Registry periodics_;

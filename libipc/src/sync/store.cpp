@@ -445,6 +445,33 @@ Result<SettleResult> SyncStore::settle(SyncKind kind, std::string_view tag, cons
                                        const RetryPolicy& policy, WallTime now) {
   auto tx = sql::Transaction::begin(db_);
   if (!tx) return tx.error();
+  auto result = applySettle(kind, tag, how, policy, now);
+  if (!result) return result.error();
+  SYNC_TRY(tx->commit());
+  return result;
+}
+
+Result<std::vector<Result<SettleResult>>> SyncStore::settleAll(std::span<const SettleRequest> requests,
+                                                               const RetryPolicy& policy, WallTime now) {
+  auto tx = sql::Transaction::begin(db_);
+  if (!tx) return tx.error();
+  std::vector<Result<SettleResult>> results;
+  results.reserve(requests.size());
+  for (const auto& request : requests) {
+    auto result = applySettle(request.kind, request.tag, request.how, policy, now);
+    // NOT_FOUND / INVALID_STATE are found before anything is written: that request alone fails.
+    // Anything else (the disk) fails the batch; the destructor of `tx` rolls it all back.
+    if (!result && result.error().code != Errc::NOT_FOUND && result.error().code != Errc::INVALID_STATE) {
+      return result.error();
+    }
+    results.push_back(std::move(result));
+  }
+  SYNC_TRY(tx->commit());
+  return results;
+}
+
+Result<SettleResult> SyncStore::applySettle(SyncKind kind, std::string_view tag, const Settlement& how,
+                                            const RetryPolicy& policy, WallTime now) {
   auto found = find(kind, tag);
   if (!found) return found.error();
   if (!*found) return makeError(Errc::NOT_FOUND, "no registration '" + std::string(tag) + "'");
@@ -513,7 +540,6 @@ Result<SettleResult> SyncStore::settle(SyncKind kind, std::string_view tag, cons
     SYNC_TRY(write(rec));
     result.record = std::move(rec);
   }
-  SYNC_TRY(tx->commit());
   return result;
 }
 

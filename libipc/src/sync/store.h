@@ -109,6 +109,13 @@ struct SettleResult {
   uint64_t droppedEntries = 0;
 };
 
+/// One event's end, for SyncStore::settleAll.
+struct SettleRequest {
+  SyncKind kind = SyncKind::ONE_SHOT;
+  std::string tag;
+  Settlement how;
+};
+
 /// The durable registration store of one scope. Move-free; hold it by unique_ptr.
 class SyncStore {
  public:
@@ -160,6 +167,12 @@ class SyncStore {
   Result<SettleResult> settle(SyncKind kind, std::string_view tag, const Settlement& how,
                               const RetryPolicy& policy, WallTime now);
 
+  /// settle() for many events in one commit (one fsync for a whole loop pass of settles). Each
+  /// request gets its own result (NOT_FOUND / INVALID_STATE as settle() says, and nothing written
+  /// for it); any other failure rolls the whole batch back and is returned instead.
+  Result<std::vector<Result<SettleResult>>> settleAll(std::span<const SettleRequest> requests,
+                                                      const RetryPolicy& policy, WallTime now);
+
   /// The entries of one-shot `tag`, in sequence order. DATA_CLONE when a stored value no longer
   /// decodes.
   Result<std::vector<SyncEntry>> entries(std::string_view tag);
@@ -174,6 +187,9 @@ class SyncStore {
  private:
   SyncStore(sql::Database db, std::filesystem::path path) : db_(std::move(db)), path_(std::move(path)) {}
   Result<void> recoverInterruptedEvents();
+  /// settle() inside the caller's transaction.
+  Result<SettleResult> applySettle(SyncKind kind, std::string_view tag, const Settlement& how,
+                                   const RetryPolicy& policy, WallTime now);
   Result<std::optional<SyncRecord>> find(SyncKind kind, std::string_view tag);
   Result<int64_t> nextOrder(SyncKind kind);
   Result<uint64_t> countEntries(std::string_view tag);

@@ -340,7 +340,7 @@ TEST_F(SyncSchedulerTest, EntryDoneRefusesAnEntryOfAnotherEvent) {
   EXPECT_EQ(r.error().code, Errc::NOT_FOUND);
 }
 
-TEST_F(SyncSchedulerTest, TenThousandPendingTagsAllFireWithinOneSecondOfGoingOnline) {
+TEST_F(SyncSchedulerTest, TenThousandPendingTagsAllFireInOrderOnGoingOnline) {
   constexpr int TAGS = 10000;
   sut_.reset();
   store_.reset();
@@ -360,10 +360,54 @@ TEST_F(SyncSchedulerTest, TenThousandPendingTagsAllFireWithinOneSecondOfGoingOnl
   const Deadline online = Clock::now();
   sut_->setOnline(true);
   ASSERT_TRUE(waitEvents(TAGS));
-  EXPECT_LT(seen_.back().at - online, 1s);
+  // How fast is bench/sync_bench's business (sync_online_all_fired_10000tags); here: all of them,
+  // in order.
   RecordProperty("allFiredMs", static_cast<int>((seen_.back().at - online) / 1ms));
   EXPECT_EQ(seen_.front().event.tag, "t1");
   EXPECT_EQ(seen_.back().event.tag, "t" + std::to_string(TAGS));
+}
+
+TEST_F(SyncSchedulerTest, SettlesOfOneLoopPassShareOneCommit) {
+  constexpr int TAGS = 50;
+  sut_->setOnline(false);
+  for (int i = 0; i < TAGS; ++i) reg("t" + std::to_string(i));
+  policy_ = [](SyncEvent& e) { e.completion->resolve(); };
+  // PRAGMA data_version on a second connection moves once per commit made by another connection.
+  auto watcher = sql::Database::open((dir_.path() / "state.db").string());
+  ASSERT_TRUE(watcher.ok());
+  const int64_t before = *watcher->queryInt("PRAGMA data_version");
+  sut_->setOnline(true);
+  ASSERT_TRUE(waitSettled(TAGS));
+  const int64_t commits = *watcher->queryInt("PRAGMA data_version") - before;
+  EXPECT_LE(commits, 2) << "one commit marks them firing, one settles them all";
+  EXPECT_TRUE(sut_->getTags().empty());
+}
+
+TEST_F(SyncSchedulerTest, SettledHookRunsOnlyOnceTheSettleIsDurable) {
+  auto watcher = sql::Database::open((dir_.path() / "state.db").string());
+  ASSERT_TRUE(watcher.ok());
+  std::vector<int64_t> rowsAtHook;
+  sut_->setSettledHook([&](const SettledEvent& s) {
+    settled_.push_back(s);
+    rowsAtHook.push_back(*watcher->queryInt("SELECT COUNT(*) FROM oneshot"));
+  });
+  policy_ = [](SyncEvent& e) { e.completion->resolve(); };
+  reg("a");
+  ASSERT_TRUE(waitSettled(1));
+  ASSERT_EQ(rowsAtHook.size(), 1u);
+  EXPECT_EQ(rowsAtHook[0], 0) << "another connection still saw the tag when the hook ran";
+}
+
+TEST_F(SyncSchedulerTest, SecondSettleBeforeTheSettlePassIsIgnored) {
+  policy_ = [](SyncEvent& e) {
+    e.completion->reject("first");
+    e.completion->resolve();  // stale: the first settle won, even before it was written
+  };
+  reg("a");
+  ASSERT_TRUE(waitSettled(1));
+  EXPECT_EQ(settled_[0].outcome, SyncOutcome::FAILURE);
+  EXPECT_EQ(snapshot("a").state, TagState::WAITING);
+  EXPECT_EQ(snapshot("a").attempts, 1);
 }
 
 // ---- handler errors, validation, state ----

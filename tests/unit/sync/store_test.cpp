@@ -296,6 +296,34 @@ TEST_F(SyncStoreTest, SettleSuccessRemovesTheTag) {
   EXPECT_EQ(countOf(SyncKind::ONE_SHOT), 0u);
 }
 
+TEST_F(SyncStoreTest, SettleAllAppliesEveryRequestAndReportsAStaleOneAlone) {
+  registered("ok");
+  registered("bad");
+  registered("idle");
+  fire("ok");
+  fire("bad");
+  const SettleRequest requests[] = {
+      {SyncKind::ONE_SHOT, "ok", Settlement{true, 0}},
+      {SyncKind::ONE_SHOT, "bad", Settlement{false, 0}},
+      {SyncKind::ONE_SHOT, "idle", Settlement{true, 0}},     // not firing
+      {SyncKind::ONE_SHOT, "missing", Settlement{true, 0}},  // not registered
+  };
+  auto results = sut_->settleAll(requests, POLICY, NOW);
+  ASSERT_TRUE(results.ok()) << results.error().describe();
+  ASSERT_EQ(results->size(), 4u);
+  ASSERT_TRUE((*results)[0].ok());
+  EXPECT_EQ((*results)[0]->after, AfterSettle::REMOVED);
+  ASSERT_TRUE((*results)[1].ok());
+  EXPECT_EQ((*results)[1]->after, AfterSettle::RETRY);
+  ASSERT_FALSE((*results)[2].ok());
+  EXPECT_EQ((*results)[2].error().code, Errc::INVALID_STATE);
+  ASSERT_FALSE((*results)[3].ok());
+  EXPECT_EQ((*results)[3].error().code, Errc::NOT_FOUND);
+  EXPECT_EQ(countOf(SyncKind::ONE_SHOT), 2u);
+  EXPECT_EQ(one(SyncKind::ONE_SHOT, "bad").state, TagState::WAITING);
+  EXPECT_EQ(one(SyncKind::ONE_SHOT, "idle").state, TagState::PENDING);
+}
+
 TEST_F(SyncStoreTest, SettleSuccessWithEntriesLeftFiresAgainWithAttemptsReset) {
   registered("a", Value(1));
   fire("a");
