@@ -40,7 +40,15 @@ int main(int argc, char** argv) {
       });
   app.add_option("--max-backlog", opts.maxBacklog, "messages held for a client that does not drain")
       ->capture_default_str();
-  app.add_flag("--allow-group", opts.allowGroup, "socket mode 0660: accept clients of the same group");
+  app.add_flag("--allow-group", opts.allowGroup,
+               "dir 0750, socket 0660: accept clients any of whose groups is the daemon's");
+  app.add_option("--max-pending-per-uid", opts.maxPendingPerUid,
+                 "connections of one uid that have not sent their Hello yet")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{1} << 20));
+  app.add_option("--max-clients-per-uid", opts.maxClientsPerUid, "clients of one uid attached at once")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{1} << 20));
   std::string windowCommand;
   int64_t openWindowTimeoutMs = opts.openWindowTimeout.count();
   app.add_option("--window-command", windowCommand,

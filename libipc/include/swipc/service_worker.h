@@ -47,7 +47,14 @@ struct ServiceWorkerOptions {
   uint64_t maxMessageBytes = 64ull << 20;
   uint64_t ringBytes = 256 * 1024;    // per direction, per client (power of two)
   size_t maxBacklog = 4096;           // messages held for a client whose ring is full
-  bool allowGroup = false;            // socket mode 0660 and accept same-gid peers
+  /// Dir 0750, socket 0660, and a peer any of whose groups (supplementary included) is ours may
+  /// attach (--allow-group).
+  bool allowGroup = false;
+  /// Per-uid slots, dbus-broker style (QuotaExceededError past them): connections that have not
+  /// sent their Hello yet (--max-pending-per-uid; each is also dropped after attachTimeout), and
+  /// attached clients (--max-clients-per-uid).
+  size_t maxPendingPerUid = 64;
+  size_t maxClientsPerUid = 4096;
   std::chrono::milliseconds attachTimeout{2000};
   bool handleSignals = true;          // SIGTERM/SIGINT: graceful stop; SIGUSR1: log counters
   /// argv template openWindow runs; "{url}", "{scope}", "{runtime-dir}" are replaced.
@@ -69,6 +76,7 @@ struct ExtendableMessageEvent : MessageEvent {
 
 struct Counters {
   uint64_t attached = 0, detached = 0, attachTimeouts = 0, versionMismatches = 0, rejectedClients = 0;
+  uint64_t uidQuotaRefused = 0;  // of rejectedClients: over --max-pending-per-uid / --max-clients-per-uid
   uint64_t protocolViolations = 0, messagesIn = 0, messagesOut = 0, messageErrors = 0;
   uint64_t queueFull = 0, unresponsive = 0, undelivered = 0, oversize = 0, repliesDropped = 0;
   uint64_t windowsOpened = 0, openWindowFailures = 0, claimed = 0;

@@ -173,9 +173,11 @@ Result<void> ServiceWorker::Impl::listen() {
   if (!paths) return paths.error();
   paths_ = *paths;
   opener_.setRuntimeDir(paths_.dir.substr(0, paths_.dir.size() - opts_.scope.size() - 1));
-  if (auto r = core::ensurePrivateDir(paths_.dir); !r) return r.error();
-  lockFd_.reset(::open(paths_.lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-  if (!lockFd_) return sysError("open " + paths_.lock);
+  // DESIGN §3: a runtime dir not ours (or writable by others) and a symlinked lock are refused.
+  if (auto r = core::ensureScopeDirs(paths_, opts_.allowGroup ? 0750 : 0700); !r) return r.error();
+  auto lock = core::openLockFile(paths_.lock);
+  if (!lock) return lock.error();
+  lockFd_ = std::move(*lock);
   if (::flock(lockFd_.get(), LOCK_EX | LOCK_NB) == -1) {
     auto err = errno == EWOULDBLOCK ? makeError(Errc::ALREADY_RUNNING, "another sw_daemon already serves scope '" +
                                                                            opts_.scope + "' (" + paths_.lock +
@@ -472,6 +474,7 @@ Value Counters::toValue() const {
                      {"attachTimeouts", int64_t(attachTimeouts)},
                      {"versionMismatches", int64_t(versionMismatches)},
                      {"rejectedClients", int64_t(rejectedClients)},
+                     {"uidQuotaRefused", int64_t(uidQuotaRefused)},
                      {"protocolViolations", int64_t(protocolViolations)},
                      {"messagesIn", int64_t(messagesIn)},
                      {"messagesOut", int64_t(messagesOut)},

@@ -3,6 +3,7 @@
 #include <kj/exception.h>
 
 #include <poll.h>
+#include <unistd.h>
 
 #include <cstring>
 
@@ -36,37 +37,79 @@ void sendControlError(int socketFd, Errc code, const std::string& message) {
   sendControlWords(socketFd, mb);
 }
 
-Result<Attached> attachToDaemon(const std::string& socketPath, const HelloInfo& hello, Deadline deadline) {
-  auto sock = connectSeqpacket(socketPath);
-  if (!sock) return sock.error();
-  {
-    capnp::MallocMessageBuilder mb(128);
-    auto h = mb.initRoot<schema::Control>().initHello();
-    h.setProtocolVersion(hello.protocolVersion);
-    h.setClientType(hello.type == ClientType::WORKER ? schema::ClientType::WORKER : schema::ClientType::WINDOW);
-    h.setUrl(hello.url);
-    if (hello.resumeToken) h.setResumeToken(capnp::Data::Reader(hello.resumeToken->data(), hello.resumeToken->size()));
-    h.setControlled(hello.controlled);
-    if (!hello.openToken.empty())
-      h.setOpenToken(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(hello.openToken.data()), hello.openToken.size()));
-    auto words = capnp::messageToFlatArray(mb);
-    IoStatus s = sendDatagram(sock->get(), words.begin(), words.size() * sizeof(capnp::word));
-    if (s == IoStatus::AGAIN) return makeError(Errc::ATTACH_TIMEOUT, "daemon's socket is full");
-    if (s != IoStatus::OK) return makeError(Errc::NO_DAEMON, "daemon hung up during attach");
-  }
-  Datagram d;
+namespace {
+
+/// The daemon must be who we think it is before it hears our Hello (which carries the resume
+/// token, i.e. our client id): the listening socket's owner, as the kernel recorded it at
+/// listen(), is our euid or root. A socket planted by another user gets nothing from us.
+Result<void> checkDaemonIdentity(int fd, const std::string& socketPath) {
+  auto cred = peerCred(fd);
+  if (!cred) return cred.error();
+  if (cred->uid == ::geteuid() || cred->uid == 0) return {};
+  return makeError(Errc::INVALID_ACCESS, "the socket at " + socketPath + " is served by uid " +
+                                             std::to_string(cred->uid) + " (pid " + std::to_string(cred->pid) +
+                                             "), not by us or root: refusing to send it our Hello");
+}
+
+Result<void> sendHello(int fd, const HelloInfo& hello, bool& hungUp) {
+  capnp::MallocMessageBuilder mb(128);
+  auto h = mb.initRoot<schema::Control>().initHello();
+  h.setProtocolVersion(hello.protocolVersion);
+  h.setClientType(hello.type == ClientType::WORKER ? schema::ClientType::WORKER : schema::ClientType::WINDOW);
+  h.setUrl(hello.url);
+  if (hello.resumeToken) h.setResumeToken(capnp::Data::Reader(hello.resumeToken->data(), hello.resumeToken->size()));
+  h.setControlled(hello.controlled);
+  if (!hello.openToken.empty())
+    h.setOpenToken(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(hello.openToken.data()), hello.openToken.size()));
+  auto words = capnp::messageToFlatArray(mb);
+  IoStatus s = sendDatagram(fd, words.begin(), words.size() * sizeof(capnp::word));
+  if (s == IoStatus::AGAIN) return makeError(Errc::ATTACH_TIMEOUT, "daemon's socket is full");
+  // A daemon that refuses us (quota, uid) may have sent its reason and closed before our Hello
+  // went out: the send fails, but the reason is waiting in our receive queue. Read it first.
+  hungUp = s != IoStatus::OK;
+  return {};
+}
+
+/// Waits for the daemon's first datagram (Welcome or a named refusal) until `deadline`.
+Result<void> receiveAnswer(int fd, Datagram& d, Deadline deadline) {
+  bool reset = false;
   for (;;) {
-    IoStatus s = recvDatagram(sock->get(), d, wire::MAX_CONTROL_BYTES);
-    if (s == IoStatus::OK) break;
-    if (s == IoStatus::CLOSED) return makeError(Errc::NO_DAEMON, "daemon closed the connection during attach");
+    IoStatus s = recvDatagram(fd, d, wire::MAX_CONTROL_BYTES);
+    if (s == IoStatus::OK) return {};
+    if (s == IoStatus::CLOSED) {
+      // A daemon that closed with our Hello unread resets the connection: the first read says
+      // ECONNRESET, and the refusal it sent before closing is still queued behind that. Read once
+      // more before calling it a hang-up.
+      if (!reset) {
+        reset = true;
+        continue;
+      }
+      return makeError(Errc::NO_DAEMON, "daemon closed the connection during attach");
+    }
     if (s == IoStatus::FAILED) return makeError(Errc::DISCONNECTED, "attach: recv failed");
+    if (reset) return makeError(Errc::NO_DAEMON, "daemon closed the connection during attach");
     auto now = Clock::now();
     if (now >= deadline) return makeError(Errc::ATTACH_TIMEOUT, "no Welcome from the daemon before the deadline");
     int ms = deadline == Deadline::max()
                  ? -1
                  : static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count() + 1);
-    pollfd p{sock->get(), POLLIN, 0};
+    pollfd p{fd, POLLIN, 0};
     ::poll(&p, 1, ms);
+  }
+}
+
+}  // namespace
+
+Result<Attached> attachToDaemon(const std::string& socketPath, const HelloInfo& hello, Deadline deadline) {
+  auto sock = waitConnectSeqpacket(socketPath, deadline);
+  if (!sock) return sock.error();
+  if (auto r = checkDaemonIdentity(sock->get(), socketPath); !r) return r.error();
+  bool hungUp = false;
+  if (auto r = sendHello(sock->get(), hello, hungUp); !r) return r.error();
+  Datagram d;
+  if (auto r = receiveAnswer(sock->get(), d, deadline); !r) {
+    if (hungUp && r.error().code == Errc::NO_DAEMON) return makeError(Errc::NO_DAEMON, "daemon hung up during attach");
+    return r.error();
   }
   auto in = decodeControl(d);
   if (!in) return in.error();

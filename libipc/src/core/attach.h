@@ -36,8 +36,11 @@ struct Attached {
   WelcomeInfo welcome;
 };
 
-/// Client side, blocking until `deadline`: connect, Hello, wait for Welcome, map the segment.
-/// NoDaemon, AttachTimeout, VersionMismatch, ProtocolViolation, Disconnected.
+/// Client side, blocking until `deadline`: connect, check that the daemon's uid (SO_PEERCRED) is
+/// ours or root's before anything is sent (InvalidAccessError otherwise), Hello, wait for
+/// Welcome, map the segment. NoDaemon, AttachTimeout, VersionMismatch, ProtocolViolation,
+/// Disconnected, or the daemon's own refusal by name (QuotaExceededError, InvalidAccessError, ...)
+/// even when it closed before our Hello went out.
 Result<Attached> attachToDaemon(const std::string& socketPath, const HelloInfo& hello, Deadline deadline);
 
 /// Daemon side: parses a Hello datagram's control message.

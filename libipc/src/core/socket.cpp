@@ -1,10 +1,14 @@
 #include "core/socket.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <cstring>
 
 #include "common/sys_error.h"
@@ -24,18 +28,41 @@ Result<sockaddr_un> address(const std::string& path) {
 }  // namespace
 
 Result<UniqueFd> listenSeqpacket(const std::string& path, unsigned mode) {
+  // The socket must never be reachable with a wider mode than `mode`. bind() creates the file
+  // with 0777 & ~umask, and umask is process-wide (the daemon has threads by now), so instead the
+  // socket is bound under a private temporary name in the same directory (ours, 0700/0750, so
+  // nobody else can reach that name), narrowed, listening, and only then renamed over the
+  // public name: rename() is atomic, so a connecting page sees the stale socket or this one,
+  // never a missing or a too-open one. The caller holds the scope lock: any old file is stale.
   auto a = address(path);
   if (!a) return a.error();
+  static unsigned serial = 0;
+  char suffix[32];
+  std::snprintf(suffix, sizeof suffix, ".%d.%u.tmp", static_cast<int>(::getpid()), ++serial);
+  const std::string temp = path + suffix;
+  auto t = address(temp);
+  if (!t) return t.error();
   UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!fd) return sysError("socket");
-  ::unlink(path.c_str());  // the caller holds the scope lock: any existing file is stale
-  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&*a), sizeof *a) == -1) return sysError("bind " + path);
-  SWIPC_SYSCALL(::chmod(path.c_str(), mode), "chmod " + path);
-  SWIPC_SYSCALL(::listen(fd.get(), 512), "listen");
+  ::unlink(temp.c_str());
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&*t), sizeof *t) == -1) return sysError("bind " + temp);
+  auto fail = [&](const std::string& what) {
+    Error e = sysError(what);
+    ::unlink(temp.c_str());
+    return e;
+  };
+  // fchmodat without AT_SYMLINK_NOFOLLOW follows links, but we just bound this name ourselves
+  // in a directory only we can write to.
+  if (::fchmodat(AT_FDCWD, temp.c_str(), mode, 0) == -1) return fail("chmod " + temp);
+  if (::listen(fd.get(), 512) == -1) return fail("listen");
+  if (::rename(temp.c_str(), path.c_str()) == -1) return fail("rename " + temp + " -> " + path);
   return fd;
 }
 
-Result<UniqueFd> connectSeqpacket(const std::string& path) {
+namespace {
+/// One connect(); `busy` says the daemon's accept queue was full (EAGAIN).
+Result<UniqueFd> connectOnce(const std::string& path, bool& busy) {
+  busy = false;
   auto a = address(path);
   if (!a) return a.error();
   UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
@@ -43,10 +70,35 @@ Result<UniqueFd> connectSeqpacket(const std::string& path) {
   if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&*a), sizeof *a) == -1) {
     if (errno == ENOENT || errno == ECONNREFUSED || errno == ENOTDIR)
       return makeError(Errc::NO_DAEMON, "no sw_daemon is listening at " + path);
-    if (errno == EAGAIN) return makeError(Errc::NO_DAEMON, "sw_daemon at " + path + " is not accepting connections");
+    if (errno == EAGAIN) {
+      busy = true;
+      return makeError(Errc::NO_DAEMON, "sw_daemon at " + path + " is not accepting connections");
+    }
     return sysError("connect " + path);
   }
   return fd;
+}
+}  // namespace
+
+Result<UniqueFd> connectSeqpacket(const std::string& path) {
+  bool busy;
+  return connectOnce(path, busy);
+}
+
+Result<UniqueFd> waitConnectSeqpacket(const std::string& path, Deadline deadline) {
+  auto pause = std::chrono::milliseconds(1);
+  for (;;) {
+    bool busy;
+    auto fd = connectOnce(path, busy);
+    // Busy: the daemon lives but its accept queue is full (a flood of connections, which it
+    // refuses as fast as it accepts them): try again, backing off, until the deadline.
+    if (fd || !busy) return fd;
+    auto now = Clock::now();
+    if (now >= deadline) return fd;
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
+    ::poll(nullptr, 0, static_cast<int>(std::min(pause, left).count()) + 1);
+    pause = std::min(pause * 2, std::chrono::milliseconds(50));
+  }
 }
 
 IoStatus acceptConnection(int listenFd, UniqueFd& out) {
@@ -61,6 +113,21 @@ Result<PeerCred> peerCred(int fd) {
   socklen_t len = sizeof c;
   SWIPC_SYSCALL(::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c, &len), "SO_PEERCRED");
   return PeerCred{c.pid, c.uid, c.gid};
+}
+
+Result<std::vector<gid_t>> peerGroups(int fd) {
+  // SO_PEERGROUPS (Linux 4.13) reports the groups the peer had when it connected, with no race
+  // against the peer exec'ing or exiting (unlike reading /proc/<pid>/status).
+  std::vector<gid_t> groups(64);
+  for (;;) {
+    socklen_t len = static_cast<socklen_t>(groups.size() * sizeof(gid_t));
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &len) == 0) {
+      groups.resize(len / sizeof(gid_t));
+      return groups;
+    }
+    if (errno != ERANGE || len <= groups.size() * sizeof(gid_t)) return sysError("SO_PEERGROUPS");
+    groups.resize(len / sizeof(gid_t));
+  }
 }
 
 IoStatus sendDatagram(int fd, const void* bytes, size_t n, const std::vector<int>& fds) {

@@ -9,6 +9,7 @@
 
 #include "common/unique_fd.h"
 #include "swipc/error.h"
+#include "swipc/types.h"
 
 namespace swipc::core {
 
@@ -20,13 +21,20 @@ struct PeerCred {
   gid_t gid = 0;
 };
 
-/// Binds and listens at `path` (replacing a stale socket file) with the given file mode.
+/// Binds and listens at `path` (replacing a stale socket file) with the given file mode; the
+/// name appears only once the socket has that mode and listens (bound elsewhere, then renamed).
 Result<UniqueFd> listenSeqpacket(const std::string& path, unsigned mode);
 /// Connects (non-blocking fd); NoDaemon when nobody listens at `path`.
 Result<UniqueFd> connectSeqpacket(const std::string& path);
+/// connectSeqpacket, retried (with backoff) while the daemon's accept queue is full, until
+/// `deadline`.
+Result<UniqueFd> waitConnectSeqpacket(const std::string& path, Deadline deadline);
 /// Accepts one connection (non-blocking, close-on-exec); AGAIN when none is pending.
 IoStatus acceptConnection(int listenFd, UniqueFd& out);
+/// The peer's credentials as of connect()/listen() (SO_PEERCRED).
 Result<PeerCred> peerCred(int fd);
+/// The peer's supplementary groups as of connect() (SO_PEERGROUPS).
+Result<std::vector<gid_t>> peerGroups(int fd);
 
 /// Sends one datagram with up to 4 fds attached.
 IoStatus sendDatagram(int fd, const void* bytes, size_t n, const std::vector<int>& fds = {});

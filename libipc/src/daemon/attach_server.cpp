@@ -13,6 +13,30 @@
 
 namespace swipc::daemon {
 
+AttachServer::AttachServer(ClientTable& clients, core::EventLoop& loop, Counters& counters,
+                           const ServiceWorkerOptions& options)
+    : clients_(clients), loop_(loop), counters_(counters), opts_(options) {
+  detachHook_ = clients_.onDetach([this](ClientRecord& c) { forgetAttached(c.id); });
+}
+
+AttachServer::~AttachServer() {
+  stop();
+  clients_.removeDetachHook(detachHook_);
+}
+
+void AttachServer::forgetAttached(const ClientId& id) {
+  auto it = uidOf_.find(id);
+  if (it == uidOf_.end()) return;
+  auto u = attachedByUid_.find(it->second);
+  if (u != attachedByUid_.end() && --u->second == 0) attachedByUid_.erase(u);
+  uidOf_.erase(it);
+}
+
+size_t AttachServer::pendingCount(uid_t uid) const {
+  auto it = pendingByUid_.find(uid);
+  return it == pendingByUid_.end() ? 0 : it->second;
+}
+
 Result<void> AttachServer::start(const std::string& socketPath, uint64_t epoch) {
   if (listening()) return {};
   // Clients pass fds (out-of-line messages): use all the fds the hard limit allows.
@@ -41,6 +65,7 @@ void AttachServer::stop() {
     loop_.cancelTimer(p.timer);
   }
   pending_.clear();
+  pendingByUid_.clear();
   if (!listening()) return;
   loop_.unwatch(listenWatch_);
   listenWatch_ = 0;
@@ -82,11 +107,10 @@ void AttachServer::onListenReadable() {
     if (st != core::IoStatus::OK) return;
     auto cred = core::peerCred(sock.get());
     if (!cred) continue;
-    bool sameUser = cred->uid == ::geteuid();
-    bool sameGroup = opts_.allowGroup && cred->gid == ::getegid();
-    if (!sameUser && !sameGroup) {
+    if (!peerAllowed(sock.get(), *cred)) {
       ++counters_.rejectedClients;
-      core::log().warn("rejected pid={} uid={}: not this daemon's user", cred->pid, cred->uid);
+      core::log().warn("rejected pid={} uid={} gid={}: not this daemon's user{}", cred->pid, cred->uid, cred->gid,
+                       opts_.allowGroup ? " nor in its group" : "");
       refuse(std::move(sock), Errc::INVALID_ACCESS, "peer uid not allowed");
       continue;
     }
@@ -94,6 +118,13 @@ void AttachServer::onListenReadable() {
       ++counters_.rejectedClients;
       core::log().warn("rejected pid={}: max clients ({}) reached", cred->pid, opts_.maxClients);
       refuse(std::move(sock), Errc::QUOTA_EXCEEDED, "daemon has reached --max-clients " + std::to_string(opts_.maxClients));
+      continue;
+    }
+    if (auto over = overUidQuota(cred->uid)) {
+      ++counters_.rejectedClients;
+      ++counters_.uidQuotaRefused;
+      core::log().warn("rejected pid={} uid={}: {}", cred->pid, cred->uid, over->message);
+      refuse(std::move(sock), over->code, over->message);
       continue;
     }
     uint64_t pid = nextPending_++;
@@ -113,8 +144,38 @@ void AttachServer::onListenReadable() {
       core::sendControlError(it->second.socket.get(), Errc::ATTACH_TIMEOUT, "no Hello before the deadline");
       dropPending(pid);
     });
+    ++pendingByUid_[p.cred.uid];
     pending_.emplace(pid, std::move(p));
   }
+}
+
+bool AttachServer::peerAllowed(int fd, const core::PeerCred& cred) const {
+  if (cred.uid == ::geteuid()) return true;
+  if (!opts_.allowGroup) return false;
+  // --allow-group: any of the peer's groups counts, not just its primary one (a user is
+  // usually in a shared group as a supplementary one).
+  const gid_t ours = ::getegid();
+  if (cred.gid == ours) return true;
+  auto groups = core::peerGroups(fd);
+  if (!groups) return false;
+  for (gid_t g : *groups)
+    if (g == ours) return true;
+  return false;
+}
+
+std::optional<Error> AttachServer::overUidQuota(uid_t uid) const {
+  // dbus-broker style per-user slots: one user's silent connections or many pages cannot take
+  // every slot; other users (--allow-group) and root still get in.
+  if (pendingCount(uid) >= opts_.maxPendingPerUid)
+    return makeError(Errc::QUOTA_EXCEEDED, "uid " + std::to_string(uid) + " has " +
+                                               std::to_string(opts_.maxPendingPerUid) +
+                                               " connections without a Hello (--max-pending-per-uid)");
+  auto it = attachedByUid_.find(uid);
+  if (it != attachedByUid_.end() && it->second >= opts_.maxClientsPerUid)
+    return makeError(Errc::QUOTA_EXCEEDED, "uid " + std::to_string(uid) + " has " +
+                                               std::to_string(opts_.maxClientsPerUid) +
+                                               " clients attached (--max-clients-per-uid)");
+  return std::nullopt;
 }
 
 void AttachServer::dropPending(uint64_t pendingId) {
@@ -122,6 +183,8 @@ void AttachServer::dropPending(uint64_t pendingId) {
   if (it == pending_.end()) return;
   loop_.unwatch(it->second.watch);
   loop_.cancelTimer(it->second.timer);
+  auto u = pendingByUid_.find(it->second.cred.uid);
+  if (u != pendingByUid_.end() && --u->second == 0) pendingByUid_.erase(u);
   pending_.erase(it);
 }
 
@@ -155,10 +218,8 @@ void AttachServer::onPendingReadable(uint64_t pendingId) {
   if (hello->protocolVersion != schema::PROTOCOL_VERSION)
     return fail(Errc::VERSION_MISMATCH, "daemon speaks protocol " + std::to_string(schema::PROTOCOL_VERSION) +
                                             ", client " + std::to_string(hello->protocolVersion));
-  Pending p = std::move(it->second);
-  loop_.unwatch(p.watch);
-  loop_.cancelTimer(p.timer);
-  pending_.erase(it);
+  Pending p = std::move(it->second);  // the socket moves; its watch, timer and uid stay to be dropped
+  dropPending(pendingId);
   admit(std::move(p), *hello);
 }
 
@@ -190,7 +251,13 @@ void AttachServer::admit(Pending p, const core::HelloInfo& hello) {
   rec->controlled = hello.controlled;
   rec->pid = p.cred.pid;
   rec->conn = std::move(*conn);
+  const ClientId id = rec->id;
+  // Counted before the callee inserts it, so that a detach from inside the callback (the hook
+  // counts it down) balances; undone when the callee could not take it.
+  uidOf_[id] = p.cred.uid;
+  ++attachedByUid_[p.cred.uid];
   if (admit_) admit_(std::move(rec), hello);
+  if (!clients_.find(id)) forgetAttached(id);
 }
 
 }  // namespace swipc::daemon

@@ -1,15 +1,18 @@
 // AttachServer: the daemon's listening socket and the attach handshake (DESIGN §3). It accepts a
-// connection, checks the peer's credentials (SO_PEERCRED: our uid, or our gid with allowGroup)
-// and the client limit, waits for the Hello until attachTimeout, checks it (protocol version, a
-// client id not attached already), sends the Welcome with the client's segment, and hands the
-// new ClientRecord (id, url, type, pid, connection) to the admit callback. Every refusal is
-// counted and told to the peer as a named control error.
+// connection, checks the peer's credentials (SO_PEERCRED: our uid; with allowGroup also a peer
+// any of whose groups, supplementary ones included, is our gid) and the limits (clients in all,
+// connections per uid that have not sent their Hello yet, attached clients per uid), waits for
+// the Hello until attachTimeout, checks it (protocol version, a client id not attached already),
+// sends the Welcome with the client's segment, and hands the new ClientRecord (id, url, type,
+// pid, uid, connection) to the admit callback. Every refusal is counted, logged and told to the
+// peer as a named control error (QuotaExceededError, InvalidAccessError, ...).
 //
 // @concurrent: single-threaded; the daemon's loop thread.
 #pragma once
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 
@@ -27,9 +30,8 @@ class AttachServer {
   /// A client passed the handshake: the record is not in the table yet (the callee inserts it).
   using Admit = std::function<void(std::unique_ptr<ClientRecord> record, const core::HelloInfo& hello)>;
 
-  AttachServer(ClientTable& clients, core::EventLoop& loop, Counters& counters, const ServiceWorkerOptions& options)
-      : clients_(clients), loop_(loop), counters_(counters), opts_(options) {}
-  ~AttachServer() { stop(); }
+  AttachServer(ClientTable& clients, core::EventLoop& loop, Counters& counters, const ServiceWorkerOptions& options);
+  ~AttachServer();
   AttachServer(const AttachServer&) = delete;
   AttachServer& operator=(const AttachServer&) = delete;
 
@@ -42,6 +44,8 @@ class AttachServer {
   bool listening() const { return listenFd_.valid(); }
   /// Connections accepted whose Hello has not come yet.
   size_t pendingCount() const { return pending_.size(); }
+  /// Of those, the ones from `uid`.
+  size_t pendingCount(uid_t uid) const;
 
  private:
   struct Pending {
@@ -54,9 +58,15 @@ class AttachServer {
   void onListenReadable();
   /// Accepts one connection and refuses it (out of fds: the spare fd makes room for that).
   void refuseForLackOfFds();
+  /// Whether a peer with these credentials may talk to us at all (uid, or a group with allowGroup).
+  bool peerAllowed(int fd, const core::PeerCred& cred) const;
+  /// The per-uid limits a new connection from `uid` would cross: an error naming it, or none.
+  std::optional<Error> overUidQuota(uid_t uid) const;
   void onPendingReadable(uint64_t pendingId);
   void dropPending(uint64_t pendingId);
   void admit(Pending p, const core::HelloInfo& hello);
+  /// A client admitted by us left (the detach hook) or was never inserted: uncount it.
+  void forgetAttached(const ClientId& id);
 
   ClientTable& clients_;
   core::EventLoop& loop_;
@@ -70,6 +80,10 @@ class AttachServer {
   uint64_t epoch_ = 0;
   uint64_t nextPending_ = 1;
   std::unordered_map<uint64_t, Pending> pending_;
+  std::unordered_map<uid_t, size_t> pendingByUid_;   // entries of pending_ per peer uid
+  std::unordered_map<uid_t, size_t> attachedByUid_;  // alive clients per uid
+  std::unordered_map<ClientId, uid_t> uidOf_;        // the uid each of them was admitted as
+  ClientTable::HookId detachHook_ = 0;
 };
 
 }  // namespace swipc::daemon

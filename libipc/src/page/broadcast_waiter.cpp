@@ -4,6 +4,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <unordered_map>
@@ -14,11 +15,10 @@ namespace {
 #ifndef FUTEX_32
 constexpr unsigned FUTEX_32 = 2;
 #endif
-constexpr size_t MAX_WAITV = 128;
 }  // namespace
 
 BroadcastWaiter::BroadcastWaiter(std::function<void()> signal) : signal_(std::move(signal)) {
-  thread_ = std::thread([this] { run(); });
+  threads_.emplace_back([this] { run(0); });
 }
 
 BroadcastWaiter::~BroadcastWaiter() {
@@ -27,15 +27,21 @@ BroadcastWaiter::~BroadcastWaiter() {
     stop_ = true;
   }
   poke();
-  thread_.join();
+  for (auto& t : threads_) t.join();
 }
 
 void BroadcastWaiter::setWords(std::vector<const std::atomic<uint32_t>*> words,
                                std::vector<std::shared_ptr<const void>> keepAlive) {
+  const size_t groups = (words.size() + WORDS_PER_THREAD - 1) / WORDS_PER_THREAD;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     words_ = std::move(words);
     keepAlive_ = std::move(keepAlive);
+  }
+  // Only this (loop) thread starts threads, so reading threads_ here needs no lock.
+  while (threads_.size() < groups) {
+    const size_t group = threads_.size();
+    threads_.emplace_back([this, group] { run(group); });
   }
   poke();
 }
@@ -45,7 +51,7 @@ void BroadcastWaiter::poke() {
   ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&control_), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
 }
 
-void BroadcastWaiter::run() {
+void BroadcastWaiter::run(size_t group) {
   std::unordered_map<const void*, uint32_t> last;  // last value seen per word
   for (;;) {
     std::vector<const std::atomic<uint32_t>*> words;
@@ -54,10 +60,12 @@ void BroadcastWaiter::run() {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       if (stop_) return;
-      words = words_;
-      alive = keepAlive_;  // the mappings stay valid until we drop these
+      // This thread's slice; the mappings stay valid until we drop `alive`.
+      const size_t begin = std::min(words_.size(), group * WORDS_PER_THREAD);
+      const size_t end = std::min(words_.size(), begin + WORDS_PER_THREAD);
+      words.assign(words_.begin() + static_cast<std::ptrdiff_t>(begin), words_.begin() + static_cast<std::ptrdiff_t>(end));
+      alive = keepAlive_;
     }
-    if (words.size() > MAX_WAITV - 1) words.resize(MAX_WAITV - 1);
     std::vector<futex_waitv> waitv(words.size() + 1);
     bool changed = false;
     std::unordered_map<const void*, uint32_t> now;

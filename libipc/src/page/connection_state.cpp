@@ -21,7 +21,9 @@ ConnectionState::ConnectionState(ClientOptions opts, core::EventLoop& loop, Page
                                  AttachFn attach)
     : opts_(std::move(opts)), loop_(loop), events_(events), attach_(std::move(attach)) {
   if (!attach_) {
-    attach_ = [this](const core::HelloInfo& hello, Deadline deadline) {
+    attach_ = [this](const core::HelloInfo& hello, Deadline deadline) -> Result<core::Attached> {
+      // A squatter's directory is refused before we connect into it (DESIGN §3).
+      if (auto r = core::checkScopeDirs(paths_); !r) return r.error();
       return core::attachToDaemon(paths_.socket, hello, deadline);
     };
   }

@@ -57,7 +57,8 @@ class ConnectionState {
     ~Events() = default;
   };
 
-  /// Runs the attach handshake (default: core::attachToDaemon at the scope's socket).
+  /// Runs the attach handshake (default: core::checkScopeDirs, then core::attachToDaemon at the
+  /// scope's socket).
   using AttachFn = std::function<Result<core::Attached>(const core::HelloInfo& hello, Deadline deadline)>;
 
   ConnectionState(ClientOptions opts, core::EventLoop& loop, PageEvents& events, OpTable& ops,
@@ -70,7 +71,8 @@ class ConnectionState {
   void setPlainFilter(const wire::PlainFilter* filter) { filter_ = filter; }
 
   /// Resolves the scope's paths and attaches (blocking up to opts.attachTimeout):
-  /// NoDaemon, AttachTimeout, VersionMismatch, TypeError, ProtocolViolation.
+  /// NoDaemon, AttachTimeout, VersionMismatch, TypeError, ProtocolViolation, InvalidAccessError
+  /// (a runtime dir or daemon that is not ours or root's), or the daemon's named refusal.
   Result<void> start();
 
   // ---- the link

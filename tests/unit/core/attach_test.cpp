@@ -239,6 +239,20 @@ TEST_F(AttachTest, DaemonsErrorReachesThePageByName) {
   expectError(attach(), Errc::VERSION_MISMATCH, "daemon speaks protocol 99");
 }
 
+TEST_F(AttachTest, RefusalSentWithTheHelloUnreadReachesThePageByName) {
+  // A daemon that refuses and closes without reading what the page sent resets the connection:
+  // the page's first read fails with ECONNRESET, but the refusal is queued behind it (issue 14:
+  // this was reported as NoDaemon).
+  daemon_ = std::thread([this] {
+    ASSERT_TRUE(waitReadable(listen_.get())) << "no page connected";
+    UniqueFd conn;
+    ASSERT_EQ(acceptConnection(listen_.get(), conn), IoStatus::OK);
+    ASSERT_TRUE(waitReadable(conn.get())) << "no Hello";  // it is there, and stays unread
+    sendControlError(conn.get(), Errc::QUOTA_EXCEEDED, "uid 0 has 64 connections without a Hello");
+  });
+  expectError(attach(), Errc::QUOTA_EXCEEDED, "64 connections without a Hello");
+}
+
 TEST_F(AttachTest, DaemonsErrorWithAnUnknownNameIsAProtocolViolation) {
   serve([](UniqueFd conn, const HelloInfo&) {
     capnp::MallocMessageBuilder mb;
