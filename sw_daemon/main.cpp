@@ -40,6 +40,12 @@ int main(int argc, char** argv) {
       });
   app.add_option("--max-backlog", opts.maxBacklog, "messages held for a client that does not drain")
       ->capture_default_str();
+  app.add_option("--max-ports-per-client", opts.maxPortsPerClient,
+                 "MessagePorts (live, and closed ones awaiting the client's answer) one client may own; 0: no bound")
+      ->capture_default_str();
+  app.add_option("--max-port-queue-bytes", opts.maxPortQueueBytes,
+                 "bytes held at one port of the service worker's that is not started; 0: no bound")
+      ->capture_default_str();
   app.add_flag("--allow-group", opts.allowGroup,
                "dir 0750, socket 0660: accept clients any of whose groups is the daemon's");
   app.add_option("--max-pending-per-uid", opts.maxPendingPerUid,

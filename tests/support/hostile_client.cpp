@@ -4,7 +4,7 @@
 // "a malformed envelope from a client is a protocol violation").
 //
 //   hostile_client --runtime-dir DIR --scope S --mode MODE [--linger-ms N] [--seed N]
-//                  [--depth N] [--wakes N] [--fds N]
+//                  [--depth N] [--wakes N] [--fds N] [--to ID] [--ports N]
 //
 // It does the attach handshake by hand (so that it keeps the segment memfd and can map it
 // read-write itself), misbehaves, then waits at most --linger-ms (default 5000) for the daemon to
@@ -21,6 +21,16 @@
 //                                impossible, before the post whose dropped port closes
 //   bc-joined                    amplified-bc-value only: the channel join is in effect (bcJoined
 //                                came), before the malformed post on it
+//   refused <ErrorName> after <n>  port-quota: the daemon refused a post once n pairs were sent
+//   registered <n>               port-quota: all n pairs went through, nothing refused
+//
+// Relay modes (--to <clientId>) reach another page through the reference service worker:
+//   relay-wrong-kind-queued      RELAY_PORT shipping a fresh port whose queued message's payload
+//                                holds a text pointer where the Value struct belongs
+//   relay-wrong-kind-post        RELAY_PORT shipping a fresh port, then a post on the end kept
+//                                here with such a payload
+//   port-quota [--ports N]       registers N pairs (NOOP posts of 512 fresh pairs each) and never
+//                                answers portClosed
 //   disconnected <ErrorName>     hang-up, after a Control.error with that name
 //   disconnected hangup          hang-up without an error
 //   still-connected              no hang-up within --linger-ms
@@ -83,6 +93,8 @@ struct Options {
   int depth = 10'000;
   uint64_t wakes = 1'000'000;
   uint64_t fds = 1100;
+  std::string to;          // relay-* modes: the client id the ports go to
+  uint64_t ports = 100'000;  // port-quota: pairs to register
 };
 
 void say(const std::string& line) {
@@ -993,6 +1005,114 @@ void amplifiedBcValue(Session& s, SocketWatch& watch, const Options&) {
   sendEnvelope(s, mb, watch);
 }
 
+// ---- Relays (issue 14, findings 1 and 2): bytes another page will read. The daemon copies a
+// payload verbatim (a Cap'n Proto copy keeps a pointer of any kind as it is), so a payload whose
+// Value pointer is a text reaches its receiver as written unless the daemon checks it.
+
+/// Makes `payload` a Value payload (union tag VALUE) whose Value pointer is a text pointer.
+void setWrongKindPayload(swipc::schema::Payload::Builder payload) {
+  payload.initValue();  // tag VALUE, then its pointer slot overwritten with a text
+  capnp::AnyStruct::Builder(kj::mv(payload)).getPointerSection()[0].setAs<capnp::Text>("I am not a Value");
+}
+
+/// A controllerPost {"type":"RELAY_PORT","to":<to>} shipping the fresh pair (port, peer): `port`
+/// to the service worker (who passes it on to `to`), `peer` staying here. With `queuedWrongKind`
+/// the shipped port carries one queued message whose payload is a wrong-kind pointer.
+void sendRelayPort(Session& s, SocketWatch& watch, const std::string& to, uint64_t port, uint64_t peer,
+                   bool queuedWrongKind) {
+  capnp::MallocMessageBuilder mb;
+  auto env = initEnvelope(mb);
+  auto post = env.initControllerPost();
+  auto map = post.initPayload().initValue().initMap(2);
+  map[0].setKey("type");
+  map[0].initValue().setText("RELAY_PORT");
+  map[1].setKey("to");
+  map[1].initValue().setText(to);
+  auto d = post.initPorts(1)[0];
+  setDescriptor(d, port, peer, /*reg=*/true);
+  if (queuedWrongKind) {
+    auto q = d.initQueued(1)[0];
+    q.setTo(port);
+    q.setSeq(1);
+    setWrongKindPayload(q.initPayload());
+    d.setRecvNext(2);
+  } else {
+    d.initQueued(0);
+  }
+  sendEnvelope(s, mb, watch);
+}
+
+void relayWrongKindQueued(Session& s, SocketWatch& watch, const Options& o) {
+  if (o.to.empty()) fail("--to is required");
+  sendRelayPort(s, watch, o.to, randomPortId(), randomPortId(), /*queuedWrongKind=*/true);
+}
+
+void relayWrongKindPost(Session& s, SocketWatch& watch, const Options& o) {
+  if (o.to.empty()) fail("--to is required");
+  const uint64_t port = randomPortId(), peer = randomPortId();
+  sendRelayPort(s, watch, o.to, port, peer, /*queuedWrongKind=*/false);
+  // The daemon reads our envelopes in order: by the time it reads this post, `port` is `to`'s.
+  capnp::MallocMessageBuilder mb;
+  auto env = initEnvelope(mb);
+  auto post = env.initPortPost();
+  post.setFrom(peer);
+  post.setSeq(1);
+  setWrongKindPayload(post.initPayload());
+  post.initPorts(0);
+  sendEnvelope(s, mb, watch);
+}
+
+/// Reads what the daemon wrote to us; the name of the first ErrorReport, if any came.
+std::optional<std::string> drainForError(Session& s) {
+  for (;;) {
+    swipc::wire::Inbound in;
+    swipc::Error err;
+    auto st = s.conn->receive(in, err);
+    if (st == swipc::core::Connection::RecvStatus::VIOLATION) fail("daemon wrote a bad record: " + err.message);
+    if (st != swipc::core::Connection::RecvStatus::OK) {
+      s.conn->publishConsumed();
+      return std::nullopt;
+    }
+    auto env = in.envelope();
+    if (env.isError()) {
+      s.conn->publishConsumed();
+      return std::string(env.getError().getName().cStr());
+    }
+  }
+}
+
+void portQuota(Session& s, SocketWatch& watch, const Options& o) {
+  // NOOP posts, each registering `batch` fresh pairs: the service worker drops the ports it got,
+  // so each end kept here becomes a tombstone waiting for a portClose we never send.
+  constexpr uint64_t BATCH = 512;
+  uint64_t registered = 0;
+  while (registered < o.ports) {
+    const uint64_t n = std::min(BATCH, o.ports - registered);
+    capnp::MallocMessageBuilder mb;
+    auto ports = buildPost(mb, "NOOP").initPorts(static_cast<unsigned>(n));
+    for (unsigned i = 0; i < n; ++i) setDescriptor(ports[i], randomPortId(), randomPortId(), /*reg=*/true);
+    sendEnvelope(s, mb, watch);
+    if (watch.closed()) return;
+    registered += n;
+    if (auto name = drainForError(s)) {
+      say("refused " + *name + " after " + std::to_string(registered));
+      return;
+    }
+  }
+  // The last posts may still be in flight: wait for their answer.
+  const auto deadline = Clock::now() + 5s;
+  while (Clock::now() < deadline && !watch.pump()) {
+    if (auto name = drainForError(s)) {
+      say("refused " + *name + " after " + std::to_string(registered));
+      return;
+    }
+    pollfd p[2] = {{s.socketFd(), POLLIN, 0}, {s.conn->wakeReadFd(), POLLIN, 0}};
+    ::poll(p, 2, 50);
+    s.conn->drainWakes();
+  }
+  say("registered " + std::to_string(registered));
+}
+
 void floodWakes(Session& s, SocketWatch& watch, const Options& o) {
   say("flooding " + std::to_string(o.wakes));
   for (uint64_t i = 0; i < o.wakes; ++i) s.ringDoorbell();
@@ -1037,6 +1157,9 @@ const std::map<std::string, Misbehaviour>& ringModes() {
       {"amplified-queued-list-after-queue", amplifiedQueuedListAfterQueue},
       {"bc-join-name-is-struct", bcJoinNameIsStruct},
       {"amplified-bc-value", amplifiedBcValue},
+      {"relay-wrong-kind-queued", relayWrongKindQueued},
+      {"relay-wrong-kind-post", relayWrongKindPost},
+      {"port-quota", portQuota},
   };
   return modes;
 }
@@ -1046,7 +1169,7 @@ const std::map<std::string, Misbehaviour>& ringModes() {
 [[noreturn]] void usage(const std::string& why) {
   std::fprintf(stderr,
                "hostile_client: %s\nusage: hostile_client --runtime-dir DIR --scope S --mode MODE "
-               "[--linger-ms N] [--seed N] [--depth N] [--wakes N] [--fds N]\nmodes: version-mismatch no-hello "
+               "[--linger-ms N] [--seed N] [--depth N] [--wakes N] [--fds N] [--to ID] [--ports N]\nmodes: version-mismatch no-hello "
                "garbage-hello",
                why.c_str());
   for (const auto& [name, fn] : ringModes()) std::fprintf(stderr, " %s", name.c_str());
@@ -1069,6 +1192,8 @@ Options parseArgs(int argc, char** argv) {
       else if (a == "--depth") o.depth = std::stoi(v);
       else if (a == "--wakes") o.wakes = std::stoull(v);
       else if (a == "--fds") o.fds = std::stoull(v);
+      else if (a == "--to") o.to = v;
+      else if (a == "--ports") o.ports = std::stoull(v);
       else usage("unknown option " + a);
     } catch (const std::exception&) {
       usage("bad value for " + a + ": " + v);

@@ -41,6 +41,14 @@ struct ClientOptions {
   bool reconnect = true;
   /// Set by pages the daemon spawns (clients.openWindow); empty: taken from $SWIPC_OPEN_TOKEN.
   std::string openToken;
+  /// Bytes of service-worker messages held before startMessages() (0: no bound). Past it, the
+  /// messages that arrive are dropped (logged, counted) and one messageerror (QuotaExceededError)
+  /// stands for each run of them, in their place. A message that arrives at an empty queue is
+  /// always held.
+  uint64_t maxHeldBytes = 32ull << 20;
+  /// Bytes of messages waiting at one MessagePort that is not started (0: no bound); past it
+  /// as maxHeldBytes, the messageerror going to that port.
+  uint64_t maxPortQueueBytes = 16ull << 20;
 };
 
 struct PostOptions {

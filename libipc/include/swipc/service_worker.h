@@ -55,6 +55,14 @@ struct ServiceWorkerOptions {
   /// attached clients (--max-clients-per-uid).
   size_t maxPendingPerUid = 64;
   size_t maxClientsPerUid = 4096;
+  /// Port-table entries one client may own: live ports and the tombstones waiting for its
+  /// portClose (--max-ports-per-client; 0: no bound). A message that would register more
+  /// pairs is refused with QuotaExceededError to its sender (nothing delivered; the ports it
+  /// shipped close).
+  size_t maxPortsPerClient = 4096;
+  /// Bytes of client messages one MessagePort of service-worker code holds before it is started
+  /// (--max-port-queue-bytes; 0: no bound); past it they are dropped, QuotaExceededError to the sender.
+  uint64_t maxPortQueueBytes = 16ull << 20;
   std::chrono::milliseconds attachTimeout{2000};
   bool handleSignals = true;          // SIGTERM/SIGINT: graceful stop; SIGUSR1: log counters
   /// argv template openWindow runs; "{url}", "{scope}", "{runtime-dir}" are replaced.
@@ -85,6 +93,7 @@ struct Counters {
   uint64_t portsOpen = 0;  // entries in the daemon's port table now (a gauge)
   uint64_t syncFired = 0, syncSucceeded = 0, syncFailed = 0, syncTimedOut = 0, syncGaveUp = 0;
   uint64_t syncDroppedEntries = 0;
+  uint64_t portQuotaRefused = 0;  // messages refused: their sender at --max-ports-per-client
   Value toValue() const;
 };
 

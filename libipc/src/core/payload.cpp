@@ -1,5 +1,7 @@
 #include "core/payload.h"
 
+#include <kj/exception.h>
+
 #include "wire/value_codec.h"
 
 namespace swipc::core {
@@ -15,8 +17,10 @@ void writePayload(const OutgoingPayload& p, schema::Payload::Builder out) {
   (*p.build)(t.getContent());
 }
 
-Result<void> readPayload(schema::Payload::Reader in, const std::shared_ptr<const void>& owner,
-                         const TypeRegistry& types, MessageEvent& event) {
+namespace {
+
+Result<void> readPayloadUnguarded(schema::Payload::Reader in, const std::shared_ptr<const void>& owner,
+                                  const TypeRegistry& types, MessageEvent& event) {
   switch (in.which()) {
     case schema::Payload::VALUE: {
       auto v = wire::readValue(in.getValue());
@@ -36,6 +40,20 @@ Result<void> readPayload(schema::Payload::Reader in, const std::shared_ptr<const
     }
   }
   return makeError(Errc::DATA_CLONE, "payload of a kind this build does not know");
+}
+
+}  // namespace
+
+Result<void> readPayload(schema::Payload::Reader in, const std::shared_ptr<const void>& owner,
+                         const TypeRegistry& types, MessageEvent& event) {
+  // The payload's bytes came from outside (another endpoint, through the daemon): a pointer the
+  // walk at receipt could not judge (of the wrong kind) throws as it is read. That is this
+  // message's messageerror, never the end of the receiver.
+  try {
+    return readPayloadUnguarded(in, owner, types, event);
+  } catch (const kj::Exception& e) {
+    return makeError(Errc::DATA_CLONE, std::string("malformed payload: ") + e.getDescription().cStr());
+  }
 }
 
 }  // namespace swipc::core

@@ -1,5 +1,6 @@
 #include "core/port_state.h"
 
+#include <algorithm>
 #include <cstdio>
 
 #include "core/identity.h"
@@ -80,15 +81,50 @@ bool PortState::accept(uint64_t seq) {
   return true;
 }
 
-void PortState::receive(QueuedPortMessage m, bool now) {
-  if (!accept(m.seq)) return;
+bool PortState::overQuota(uint64_t bytes) const {
+  const uint64_t limit = host ? host->maxQueuedBytes() : 0;
+  return limit != 0 && !queue.empty() && queuedBytes + bytes > limit;
+}
+
+void PortState::dropOverQuota(QueuedPortMessage& m) {
+  // The message goes (its ports close as it does). One messageerror stands for every message
+  // dropped in a row, at the place where they were dropped; it is the port's to hold, not the
+  // messages', so the bound holds whatever the sender does.
+  ++droppedOverQuota;
+  const bool firstInRun = queue.empty() || !queue[queue.size() - 1].error ||
+                          queue[queue.size() - 1].error->code != Errc::QUOTA_EXCEEDED;
+  if (firstInRun) {
+    core::log().warn("port {}: message seq={} ({} bytes) dropped: {} bytes already wait at this port (bound {}); "
+                     "{} dropped here so far",
+                     id.toString(), m.seq, m.bytes, queuedBytes, host->maxQueuedBytes(), droppedOverQuota);
+    QueuedPortMessage marker;
+    marker.seq = m.seq;
+    marker.error = makeError(Errc::QUOTA_EXCEEDED, "messages dropped: more than " +
+                                                       std::to_string(host->maxQueuedBytes()) +
+                                                       " bytes waited at this port before it was started");
+    queue.push_back(std::move(marker));
+  } else {
+    core::log().debug("port {}: message seq={} dropped ({} dropped here so far)", id.toString(), m.seq,
+                      droppedOverQuota);
+  }
+}
+
+bool PortState::receive(QueuedPortMessage m, bool now) {
+  if (!accept(m.seq)) return true;
   if (intercept) {
     auto fn = intercept;  // may close this port
     fn(m);
-    return;
+    return true;
   }
+  if (overQuota(m.bytes)) {
+    dropOverQuota(m);
+    if (started) scheduleFlush(now);
+    return false;
+  }
+  queuedBytes += m.bytes;
   queue.push_back(std::move(m));
   if (started) scheduleFlush(now);
+  return true;
 }
 
 void PortState::receiveValue(uint64_t seq, Value& data) {
@@ -140,6 +176,7 @@ void PortState::hostGone() {
 void PortState::end(Mode final) {
   mode = final;
   queue.clear();
+  queuedBytes = 0;
   onMessage = nullptr;
   onMessageError = nullptr;
   onClose = nullptr;
@@ -177,6 +214,7 @@ void PortState::flush() {
   while (started && live() && !queue.empty()) {
     QueuedPortMessage m = std::move(queue.front());
     queue.pop_front();
+    queuedBytes = queue.empty() ? 0 : queuedBytes - std::min(queuedBytes, m.bytes);
     dispatch(m);
   }
   // `close` comes after every message that arrived before it: a port holding messages
@@ -191,7 +229,7 @@ void PortState::flush() {
 
 void PortState::dispatch(QueuedPortMessage& m) {
   MessageEvent ev;
-  auto r = core::readPayload(m.payload, m.keepAlive, host->types(), ev);
+  auto r = m.error ? Result<void>(*m.error) : core::readPayload(m.payload, m.keepAlive, host->types(), ev);
   if (!r) {
     if (auto fn = onMessageError) runHandler(host, [&] { fn(MessageErrorEvent{"messageport", r.error()}); });
     return;
@@ -248,6 +286,8 @@ PortPtr PortState::moveHere() {
   n->unacked = unacked;
   n->peerGone = peerGone;
   n->queue = std::move(queue);
+  n->queuedBytes = queuedBytes;
+  n->droppedOverQuota = droppedOverQuota;
   n->localPeer = localPeer;
   if (mode == Mode::LOCAL)
     if (auto p = localPeer.lock()) p->localPeer = n;
@@ -282,7 +322,7 @@ void commitAll(const std::vector<PortPtr>& ports) {
 }
 
 std::vector<PortPtr> adoptDescriptors(PortHost& host, capnp::List<schema::PortDescriptor>::Reader ds,
-                                      const std::shared_ptr<const void>& keepAlive) {
+                                      const std::shared_ptr<const void>& keepAlive, uint64_t envelopeBytes) {
   std::vector<PortPtr> out;
   out.reserve(ds.size());
   for (auto d : ds) {
@@ -295,6 +335,9 @@ std::vector<PortPtr> adoptDescriptors(PortHost& host, capnp::List<schema::PortDe
       m.keepAlive = keepAlive;
       m.payload = q.getPayload();
       m.ports = adoptDescriptors(host, q.getPorts(), keepAlive);
+      // Released when this message leaves the queue (or the queue empties).
+      m.bytes = s->queue.empty() ? envelopeBytes : 0;
+      s->queuedBytes += m.bytes;
       s->queue.push_back(std::move(m));
     }
     host.track(s);

@@ -20,6 +20,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <unordered_set>
 #include <vector>
 
@@ -46,6 +47,11 @@ struct QueuedPortMessage {
   std::shared_ptr<const void> keepAlive;
   schema::Payload::Reader payload;
   std::vector<PortPtr> ports;
+  /// What holding it costs, charged to the port's byte bound (PortHost::maxQueuedBytes()).
+  uint64_t bytes = 0;
+  /// Delivered as a messageerror with this error instead of a message: what arrived could not
+  /// be read here, or messages were dropped at this point because the queue was over its bound.
+  std::optional<Error> error;
 };
 
 /// FIFO of waiting messages: a vector with a moving head (a std::deque allocates on
@@ -101,6 +107,12 @@ class PortHost {
   /// Port handlers run through core::callUser() (the daemon: a handler's exception is logged, and
   /// never ends the daemon or blames a client); otherwise they propagate (a page's own code).
   virtual bool shieldsUserCode() const { return false; }
+  /// Bytes of messages one port may hold before it is started (0: no bound). Past it, arriving
+  /// messages are dropped (PortState::receive() says so) and reported as one messageerror
+  /// (QuotaExceededError) at the point where they were dropped.
+  virtual uint64_t maxQueuedBytes() const { return DEFAULT_MAX_QUEUED_BYTES; }
+
+  static constexpr uint64_t DEFAULT_MAX_QUEUED_BYTES = 16ull << 20;
 };
 
 /// Which local pairs a message being built registers (both ends of a pair may travel together).
@@ -131,8 +143,11 @@ class PortState : public std::enable_shared_from_this<PortState> {
 
   // ---- hosts
   /// A message for this port arrived. Duplicates (seq < recvNext) are dropped. `now`: the host
-  /// may deliver at once (it came from IPC); otherwise delivery goes through the loop.
-  void receive(QueuedPortMessage m, bool now);
+  /// may deliver at once (it came from IPC); otherwise delivery goes through the loop. False
+  /// when it was dropped because the messages waiting here are over the host's byte bound
+  /// (maxQueuedBytes; a message that arrives at an empty queue is always taken): counted,
+  /// logged, and reported to the port as one messageerror (QuotaExceededError).
+  bool receive(QueuedPortMessage m, bool now);
   /// The fast lane's port message (a Value, no ports) for a port with interceptValue set.
   void receiveValue(uint64_t seq, Value& data);
   /// The peer closed or died: `close` fires after the messages already queued here (at once if
@@ -163,6 +178,10 @@ class PortState : public std::enable_shared_from_this<PortState> {
   uint64_t recvNext = 1;
   uint32_t unacked = 0;
   MessageQueue queue;
+  /// Bytes the messages in `queue` are charged (QueuedPortMessage::bytes).
+  uint64_t queuedBytes = 0;
+  /// Messages dropped here because `queue` was over its byte bound (for the logs and tests).
+  uint64_t droppedOverQuota = 0;
   std::function<void(const MessageEvent&)> onMessage;
   std::function<void(const MessageErrorEvent&)> onMessageError;
   std::function<void()> onClose;
@@ -182,6 +201,9 @@ class PortState : public std::enable_shared_from_this<PortState> {
  private:
   /// Seq bookkeeping for an arriving message: false for a duplicate (or a port that is over).
   bool accept(uint64_t seq);
+  /// Holding `bytes` more would take the queue past the host's bound.
+  bool overQuota(uint64_t bytes) const;
+  void dropOverQuota(QueuedPortMessage& m);
   void scheduleFlush(bool now);
   void flush();
   void dispatch(QueuedPortMessage& m);
@@ -203,9 +225,13 @@ void describeAll(const std::vector<PortPtr>& ports, capnp::List<schema::PortDesc
 void commitAll(const std::vector<PortPtr>& ports);
 
 /// Live REMOTE ports (tracked on `host`) from descriptors that arrived there, with the messages
-/// queued in them (recursively). `keepAlive` owns the bytes the readers point into.
+/// queued in them (recursively). `keepAlive` owns the bytes the readers point into. A port that
+/// arrives with a queue is charged `envelopeBytes` (the size of what `keepAlive` holds) on its
+/// first queued message, without reading the messages (every read counts against the reader's
+/// traversal budget). Throws kj::Exception when a descriptor cannot be read (the caller's
+/// messageerror; the ports adopted so far close as they go).
 std::vector<PortPtr> adoptDescriptors(PortHost& host, capnp::List<schema::PortDescriptor>::Reader ds,
-                                      const std::shared_ptr<const void>& keepAlive);
+                                      const std::shared_ptr<const void>& keepAlive, uint64_t envelopeBytes = 0);
 
 /// Encodes a payload for a post that stays in this process (the value is serialized now).
 Result<QueuedPortMessage> encodeLocal(const core::OutgoingPayload& payload, uint64_t maxBytes);

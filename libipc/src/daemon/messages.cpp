@@ -24,9 +24,21 @@ bool Messages::onPost(ClientRecord& c, schema::Envelope::Reader env, const std::
     case Gate::VIOLATION: return false;
   }
   PortRouter& router = ports_.router();
-  if (auto ok = router.checkShipped(id, post.getPorts()); !ok) {
+  size_t registrations = 0;
+  if (auto ok = router.checkShipped(id, post.getPorts(), {}, &registrations); !ok) {
     clients_.violation(c, ok.error());
     return false;
+  }
+  // The messages queued at the ports it ships go on to wherever service-worker code sends the
+  // ports (RELAY_PORT): readable there, or the sender's violation now.
+  if (auto ok = owner->checkPayloads(); !ok) {
+    clients_.violation(c, ok.error());
+    return false;
+  }
+  if (auto ok = router.admitShipped(id, registrations); !ok) {
+    outbound_.sendError(c, ok.error().code, ok.error().message, seq);
+    router.refuse(id, post.getPorts());
+    return true;
   }
   ExtendableMessageEvent ev;
   // The ports are the service worker's now, whatever becomes of the payload.
@@ -57,6 +69,10 @@ bool Messages::onPlainPost(ClientRecord& c, const wire::PlainMessage& m, Extenda
     case Gate::VIOLATION: return false;
   }
   if (m.hasPort) {
+    if (auto ok = ports_.router().admitShipped(c.id, 1); !ok) {
+      outbound_.sendError(c, ok.error().code, ok.error().message, m.seq);
+      return true;  // the pair was never registered: nothing to close
+    }
     // The port is the service worker's now (the general path's checkShipped + toServiceWorker).
     auto port = ports_.router().adoptRegistered(c.id, PortId(m.port.portId), PortId(m.port.peerId), m.port.sendSeq,
                                                 m.port.recvNext, m.port.silentPeer);

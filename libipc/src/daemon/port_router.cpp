@@ -92,13 +92,16 @@ bool PortRouter::IdSet::contains(uint64_t id) const {
   return false;
 }
 
-Result<void> PortRouter::checkShipped(const ClientId& from, PortList::Reader ds, PortId postingPort) const {
+Result<void> PortRouter::checkShipped(const ClientId& from, PortList::Reader ds, PortId postingPort,
+                                      size_t* registrations) const {
   CheckContext ctx;
   if (!postingPort.empty()) {
     ctx.seen.insert(postingPort.value());
     if (const Entry* e = find(postingPort)) ctx.seen.insert(e->peer.value());
   }
-  return checkList(from, ds, ctx, 0);
+  auto r = checkList(from, ds, ctx, 0);
+  if (registrations) *registrations = ctx.registered;
+  return r;
 }
 
 Result<void> PortRouter::checkList(const ClientId& from, PortList::Reader ds, CheckContext& ctx, int depth) const {
@@ -118,6 +121,7 @@ Result<void> PortRouter::checkList(const ClientId& from, PortList::Reader ds, Ch
           ctx.registeredPeers.contains(id))
         return violation("invalid registration of port pair " + PortId(id).toString() + "/" + PortId(peer).toString());
       ctx.registeredPeers.insert(peer);
+      ++ctx.registered;
     } else if (d.getPeerClosed()) {
       // Disentangled: unknown here, or a tombstone of the sender's whose portClose is still to come.
       const Entry* e = find(PortId(id));
@@ -138,12 +142,35 @@ Result<void> PortRouter::checkList(const ClientId& from, PortList::Reader ds, Ch
   return {};
 }
 
-Result<void> PortRouter::checkPost(const ClientId& from, schema::PortPost::Reader post) const {
+Result<void> PortRouter::checkPost(const ClientId& from, schema::PortPost::Reader post, size_t* registrations) const {
   const Entry* e = find(PortId(post.getFrom()));
   // Unknown: closed meanwhile (the client may have answered a portClosed while this post waited
   // for ring space) — a no-op post. Owned by someone else: a lie.
   if (e && !e->owner.is(from)) return violation("posts on port " + PortId(post.getFrom()).toString() + " that it does not own");
-  return checkShipped(from, post.getPorts(), PortId(post.getFrom()));
+  return checkShipped(from, post.getPorts(), PortId(post.getFrom()), registrations);
+}
+
+void PortRouter::refuse(const ClientId& from, PortList::Reader ds) {
+  ++stats_.dropped;
+  closeOwned(from, ds);
+}
+
+void PortRouter::closeOwned(const ClientId& from, PortList::Reader ds) {
+  // checkShipped passed: every descriptor registers a pair (nothing to undo: it never was), ships
+  // a port `from` owns, or ships one disentangled (a tombstone of its, or unknown).
+  for (auto d : ds) {
+    if (!d.getRegister()) {
+      const PortId id(d.getPortId());
+      if (Entry* e = find(id); e && e->owner.is(from)) {
+        const bool tombstone = e->closed;
+        const PortId peer = e->peer;
+        e->copies.clear();  // the ports in them were routed to `from`: closed with the rest
+        erase(id);
+        if (!tombstone) notifyPeerClosed(peer);
+      }
+    }
+    for (auto q : d.getQueued()) closeOwned(from, q.getPorts());
+  }
 }
 
 // ------------------------------------------------------------------------------------------------ moving ports
@@ -249,7 +276,7 @@ void PortRouter::dropCopies(const Owner& owner, std::vector<Copy>& copies, uint6
 // ------------------------------------------------------------------------------------------------ client -> daemon
 
 void PortRouter::onPortPost(const ClientId& from, schema::PortPost::Reader post, MessageSeq envSeq,
-                            const std::shared_ptr<const void>& owner) {
+                            const std::shared_ptr<const void>& owner, uint64_t bytes) {
   const Owner src{false, from};
   Entry* self = find(PortId(post.getFrom()));
   if (!self || self->closed) {  // the peer is gone: a no-op, like a post on a disentangled port
@@ -269,6 +296,7 @@ void PortRouter::onPortPost(const ClientId& from, schema::PortPost::Reader post,
     auto state = dst->state.lock();
     detail::QueuedPortMessage m;
     m.seq = post.getSeq();
+    m.bytes = bytes;
     if (post.getPorts().size() == 0) {
       m.keepAlive = owner;
       m.payload = post.getPayload();
@@ -281,10 +309,14 @@ void PortRouter::onPortPost(const ClientId& from, schema::PortPost::Reader post,
       m.ports = detail::adoptDescriptors(local_, root.asReader().getPorts(), mb);
       m.keepAlive = std::move(mb);
     }
-    if (state)
-      state->receive(std::move(m), true);
-    else
+    if (!state) {
       ++stats_.dropped;  // its last handle is going away right now; the ports in it close
+    } else if (!state->receive(std::move(m), true)) {
+      // Service-worker code has not started the port and too much waits there: the sender hears it.
+      ++stats_.dropped;
+      sink_.reportError(from, Errc::QUOTA_EXCEEDED,
+                        "the port's owner has not started it and holds too many bytes at it; message dropped", envSeq);
+    }
     return;
   }
   const ClientId target = dst->owner.client;

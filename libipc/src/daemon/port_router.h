@@ -59,10 +59,14 @@ class PortRouter {
     virtual Direct sendPortValue(const ClientId& id, PortId to, uint64_t portSeq, const Value& data) = 0;
     /// Client `id` owns `delta` more (or fewer) entries of the port table: its accounting.
     virtual void portsOwned(const ClientId& id, int delta) = 0;
+    /// Client `id` may own `more` entries besides those it has (live ports and tombstones
+    /// waiting for its portClose): QuotaExceededError (counted, logged) when not.
+    virtual Result<void> admitPorts(const ClientId& id, size_t more) = 0;
   };
 
   struct Stats {
     uint64_t routed = 0, transferred = 0, closed = 0, dropped = 0;
+    uint64_t quotaRefused = 0;  // messages refused because their sender was at its port quota
   };
 
   PortRouter(Sink& sink, detail::PortHost& local) : sink_(sink), local_(local) {}
@@ -70,9 +74,23 @@ class PortRouter {
   // ---- checks of what a client sent (ProtocolViolation when it lies)
   /// Every descriptor must ship a port the sender owns, or register a fresh pair; no port twice,
   /// not the posting port (`postingPort`) or its peer.
-  Result<void> checkShipped(const ClientId& from, PortList::Reader ds, PortId postingPort = {}) const;
+  /// `registrations` (when set) learns how many fresh pairs `ds` registers (one end of each
+  /// stays with `from`: what admitShipped() charges it).
+  Result<void> checkShipped(const ClientId& from, PortList::Reader ds, PortId postingPort = {},
+                            size_t* registrations = nullptr) const;
   /// A port post: `from` must own the posting port.
-  Result<void> checkPost(const ClientId& from, schema::PortPost::Reader post) const;
+  Result<void> checkPost(const ClientId& from, schema::PortPost::Reader post, size_t* registrations = nullptr) const;
+  /// Per-client quota (the sink's admitPorts): `from` may keep `registrations` more ports.
+  /// QuotaExceededError when not; the caller reports it to the sender and refuses() the list.
+  Result<void> admitShipped(const ClientId& from, size_t registrations) {
+    if (registrations == 0) return {};
+    auto r = sink_.admitPorts(from, registrations);
+    if (!r) ++stats_.quotaRefused;
+    return r;
+  }
+  /// A message refused for a quota: it will never be delivered. The ports `from` owned in it
+  /// close (their peers get close); the pairs it would have registered never exist.
+  void refuse(const ClientId& from, PortList::Reader ds);
 
   // ---- client -> daemon
   /// Ports of a controller post, adopted by service-worker code (in order).
@@ -82,8 +100,10 @@ class PortRouter {
   /// single registration). ProtocolViolation when the ids are invalid or taken.
   Result<detail::PortPtr> adoptRegistered(const ClientId& from, PortId id, PortId peer, uint64_t sendSeq,
                                           uint64_t recvNext, bool silentPeer);
+  /// `bytes`: the size of the envelope `owner` holds (what a port of service-worker code that
+  /// is not started is charged for holding the message).
   void onPortPost(const ClientId& from, schema::PortPost::Reader post, MessageSeq envSeq,
-                  const std::shared_ptr<const void>& owner);
+                  const std::shared_ptr<const void>& owner, uint64_t bytes = 0);
   /// A ProtocolViolation error when `from` does not own the port.
   Result<void> onPortClose(const ClientId& from, PortId port, uint64_t recvNext);
   void onPortAck(const ClientId& from, PortId port, uint64_t recvNext);
@@ -143,6 +163,7 @@ class PortRouter {
     IdSet seen;
     IdSet registeredPeers;
     size_t count = 0;
+    size_t registered = 0;
   };
 
   Entry* find(PortId id);
@@ -160,6 +181,8 @@ class PortRouter {
                    schema::PortMessage::Builder out);
   /// The ports of a message that will never be delivered: they close (peers get close).
   void dropPorts(const Owner& from, PortList::Reader ds);
+  /// refuse()'s walk: closes what `from` owns in `ds` and in the messages queued there.
+  void closeOwned(const ClientId& from, PortList::Reader ds);
   /// Copies with seq >= recvNext were never received by their owner: close the ports in them.
   void dropCopies(const Owner& owner, std::vector<Copy>& copies, uint64_t recvNext);
   void notifyPeerClosed(PortId peer);

@@ -3,6 +3,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "core/log.h"
+
 namespace swipc::daemon {
 
 namespace {
@@ -41,13 +43,8 @@ void PortService::endLocalPorts() {
 void PortService::registerWith(Dispatch& dispatch) {
   dispatch.handle(schema::Envelope::PORT_POST, [this, &dispatch](ClientRecord& c, schema::Envelope::Reader env,
                                                                  const std::shared_ptr<const wire::Inbound>& owner) {
-    auto post = env.getPortPost();
-    if (auto ok = router_->checkPost(c.id, post); !ok) {
-      clients_.violation(c, ok.error());
-      return false;
-    }
+    if (!onPost(c, env, owner)) return false;
     dispatch.markActive();
-    router_->onPortPost(c.id, post, env.getSeq(), owner);
     return true;
   });
   dispatch.handle(schema::Envelope::PORT_CLOSE,
@@ -66,6 +63,29 @@ void PortService::registerWith(Dispatch& dispatch) {
                     router_->onPortAck(c.id, PortId(ack.getPort()), ack.getRecvNext());
                     return true;
                   });
+}
+
+bool PortService::onPost(ClientRecord& c, schema::Envelope::Reader env,
+                         const std::shared_ptr<const wire::Inbound>& owner) {
+  auto post = env.getPortPost();
+  size_t registrations = 0;
+  if (auto ok = router_->checkPost(c.id, post, &registrations); !ok) {
+    clients_.violation(c, ok.error());
+    return false;
+  }
+  // Relayed as they are to whoever holds the peer (or the ports' next owners): they must be
+  // readable there. The sender is the one at fault.
+  if (auto ok = owner->checkPayloads(); !ok) {
+    clients_.violation(c, ok.error());
+    return false;
+  }
+  if (auto ok = router_->admitShipped(c.id, registrations); !ok) {
+    outbound_.sendError(c, ok.error().code, ok.error().message, env.getSeq());
+    router_->refuse(c.id, post.getPorts());
+    return true;
+  }
+  router_->onPortPost(c.id, post, env.getSeq(), owner, owner->bytes());
+  return true;
 }
 
 bool PortService::onPlainClose(ClientRecord& c, const wire::PlainMessage& m, ExtendableMessageEvent&) {
@@ -151,6 +171,16 @@ void PortService::portsOwned(const ClientId& id, int delta) {
   SWIPC_ASSERT(delta >= 0 || c->usage.ports >= static_cast<uint64_t>(-delta),
                "client " + id.toString() + " would own fewer than no ports");
   c->usage.ports += static_cast<uint64_t>(static_cast<int64_t>(delta));
+}
+
+Result<void> PortService::admitPorts(const ClientId& id, size_t more) {
+  ClientRecord* c = clients_.find(id);
+  if (!c || opts_.maxPortsPerClient == 0 || c->usage.ports + more <= opts_.maxPortsPerClient) return {};
+  // Live ports and tombstones alike: a client that never answers portClosed fills its own quota.
+  core::log().warn("quota: client={} would own {} ports (it owns {}; --max-ports-per-client {}): message refused",
+                   id.toString(), c->usage.ports + more, c->usage.ports, opts_.maxPortsPerClient);
+  return makeError(Errc::QUOTA_EXCEEDED, "more than " + std::to_string(opts_.maxPortsPerClient) +
+                                             " ports registered by this client (--max-ports-per-client); message refused");
 }
 
 }  // namespace swipc::daemon

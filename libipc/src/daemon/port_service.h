@@ -1,7 +1,9 @@
 // PortService: the port router put to work in the daemon. It is the router's Sink (how it
 // reaches clients: envelopes, backlog, fast lane, disconnects, accounting), the PortHost of the
 // MessagePorts service-worker code holds, and it takes the clients' port envelopes (portPost,
-// portClose, portAck) from Dispatch; a client that leaves has its ports closed.
+// portClose, portAck) from Dispatch; a client that leaves has its ports closed. What a client
+// sends on to another endpoint is checked here first (wire::Inbound::checkPayloads): a payload
+// another client could not read is its sender's ProtocolViolation, never its receiver's crash.
 //
 // @concurrent: single-threaded; the daemon's loop thread.
 #pragma once
@@ -46,6 +48,7 @@ class PortService final : public detail::PortHost, public PortRouter::Sink {
   bool shieldsUserCode() const override { return true; }
   const TypeRegistry& types() const override { return types_; }
   uint64_t maxMessageBytes() const override { return opts_.maxMessageBytes; }
+  uint64_t maxQueuedBytes() const override { return opts_.maxPortQueueBytes; }
 
   // ---- PortRouter::Sink: the router's view of clients
   std::shared_ptr<capnp::MallocMessageBuilder> newEnvelope(const ClientId& id, MessageSeq& seq) override;
@@ -57,8 +60,12 @@ class PortService final : public detail::PortHost, public PortRouter::Sink {
   void disconnect(const ClientId& id, const Error& why) override;
   Direct sendPortValue(const ClientId& id, PortId to, uint64_t portSeq, const Value& data) override;
   void portsOwned(const ClientId& id, int delta) override;
+  Result<void> admitPorts(const ClientId& id, size_t more) override;
 
  private:
+  /// A port post: checked (ownership, every payload it relays, the sender's port quota), then
+  /// routed. False when the sender was disconnected for it.
+  bool onPost(ClientRecord& c, schema::Envelope::Reader env, const std::shared_ptr<const wire::Inbound>& owner);
   /// A portClose read by the fast lane.
   bool onPlainClose(ClientRecord& c, const wire::PlainMessage& m, ExtendableMessageEvent& ev);
 

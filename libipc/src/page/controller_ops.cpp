@@ -1,20 +1,51 @@
 #include "page/controller_ops.h"
 
+#include <kj/exception.h>
+
 #include <utility>
 
 namespace swipc::page {
 
+uint64_t heldCost(const Value& v) {
+  constexpr uint64_t NODE = sizeof(Value);
+  switch (v.kind()) {
+    case Value::Kind::TEXT: return NODE + v.asText().size();
+    case Value::Kind::BYTES: return NODE + v.asBytes().data.size();
+    case Value::Kind::LIST: {
+      uint64_t n = NODE;
+      for (const auto& e : v.asList()) n += heldCost(e);
+      return n;
+    }
+    case Value::Kind::MAP: {
+      uint64_t n = NODE;
+      for (const auto& [k, e] : v.asMap()) n += k.size() + heldCost(e);
+      return n;
+    }
+    default: return NODE;
+  }
+}
+
 ControllerOps::ControllerOps(ConnectionState& link, Sender& sender, PagePorts& ports, HeldQueue& queue,
                              PageEvents& events, core::EventLoop& loop, const TypeRegistry& types, OpTable& ops)
     : link_(link), sender_(sender), ports_(ports), queue_(queue), events_(events), loop_(loop), types_(types) {
+  queue_.setMaxHeldBytes(link_.options().maxHeldBytes);
   ops.on(schema::Envelope::CLIENT_POST, [this](schema::Envelope::Reader env, const auto& owner) {
     auto post = env.getClientPost();
     auto ev = std::make_shared<MessageEvent>();
-    auto r = core::readPayload(post.getPayload(), owner, types_, *ev);
-    // The ports are live at once (their messages queue at them); the event hands them over.
-    for (auto& p : detail::adoptDescriptors(ports_, post.getPorts(), owner)) ev->ports.emplace_back(p);
+    Result<void> r;
+    // What the daemon relays (payloads, and the ports with their queues) may have been written
+    // by another endpoint: what cannot be read is this message's messageerror.
+    try {
+      r = core::readPayload(post.getPayload(), owner, types_, *ev);
+      // The ports are live at once (their messages queue at them); the event hands them over.
+      for (auto& p : detail::adoptDescriptors(ports_, post.getPorts(), owner, owner->bytes()))
+        ev->ports.emplace_back(p);
+    } catch (const kj::Exception& e) {
+      ev->ports.clear();
+      r = makeError(Errc::DATA_CLONE, std::string("malformed message: ") + e.getDescription().cStr());
+    }
     if (r)
-      events_.message(std::move(ev));
+      events_.message(std::move(ev), owner->bytes());
     else
       events_.messageError(r.error());
   });

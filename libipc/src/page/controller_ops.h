@@ -26,6 +26,9 @@
 
 namespace swipc::page {
 
+/// What holding a decoded Value costs, roughly (its nodes and its texts' and bytes' sizes).
+uint64_t heldCost(const Value& v);
+
 /// @concurrent: single-threaded (the page's loop thread).
 class ControllerOps {
  public:
@@ -44,9 +47,10 @@ class ControllerOps {
 
   /// A fast-lane client post from the service worker.
   void receivePlain(Value& data) {
+    const uint64_t bytes = queue_.started() ? 0 : heldCost(data);  // only held messages are bounded
     auto ev = std::make_shared<MessageEvent>();
     ev->data = std::move(data);
-    events_.message(std::move(ev));
+    events_.message(std::move(ev), bytes);
   }
 
   /// The requests waiting for a reply now (the daemon is going: they fail once it has gone).

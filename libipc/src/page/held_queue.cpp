@@ -6,10 +6,11 @@ void HeldQueue::start() {
   if (started_) return;
   started_ = true;
   while (!held_.empty()) {
-    auto fn = std::move(held_.front());
+    auto fn = std::move(held_.front().fire);
     held_.pop_front();
     deliver(std::move(fn));
   }
+  heldBytes_ = 0;
 }
 
 void HeldQueue::flushDeferred() {

@@ -9,9 +9,11 @@
 // SW -> client messages are held until the page starts its message queue (startMessages(), the
 // web's DOMContentLoaded), then run in arrival order. Any event that arrives while the page is
 // inside a blocking call (messageSW, a send waiting for ring space) runs right after that call,
-// never inside it. Events run in the order they reach each queue.
+// never inside it. Events run in the order they reach each queue. What is held is bounded in
+// bytes (the sender is another process; the page's memory is not its to fill).
 #pragma once
 
+#include <cstdint>
 #include <deque>
 #include <functional>
 #include <utility>
@@ -32,12 +34,22 @@ class HeldQueue {
     fn();
   }
   /// A SW -> client message event: as deliver() once messages are started, held until then.
-  void deliverOrHold(Event fire) {
-    if (started_)
+  /// `bytes`: what holding it costs. False (nothing kept) when the held events would go past
+  /// the bound (setMaxHeldBytes); an event that arrives when nothing is held, or costs nothing,
+  /// is always held.
+  bool deliverOrHold(Event fire, uint64_t bytes = 0) {
+    if (started_) {
       deliver(std::move(fire));
-    else
-      held_.push_back(std::move(fire));
+      return true;
+    }
+    if (maxHeldBytes_ != 0 && bytes != 0 && !held_.empty() && heldBytes_ + bytes > maxHeldBytes_) return false;
+    heldBytes_ += bytes;
+    held_.push_back(Held{std::move(fire), bytes});
+    return true;
   }
+  /// The bound on held bytes (ClientOptions::maxHeldBytes); 0: none.
+  void setMaxHeldBytes(uint64_t bytes) { maxHeldBytes_ = bytes; }
+  uint64_t heldBytes() const { return heldBytes_; }
   /// startMessages(): from now on messages are delivered; the held ones first, in order.
   /// Idempotent.
   void start();
@@ -54,9 +66,15 @@ class HeldQueue {
   bool blocking() const { return blockingDepth_ > 0; }
 
  private:
+  struct Held {
+    Event fire;
+    uint64_t bytes;
+  };
   bool started_ = false;
   int blockingDepth_ = 0;
-  std::deque<Event> held_;      // SW -> client events until start()
+  uint64_t maxHeldBytes_ = 0;
+  uint64_t heldBytes_ = 0;
+  std::deque<Held> held_;       // SW -> client events until start()
   std::deque<Event> deferred_;  // events that arrived inside a blocking call
 };
 

@@ -33,8 +33,12 @@ class PageEvents {
   void onFocus(std::function<void()> fn) { onFocus_ = std::move(fn); }
 
   // ---- the events (held until startMessages())
-  /// A message from the service worker (client.postMessage).
-  void message(std::shared_ptr<MessageEvent> ev);
+  /// A message from the service worker (client.postMessage), costing `bytes` while held. Held
+  /// past the queue's byte bound it is dropped (logged, counted), and one messageerror
+  /// (QuotaExceededError) stands in its place for it and the drops right after it.
+  void message(std::shared_ptr<MessageEvent> ev, uint64_t bytes = 0);
+  /// Messages dropped because the held ones were over their byte bound.
+  uint64_t droppedOverQuota() const { return droppedOverQuota_; }
   /// A message from the service worker that could not be decoded here.
   void messageError(Error error);
 
@@ -49,6 +53,8 @@ class PageEvents {
 
  private:
   HeldQueue& queue_;
+  uint64_t droppedOverQuota_ = 0;
+  bool lastHeldWasDrop_ = false;  // the held queue ends with a drop's messageerror
   std::function<void(const MessageEvent&)> onMessage_;
   std::function<void(const MessageErrorEvent&)> onMessageError_;
   std::function<void(bool)> onControllerChange_;

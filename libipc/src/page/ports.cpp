@@ -1,5 +1,7 @@
 #include "page/ports.h"
 
+#include <kj/exception.h>
+
 #include <vector>
 
 #include "core/log.h"
@@ -17,9 +19,18 @@ PagePorts::PagePorts(ConnectionState& link, Sender& sender, HeldQueue& queue, co
     detail::QueuedPortMessage m;
     m.seq = pm.getSeq();
     m.keepAlive = owner;
-    m.payload = pm.getPayload();
-    m.ports = detail::adoptDescriptors(*this, pm.getPorts(), owner);
-    port->receive(std::move(m), true);
+    m.bytes = owner->bytes();
+    // The payload and the ports in it were written by another endpoint (the daemon relays them
+    // as they are): what cannot be read is this message's messageerror, in its place.
+    try {
+      m.payload = pm.getPayload();
+      m.ports = detail::adoptDescriptors(*this, pm.getPorts(), owner, owner->bytes());
+    } catch (const kj::Exception& e) {
+      m.ports.clear();
+      m.error = makeError(Errc::DATA_CLONE, std::string("malformed port message: ") + e.getDescription().cStr());
+      core::log().warn("port {}: message seq={} unreadable: {}", port->id.toString(), m.seq, m.error->message);
+    }
+    if (!port->receive(std::move(m), true)) ++droppedOverQuota_;
   });
   ops.on(schema::Envelope::PORT_CLOSED, [this](schema::Envelope::Reader env, const auto&) {
     auto port = routable(env.getPortClosed().getPort());
@@ -59,6 +70,8 @@ void PagePorts::hostGone() {
   ports_.clear();
   for (auto& p : all) p->hostGone();
 }
+
+uint64_t PagePorts::maxQueuedBytes() const { return link_.options().maxPortQueueBytes; }
 
 uint64_t PagePorts::maxMessageBytes() const {
   return link_.attached() ? link_.conn()->maxMessageBytes() : wire::DEFAULT_MAX_MESSAGE_BYTES;

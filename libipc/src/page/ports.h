@@ -58,6 +58,11 @@ class PagePorts final : public detail::PortHost {
   void deliver(std::function<void()> fn) override { queue_.deliver(std::move(fn)); }
   const TypeRegistry& types() const override { return types_; }
   uint64_t maxMessageBytes() const override;
+  /// ClientOptions::maxPortQueueBytes.
+  uint64_t maxQueuedBytes() const override;
+
+  /// Messages dropped at this page's unstarted ports because their queues were over the bound.
+  uint64_t droppedOverQuota() const { return droppedOverQuota_; }
 
  private:
   class Filter final : public wire::PlainFilter {
@@ -80,6 +85,7 @@ class PagePorts final : public detail::PortHost {
   const TypeRegistry& types_;
   Filter filter_{*this};
   std::unordered_map<uint64_t, std::weak_ptr<detail::PortState>> ports_;
+  uint64_t droppedOverQuota_ = 0;
 };
 
 }  // namespace swipc::page

@@ -1,5 +1,6 @@
 #include "wire/codec.h"
 
+#include <kj/debug.h>
 #include <kj/exception.h>
 #include <kj/io.h>
 #include <sys/mman.h>
@@ -8,18 +9,27 @@
 
 #include "common/sys_error.h"
 #include "shm/memfd.h"
+#include "wire/value_codec.h"
+#include "wire/value_decode.h"
 
 namespace swipc::wire {
 
 bool isPlain(schema::Envelope::Reader env) {
   // Port descriptors are data only, except the messages queued at a port in transit: those carry
   // payloads (and ports) of their own, so a descriptor with a queue makes the envelope walked.
+  // A payload pointer of the wrong kind makes the envelope walked, not refused here: the payload
+  // may have come from another client through the daemon, and its receiver turns it into a
+  // messageerror for that message (the daemon checks what it relays: Inbound::checkPayloads).
   auto plainPost = [](auto post) {
-    auto payload = post.getPayload();
-    if (!payload.isValue()) return false;
-    (void)payload.getValue();  // the Value's own pointer: from here on only its content is unchecked
-    for (auto d : post.getPorts())
-      if (d.getQueued().size() != 0) return false;
+    try {
+      auto payload = post.getPayload();
+      if (!payload.isValue()) return false;
+      (void)payload.getValue();  // the Value's own pointer: from here on only its content is unchecked
+      for (auto d : post.getPorts())
+        if (d.getQueued().size() != 0) return false;
+    } catch (const kj::Exception&) {
+      return false;
+    }
     return true;
   };
   switch (env.which()) {
@@ -27,9 +37,13 @@ bool isPlain(schema::Envelope::Reader env) {
     case schema::Envelope::CLIENT_POST: return plainPost(env.getClientPost());
     case schema::Envelope::PORT_MESSAGE: return plainPost(env.getPortMessage());
     case schema::Envelope::BC_MESSAGE: {
-      auto payload = env.getBcMessage().getPayload();
-      if (!payload.isValue()) return false;
-      (void)payload.getValue();
+      try {
+        auto payload = env.getBcMessage().getPayload();
+        if (!payload.isValue()) return false;
+        (void)payload.getValue();
+      } catch (const kj::Exception&) {
+        return false;
+      }
       return true;
     }
     case schema::Envelope::ACK:
@@ -61,6 +75,82 @@ Result<void> Inbound::checkAll() const {
     return makeError(Errc::PROTOCOL_VIOLATION, std::string("malformed message: ") + e.getDescription().cStr());
   }
   return {};
+}
+
+namespace {
+
+Error malformed(const kj::Exception& e) {
+  return makeError(Errc::PROTOCOL_VIOLATION, std::string("malformed relayed payload: ") + e.getDescription().cStr());
+}
+
+/// checkPayload without the exception boundary (the Value's own check has one).
+Result<void> checkPayloadUnguarded(schema::Payload::Reader payload) {
+  switch (payload.which()) {
+    case schema::Payload::VALUE: return checkValue(payload.getValue());
+    case schema::Payload::TYPED: {
+      auto t = payload.getTyped();
+      (void)t.getTypeId();
+      (void)t.getContent().targetSize();  // whatever it is, it lies in bounds
+      return {};
+    }
+  }
+  return {};  // a kind of a newer peer's: its receiver decides (messageerror)
+}
+
+/// Nesting (ports in messages queued at ports) is bounded by the reader's nesting limit (it throws).
+Result<void> checkPortsUnguarded(capnp::List<schema::PortDescriptor>::Reader ports) {
+  KJ_REQUIRE(!decode::zeroSized(ports), "a transfer list of zero-sized descriptors");
+  for (auto d : ports) {
+    auto queued = d.getQueued();
+    KJ_REQUIRE(!decode::zeroSized(queued), "a port queue of zero-sized messages");
+    for (auto q : queued) {
+      if (auto r = checkPayloadUnguarded(q.getPayload()); !r) return r;
+      if (auto r = checkPortsUnguarded(q.getPorts()); !r) return r;
+    }
+  }
+  return {};
+}
+
+template <typename Post>
+Result<void> checkPost(Post post) {
+  if (auto r = checkPayloadUnguarded(post.getPayload()); !r) return r;
+  return checkPortsUnguarded(post.getPorts());
+}
+
+}  // namespace
+
+Result<void> checkPayload(schema::Payload::Reader payload) {
+  try {
+    return checkPayloadUnguarded(payload);
+  } catch (const kj::Exception& e) {
+    return malformed(e);
+  }
+}
+
+Result<void> checkPorts(capnp::List<schema::PortDescriptor>::Reader ports) {
+  try {
+    return checkPortsUnguarded(ports);
+  } catch (const kj::Exception& e) {
+    return malformed(e);
+  }
+}
+
+Result<void> Inbound::checkPayloads() const {
+  try {
+    capnp::FlatArrayMessageReader fresh(words(), options_);
+    auto env = fresh.getRoot<schema::Envelope>();
+    switch (env.which()) {
+      case schema::Envelope::CONTROLLER_POST: return checkPost(env.getControllerPost());
+      case schema::Envelope::CLIENT_POST: return checkPost(env.getClientPost());
+      case schema::Envelope::PORT_POST: return checkPost(env.getPortPost());
+      case schema::Envelope::PORT_MESSAGE: return checkPost(env.getPortMessage());
+      case schema::Envelope::BC_POST: return checkPayloadUnguarded(env.getBcPost().getPayload());
+      case schema::Envelope::BC_MESSAGE: return checkPayloadUnguarded(env.getBcMessage().getPayload());
+      default: return {};
+    }
+  } catch (const kj::Exception& e) {
+    return malformed(e);
+  }
 }
 
 template <typename Root>

@@ -51,8 +51,20 @@ inline constexpr unsigned SEALS_IMMUTABLE = 0x0001 /*SEAL*/ | 0x0002 /*SHRINK*/ 
 /// True when `env` is "plain": apart from data fields, the only thing it points to is a Value
 /// payload and port descriptors with no queued messages (no text, no typed content), which
 /// receivers decode at once inside readValue()'s own exception
-/// boundary. Throws kj::Exception when the pointers it follows are malformed.
+/// boundary. A payload or port list it cannot read makes the envelope not plain (walked at
+/// receipt, its payload then a messageerror at the receiver); throws kj::Exception only for the
+/// envelope's own root and kind.
 bool isPlain(schema::Envelope::Reader env);
+
+/// Relayed bytes: a payload or a transfer list one client sends on to another endpoint is copied
+/// verbatim by the daemon (Cap'n Proto copies a pointer of any kind as it is), so the receiver
+/// reads what the sender wrote. These read everything a receiver reads (payload union, Value
+/// content via checkValue(), typed header; descriptors and, recursively, the messages queued in
+/// them) and build nothing. ProtocolViolation when a pointer is of the wrong kind or malformed;
+/// an application's typed content is the receiver's to check against its schema. Reads are
+/// charged to the reader's traversal budget.
+Result<void> checkPayload(schema::Payload::Reader payload);
+Result<void> checkPorts(capnp::List<schema::PortDescriptor>::Reader ports);
 
 /// An inbound message that owns its bytes: a private aligned copy, or an immutable (sealed)
 /// mapping. Nothing in it can change after the copy, so Cap'n Proto's bounds-checked readers see
@@ -90,6 +102,10 @@ class Inbound {
   /// Traverses the whole message (a fresh reader, so the consumer's budget is untouched).
   /// PROTOCOL_VIOLATION when any pointer in it is malformed or over the limits.
   Result<void> checkAll() const;
+  /// Checks every payload and transfer list the envelope carries (checkPayload, checkPorts) on a
+  /// fresh reader, so the consumer's traversal budget is untouched: a client's post, port post
+  /// or broadcast post before the daemon relays what is in it. Kinds without a payload pass.
+  Result<void> checkPayloads() const;
 
  private:
   template <typename Root>

@@ -1,5 +1,6 @@
 #include "wire/value_codec.h"
 
+#include <kj/debug.h>
 #include <kj/exception.h>
 
 #include "wire/value_decode.h"
@@ -46,6 +47,50 @@ Result<Value> readValue(schema::Value::Reader in) {
     return makeError(Errc::DATA_CLONE, std::string("malformed value: ") + e.getDescription().cStr());
   }
   return out;
+}
+
+namespace {
+
+/// False when a struct list's elements take no space (no encoder writes one; reading one costs a
+/// word of traversal budget per element it claims).
+template <typename List>
+void requireSpace(const List& l) {
+  KJ_REQUIRE(!decode::zeroSized(l), "a list of zero-sized elements");
+}
+
+void checkInto(schema::Value::Reader in, int depth) {
+  if (depth > MAX_NESTING) return;  // the receiver refuses it as too deep (DataCloneError)
+  switch (in.which()) {
+    case schema::Value::TEXT: (void)in.getText(); return;
+    case schema::Value::BYTES: (void)in.getBytes(); return;
+    case schema::Value::LIST: {
+      auto l = in.getList();
+      requireSpace(l);
+      for (auto v : l) checkInto(v, depth + 1);
+      return;
+    }
+    case schema::Value::MAP: {
+      auto entries = in.getMap();
+      requireSpace(entries);
+      for (auto e : entries) {
+        (void)e.getKey();
+        checkInto(e.getValue(), depth + 1);
+      }
+      return;
+    }
+    default: return;  // data only, or a kind of a newer peer's (its receiver decides)
+  }
+}
+
+}  // namespace
+
+Result<void> checkValue(schema::Value::Reader in) {
+  try {
+    checkInto(in, 0);
+  } catch (const kj::Exception& e) {
+    return makeError(Errc::PROTOCOL_VIOLATION, std::string("malformed value: ") + e.getDescription().cStr());
+  }
+  return {};
 }
 
 }  // namespace swipc::wire

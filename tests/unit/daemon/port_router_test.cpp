@@ -63,6 +63,10 @@ class FakeSink final : public PortRouter::Sink {
     return direct;
   }
   void portsOwned(const ClientId& id, int delta) override { owned[id] += delta; }
+  Result<void> admitPorts(const ClientId& id, size_t more) override {
+    if (owned[id] + static_cast<int>(more) <= maxPorts) return {};
+    return makeError(Errc::QUOTA_EXCEEDED, "over the port quota");
+  }
 
   /// What client `id` was sent, in order.
   std::vector<schema::Envelope::Reader> to(const ClientId& id) const {
@@ -97,6 +101,7 @@ class FakeSink final : public PortRouter::Sink {
   Direct direct = Direct::NOT_NOW;
   std::unordered_map<ClientId, int> owned;
   size_t limit = 1000;
+  int maxPorts = 1 << 20;
   MessageSeq nextSeq = 1;
 };
 
@@ -454,6 +459,48 @@ TEST_F(PortRouterTest, ClientThatNeverAcknowledgesIsDisconnected) {
   sut.onPortAck(A, p, 4);  // an ack releases the copies
   swPost(*q, "4");
   EXPECT_EQ(sink.disconnected.size(), 1u);
+}
+
+}  // namespace
+}  // namespace swipc::daemon
+
+namespace swipc::daemon {
+namespace {
+
+// Issue 14, finding 7: registrations are charged to the client that keeps their other end.
+TEST_F(PortRouterTest, RegisteringPastThePortQuotaIsRefusedAndRegistersNothing) {
+  sink.maxPorts = 3;
+  Wire w;
+  size_t registrations = 0;
+  auto ds = w.ports({{.id = 10, .peer = 11, .reg = true}, {.id = 12, .peer = 13, .reg = true}});
+  ASSERT_TRUE(sut.checkShipped(A, ds, {}, &registrations).ok());
+  EXPECT_EQ(registrations, 2u);
+  ASSERT_TRUE(sut.admitShipped(A, registrations).ok());
+  auto kept = sut.toServiceWorker(A, ds);
+  EXPECT_EQ(sink.owned[A], 2);
+
+  Wire more;
+  auto over = more.ports({{.id = 20, .peer = 21, .reg = true}, {.id = 22, .peer = 23, .reg = true}});
+  ASSERT_TRUE(sut.checkShipped(A, over, {}, &registrations).ok());
+  auto r = sut.admitShipped(A, registrations);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, Errc::QUOTA_EXCEEDED);
+  EXPECT_EQ(sut.stats().quotaRefused, 1u);
+  const size_t before = sut.size();
+  sut.refuse(A, over);
+  EXPECT_EQ(sut.size(), before) << "a refused message registers nothing";
+  EXPECT_EQ(sink.owned[A], 2);
+}
+
+TEST_F(PortRouterTest, ARefusedMessageClosesThePortsItShipped) {
+  PortId p, q;
+  clientPair(A, p, B, q);
+  Wire w;
+  auto ds = w.ports({{.id = p.value(), .peer = q.value()}});
+  ASSERT_TRUE(sut.checkShipped(A, ds).ok());
+  sut.refuse(A, ds);
+  EXPECT_EQ(sink.closedAt(B), (std::vector<uint64_t>{q.value()}));
+  EXPECT_EQ(sink.owned[A], 0);
 }
 
 }  // namespace

@@ -85,3 +85,24 @@ TEST(HeldQueueTest, FlushStopsWhileAnEventIsInABlockingCall) {
 
 }  // namespace
 }  // namespace swipc::page
+
+namespace swipc::page {
+namespace {
+
+TEST(HeldQueueTest, HeldBytesAreBoundedAndTheFirstAlwaysFits) {
+  HeldQueue sut;
+  sut.setMaxHeldBytes(100);
+  int ran = 0;
+  EXPECT_TRUE(sut.deliverOrHold([&] { ++ran; }, 150));  // alone: held whatever its size
+  EXPECT_FALSE(sut.deliverOrHold([&] { ++ran; }, 10));  // past the bound: not kept
+  EXPECT_TRUE(sut.deliverOrHold([&] { ++ran; }, 0));    // costs nothing: kept (a drop's report)
+  EXPECT_EQ(sut.heldBytes(), 150u);
+  sut.start();
+  EXPECT_EQ(ran, 2);
+  EXPECT_EQ(sut.heldBytes(), 0u);
+  EXPECT_TRUE(sut.deliverOrHold([&] { ++ran; }, 1000));  // started: no bound
+  EXPECT_EQ(ran, 3);
+}
+
+}  // namespace
+}  // namespace swipc::page

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include <capnp/any.h>
+
 #include "page_rig.h"
 
 namespace swipc::page {
@@ -135,6 +137,74 @@ TEST_F(PagePortsTest, HostGoneEndsEveryPortWithoutCallbacks) {
   EXPECT_EQ(sut().routable(HERE), nullptr);
   rig.runUntil([] { return false; }, std::chrono::milliseconds(50));
   EXPECT_TRUE(log.empty());
+}
+
+}  // namespace
+}  // namespace swipc::page
+
+namespace swipc::page {
+namespace {
+
+using testing::PageRig;
+
+/// A REMOTE port on `rig`'s page, not started, whose messages and errors go to `log`.
+detail::PortPtr unstartedPort(PageRig& rig, std::vector<std::string>& log) {
+  auto p = std::make_shared<detail::PortState>(&rig.page->ports(), PortId(HERE), PortId(THERE),
+                                               detail::PortState::Mode::REMOTE);
+  rig.page->ports().track(p);
+  p->onMessage = [&log](const MessageEvent& e) { log.push_back("message " + e.data.asText()); };
+  p->onMessageError = [&log](const MessageErrorEvent& e) { log.push_back("messageerror " + std::string(e.error.name())); };
+  return p;
+}
+
+TEST(PagePortsQuotaTest, AnUnstartedPortDropsWhatIsPastItsByteBoundAndReportsItOnce) {
+  ClientOptions opts = testing::testOptions();
+  opts.maxPortQueueBytes = 1000;
+  PageRig rig(opts);
+  rig.start();
+  std::vector<std::string> log;
+  auto port = unstartedPort(rig, log);
+  const std::string big(600, 'x');  // the first fits (an empty queue takes anything), not the rest
+  for (uint64_t seq = 1; seq <= 5; ++seq)
+    rig.daemon.send([&](schema::Envelope::Builder e) {
+      auto pm = e.initPortMessage();
+      pm.setTo(HERE);
+      pm.setSeq(seq);
+      pm.initPayload().initValue().setText(seq == 1 ? "first" + big : big);
+    });
+  ASSERT_TRUE(rig.runUntil([&] { return port->recvNext == 6; }));
+  EXPECT_EQ(port->droppedOverQuota, 4u);
+  EXPECT_EQ(rig.page->ports().droppedOverQuota(), 4u);
+  port->start();
+  ASSERT_TRUE(rig.runUntil([&] { return log.size() >= 2; }));
+  ASSERT_EQ(log.size(), 2u);
+  EXPECT_EQ(log[0], "message first" + big);
+  EXPECT_EQ(log[1], "messageerror QuotaExceededError");
+}
+
+TEST(PagePortsQuotaTest, AnUnreadablePayloadIsThatMessagesMessageerror) {
+  PageRig rig;
+  rig.start();
+  std::vector<std::string> log;
+  auto port = unstartedPort(rig, log);
+  port->start();
+  rig.daemon.send([&](schema::Envelope::Builder e) {
+    auto pm = e.initPortMessage();
+    pm.setTo(HERE);
+    pm.setSeq(1);
+    auto payload = pm.initPayload();
+    payload.initValue();
+    capnp::AnyStruct::Builder(kj::mv(payload)).getPointerSection()[0].setAs<capnp::Text>("I am not a Value");
+  });
+  rig.daemon.send([&](schema::Envelope::Builder e) {
+    auto pm = e.initPortMessage();
+    pm.setTo(HERE);
+    pm.setSeq(2);
+    pm.initPayload().initValue().setText("next");
+  });
+  ASSERT_TRUE(rig.runUntil([&] { return log.size() >= 2; }));
+  EXPECT_EQ(log, (std::vector<std::string>{"messageerror DataCloneError", "message next"}));
+  EXPECT_TRUE(rig.page->link().attached()) << "a relayed payload is not the daemon's protocol violation";
 }
 
 }  // namespace

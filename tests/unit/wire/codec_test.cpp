@@ -2,6 +2,7 @@
 // they are decoded; every other envelope is walked whole first).
 #include "wire/codec.h"
 
+#include <capnp/any.h>
 #include <capnp/message.h>
 #include <capnp/serialize.h>
 #include <gtest/gtest.h>
@@ -264,6 +265,71 @@ TEST(InboundTest, MapEnvelopeRefusesAnFdThatIsNotAMemfd) {
   ASSERT_EQ(::pipe(p), 0);
   ::close(p[1]);
   expectMapRefused(Inbound::mapEnvelope(UniqueFd(p[0]), 64, OPTIONS), "not a memfd");
+}
+
+}  // namespace
+}  // namespace swipc::wire
+
+namespace swipc::wire {
+namespace {
+
+/// A Value payload (tag VALUE) whose Value pointer is a text: what the receipt walk cannot judge.
+void setWrongKindPayload(schema::Payload::Builder payload) {
+  payload.initValue();
+  capnp::AnyStruct::Builder(kj::mv(payload)).getPointerSection()[0].setAs<capnp::Text>("I am not a Value");
+}
+
+TEST(RelayCheckTest, AWrongKindPortPostPassesReceiptAndFailsCheckPayloads) {
+  capnp::MallocMessageBuilder mb;
+  auto post = envelope(mb).initPortPost();
+  post.setFrom(7);
+  post.setSeq(1);
+  setWrongKindPayload(post.initPayload());
+  auto in = receive(flatten(mb));
+  ASSERT_TRUE(in.ok()) << in.error().describe();
+  auto r = in->checkPayloads();
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, Errc::PROTOCOL_VIOLATION);
+}
+
+TEST(RelayCheckTest, AWrongKindQueuedMessageFailsCheckPayloads) {
+  capnp::MallocMessageBuilder mb;
+  auto post = envelope(mb).initControllerPost();
+  post.initPayload().initValue().setText("RELAY_PORT");
+  auto d = post.initPorts(1)[0];
+  d.setPortId(1);
+  d.setPeerId(2);
+  d.setRegister(true);
+  setWrongKindPayload(d.initQueued(1)[0].initPayload());
+  auto in = receive(flatten(mb));
+  ASSERT_TRUE(in.ok()) << in.error().describe();
+  auto r = in->checkPayloads();
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, Errc::PROTOCOL_VIOLATION);
+}
+
+TEST(RelayCheckTest, WellFormedPayloadsAndPortsPass) {
+  capnp::MallocMessageBuilder mb;
+  auto post = envelope(mb).initPortPost();
+  post.setFrom(7);
+  writeValue(Value::map({{"a", Value::list({1, "two", Bytes{{3}}})}}), post.initPayload().initValue());
+  auto q = post.initPorts(1)[0].initQueued(1)[0];
+  q.initPayload().initValue().setText("queued");
+  auto in = receive(flatten(mb));
+  ASSERT_TRUE(in.ok());
+  EXPECT_TRUE(in->checkPayloads().ok());
+}
+
+TEST(RelayCheckTest, AWrongKindPortMessageIsWalkedAtReceiptNotRefused) {
+  // At a page: the payload came from another endpoint, so it is that message's messageerror
+  // (core::readPayload), not the daemon's protocol violation.
+  capnp::MallocMessageBuilder mb;
+  auto pm = envelope(mb).initPortMessage();
+  pm.setTo(1);
+  setWrongKindPayload(pm.initPayload());
+  auto in = receive(flatten(mb));
+  ASSERT_TRUE(in.ok()) << in.error().describe();
+  EXPECT_TRUE(in->walked());
 }
 
 }  // namespace
