@@ -40,6 +40,21 @@ int main(int argc, char** argv) {
       });
   app.add_option("--max-backlog", opts.maxBacklog, "messages held for a client that does not drain")
       ->capture_default_str();
+  int64_t unresponsiveMs = opts.unresponsiveTimeout.count();
+  app.add_option("--max-backlog-bytes", opts.maxBacklogBytes, "bytes held for a client that does not drain")
+      ->capture_default_str();
+  app.add_option("--max-backlog-bytes-per-uid", opts.maxBacklogBytesPerUid,
+                 "bytes held for all the clients of one uid together")
+      ->capture_default_str();
+  app.add_option("--unresponsive-ms", unresponsiveMs,
+                 "disconnect a client whose backlog stays at its bound this long without draining")
+      ->capture_default_str();
+  app.add_option("--max-channels", opts.maxChannels, "BroadcastChannel names open in the scope")->capture_default_str();
+  app.add_option("--max-channels-per-client", opts.maxChannelsPerClient,
+                 "BroadcastChannel objects one client may have open")
+      ->capture_default_str();
+  app.add_option("--max-open-windows", opts.maxOpenWindows, "clients.openWindow calls starting at once")
+      ->capture_default_str();
   app.add_option("--max-ports-per-client", opts.maxPortsPerClient,
                  "MessagePorts (live, and closed ones awaiting the client's answer) one client may own; 0: no bound")
       ->capture_default_str();
@@ -98,6 +113,7 @@ int main(int argc, char** argv) {
   opts.ringBytes = ringBytes;
   opts.bcRingBytes = bcRingBytes;
   opts.openWindowTimeout = std::chrono::milliseconds(openWindowTimeoutMs);
+  opts.unresponsiveTimeout = std::chrono::milliseconds(unresponsiveMs);
   for (size_t pos = 0; pos < windowCommand.size();) {
     size_t end = windowCommand.find(' ', pos);
     if (end == std::string::npos) end = windowCommand.size();

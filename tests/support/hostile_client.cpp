@@ -29,6 +29,9 @@
 //                                holds a text pointer where the Value struct belongs
 //   relay-wrong-kind-post        RELAY_PORT shipping a fresh port, then a post on the end kept
 //                                here with such a payload
+//   ack-flood [--count N]        N NOOP posts asking for an ack; never reads its down ring
+//   echo-flood [--count N] [--pad B]  N ECHO posts of B bytes each; never reads its down ring
+//                                (both print flooding <n> / flooded <sent>)
 //   port-quota [--ports N]       registers N pairs (NOOP posts of 512 fresh pairs each) and never
 //                                answers portClosed
 //   disconnected <ErrorName>     hang-up, after a Control.error with that name
@@ -95,6 +98,8 @@ struct Options {
   uint64_t fds = 1100;
   std::string to;          // relay-* modes: the client id the ports go to
   uint64_t ports = 100'000;  // port-quota: pairs to register
+  uint64_t count = 300'000;  // ack-flood / echo-flood: posts
+  uint64_t pad = 0;          // echo-flood: bytes in each ECHO
 };
 
 void say(const std::string& line) {
@@ -1113,6 +1118,24 @@ void portQuota(Session& s, SocketWatch& watch, const Options& o) {
   say("registered " + std::to_string(registered));
 }
 
+/// Posts `o.count` envelopes (ECHO with `o.pad` bytes, or NOOP asking for an ack) and never reads
+/// its down ring: everything the daemon owes it (replies, acks) has to wait in the daemon.
+void floodNeverReading(Session& s, SocketWatch& watch, const Options& o, bool echo) {
+  say("flooding " + std::to_string(o.count));
+  uint64_t sent = 0;
+  for (; sent < o.count; ++sent) {
+    capnp::MallocMessageBuilder mb;
+    auto post = buildPost(mb, echo ? "ECHO" : "NOOP", echo ? o.pad : 0);
+    if (!echo) post.setWantAck(true);
+    sendEnvelope(s, mb, watch);
+    if (watch.closed()) break;
+  }
+  say("flooded " + std::to_string(sent));
+}
+
+void ackFlood(Session& s, SocketWatch& watch, const Options& o) { floodNeverReading(s, watch, o, false); }
+void echoFlood(Session& s, SocketWatch& watch, const Options& o) { floodNeverReading(s, watch, o, true); }
+
 void floodWakes(Session& s, SocketWatch& watch, const Options& o) {
   say("flooding " + std::to_string(o.wakes));
   for (uint64_t i = 0; i < o.wakes; ++i) s.ringDoorbell();
@@ -1141,6 +1164,8 @@ const std::map<std::string, Misbehaviour>& ringModes() {
       {"ool-missing-fd", oolMissingFd},
       {"ool-fd-hoard", oolFdHoard},
       {"flood-wakes", floodWakes},
+      {"ack-flood", ackFlood},
+      {"echo-flood", echoFlood},
       {"port-honest", portHonest},
       {"port-foreign-descriptor", portForeignDescriptor},
       {"port-post-unknown", portPostUnknown},
@@ -1169,7 +1194,7 @@ const std::map<std::string, Misbehaviour>& ringModes() {
 [[noreturn]] void usage(const std::string& why) {
   std::fprintf(stderr,
                "hostile_client: %s\nusage: hostile_client --runtime-dir DIR --scope S --mode MODE "
-               "[--linger-ms N] [--seed N] [--depth N] [--wakes N] [--fds N] [--to ID] [--ports N]\nmodes: version-mismatch no-hello "
+               "[--linger-ms N] [--seed N] [--depth N] [--wakes N] [--fds N] [--to ID] [--ports N] [--count N] [--pad B]\nmodes: version-mismatch no-hello "
                "garbage-hello",
                why.c_str());
   for (const auto& [name, fn] : ringModes()) std::fprintf(stderr, " %s", name.c_str());
@@ -1194,6 +1219,8 @@ Options parseArgs(int argc, char** argv) {
       else if (a == "--fds") o.fds = std::stoull(v);
       else if (a == "--to") o.to = v;
       else if (a == "--ports") o.ports = std::stoull(v);
+      else if (a == "--count") o.count = std::stoull(v);
+      else if (a == "--pad") o.pad = std::stoull(v);
       else usage("unknown option " + a);
     } catch (const std::exception&) {
       usage("bad value for " + a + ": " + v);

@@ -46,15 +46,23 @@ struct ServiceWorkerOptions {
   size_t maxClients = 4096;
   uint64_t maxMessageBytes = 64ull << 20;
   uint64_t ringBytes = 256 * 1024;    // per direction, per client (power of two)
-  size_t maxBacklog = 4096;           // messages held for a client whose ring is full
-  /// Dir 0750, socket 0660, and a peer any of whose groups (supplementary included) is ours may
-  /// attach (--allow-group).
-  bool allowGroup = false;
-  /// Per-uid slots, dbus-broker style (QuotaExceededError past them): connections that have not
-  /// sent their Hello yet (--max-pending-per-uid; each is also dropped after attachTimeout), and
-  /// attached clients (--max-clients-per-uid).
-  size_t maxPendingPerUid = 64;
-  size_t maxClientsPerUid = 4096;
+  /// The backlog the daemon holds for a client whose down ring is full, in messages and in
+  /// bytes (--max-backlog, --max-backlog-bytes). At either bound, posts from service-worker code
+  /// to it fail with QueueFull and it is marked unresponsive; the daemon's own traffic to it
+  /// (acks, notices, replies) may take it to twice the bounds, past which it is disconnected.
+  size_t maxBacklog = 4096;
+  uint64_t maxBacklogBytes = 64ull << 20;
+  /// All backlogs of the clients of one uid together (--max-backlog-bytes-per-uid).
+  uint64_t maxBacklogBytesPerUid = 256ull << 20;
+  /// A client that stays unresponsive (backlog at its bound) this long is disconnected and what
+  /// it held is reported undelivered and reclaimed (--unresponsive-ms).
+  std::chrono::milliseconds unresponsiveTimeout{5000};
+  /// Distinct BroadcastChannel names in the scope (--max-channels), objects per client
+  /// (--max-channels-per-client).
+  size_t maxChannels = 4096;
+  size_t maxChannelsPerClient = 1024;
+  /// clients.openWindow calls in flight (spawned, not yet attached) (--max-open-windows).
+  size_t maxOpenWindows = 8;
   /// Port-table entries one client may own: live ports and the tombstones waiting for its
   /// portClose (--max-ports-per-client; 0: no bound). A message that would register more
   /// pairs is refused with QuotaExceededError to its sender (nothing delivered; the ports it
@@ -63,6 +71,14 @@ struct ServiceWorkerOptions {
   /// Bytes of client messages one MessagePort of service-worker code holds before it is started
   /// (--max-port-queue-bytes; 0: no bound); past it they are dropped, QuotaExceededError to the sender.
   uint64_t maxPortQueueBytes = 16ull << 20;
+  /// Dir 0750, socket 0660, and a peer any of whose groups (supplementary included) is ours may
+  /// attach (--allow-group).
+  bool allowGroup = false;
+  /// Per-uid slots, dbus-broker style (QuotaExceededError past them): connections that have not
+  /// sent their Hello yet (--max-pending-per-uid; each is also dropped after attachTimeout), and
+  /// attached clients (--max-clients-per-uid).
+  size_t maxPendingPerUid = 64;
+  size_t maxClientsPerUid = 4096;
   std::chrono::milliseconds attachTimeout{2000};
   bool handleSignals = true;          // SIGTERM/SIGINT: graceful stop; SIGUSR1: log counters
   /// argv template openWindow runs; "{url}", "{scope}", "{runtime-dir}" are replaced.
@@ -93,6 +109,8 @@ struct Counters {
   uint64_t portsOpen = 0;  // entries in the daemon's port table now (a gauge)
   uint64_t syncFired = 0, syncSucceeded = 0, syncFailed = 0, syncTimedOut = 0, syncGaveUp = 0;
   uint64_t syncDroppedEntries = 0;
+  // Quotas (issue 14): refusals and disconnections because a client went past a limit.
+  uint64_t channelQuotaRefused = 0, unresponsiveDisconnects = 0, openWindowRefused = 0;
   uint64_t portQuotaRefused = 0;  // messages refused: their sender at --max-ports-per-client
   Value toValue() const;
 };

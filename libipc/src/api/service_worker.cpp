@@ -148,14 +148,15 @@ ServiceWorker::Impl::Impl(ServiceWorker* owner, ServiceWorkerOptions o)
     : opts_(std::move(o)),
       loop_(makeLoop()),
       clients_(*loop_, counters_),
-      outbound_(clients_, counters_, opts_.maxBacklog),
+      outbound_(clients_, counters_, *loop_, opts_),
       dispatch_(clients_, outbound_, *loop_, opts_.spin.count() > 0),
       api_(owner, clients_, outbound_, counters_),
       ports_(clients_, outbound_, *loop_, types_, opts_),
       messages_(clients_, outbound_, api_, ports_, counters_, types_),
       attach_(clients_, *loop_, counters_, opts_),
       opener_(*loop_, counters_, opts_),
-      broadcast_(daemon::BroadcastHub::Config{opts_.bcRingBytes, opts_.maxMessageBytes}, types_, counters_),
+      broadcast_(daemon::BroadcastHub::Config{opts_.bcRingBytes, opts_.maxMessageBytes, opts_.maxChannels,
+                                                 opts_.maxChannelsPerClient}, types_, counters_),
       sync_(syncOptions(opts_.sync)) {
   api_.registerWith(dispatch_);
   ports_.registerWith(dispatch_);
@@ -357,6 +358,7 @@ Counters ServiceWorker::Impl::snapshot() const {
   c.portsClosed = ps.closed;
   c.portMessagesDropped = ps.dropped;
   c.portsOpen = ports_.router().size();
+  c.portQuotaRefused = ps.quotaRefused;
   const sync::SyncCounters sc = sync_.counters();
   c.syncFired = sc.fired;
   c.syncSucceeded = sc.succeeded;
@@ -499,7 +501,11 @@ Value Counters::toValue() const {
                      {"syncFailed", int64_t(syncFailed)},
                      {"syncTimedOut", int64_t(syncTimedOut)},
                      {"syncGaveUp", int64_t(syncGaveUp)},
-                     {"syncDroppedEntries", int64_t(syncDroppedEntries)}});
+                     {"syncDroppedEntries", int64_t(syncDroppedEntries)},
+                     {"channelQuotaRefused", int64_t(channelQuotaRefused)},
+                     {"unresponsiveDisconnects", int64_t(unresponsiveDisconnects)},
+                     {"openWindowRefused", int64_t(openWindowRefused)},
+                     {"portQuotaRefused", int64_t(portQuotaRefused)}});
 }
 
 }  // namespace swipc

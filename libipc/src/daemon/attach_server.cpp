@@ -250,6 +250,7 @@ void AttachServer::admit(Pending p, const core::HelloInfo& hello) {
   rec->frameType = hello.type == ClientType::WORKER ? FrameType::NONE : FrameType::TOP_LEVEL;
   rec->controlled = hello.controlled;
   rec->pid = p.cred.pid;
+  rec->uid = p.cred.uid;
   rec->conn = std::move(*conn);
   const ClientId id = rec->id;
   // Counted before the callee inserts it, so that a detach from inside the callback (the hook

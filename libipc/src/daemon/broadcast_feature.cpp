@@ -19,6 +19,11 @@ Result<void> BroadcastFeature::start(FeatureHost& host) {
     return true;
   });
   host.handle(schema::Envelope::BC_POST, [this](ClientRecord& c, schema::Envelope::Reader env, const Inbound& owner) {
+    // Every member reads these bytes: one they could not read is the sender's violation, here.
+    if (auto ok = owner->checkPayloads(); !ok) {
+      host_->clients().violation(c, ok.error());
+      return false;
+    }
     hub_->clientPost(c.id, env.getBcPost(), env.getSeq(), owner);
     return true;
   });

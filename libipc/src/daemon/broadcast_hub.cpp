@@ -111,7 +111,39 @@ void BroadcastHub::deliverLocal(Channel& ch, const uint64_t* words, size_t bytes
 
 // ------------------------------------------------------------------------------------------------ clients
 
+Result<void> BroadcastHub::admitJoin(const ClientId& id, const ChannelName& name) {
+  auto member = members_.find(id);
+  const size_t objects = member == members_.end() ? 0 : member->second.objects;
+  if (objects >= config_.maxObjectsPerClient) {
+    ++counters_.channelQuotaRefused;
+    core::log().warn("client={} refused channel '{}': it has {} BroadcastChannel objects open (--max-channels-per-client)",
+                     id.toString(), name.str(), objects);
+    return makeError(Errc::QUOTA_EXCEEDED, "too many BroadcastChannel objects open in this client (" +
+                                               std::to_string(config_.maxObjectsPerClient) +
+                                               "; see --max-channels-per-client)");
+  }
+  if (channels_.size() >= config_.maxChannels && !channels_.count(name)) {
+    ++counters_.channelQuotaRefused;
+    core::log().warn("client={} refused new channel '{}': {} channels open in the scope (--max-channels)",
+                     id.toString(), name.str(), channels_.size());
+    return makeError(Errc::QUOTA_EXCEEDED, "too many BroadcastChannel names open in this scope (" +
+                                               std::to_string(config_.maxChannels) + "; see --max-channels)");
+  }
+  return {};
+}
+
+void BroadcastHub::objectsJoined(const ClientId& id, int delta) {
+  if (auto it = members_.find(id); it != members_.end()) {
+    it->second.objects = static_cast<size_t>(static_cast<int64_t>(it->second.objects) + delta);
+  }
+  sink_.channelsJoined(id, delta);
+}
+
 bool BroadcastHub::clientJoin(const ClientId& id, const ChannelName& name, uint32_t objectId, MessageSeq seq) {
+  if (auto ok = admitJoin(id, name); !ok) {
+    sink_.reportError(id, ok.error().code, ok.error().message, seq);
+    return true;
+  }
   auto ch = channel(name);
   if (!ch) {
     sink_.reportError(id, ch.error().code, ch.error().message, seq);
@@ -137,7 +169,7 @@ bool BroadcastHub::clientJoin(const ClientId& id, const ChannelName& name, uint3
     member.ringsSent.insert(ringId);
   }
   (*ch)->members.emplace_back(id, objectId);
-  sink_.channelsJoined(id, 1);
+  objectsJoined(id, 1);
   sink_.joined(id, Joined{objectId, ringId, (*ch)->writer.tail(), (*ch)->nextSeq, member.tagPrefix});
   return true;
 }
@@ -148,7 +180,7 @@ void BroadcastHub::clientLeave(const ClientId& id, uint32_t objectId) {
     auto it = std::find(m.begin(), m.end(), std::make_pair(id, objectId));
     if (it == m.end()) continue;
     m.erase(it);
-    sink_.channelsJoined(id, -1);
+    objectsJoined(id, -1);
     // The page unmaps the ring with its last object on it: send the memfd again next time.
     if (std::none_of(m.begin(), m.end(), [&](const auto& p) { return p.first == id; }))
       if (auto mem = members_.find(id); mem != members_.end()) mem->second.ringsSent.erase(ch->ringId);

@@ -65,6 +65,10 @@ class BroadcastHub final : public detail::BroadcastHub {
   struct Config {
     uint64_t ringBytes = 1 << 20;  // each ring's capacity (power of two)
     uint64_t maxMessageBytes = 64ull << 20;
+    /// --max-channels: distinct channel names open in the scope (each holds a ring and an fd).
+    size_t maxChannels = 4096;
+    /// --max-channels-per-client: BroadcastChannel objects one client may have joined.
+    size_t maxObjectsPerClient = 1024;
   };
 
   /// One channel name with at least one open object somewhere in the scope.
@@ -108,12 +112,18 @@ class BroadcastHub final : public detail::BroadcastHub {
   /// A client with an object on some channel.
   struct Member {
     uint64_t tagPrefix = 0;
+    size_t objects = 0;                      // its objects joined, all channels together
     std::unordered_set<uint64_t> ringsSent;  // channel rings whose memfd it has
   };
 
   /// The channel `name`, made (with its ring) when it does not exist yet.
   Result<Channel*> channel(const ChannelName& name);
   void maybeDrop(const ChannelName& name);
+  /// QuotaExceededError when client `id` may not join `name` now (its own object quota, or a new
+  /// name past the scope's channel quota); counted and logged.
+  Result<void> admitJoin(const ClientId& id, const ChannelName& name);
+  /// Member bookkeeping of `id` after `delta` objects joined (or left).
+  void objectsJoined(const ClientId& id, int delta);
   /// Writes one post into the channel ring and hands it to service-worker objects (all but
   /// `localSender`). The payload is `out` (service-worker code) or `in` (a client's, in `owner`).
   void publish(Channel& ch, uint64_t tag, const core::OutgoingPayload* out, schema::Payload::Reader* in,

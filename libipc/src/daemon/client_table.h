@@ -31,8 +31,9 @@ struct Outgoing {
   uint64_t bytes = 0;  // its encoded size, as charged to the client's usage
 };
 
-/// What one client holds in the daemon now. Counted here; a later hardening issue enforces
-/// limits on them (every module that grows one of these updates it).
+/// What one client holds in the daemon now. Every module that grows one of these updates it; the
+/// module that owns the thing enforces its quota (Outbound: backlog; BroadcastHub: channels;
+/// PortRouter: ports).
 struct ClientUsage {
   uint64_t queuedMessages = 0;  // in the backlog (accepted, waiting for ring space)
   uint64_t queuedBytes = 0;     // their encoded bytes
@@ -50,6 +51,7 @@ struct ClientRecord {
   uint64_t focusOrder = 0;  // 0: never focused; larger = more recent
   bool controlled = true;
   pid_t pid = 0;
+  uid_t uid = 0;       // from SO_PEERCRED at attach
   uint64_t order = 0;  // creation order (set by ClientTable::insert)
   std::unique_ptr<core::Connection> conn;
   core::EventLoop::WatchId socketWatch = 0;
@@ -57,6 +59,8 @@ struct ClientRecord {
   std::deque<Outgoing> backlog;
   MessageSeq nextSeq = 1;
   bool unresponsive = false;
+  core::EventLoop::TimerId unresponsiveTimer = 0;  // armed while unresponsive (Outbound)
+  Deadline lastDrained{};                          // the last time the backlog moved into the ring
   bool alive = true;
   bool drainScheduled = false;
   ClientUsage usage;

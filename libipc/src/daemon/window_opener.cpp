@@ -1,5 +1,7 @@
 #include "daemon/window_opener.h"
 
+#include <algorithm>
+
 #include <signal.h>
 #include <spawn.h>
 #include <sys/epoll.h>
@@ -51,6 +53,16 @@ std::vector<std::string> WindowOpener::windowArgv(const std::string& url) const 
 }
 
 void WindowOpener::open(const std::string& url, Done done) {
+  // Each open is a process: a service worker flooded with OPEN_WINDOW requests must not fork
+  // without bound. Pages that attached no longer count (they are clients, under --max-clients).
+  const auto starting = static_cast<size_t>(
+      std::count_if(opens_.begin(), opens_.end(), [](const auto& o) { return !o.second.attached; }));
+  if (starting >= opts_.maxOpenWindows) {
+    ++counters_.openWindowRefused;
+    core::log().warn("openWindow refused: {} windows are already starting (--max-open-windows)", starting);
+    done(std::nullopt);
+    return;
+  }
   char hex[33];
   std::snprintf(hex, sizeof hex, "%016llx%016llx", static_cast<unsigned long long>(core::randomU64()),
                 static_cast<unsigned long long>(core::randomU64()));

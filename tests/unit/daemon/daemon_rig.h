@@ -101,7 +101,7 @@ class DaemonRig {
       : opts(std::move(o)),
         loop(makeLoop()),
         clients(*loop, counters),
-        outbound(clients, counters, opts.maxBacklog),
+        outbound(clients, counters, *loop, opts),
         dispatch(clients, outbound, *loop, false) {}
 
   /// Small rings (a record holds up to 1 KiB inline) and a small backlog, so limits are reached fast.

@@ -2,6 +2,9 @@
 // (counted in the client's usage), out again as the page drains; the backlog's bound refuses posts
 // (QueueFull, unresponsive once) and drops error reports; the fast lane never overtakes a waiting
 // backlog; a leaving client's backlog is reported undelivered, message by message.
+// Quotas (issue 14): the bound is in bytes as well as messages, per client and per uid; the
+// daemon's own traffic may take a backlog to twice its bounds, past which the client is
+// disconnected as unresponsive; so is one that drains nothing for --unresponsive-ms.
 #include "daemon/outbound.h"
 
 #include <gtest/gtest.h>
@@ -26,6 +29,7 @@ Result<MessageSeq> post(Outbound& sut, ClientRecord& c, const Value& data) {
 }
 
 Value filler() { return Value(Bytes{std::vector<uint8_t>(600, 7)}); }  // two fill a 4 KiB ring's records
+
 
 class OutboundTest : public ::testing::Test {
  protected:
@@ -173,6 +177,108 @@ TEST_F(OutboundTest, SendSimpleFillsAndSends) {
   auto in = a.next();
   ASSERT_TRUE(in.has_value());
   EXPECT_TRUE(in->envelope().isFocus());
+}
+
+
+// ---- quotas (issue 14) ----
+
+ServiceWorkerOptions quotaOptions() {
+  ServiceWorkerOptions o = DaemonRig::small();
+  o.maxBacklog = 1000;  // so the byte bounds are what is reached
+  o.maxBacklogBytes = 16 * 1024;
+  o.maxBacklogBytesPerUid = 1 << 30;
+  o.unresponsiveTimeout = std::chrono::hours(1);
+  return o;
+}
+
+TEST(OutboundQuotaTest, BacklogBoundInBytesRefusesPosts) {
+  DaemonRig rig(quotaOptions());
+  Page a = rig.attach();
+  ClientRecord& c = rig.record(a);
+  while (!rig.outbound.backlogFull(c)) ASSERT_TRUE(post(rig.outbound, c, filler()).ok());
+  EXPECT_LT(c.usage.queuedMessages, 1000u);
+  EXPECT_GE(c.usage.queuedBytes, 16u * 1024);
+  auto refused = rig.outbound.admitPost(c);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code, Errc::QUEUE_FULL);
+  EXPECT_TRUE(c.unresponsive);
+}
+
+TEST(OutboundQuotaTest, DaemonTrafficPastTwiceTheBoundDisconnectsAsUnresponsiveAndReportsTheBacklog) {
+  DaemonRig rig(quotaOptions());
+  std::vector<MessageSeq> undelivered;
+  rig.outbound.onUndelivered([&](const ClientId&, MessageSeq seq, const Error& e) {
+    EXPECT_EQ(e.code, Errc::DISCONNECTED);
+    undelivered.push_back(seq);
+  });
+  Page a = rig.attach();
+  ClientRecord& c = rig.record(a);
+  // Acks and notices do not ask admitPost: they go on, up to twice the bound.
+  Result<MessageSeq> last = MessageSeq{0};
+  size_t waiting = 0;
+  for (int i = 0; i < 10000 && last.ok(); ++i) {
+    waiting = c.backlog.size();
+    last = post(rig.outbound, c, filler());
+  }
+  ASSERT_FALSE(last.ok()) << "never refused";
+  EXPECT_EQ(last.error().code, Errc::DISCONNECTED);
+  EXPECT_FALSE(c.alive);
+  EXPECT_EQ(rig.counters.unresponsiveDisconnects, 1u);
+  EXPECT_EQ(undelivered.size(), waiting) << "every message of its backlog is reported";
+  EXPECT_EQ(rig.outbound.uidBacklogBytes(0), 0u);
+  bool toldWhy = false;
+  for (auto& ctl : a.controls()) toldWhy |= ctl.control().isGoodbye();
+  EXPECT_TRUE(toldWhy) << "the client is told it was disconnected";
+}
+
+TEST(OutboundQuotaTest, ClientsOfOneUidShareTheUidBound) {
+  ServiceWorkerOptions o = quotaOptions();
+  o.maxBacklogBytes = 1 << 20;
+  o.maxBacklogBytesPerUid = 16 * 1024;
+  DaemonRig rig(o);
+  Page a = rig.attach();
+  Page b = rig.attach();
+  ClientRecord& ca = rig.record(a);
+  ClientRecord& cb = rig.record(b);
+  ASSERT_EQ(ca.uid, cb.uid);
+  while (!rig.outbound.backlogFull(ca)) ASSERT_TRUE(post(rig.outbound, ca, filler()).ok());
+  EXPECT_TRUE(cb.backlog.empty());
+  EXPECT_TRUE(rig.outbound.backlogFull(cb)) << "b is refused for what a holds: same uid";
+  cb.uid = ca.uid + 1;
+  EXPECT_FALSE(rig.outbound.backlogFull(cb)) << "another uid is not";
+}
+
+TEST(OutboundQuotaTest, ClientThatDrainsNothingForTheTimeoutIsDisconnected) {
+  ServiceWorkerOptions o = quotaOptions();
+  o.unresponsiveTimeout = std::chrono::milliseconds(50);
+  DaemonRig rig(o);
+  Page a = rig.attach();
+  ClientRecord& c = rig.record(a);
+  const ClientId id = c.id;
+  while (!rig.outbound.backlogFull(c)) ASSERT_TRUE(post(rig.outbound, c, filler()).ok());
+  ASSERT_TRUE(rig.runUntil([&] { return rig.clients.findAlive(id) == nullptr; }));
+  EXPECT_EQ(rig.counters.unresponsiveDisconnects, 1u);
+}
+
+TEST(OutboundQuotaTest, ClientThatDrainsIsNotDisconnected) {
+  ServiceWorkerOptions o = quotaOptions();
+  o.unresponsiveTimeout = std::chrono::milliseconds(50);
+  DaemonRig rig(o);
+  Page a = rig.attach();
+  ClientRecord& c = rig.record(a);
+  const ClientId id = c.id;
+  while (!rig.outbound.backlogFull(c)) ASSERT_TRUE(post(rig.outbound, c, filler()).ok());
+  ASSERT_TRUE(c.unresponsive);
+  // It reads: everything waiting goes into the ring as room appears, and the mark clears.
+  ASSERT_TRUE(rig.runUntil([&] {
+    (void)a.drain();
+    rig.outbound.flushBacklog(c);
+    return c.backlog.empty();
+  }));
+  EXPECT_FALSE(c.unresponsive);
+  // Well past the timeout, it is still here.
+  EXPECT_FALSE(rig.runUntil([&] { return rig.clients.findAlive(id) == nullptr; }, std::chrono::milliseconds(200)));
+  EXPECT_EQ(rig.counters.unresponsiveDisconnects, 0u);
 }
 
 }  // namespace
