@@ -87,7 +87,8 @@ void forwardClientEvents(swipc::Client& client, EventWriter& out, NamedPorts& po
 }
 
 swipc::Result<swipc::BroadcastChannel*> Channels::open(const std::string& bc, const std::string& name,
-                                                       std::function<void()> onJoined) {
+                                                       std::function<void()> onJoined,
+                                                       std::function<void(const swipc::Error&)> onRefused) {
   if (auto* existing = find(bc); existing && !existing->closed())
     return swipc::makeError(swipc::Errc::INVALID_STATE, "BroadcastChannel object '" + bc + "' is already open");
   auto obj = std::make_unique<swipc::BroadcastChannel>(client_, name);
@@ -96,6 +97,7 @@ swipc::Result<swipc::BroadcastChannel*> Channels::open(const std::string& bc, co
   obj->onLapped([&out, bc](uint64_t missed) { out.bcLapped(bc, missed); });
   obj->onMessageError([&out, bc](const swipc::MessageErrorEvent&) { out.bcMessageError(bc); });
   obj->onJoined(std::move(onJoined));
+  obj->onJoinRefused(std::move(onRefused));
   auto* raw = obj.get();
   objects_[bc] = std::move(obj);
   return raw;

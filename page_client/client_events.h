@@ -70,9 +70,11 @@ class NamedPorts {
 class Channels {
  public:
   explicit Channels(swipc::Client& client, EventWriter& out) : client_(client), out_(out) {}
-  /// Opens object `bc` on channel `name`; `onJoined` runs once the join is in effect.
+  /// Opens object `bc` on channel `name`; `onJoined` runs once the join is in effect, `onRefused`
+  /// when the daemon refused it (the object is closed then).
   swipc::Result<swipc::BroadcastChannel*> open(const std::string& bc, const std::string& name,
-                                               std::function<void()> onJoined);
+                                               std::function<void()> onJoined,
+                                               std::function<void(const swipc::Error&)> onRefused);
   /// nullptr when no object has that name.
   swipc::BroadcastChannel* find(const std::string& bc);
 

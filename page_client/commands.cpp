@@ -129,7 +129,8 @@ int runListen(const GlobalOptions& opts, const std::vector<std::string>& channel
   forwardClientEvents(*client, out, ports);
   Channels joined(*client, out);
   for (const auto& name : channels) {
-    if (auto r = joined.open(name, name, nullptr); !r) reportError(r.error());
+    if (auto r = joined.open(name, name, nullptr, [](const swipc::Error& e) { reportError(e); }); !r)
+      reportError(r.error());
   }
   out.attached(client->id(), client->controlled());
   client->startMessages();

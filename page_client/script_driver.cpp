@@ -188,9 +188,12 @@ void ScriptDriver::opBcOpen(const json& op, const OpId& id) {
   auto name = opString(op, "name");
   if (!name) return out_.error(id, name.error());
   // ok once the daemon has processed the join: from then on every post reaches this object.
-  auto opened = channels_.open(*bc, *name, [this, id] {
-    if (id) out_.ok(*id);
-  });
+  auto opened = channels_.open(
+      *bc, *name,
+      [this, id] {
+        if (id) out_.ok(*id);
+      },
+      [this, id](const swipc::Error& err) { out_.error(id, err); });
   if (!opened) return out_.error(id, opened.error());
 }
 

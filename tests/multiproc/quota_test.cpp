@@ -186,15 +186,22 @@ TEST_F(QuotaTest, BroadcastChannelObjectsAndNamesAreBoundedWithQuotaExceededErro
   std::vector<Error> refusedA;
   a.onUndelivered([&](MessageSeq, const Error& e) { refusedA.push_back(e); });
   int joinedA = 0;
+  int joinRefusedA = 0;
   std::vector<BroadcastChannel> objectsA;
   for (int i = 0; i < 120; ++i) {
     objectsA.emplace_back(a, "a-" + std::to_string(i));
     objectsA.back().onJoined([&] { ++joinedA; });
+    objectsA.back().onJoinRefused([&](const Error& e) {
+      EXPECT_EQ(e.code, Errc::QUOTA_EXCEEDED) << e.describe();
+      ++joinRefusedA;
+    });
   }
-  ASSERT_TRUE(a.runUntil([&] { return joinedA + refusedA.size() >= 120; }, deadlineIn(10s)));
+  ASSERT_TRUE(a.runUntil([&] { return joinedA + joinRefusedA >= 120; }, deadlineIn(10s)));
   EXPECT_EQ(joinedA, 100);
+  EXPECT_EQ(joinRefusedA, 20) << "each refused object is told";
   ASSERT_EQ(refusedA.size(), 20u);
   for (const auto& e : refusedA) EXPECT_EQ(e.code, Errc::QUOTA_EXCEEDED) << e.describe();
+  EXPECT_FALSE(objectsA[119].postMessage(Value("x")).ok()) << "a refused object is closed";
 
   // The reference service worker keeps channels of its own open (count-channel, ...); nothing
   // was closed yet, so the channels ever opened are its own plus a's 100.
@@ -226,6 +233,21 @@ TEST_F(QuotaTest, BroadcastChannelObjectsAndNamesAreBoundedWithQuotaExceededErro
   ASSERT_TRUE(objectsA[0].postMessage(Value("hello")).ok());
   ASSERT_TRUE(b.runUntil([&] { return got.has_value(); }, deadlineIn(5s)));
   EXPECT_EQ(got->textOr(""), "hello");
+}
+
+TEST_F(QuotaTest, PageClientBcOpenPastTheQuotaAnswersQuotaExceededError) {
+  startDaemon({"--max-channels-per-client", "2"});
+  ScriptClient page(dir.path(), scope);
+  for (int i = 1; i <= 3; ++i)
+    page.send({{"op", "bc.open"}, {"id", i}, {"bc", "b" + std::to_string(i)}, {"name", "n" + std::to_string(i)}});
+  auto first = page.waitResult(1);
+  auto second = page.waitResult(2);
+  auto third = page.waitResult(3);
+  ASSERT_TRUE(first && second && third) << "a bc.open got no answer";
+  EXPECT_EQ((*first)["event"], "ok");
+  EXPECT_EQ((*second)["event"], "ok");
+  EXPECT_EQ((*third)["event"], "error");
+  EXPECT_EQ((*third)["name"], "QuotaExceededError") << third->dump();
 }
 
 TEST_F(QuotaTest, OpenWindowStartsAtMostTheCapAtOnce) {

@@ -53,6 +53,9 @@ class BroadcastChannel {
   /// with the oldest message still in the ring.
   void onLapped(std::function<void(uint64_t missed)> fn);
   void onJoined(std::function<void()> fn);
+  /// The daemon refused the join (QuotaExceededError: --max-channels-per-client or
+  /// --max-channels). The object is closed then: it receives nothing, posting fails.
+  void onJoinRefused(std::function<void(const Error&)> fn);
   bool joined() const;
   bool closed() const;
   void close();

@@ -55,6 +55,7 @@ void BroadcastChannel::onMessageError(std::function<void(const MessageErrorEvent
 }
 void BroadcastChannel::onLapped(std::function<void(uint64_t)> fn) { obj_->onLapped = std::move(fn); }
 void BroadcastChannel::onJoined(std::function<void()> fn) { obj_->onJoined = std::move(fn); }
+void BroadcastChannel::onJoinRefused(std::function<void(const Error&)> fn) { obj_->onJoinRefused = std::move(fn); }
 bool BroadcastChannel::joined() const { return obj_ && obj_->joined; }
 bool BroadcastChannel::closed() const { return !obj_ || obj_->closed; }
 
@@ -65,6 +66,7 @@ void BroadcastChannel::close() {
   obj_->onMessageError = nullptr;
   obj_->onLapped = nullptr;
   obj_->onJoined = nullptr;
+  obj_->onJoinRefused = nullptr;
   if (auto hub = obj_->hub.lock()) hub->close(*obj_);
 }
 

@@ -32,6 +32,7 @@ struct BcObject {
   std::function<void(const MessageErrorEvent&)> onMessageError;
   std::function<void(uint64_t)> onLapped;
   std::function<void()> onJoined;
+  std::function<void(const Error&)> onJoinRefused;
 };
 
 /// Tag carried by each channel record: who posted it (client tag prefix | object id).

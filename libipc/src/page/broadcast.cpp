@@ -47,6 +47,7 @@ Result<std::unique_ptr<PageBroadcast>> PageBroadcast::create(PageContext& ctx) {
   bc->hub_ = std::make_shared<Hub>(*bc);
   ctx.ops.on(schema::Envelope::BC_JOINED,
              [self](schema::Envelope::Reader env, const auto&) { self->joined(env.getBcJoined()); });
+  ctx.sender.onRejected([self](MessageSeq seq, const Error& err) { self->joinRefused(seq, err); });
   return bc;
 }
 
@@ -58,13 +59,32 @@ PageBroadcast::~PageBroadcast() {
 // ------------------------------------------------------------------------------------------------ objects
 
 Result<MessageSeq> PageBroadcast::sendJoin(const BcObject& obj) {
-  return ctx_.sender.sendEnvelope(
+  auto seq = ctx_.sender.sendEnvelope(
       [&](schema::Envelope::Builder e) {
         auto j = e.initBcJoin();
         j.setObjectId(obj.id);
         j.setName(obj.name);
       },
       PostOptions{}, false);
+  if (seq) joinSeqOf_[obj.id] = *seq;
+  return seq;
+}
+
+void PageBroadcast::joinRefused(MessageSeq seq, const Error& err) {
+  // Refusals are rare: a scan of the joins still waiting for their answer is fine.
+  auto it = std::find_if(joinSeqOf_.begin(), joinSeqOf_.end(), [seq](const auto& j) { return j.second == seq; });
+  if (it == joinSeqOf_.end()) return;  // not a join of ours
+  const uint32_t id = it->first;
+  joinSeqOf_.erase(it);
+  auto obj = objects_.find(id);
+  if (obj == objects_.end()) return;
+  // The daemon refused the join (QuotaExceededError past --max-channels[-per-client]): this object
+  // never receives anything; it is closed, so its posts fail here with InvalidStateError.
+  std::shared_ptr<BcObject> refused = obj->second;
+  objects_.erase(obj);
+  refused->closed = true;
+  core::log().warn("BroadcastChannel '{}': join refused: {}", refused->name, err.describe());
+  if (auto fn = refused->onJoinRefused) fn(err);
 }
 
 void PageBroadcast::open(const std::shared_ptr<BcObject>& obj) {
@@ -93,6 +113,7 @@ void PageBroadcast::close(BcObject& obj) {
   const ChannelName name(obj.name);
   const uint32_t id = obj.id;
   objects_.erase(id);
+  joinSeqOf_.erase(id);
   if (ctx_.link.attached()) {
     (void)ctx_.sender.sendEnvelope([&](schema::Envelope::Builder e) { e.initBcLeave().setObjectId(id); }, PostOptions{},
                                    false);
@@ -112,6 +133,7 @@ void PageBroadcast::detaching() {
   rings_.clear();
   refreshWaiter();
   for (auto& [id, obj] : objects_) obj->joined = false;
+  joinSeqOf_.clear();  // the dead daemon answers none of them; reattached() joins again
 }
 
 void PageBroadcast::closing() {
@@ -182,6 +204,7 @@ Result<PageBroadcast::RingView> PageBroadcast::mapRing(uint64_t ringId, uint64_t
 }
 
 void PageBroadcast::joined(schema::BcJoined::Reader j) {
+  joinSeqOf_.erase(j.getObjectId());
   auto it = objects_.find(j.getObjectId());
   senderTag_ = j.getSenderTag();
   if (it == objects_.end()) return;  // closed meanwhile; its leave is on its way

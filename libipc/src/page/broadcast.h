@@ -62,6 +62,8 @@ class PageBroadcast final : public PageFeature {
   explicit PageBroadcast(PageContext& ctx) : ctx_(ctx) {}
   Result<MessageSeq> sendJoin(const detail::BcObject& obj);
   void joined(schema::BcJoined::Reader j);
+  /// The daemon refused envelope `seq`: when it was a join, that object is told and closed.
+  void joinRefused(MessageSeq seq, const Error& err);
   /// Maps ring `ringId` (its fd came in a Control.bcRing datagram) read-only and checks it.
   Result<RingView> mapRing(uint64_t ringId, uint64_t startPos);
   void readBroadcastsDeferred();
@@ -72,6 +74,7 @@ class PageBroadcast final : public PageFeature {
   PageContext& ctx_;
   std::shared_ptr<detail::BroadcastHub> hub_;  // a Hub
   std::map<uint32_t, std::shared_ptr<detail::BcObject>> objects_;  // by id = creation order
+  std::unordered_map<uint32_t, MessageSeq> joinSeqOf_;            // joins not answered yet
   uint32_t nextId_ = 1;
   std::unordered_map<ChannelName, RingView> rings_;
   uint64_t senderTag_ = 0;

@@ -26,7 +26,7 @@ Sender::Sender(ConnectionState& link, HeldQueue& queue, PageEvents& events, core
     errorFromName(e.getName().cStr(), code);
     Error err = makeError(code, e.getMessage().cStr());
     const MessageSeq ref = e.getRefSeq();
-    if (rejected_) rejected_(ref, err);
+    for (const auto& hook : rejected_) hook(ref, err);
     forget(ref);
     core::log().warn("daemon rejected message seq={}: {}", ref, err.describe());
     events_.undelivered(ref, err);

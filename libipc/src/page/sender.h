@@ -62,7 +62,8 @@ class Sender {
   void pruneOutstanding();
 
   /// `hook(seq, error)` runs when the daemon refuses post `seq`, before onUndelivered.
-  void onRejected(std::function<void(MessageSeq, const Error&)> hook) { rejected_ = std::move(hook); }
+  /// Adds a hook told of every envelope the daemon refused (its seq and the daemon's reason).
+  void onRejected(std::function<void(MessageSeq, const Error&)> hook) { rejected_.push_back(std::move(hook)); }
 
   /// What became of the tracked posts when the connection went.
   struct Loss {
@@ -96,7 +97,7 @@ class Sender {
   HeldQueue& queue_;
   PageEvents& events_;
   core::EventLoop& loop_;
-  std::function<void(MessageSeq, const Error&)> rejected_;
+  std::vector<std::function<void(MessageSeq, const Error&)>> rejected_;
   MessageSeq nextSeq_ = 1;  // sender-local, keeps increasing across re-attaches
   std::deque<Outstanding> outstanding_;
   bool deferredWake_ = false;  // something was sent without ringing the daemon
