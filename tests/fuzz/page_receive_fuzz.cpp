@@ -40,7 +40,10 @@ struct FakeDaemon {
       if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
         return makeError(Errc::SYSTEM, "socketpair");
       const uint64_t maxBytes = 1 << 20;
-      auto d = core::Connection::createForDaemon(UniqueFd(sv[0]), core::RingSizes{64 * 1024, 64 * 1024}, maxBytes);
+      // Nothing drains the up ring while the page runs (it is single-threaded, and a full ring
+      // makes the page wait for space, up to its deadline): 4 MiB holds whatever one input makes
+      // the page send (port closes and acks for hundreds of ports). The down ring is the fuzzed one.
+      auto d = core::Connection::createForDaemon(UniqueFd(sv[0]), core::RingSizes{4 << 20, 64 * 1024}, maxBytes);
       if (!d) return d.error();
       auto c = core::Connection::openForClient(UniqueFd(sv[1]), dupFd((*d)->segmentFd()), dupFd((*d)->doorbellFd()),
                                                dupFd((*d)->wakeReadFd()), maxBytes);
