@@ -92,7 +92,9 @@ class ChaosTest : public ::testing::Test {
     seed_ = chaosSeed();
     rng_.seed(seed_);
     std::printf("chaos seed %u (rerun with SWIPC_CHAOS_SEED=%u)\n", seed_, seed_);
-    daemon_ = std::make_unique<Daemon>(dir_.path(), scope_, std::vector<std::string>{"--sw-version", SW_VERSION});
+    // A private state dir: two runs of this test at once (plain and ASan) share the scope name.
+    daemon_ = std::make_unique<Daemon>(
+        dir_.path(), scope_, std::vector<std::string>{"--sw-version", SW_VERSION, "--state-dir", dir_.path() + "/state"});
     ASSERT_TRUE(daemon_->waitReady()) << daemon_->log();
   }
 
@@ -556,7 +558,7 @@ class ChaosTest : public ::testing::Test {
   std::string problemText() const {
     std::string t;
     for (const auto& p : pages_) {
-      if (!p->survivor) continue;
+      if (!p->survivor || p->outstanding.empty()) continue;
       t += "  survivor " + std::to_string(p->index) + ": " + std::to_string(p->outstanding.size()) + " ops open, last events:\n";
       const auto& seen = p->sc->seen();
       for (size_t i = seen.size() > 6 ? seen.size() - 6 : 0; i < seen.size(); ++i)
