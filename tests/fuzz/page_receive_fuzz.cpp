@@ -39,11 +39,13 @@ struct FakeDaemon {
       int sv[2];
       if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
         return makeError(Errc::SYSTEM, "socketpair");
-      const uint64_t maxBytes = 1 << 20;
+      // 64 KiB messages: the traversal limit (2 x the words) caps a port list at ~16K ports.
+      const uint64_t maxBytes = 64 << 10;
       // Nothing drains the up ring while the page runs (it is single-threaded, and a full ring
-      // makes the page wait for space, up to its deadline): 4 MiB holds whatever one input makes
-      // the page send (port closes and acks for hundreds of ports). The down ring is the fuzzed one.
-      auto d = core::Connection::createForDaemon(UniqueFd(sv[0]), core::RingSizes{4 << 20, 64 * 1024}, maxBytes);
+      // makes the page wait for space, up to its deadline): 64 MiB (sparse) holds what one input
+      // makes the page send, port closes for every port of every list included (see
+      // tests/fuzz/crashes/README.md on how far that goes). The down ring is the fuzzed one.
+      auto d = core::Connection::createForDaemon(UniqueFd(sv[0]), core::RingSizes{64 << 20, 64 * 1024}, maxBytes);
       if (!d) return d.error();
       auto c = core::Connection::openForClient(UniqueFd(sv[1]), dupFd((*d)->segmentFd()), dupFd((*d)->doorbellFd()),
                                                dupFd((*d)->wakeReadFd()), maxBytes);
