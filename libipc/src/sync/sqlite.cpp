@@ -258,8 +258,13 @@ Result<int> migrate(Database& db, std::span<const Migration> steps) {
     const Migration& step = steps[i];
     SWIPC_REQUIRE(step.version == static_cast<int>(i) + 1, "migrations must be numbered 1, 2, 3, ...");
     if (step.version <= *current) continue;
-    auto tx = Transaction::begin(db);
+    auto tx = Transaction::begin(db);  // takes the write lock
     if (!tx) return tx.error();
+    // Read again under the lock: another process (a daemon starting beside us on the same state
+    // dir) may have run this step since we looked.
+    auto now = db.queryInt("PRAGMA user_version");
+    if (!now) return now.error();
+    if (step.version <= *now) continue;
     if (auto r = db.exec(step.sql); !r) return r.error();
     if (auto r = db.exec("PRAGMA user_version=" + std::to_string(step.version)); !r) return r.error();
     if (auto r = tx->commit(); !r) return r.error();
