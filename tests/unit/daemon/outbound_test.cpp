@@ -182,20 +182,25 @@ TEST_F(OutboundTest, SendSimpleFillsAndSends) {
 
 // ---- quotas (issue 14) ----
 
-ServiceWorkerOptions quotaOptions() {
+ServiceWorkerOptions quotaOptions(std::chrono::milliseconds unresponsive = std::chrono::hours(1)) {
   ServiceWorkerOptions o = DaemonRig::small();
   o.maxBacklog = 1000;  // so the byte bounds are what is reached
   o.maxBacklogBytes = 16 * 1024;
   o.maxBacklogBytesPerUid = 1 << 30;
-  o.unresponsiveTimeout = std::chrono::hours(1);
+  o.unresponsiveTimeout = unresponsive;
   return o;
+}
+
+/// Posts (as the daemon's own traffic would: no admitPost) until the backlog is at its bound.
+void fillBacklog(DaemonRig& rig, ClientRecord& c) {
+  while (!rig.outbound.backlogFull(c)) ASSERT_TRUE(post(rig.outbound, c, filler()).ok());
 }
 
 TEST(OutboundQuotaTest, BacklogBoundInBytesRefusesPosts) {
   DaemonRig rig(quotaOptions());
   Page a = rig.attach();
   ClientRecord& c = rig.record(a);
-  while (!rig.outbound.backlogFull(c)) ASSERT_TRUE(post(rig.outbound, c, filler()).ok());
+  fillBacklog(rig, c);
   EXPECT_LT(c.usage.queuedMessages, 1000u);
   EXPECT_GE(c.usage.queuedBytes, 16u * 1024);
   auto refused = rig.outbound.admitPost(c);
@@ -241,7 +246,7 @@ TEST(OutboundQuotaTest, ClientsOfOneUidShareTheUidBound) {
   ClientRecord& ca = rig.record(a);
   ClientRecord& cb = rig.record(b);
   ASSERT_EQ(ca.uid, cb.uid);
-  while (!rig.outbound.backlogFull(ca)) ASSERT_TRUE(post(rig.outbound, ca, filler()).ok());
+  fillBacklog(rig, ca);
   EXPECT_TRUE(cb.backlog.empty());
   EXPECT_TRUE(rig.outbound.backlogFull(cb)) << "b is refused for what a holds: same uid";
   cb.uid = ca.uid + 1;
@@ -249,25 +254,21 @@ TEST(OutboundQuotaTest, ClientsOfOneUidShareTheUidBound) {
 }
 
 TEST(OutboundQuotaTest, ClientThatDrainsNothingForTheTimeoutIsDisconnected) {
-  ServiceWorkerOptions o = quotaOptions();
-  o.unresponsiveTimeout = std::chrono::milliseconds(50);
-  DaemonRig rig(o);
+  DaemonRig rig(quotaOptions(std::chrono::milliseconds(50)));
   Page a = rig.attach();
   ClientRecord& c = rig.record(a);
   const ClientId id = c.id;
-  while (!rig.outbound.backlogFull(c)) ASSERT_TRUE(post(rig.outbound, c, filler()).ok());
+  fillBacklog(rig, c);
   ASSERT_TRUE(rig.runUntil([&] { return rig.clients.findAlive(id) == nullptr; }));
   EXPECT_EQ(rig.counters.unresponsiveDisconnects, 1u);
 }
 
 TEST(OutboundQuotaTest, ClientThatDrainsIsNotDisconnected) {
-  ServiceWorkerOptions o = quotaOptions();
-  o.unresponsiveTimeout = std::chrono::milliseconds(50);
-  DaemonRig rig(o);
+  DaemonRig rig(quotaOptions(std::chrono::milliseconds(50)));
   Page a = rig.attach();
   ClientRecord& c = rig.record(a);
   const ClientId id = c.id;
-  while (!rig.outbound.backlogFull(c)) ASSERT_TRUE(post(rig.outbound, c, filler()).ok());
+  fillBacklog(rig, c);
   ASSERT_TRUE(c.unresponsive);
   // It reads: everything waiting goes into the ring as room appears, and the mark clears.
   ASSERT_TRUE(rig.runUntil([&] {
