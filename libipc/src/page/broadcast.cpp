@@ -253,7 +253,7 @@ void PageBroadcast::readBroadcastsDeferred() {
         const uint64_t from = std::max(ring.expectedSeq, obj->fromSeq);
         if (rec.seq > from) {
           uint64_t missed = rec.seq - from;
-          ctx_.queue.deliver([obj, missed] {
+          ctx_.queue.deliver([obj = obj, missed] {
             if (auto fn = obj->onLapped; !obj->closed && fn) fn(missed);
           });
         }
@@ -263,7 +263,13 @@ void PageBroadcast::readBroadcastsDeferred() {
           if (in && in->envelope().isBcMessage()) {
             auto owner = std::make_shared<const wire::Inbound>(std::move(*in));
             event = std::make_shared<MessageEvent>();
-            if (auto r = core::readPayload(owner->envelope().getBcMessage().getPayload(), owner, ctx_.types, *event); !r) {
+            Result<void> r;
+            try {  // a wrong-kind pointer in the record throws on read: that record's messageerror
+              r = core::readPayload(owner->envelope().getBcMessage().getPayload(), owner, ctx_.types, *event);
+            } catch (const kj::Exception& e) {
+              r = makeError(Errc::DATA_CLONE, std::string("malformed channel message: ") + e.getDescription().cStr());
+            }
+            if (!r) {
               decodeError = r.error();
               event.reset();
             }
@@ -272,12 +278,12 @@ void PageBroadcast::readBroadcastsDeferred() {
           }
         }
         if (event) {
-          ctx_.queue.deliver([obj, event] {
+          ctx_.queue.deliver([obj = obj, event] {
             if (auto fn = obj->onMessage; !obj->closed && fn) fn(*event);  // a copy: the handler may close()
           });
         } else {
           Error e = *decodeError;
-          ctx_.queue.deliver([obj, e] {
+          ctx_.queue.deliver([obj = obj, e] {
             if (auto fn = obj->onMessageError; !obj->closed && fn) fn(MessageErrorEvent{"broadcastchannel", e});
           });
         }

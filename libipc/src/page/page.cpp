@@ -1,5 +1,7 @@
 #include "page/page.h"
 
+#include <kj/exception.h>
+
 #include "core/log.h"
 
 namespace swipc::page {
@@ -49,7 +51,18 @@ void Page::plain(const wire::PlainMessage& m, Value& data) {
     controllerOps_.receivePlain(data);
 }
 
-void Page::envelope(wire::Inbound&& in) { ops_.dispatch(std::move(in)); }
+void Page::envelope(wire::Inbound&& in) {
+  // The walk at receipt does not check pointer kinds: a field of the wrong kind throws when its
+  // handler reads it. From the daemon that is a broken peer (payloads relayed from other pages
+  // are checked by their own readers, as messageerror): drop the connection and re-attach, as for
+  // any malformed record, instead of dying of the exception.
+  try {
+    ops_.dispatch(std::move(in));
+  } catch (const kj::Exception& e) {
+    core::log().error("daemon wrote a malformed envelope: {}", e.getDescription().cStr());
+    link_.lost(std::string("ProtocolViolation: malformed envelope: ") + e.getDescription().cStr());
+  }
+}
 
 void Page::drained() { sender_.pruneOutstanding(); }
 
