@@ -131,7 +131,8 @@ void Outbound::flushBacklog(ClientRecord& c) {
 }
 
 void Outbound::markUnresponsive(ClientRecord& c) {
-  if (c.unresponsive) return;
+  // Refused only for what other clients of its uid hold: this one drains, nothing waits for it.
+  if (c.unresponsive || c.backlog.empty()) return;
   c.unresponsive = true;
   ++counters_.unresponsive;
   core::log().warn("client={} pid={} unresponsive: {} messages ({}) waiting; rejecting further posts", c.id.toString(),

@@ -249,6 +249,8 @@ TEST(OutboundQuotaTest, ClientsOfOneUidShareTheUidBound) {
   fillBacklog(rig, ca);
   EXPECT_TRUE(cb.backlog.empty());
   EXPECT_TRUE(rig.outbound.backlogFull(cb)) << "b is refused for what a holds: same uid";
+  EXPECT_FALSE(rig.outbound.admitPost(cb).ok());
+  EXPECT_FALSE(cb.unresponsive) << "b itself drains: it is not marked, nor timed out";
   cb.uid = ca.uid + 1;
   EXPECT_FALSE(rig.outbound.backlogFull(cb)) << "another uid is not";
 }
