@@ -13,6 +13,7 @@
 // reattached(); what it holds that dies with the daemon goes in detaching().
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <typeinfo>
 #include <vector>
@@ -34,6 +35,9 @@ struct PageContext {
   HeldQueue& queue;           // deliver(): user callbacks run now or right after a blocking call
   OpTable& ops;               // register the envelope kinds the feature handles
   const TypeRegistry& types;  // what the page decodes typed payloads with
+  /// One step of the page's loop (Page::dispatchOnce): what a feature's blocking call runs
+  /// until it is answered.
+  std::function<void(Deadline until)> dispatchOnce;
 };
 
 /// A feature on the page side. @concurrent: single-threaded (the page's loop thread).

@@ -80,7 +80,8 @@ class Page final : private ConnectionState::Events {
   Sender sender_{link_, queue_, events_, *loop_, ops_};
   PagePorts ports_{link_, sender_, queue_, *loop_, types_, ops_};
   ControllerOps controllerOps_{link_, sender_, ports_, queue_, events_, *loop_, types_, ops_};
-  FeatureSet features_{PageContext{*loop_, link_, sender_, queue_, ops_, types_}};
+  FeatureSet features_{PageContext{*loop_, link_, sender_, queue_, ops_, types_,
+                                   [this](Deadline until) { dispatchOnce(until); }}};
 };
 
 }  // namespace swipc::page
