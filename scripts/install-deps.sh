@@ -10,6 +10,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libcli11-dev nlohmann-json3-dev
   libsqlite3-dev libcurl4-openssl-dev libbenchmark-dev libssl-dev
   procps
+  systemd  # systemd-socket-activate: the socket-activation test (not made init by installing it)
 )
 
 missing=()

@@ -1,7 +1,10 @@
 // sw_daemon: one long-lived service worker per scope (DESIGN §7).
 #include <CLI/CLI.hpp>
+#include <unistd.h>
+
 #include <cstdio>
 
+#include "launch.h"
 #include "swipc/log.h"
 #include "reference_sw.h"
 #include "swipc/service_worker.h"
@@ -101,6 +104,9 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "always", "manual"}));
   app.add_flag("--offline", sync.startOffline, "manual connectivity: start offline");
+  std::string logFile;
+  app.add_option("--log-file", logFile,
+                 "append the log to this file (created 0600) instead of stderr, from when the scope is ours");
   CLI11_PARSE(app, argc, argv);
   sync.retry = std::chrono::milliseconds(syncRetryMs);
   sync.timeout = std::chrono::milliseconds(syncTimeoutMs);
@@ -125,10 +131,25 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "sw_daemon: %s\n", r.error().describe().c_str());
     return 1;
   }
+  // systemd socket activation (LISTEN_FDS): serve the inherited socket instead of binding one.
+  if (auto fd = sw_daemon::takeActivationSocket(); !fd) {
+    std::fprintf(stderr, "sw_daemon: %s\n", fd.error().describe().c_str());
+    return 1;
+  } else {
+    opts.listenFd = *fd;
+  }
   swipc::ServiceWorker sw(opts);
   if (auto r = sw.listen(); !r) {
     std::fprintf(stderr, "sw_daemon: %s\n", r.error().describe().c_str());
     return 1;
+  }
+  // After listen(): a second daemon (the lock is held) exits before it touches the winner's log.
+  if (!logFile.empty()) {
+    if (auto r = sw_daemon::redirectLog(logFile); !r) {
+      std::fprintf(stderr, "sw_daemon: %s\n", r.error().describe().c_str());
+      return 1;
+    }
+    swipc::logger().info("serving scope={} pid={} (log file {})", opts.scope, ::getpid(), logFile);
   }
   swipc::daemon::ReferenceServiceWorker reference(sw);
   if (auto r = sw.run(); !r) {

@@ -74,6 +74,13 @@ struct ServiceWorkerOptions {
   /// Dir 0750, socket 0660, and a peer any of whose groups (supplementary included) is ours may
   /// attach (--allow-group).
   bool allowGroup = false;
+  /// A listening AF_UNIX SOCK_SEQPACKET socket to serve instead of binding one (systemd socket
+  /// activation: sw_daemon passes the one LISTEN_FDS names). The ServiceWorker owns it from
+  /// construction. It must be bound to this scope's socket path; listen() checks the directory
+  /// as for its own socket, sets the file's mode (0600, 0660 with allowGroup), serves it, and
+  /// at shutdown closes it but leaves the file to the socket unit that owns the name (a listen()
+  /// after that binds its own). -1: bind our own.
+  int listenFd = -1;
   /// Per-uid slots, dbus-broker style (QuotaExceededError past them): connections that have not
   /// sent their Hello yet (--max-pending-per-uid; each is also dropped after attachTimeout), and
   /// attached clients (--max-clients-per-uid).

@@ -133,6 +133,7 @@ class ServiceWorker::Impl final : public daemon::FeatureHost {
 
   core::ScopePaths paths_;
   UniqueFd lockFd_;
+  UniqueFd inheritedListen_;  // opts.listenFd (socket activation) until listen() serves it
   UniqueFd signalFd_;
   core::EventLoop::WatchId signalWatch_ = 0;
   sigset_t oldMask_{};
@@ -162,6 +163,7 @@ ServiceWorker::Impl::Impl(ServiceWorker* owner, ServiceWorkerOptions o)
   ports_.registerWith(dispatch_);
   messages_.registerWith(dispatch_);
   attach_.onAdmit([this](std::unique_ptr<daemon::ClientRecord> r, const core::HelloInfo& h) { admit(std::move(r), h); });
+  inheritedListen_.reset(std::exchange(opts_.listenFd, -1));
   features_.push_back(&broadcast_);
   features_.push_back(&sync_);
 }
@@ -206,7 +208,7 @@ Result<void> ServiceWorker::Impl::listen() {
     signalWatch_ = *w;
   }
   if (auto r = startFeatures(); !r) return r;
-  if (auto r = attach_.start(paths_.socket, core::randomU64()); !r) {
+  if (auto r = attach_.start(paths_.socket, core::randomU64(), std::move(inheritedListen_)); !r) {
     stopFeatures(features_.size());
     return r;
   }

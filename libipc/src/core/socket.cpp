@@ -5,10 +5,12 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstddef>
 #include <cstring>
 
 #include "common/sys_error.h"
@@ -56,6 +58,38 @@ Result<UniqueFd> listenSeqpacket(const std::string& path, unsigned mode) {
   if (::fchmodat(AT_FDCWD, temp.c_str(), mode, 0) == -1) return fail("chmod " + temp);
   if (::listen(fd.get(), 512) == -1) return fail("listen");
   if (::rename(temp.c_str(), path.c_str()) == -1) return fail("rename " + temp + " -> " + path);
+  return fd;
+}
+
+Result<UniqueFd> adoptListeningSeqpacket(UniqueFd fd, const std::string& path, unsigned mode) {
+  const std::string what = "inherited socket (fd " + std::to_string(fd.get()) + ")";
+  int domain = 0, type = 0, accepting = 0;
+  auto option = [&](int name, int& out) {
+    socklen_t len = sizeof out;
+    return ::getsockopt(fd.get(), SOL_SOCKET, name, &out, &len) == 0;
+  };
+  if (!option(SO_DOMAIN, domain) || !option(SO_TYPE, type) || !option(SO_ACCEPTCONN, accepting))
+    return sysError("getsockopt on the " + what);
+  if (domain != AF_UNIX || type != SOCK_SEQPACKET || !accepting)
+    return makeError(Errc::INVALID_ACCESS, what + " is not a listening AF_UNIX SOCK_SEQPACKET socket");
+  // Same file, not same string: the unit may name the directory through a symlink.
+  sockaddr_un bound{};
+  socklen_t len = sizeof bound;
+  SWIPC_SYSCALL(::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&bound), &len), "getsockname on the " + what);
+  const size_t pathBytes = len > offsetof(sockaddr_un, sun_path) ? len - offsetof(sockaddr_un, sun_path) : 0;
+  const std::string boundPath(bound.sun_path, ::strnlen(bound.sun_path, pathBytes));
+  struct stat at {}, want {};
+  if (boundPath.empty() || ::lstat(boundPath.c_str(), &at) == -1 || ::lstat(path.c_str(), &want) == -1 ||
+      !S_ISSOCK(want.st_mode) || at.st_dev != want.st_dev || at.st_ino != want.st_ino)
+    return makeError(Errc::INVALID_ACCESS, what + " is bound to '" + boundPath + "', not to " + path +
+                                               ", where this scope's pages connect");
+  if (want.st_uid != ::geteuid())
+    return makeError(Errc::INVALID_ACCESS, path + " is owned by uid " + std::to_string(want.st_uid) + ", not by us");
+  // Not a symlink (lstat above), in a directory only we can write to: chmod by name is safe.
+  if ((want.st_mode & 07777) != mode) SWIPC_SYSCALL(::fchmodat(AT_FDCWD, path.c_str(), mode, 0), "chmod " + path);
+  const int flags = ::fcntl(fd.get(), F_GETFL);
+  SWIPC_SYSCALL(flags == -1 ? -1 : ::fcntl(fd.get(), F_SETFL, flags | O_NONBLOCK), "O_NONBLOCK on the " + what);
+  SWIPC_SYSCALL(::fcntl(fd.get(), F_SETFD, FD_CLOEXEC), "FD_CLOEXEC on the " + what);
   return fd;
 }
 

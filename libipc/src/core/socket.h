@@ -24,6 +24,12 @@ struct PeerCred {
 /// Binds and listens at `path` (replacing a stale socket file) with the given file mode; the
 /// name appears only once the socket has that mode and listens (bound elsewhere, then renamed).
 Result<UniqueFd> listenSeqpacket(const std::string& path, unsigned mode);
+/// Takes over a listening socket someone else made (systemd socket activation) as if
+/// listenSeqpacket had made it: `fd` must be an AF_UNIX SOCK_SEQPACKET socket that listens,
+/// bound to the very file at `path` (InvalidAccessError otherwise: pages would never reach it),
+/// which is then set to `mode`; the fd becomes non-blocking and close-on-exec. The caller has
+/// checked `path`'s directory (ensureScopeDirs). `fd` is closed on failure.
+Result<UniqueFd> adoptListeningSeqpacket(UniqueFd fd, const std::string& path, unsigned mode);
 /// Connects (non-blocking fd); NoDaemon when nobody listens at `path`.
 Result<UniqueFd> connectSeqpacket(const std::string& path);
 /// connectSeqpacket, retried (with backoff) while the daemon's accept queue is full, until

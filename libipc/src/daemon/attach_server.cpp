@@ -37,7 +37,7 @@ size_t AttachServer::pendingCount(uid_t uid) const {
   return it == pendingByUid_.end() ? 0 : it->second;
 }
 
-Result<void> AttachServer::start(const std::string& socketPath, uint64_t epoch) {
+Result<void> AttachServer::start(const std::string& socketPath, uint64_t epoch, UniqueFd inherited) {
   if (listening()) return {};
   // Clients pass fds (out-of-line messages): use all the fds the hard limit allows.
   if (rlimit rl{}; ::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
@@ -45,13 +45,17 @@ Result<void> AttachServer::start(const std::string& socketPath, uint64_t epoch) 
     ::setrlimit(RLIMIT_NOFILE, &rl);
   }
   spareFd_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-  auto sock = core::listenSeqpacket(socketPath, opts_.allowGroup ? 0660 : 0600);
+  const unsigned mode = opts_.allowGroup ? 0660 : 0600;
+  const bool adopt = inherited.valid();
+  auto sock = adopt ? core::adoptListeningSeqpacket(std::move(inherited), socketPath, mode)
+                    : core::listenSeqpacket(socketPath, mode);
   if (!sock) return sock.error();
   auto w = loop_.watch(sock->get(), EPOLLIN, [this](uint32_t) { onListenReadable(); });
   if (!w) {
-    ::unlink(socketPath.c_str());
+    if (!adopt) ::unlink(socketPath.c_str());
     return w.error();
   }
+  ownsSocketFile_ = !adopt;
   listenFd_ = std::move(*sock);
   listenWatch_ = *w;
   socketPath_ = socketPath;
@@ -69,7 +73,7 @@ void AttachServer::stop() {
   if (!listening()) return;
   loop_.unwatch(listenWatch_);
   listenWatch_ = 0;
-  ::unlink(socketPath_.c_str());
+  if (ownsSocketFile_) ::unlink(socketPath_.c_str());
   listenFd_.reset();
 }
 

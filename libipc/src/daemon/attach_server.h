@@ -37,9 +37,11 @@ class AttachServer {
 
   void onAdmit(Admit fn) { admit_ = std::move(fn); }
   /// Listens on `socketPath` (mode 0600, or 0660 with allowGroup); a stale socket is replaced.
-  /// `epoch` goes into every Welcome.
-  Result<void> start(const std::string& socketPath, uint64_t epoch);
-  /// Stops listening (the socket file goes) and drops every handshake still pending.
+  /// With `inherited` (socket activation) serves that listening socket instead, which must be
+  /// bound to `socketPath` (core::adoptListeningSeqpacket); its file is then left in place at
+  /// stop(), for the socket unit that owns the name. `epoch` goes into every Welcome.
+  Result<void> start(const std::string& socketPath, uint64_t epoch, UniqueFd inherited = {});
+  /// Stops listening (the socket file goes, unless inherited) and drops every handshake still pending.
   void stop();
   bool listening() const { return listenFd_.valid(); }
   /// Connections accepted whose Hello has not come yet.
@@ -74,6 +76,7 @@ class AttachServer {
   const ServiceWorkerOptions& opts_;
   Admit admit_;
   std::string socketPath_;
+  bool ownsSocketFile_ = true;  // false: inherited (socket activation); stop() leaves the file
   UniqueFd listenFd_;
   core::EventLoop::WatchId listenWatch_ = 0;
   UniqueFd spareFd_;  // released to accept-and-refuse when the process runs out of fds
