@@ -17,6 +17,8 @@ swipc::ClientOptions toClientOptions(const GlobalOptions& opts) {
   out.type = opts.type == "worker" ? swipc::ClientType::WORKER : swipc::ClientType::WINDOW;
   out.controlled = !opts.uncontrolled;
   if (opts.timeoutMs >= 0) out.attachTimeout = std::chrono::milliseconds(opts.timeoutMs);
+  out.spawnDaemon = opts.spawnDaemon;
+  out.daemonPath = opts.daemonPath;
   return out;
 }
 

@@ -27,6 +27,8 @@ struct GlobalOptions {
   bool uncontrolled = false;
   std::string logLevel = "warn";
   int64_t timeoutMs = -1;  // < 0: not given
+  bool spawnDaemon = false;  // start sw_daemon when none answers (ClientOptions::spawnDaemon)
+  std::string daemonPath;    // empty: next to page_client, else on PATH
 
   /// --timeout-ms when given, else `fallback`.
   std::chrono::milliseconds timeoutOr(std::chrono::milliseconds fallback) const;

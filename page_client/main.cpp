@@ -44,6 +44,11 @@ void addGlobalOptions(CLI::App& app, GlobalOptions& opts) {
                  "Attach timeout (default " + attachDefault +
                      ") and how long message-sw, post and a graceful script exit wait (default 5000)")
       ->check(CLI::NonNegativeNumber);
+  app.add_flag("--spawn-daemon", opts.spawnDaemon,
+               "When no daemon answers, start sw_daemon for the scope (detached; logs to "
+               "<runtime-dir>/<scope>/daemon.log) and attach to it");
+  app.add_option("--daemon-path", opts.daemonPath,
+                 "The sw_daemon --spawn-daemon starts (default: next to page_client, else on PATH)");
 }
 
 }  // namespace

@@ -49,6 +49,16 @@ struct ClientOptions {
   /// Bytes of messages waiting at one MessagePort that is not started (0: no bound); past it
   /// as maxHeldBytes, the messageerror going to that port.
   uint64_t maxPortQueueBytes = 16ull << 20;
+  /// When no daemon answers: start sw_daemon for the scope and attach to it (DESIGN §17). It is
+  /// started detached (its own session, stdio on /dev/null, logging to
+  /// <runtime-dir>/<scope>/daemon.log) and lives until SIGTERM, not tied to this client. Clients
+  /// that do this at once end with one daemon (the scope's lock decides; all attach to it).
+  /// Only connect() starts one: a client that loses its daemon later re-attaches as usual.
+  bool spawnDaemon = false;
+  /// The sw_daemon to start; empty: the one next to this program's executable, else on PATH.
+  std::string daemonPath;
+  /// How long connect() waits for the daemon it started to answer.
+  std::chrono::milliseconds spawnTimeout{5000};
 };
 
 struct PostOptions {

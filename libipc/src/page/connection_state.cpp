@@ -1,11 +1,13 @@
 #include "page/connection_state.h"
 
+#include <poll.h>
 #include <sys/epoll.h>
 
 #include <algorithm>
 #include <cstdlib>
 
 #include "core/log.h"
+#include "page/daemon_spawn.h"
 
 namespace swipc::page {
 
@@ -71,9 +73,33 @@ Result<void> ConnectionState::start() {
   core::HelloInfo h = hello();
   h.openToken = opts_.openToken;
   auto attached = attach_(h, deadlineIn(opts_.attachTimeout));
+  if (!attached && attached.error().code == Errc::NO_DAEMON && opts_.spawnDaemon) attached = spawnAndAttach(h);
   if (!attached) return attached.error();
   install(std::move(*attached));
   return {};
+}
+
+Result<core::Attached> ConnectionState::spawnAndAttach(const core::HelloInfo& hello) {
+  auto daemonPath = resolveDaemonPath(opts_.daemonPath);
+  if (!daemonPath) return daemonPath.error();
+  if (auto r = spawnDaemon(*daemonPath, opts_.scope, paths_); !r) return r.error();
+  // It answers once it holds the scope's lock and listens (or another page's daemon does):
+  // until then connect() says NoDaemon. Poll with backoff until the deadline.
+  const Deadline deadline = deadlineIn(opts_.spawnTimeout);
+  auto pause = std::chrono::milliseconds(5);
+  for (;;) {
+    auto attached = attach_(hello, deadline);
+    if (attached || attached.error().code != Errc::NO_DAEMON) return attached;
+    const auto now = Clock::now();
+    if (now >= deadline)
+      return makeError(Errc::NO_DAEMON, "started " + *daemonPath + " for scope '" + opts_.scope +
+                                            "', but no daemon answered within " +
+                                            std::to_string(opts_.spawnTimeout.count()) + " ms (its log: " +
+                                            daemonLogPath(paths_) + "): " + attached.error().message);
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - now);
+    ::poll(nullptr, 0, static_cast<int>(std::min(pause, left).count()));
+    pause = std::min(pause * 2, std::chrono::milliseconds(100));
+  }
 }
 
 void ConnectionState::install(core::Attached attached) {

@@ -121,6 +121,9 @@ class ConnectionState {
 
  private:
   core::HelloInfo hello() const;
+  /// No daemon answered and opts.spawnDaemon: starts one (page/daemon_spawn.h), then attaches,
+  /// retrying until opts.spawnTimeout.
+  Result<core::Attached> spawnAndAttach(const core::HelloInfo& hello);
   void install(core::Attached attached);
   void tryReconnect();
 
