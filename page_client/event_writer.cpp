@@ -92,6 +92,13 @@ void EventWriter::controllerChange(bool controlled) {
   writeLine(event);
 }
 
+void EventWriter::bgfetchProgress(const std::string& fetchId, const OrderedJson& registration) {
+  auto event = startEvent("bgfetch.progress");
+  event["fetchId"] = fetchId;
+  for (const auto& [key, value] : registration.items()) event[key] = value;
+  writeLine(event);
+}
+
 void EventWriter::ok(const nlohmann::json& id, const OrderedJson& extra) {
   auto event = startEvent("ok");
   event["id"] = OrderedJson(id);

@@ -43,6 +43,8 @@ class EventWriter {
   void navigate(const std::string& url);
   /// {"event":"controllerchange","controlled":bool}
   void controllerChange(bool controlled);
+  /// {"event":"bgfetch.progress","fetchId":F, ...registration's fields}
+  void bgfetchProgress(const std::string& fetchId, const nlohmann::ordered_json& registration);
   /// {"event":"ok","id":I, ...extra}: only for ops that carried an id.
   void ok(const nlohmann::json& id, const nlohmann::ordered_json& extra = nlohmann::ordered_json::object());
   /// {"event":"error","id":I,"name":"<ErrorName>","message":"..."}, "id" omitted when none.

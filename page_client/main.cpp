@@ -15,6 +15,7 @@
 #include "swipc/log.h"
 #include "script_driver.h"
 #include "sync_ops.h"
+#include "fetch_ops.h"
 
 namespace {
 
@@ -81,6 +82,16 @@ int main(int argc, char** argv) {
   auto* sync = app.add_subcommand("sync", "Background Sync: register TAG; exits once the daemon has committed it");
   sync->add_option("tag", syncTag, "Sync tag")->required();
   sync->add_option("--data", syncData, "An entry for the tag's durable queue (JSON)");
+  std::string fetchId;
+  std::vector<std::string> fetchUrls;
+  uint64_t fetchDownloadTotal = 0;
+  bool fetchDetach = false;
+  auto* fetch = app.add_subcommand(
+      "fetch", "Background Fetch: register ID for URL..., follow its progress, print the final registration");
+  fetch->add_option("id", fetchId, "Background fetch id")->required();
+  fetch->add_option("urls", fetchUrls, "URLs to download (http, https)")->required();
+  fetch->add_option("--download-total", fetchDownloadTotal, "Expected bytes in all (0: not given; more fails)");
+  fetch->add_flag("--detach", fetchDetach, "Print the registration and exit once registered (it goes on)");
 
   try {
     app.parse(argc, argv);
@@ -100,5 +111,6 @@ int main(int argc, char** argv) {
   if (*listen) return page_client::runListen(opts, channels);
   if (*script) return page_client::runScript(opts);
   if (*sync) return page_client::runSync(opts, syncTag, syncData);
+  if (*fetch) return page_client::runFetch(opts, fetchId, fetchUrls, fetchDownloadTotal, fetchDetach);
   return page_client::EXIT_ERROR;
 }

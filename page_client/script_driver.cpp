@@ -65,7 +65,8 @@ ScriptDriver::ScriptDriver(swipc::Client& client, EventWriter& out, int inputFd,
       drainTimeout_(drainTimeout),
       ports_(out, NamedPorts::StartReceived::NO),
       channels_(client, out),
-      sync_(client, out) {}
+      sync_(client, out),
+      fetch_(client, out) {}
 
 int ScriptDriver::run() {
   forwardClientEvents(client_, out_, ports_);
@@ -130,6 +131,7 @@ void ScriptDriver::handleOp(const json& op, const OpId& id) {
   if (name == "port.start") return opPortStart(op, id);
   if (name == "port.close") return opPortClose(op, id);
   if (sync_.handle(name, op, id)) return;
+  if (fetch_.handle(name, op, id)) return;
   out_.error(id, typeError("unknown op '" + name + "'"));
 }
 
@@ -324,7 +326,8 @@ void ScriptDriver::onUndelivered(swipc::MessageSeq seq, const swipc::Error& erro
 
 void ScriptDriver::drain() {
   auto deadline = swipc::deadlineIn(drainTimeout_);
-  while ((!pendingPosts_.empty() || !pendingRequests_.empty() || sync_.pending() > 0) &&
+  while ((!pendingPosts_.empty() || !pendingRequests_.empty() || sync_.pending() > 0 ||
+          fetch_.pending() > 0) &&
          swipc::Clock::now() < deadline &&
          !out_.failed()) {
     pollfd fds[] = {{client_.fd(), POLLIN, 0}, {signals_.fd(), POLLIN, 0}};

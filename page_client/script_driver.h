@@ -20,6 +20,7 @@
 #include "cli_support.h"
 #include "client_events.h"
 #include "event_writer.h"
+#include "fetch_ops.h"
 #include "line_reader.h"
 #include "signal_watch.h"
 #include "sync_ops.h"
@@ -78,6 +79,7 @@ class ScriptDriver {
   NamedPorts ports_;
   Channels channels_;
   SyncOps sync_;
+  FetchOps fetch_;
 
   bool inputOpen_ = true;
   std::optional<int> exitCode_;

@@ -8,6 +8,9 @@ $Cxx.namespace("swipc::schema");
 using import "value.capnp".Value;
 using import "sync.capnp".SyncCall;
 using import "sync.capnp".SyncResult;
+using import "fetch.capnp".FetchCall;
+using import "fetch.capnp".FetchResult;
+using import "fetch.capnp".FetchProgress;
 
 const schemaVersion :UInt16 = 1;
 const protocolVersion :UInt32 = 3;   # 2: MessagePort transfer (PortDescriptor, port* kinds)
@@ -164,6 +167,9 @@ struct Envelope {
     portAck @20 :PortAck;          # page -> daemon
     syncCall @21 :SyncCall;        # page -> daemon (Background Sync, schemas/sync.capnp)
     syncResult @22 :SyncResult;    # daemon -> page
+    fetchCall @23 :FetchCall;      # page -> daemon (Background Fetch, schemas/fetch.capnp)
+    fetchResult @24 :FetchResult;  # daemon -> page
+    fetchProgress @25 :FetchProgress;  # daemon -> page
   }
 }
 
@@ -208,6 +214,12 @@ struct BcRing {
   capacity @1 :UInt64;             # data bytes (power of two)
 }
 
+# Sent with one fd: a read-only file (a Background Fetch body) that an envelope sent right after
+# names by `token`.
+struct FileFd {
+  token @0 :UInt64;
+}
+
 struct Goodbye {
   reason @0 :Text;
 }
@@ -220,5 +232,6 @@ struct Control {
     outOfLine @3 :OutOfLine;
     goodbye @4 :Goodbye;
     bcRing @5 :BcRing;
+    fileFd @6 :FileFd;
   }
 }

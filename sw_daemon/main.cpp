@@ -104,11 +104,42 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "always", "manual"}));
   app.add_flag("--offline", sync.startOffline, "manual connectivity: start offline");
+  auto& fetch = opts.fetch;
+  int64_t fetchProgressMs = fetch.progressInterval.count();
+  app.add_option("--fetch-max-connections", fetch.maxConnections, "Background Fetch: transfers at once")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1024));
+  app.add_option("--fetch-quota-bytes", fetch.quotaBytes,
+                 "Background Fetch: bytes all stored downloads may take (and the most one downloadTotal may ask)")
+      ->capture_default_str();
+  app.add_option("--fetch-progress-ms", fetchProgressMs,
+                 "Background Fetch: the least time between two progress events of one registration")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{3600000}));
+  std::string fetchRetryMs;
+  app.add_option("--fetch-retry-ms", fetchRetryMs,
+                 "Background Fetch: waits before each retry of a refused/reset GET, comma-separated "
+                 "(default 1000,2000,4000,8000,16000)");
   std::string logFile;
   app.add_option("--log-file", logFile,
                  "append the log to this file (created 0600) instead of stderr, from when the scope is ours");
   CLI11_PARSE(app, argc, argv);
   sync.retry = std::chrono::milliseconds(syncRetryMs);
+  fetch.progressInterval = std::chrono::milliseconds(fetchProgressMs);
+  if (!fetchRetryMs.empty()) {
+    fetch.retryDelays.clear();
+    for (size_t pos = 0; pos <= fetchRetryMs.size();) {
+      size_t end = fetchRetryMs.find(',', pos);
+      if (end == std::string::npos) end = fetchRetryMs.size();
+      try {
+        fetch.retryDelays.emplace_back(std::stoll(fetchRetryMs.substr(pos, end - pos)));
+      } catch (const std::exception&) {
+        std::fprintf(stderr, "sw_daemon: --fetch-retry-ms: not a list of milliseconds: %s\n", fetchRetryMs.c_str());
+        return 1;
+      }
+      pos = end + 1;
+    }
+  }
   sync.timeout = std::chrono::milliseconds(syncTimeoutMs);
   sync.periodicMinInterval = std::chrono::milliseconds(periodicMinMs);
   using Connectivity = swipc::BackgroundSyncOptions::Connectivity;

@@ -5,6 +5,7 @@
 #include <memory>
 #include <optional>
 
+#include "reference_fetch.h"
 #include "reference_sync.h"
 #include "swipc/broadcast_channel.h"
 
@@ -66,7 +67,7 @@ MatchAllOptions matchAllOptions(const Value& o) {
 }  // namespace
 
 struct ReferenceServiceWorker::State : std::enable_shared_from_this<ReferenceServiceWorker::State> {
-  explicit State(ServiceWorker& s) : sw(s), countChannel(s, "count-channel"), sync(s) {}
+  explicit State(ServiceWorker& s) : sw(s), countChannel(s, "count-channel"), sync(s), fetch(s) {}
   ServiceWorker& sw;
   /// One counter for INCREASE_COUNT, whether it came as a message or on count-channel.
   int64_t count = 0;
@@ -75,6 +76,8 @@ struct ReferenceServiceWorker::State : std::enable_shared_from_this<ReferenceSer
   std::optional<MessagePort> keptPort;
   /// Background Sync: the tag-prefix handlers, sync-log, SET_ONLINE and SYNC_STATE.
   ReferenceSync sync;
+  /// Background Fetch: the BGFETCH reports of every completion event.
+  ReferenceFetch fetch;
 };
 
 namespace {

@@ -14,6 +14,7 @@
 
 #include "swipc/error.h"
 #include "swipc/message_event.h"
+#include "swipc/background_fetch.h"
 #include "swipc/sync.h"
 #include "swipc/types.h"
 #include "swipc/value.h"
@@ -157,6 +158,8 @@ class Client {
   /// controlled or not; the calls answer on this client's loop.
   SyncManager sync() { return SyncManager(*this); }
   PeriodicSyncManager periodicSync() { return PeriodicSyncManager(*this); }
+  /// registration.backgroundFetch (Background Fetch, swipc/background_fetch.h).
+  BackgroundFetchManager backgroundFetch() { return BackgroundFetchManager(*this); }
 
   /// A pollable fd: readable when dispatch() has work. For embedding in your own poll loop.
   int fd() const;

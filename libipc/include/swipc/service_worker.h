@@ -14,6 +14,7 @@
 #include "swipc/clients.h"
 #include "swipc/error.h"
 #include "swipc/message_event.h"
+#include "swipc/background_fetch.h"
 #include "swipc/sync.h"
 #include "swipc/types.h"
 #include "swipc/value.h"
@@ -98,6 +99,7 @@ struct ServiceWorkerOptions {
   /// ~/.local/state/swipc/<scope>. Created 0700 when a feature first needs it.
   std::string stateDir;
   BackgroundSyncOptions sync;
+  BackgroundFetchSettings fetch;
 };
 
 /// A message from a client to the service worker.
@@ -116,6 +118,8 @@ struct Counters {
   uint64_t portsOpen = 0;  // entries in the daemon's port table now (a gauge)
   uint64_t syncFired = 0, syncSucceeded = 0, syncFailed = 0, syncTimedOut = 0, syncGaveUp = 0;
   uint64_t syncDroppedEntries = 0;
+  uint64_t fetchStarted = 0, fetchSucceeded = 0, fetchFailed = 0, fetchAborted = 0, fetchResumed = 0;
+  uint64_t fetchRetries = 0, fetchBytes = 0;
   // Quotas (issue 14): refusals and disconnections because a client went past a limit.
   uint64_t channelQuotaRefused = 0, unresponsiveDisconnects = 0, openWindowRefused = 0;
   uint64_t portQuotaRefused = 0;  // messages refused: their sender at --max-ports-per-client
@@ -163,6 +167,14 @@ class ServiceWorker {
   /// online fires every pending tag at once.
   Result<void> setOnline(bool online);
   bool online() const;
+
+  /// Background Fetch (swipc/background_fetch.h): the completion events. Set before listen() to
+  /// see the events of fetches that finished while the daemon was down or before it restarted.
+  void onBackgroundFetchSuccess(std::function<void(BackgroundFetchEventPtr)> fn);
+  void onBackgroundFetchFail(std::function<void(BackgroundFetchEventPtr)> fn);
+  void onBackgroundFetchAbort(std::function<void(BackgroundFetchEventPtr)> fn);
+  /// Every registration (active, or awaiting its completion event), in creation order.
+  std::vector<BackgroundFetchState> backgroundFetches() const;
 
   /// Runs `fn` on the loop once `delay` has passed (service-worker code's asynchronous work, e.g.
   /// settling a sync event later); clearTimeout before then and it never runs. After listen().

@@ -33,6 +33,7 @@
 #include "daemon/outbound.h"
 #include "daemon/port_service.h"
 #include "daemon/window_opener.h"
+#include "fetch/fetch_feature.h"
 #include "sync/sync_feature.h"
 #include "swipc/json.h"
 
@@ -119,6 +120,7 @@ class ServiceWorker::Impl final : public daemon::FeatureHost {
   daemon::WindowOpener opener_;
   daemon::BroadcastFeature broadcast_;
   sync::SyncFeature sync_;
+  fetch::FetchFeature fetch_;
   std::vector<daemon::Feature*> features_;
   std::function<void(const ClientHandle&)> onAttached_;
 
@@ -158,7 +160,8 @@ ServiceWorker::Impl::Impl(ServiceWorker* owner, ServiceWorkerOptions o)
       opener_(*loop_, counters_, opts_),
       broadcast_(daemon::BroadcastHub::Config{opts_.bcRingBytes, opts_.maxMessageBytes, opts_.maxChannels,
                                                  opts_.maxChannelsPerClient}, types_, counters_),
-      sync_(syncOptions(opts_.sync)) {
+      sync_(syncOptions(opts_.sync)),
+      fetch_(opts_.fetch) {
   api_.registerWith(dispatch_);
   ports_.registerWith(dispatch_);
   messages_.registerWith(dispatch_);
@@ -166,6 +169,7 @@ ServiceWorker::Impl::Impl(ServiceWorker* owner, ServiceWorkerOptions o)
   inheritedListen_.reset(std::exchange(opts_.listenFd, -1));
   features_.push_back(&broadcast_);
   features_.push_back(&sync_);
+  features_.push_back(&fetch_);
 }
 
 // ------------------------------------------------------------------------------------------------ setup
@@ -368,6 +372,14 @@ Counters ServiceWorker::Impl::snapshot() const {
   c.syncTimedOut = sc.timedOut;
   c.syncGaveUp = sc.gaveUp;
   c.syncDroppedEntries = sc.droppedEntries;
+  const fetch::FetchCounters fc = fetch_.counters();
+  c.fetchStarted = fc.started;
+  c.fetchSucceeded = fc.succeeded;
+  c.fetchFailed = fc.failed;
+  c.fetchAborted = fc.aborted;
+  c.fetchResumed = fc.resumed;
+  c.fetchRetries = fc.retries;
+  c.fetchBytes = fc.bytesDownloaded;
   return c;
 }
 
@@ -412,6 +424,16 @@ Result<std::vector<std::string>> ServiceWorker::syncTags() const { return impl_-
 std::vector<SyncTagState> ServiceWorker::syncState() const { return impl_->sync_.state(); }
 Result<void> ServiceWorker::setOnline(bool online) { return impl_->sync_.setOnline(online); }
 bool ServiceWorker::online() const { return impl_->sync_.online(); }
+void ServiceWorker::onBackgroundFetchSuccess(std::function<void(BackgroundFetchEventPtr)> fn) {
+  impl_->fetch_.onSuccess(std::move(fn));
+}
+void ServiceWorker::onBackgroundFetchFail(std::function<void(BackgroundFetchEventPtr)> fn) {
+  impl_->fetch_.onFail(std::move(fn));
+}
+void ServiceWorker::onBackgroundFetchAbort(std::function<void(BackgroundFetchEventPtr)> fn) {
+  impl_->fetch_.onAbort(std::move(fn));
+}
+std::vector<BackgroundFetchState> ServiceWorker::backgroundFetches() const { return impl_->fetch_.registrations(); }
 ServiceWorker::TimerId ServiceWorker::setTimeout(std::chrono::milliseconds delay, std::function<void()> fn) {
   return impl_->loop_->addTimer(deadlineIn(delay), [fn = std::move(fn)] { core::callUser("a setTimeout callback", fn); });
 }
@@ -504,6 +526,13 @@ Value Counters::toValue() const {
                      {"syncTimedOut", int64_t(syncTimedOut)},
                      {"syncGaveUp", int64_t(syncGaveUp)},
                      {"syncDroppedEntries", int64_t(syncDroppedEntries)},
+                     {"fetchStarted", int64_t(fetchStarted)},
+                     {"fetchSucceeded", int64_t(fetchSucceeded)},
+                     {"fetchFailed", int64_t(fetchFailed)},
+                     {"fetchAborted", int64_t(fetchAborted)},
+                     {"fetchResumed", int64_t(fetchResumed)},
+                     {"fetchRetries", int64_t(fetchRetries)},
+                     {"fetchBytes", int64_t(fetchBytes)},
                      {"channelQuotaRefused", int64_t(channelQuotaRefused)},
                      {"unresponsiveDisconnects", int64_t(unresponsiveDisconnects)},
                      {"openWindowRefused", int64_t(openWindowRefused)},

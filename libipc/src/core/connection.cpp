@@ -312,6 +312,18 @@ IoStatus Connection::pumpSocket(const ControlHandler& onControl, Error& err) {
       ringFds_[control.getBcRing().getRingId()] = {std::move(d.fds[0]), control.getBcRing().getCapacity()};
       continue;
     }
+    if (control.isFileFd() && role_ == Role::CLIENT) {
+      if (d.fds.size() != 1) {
+        err = makeError(Errc::PROTOCOL_VIOLATION, "file notice without exactly one fd");
+        return IoStatus::FAILED;
+      }
+      if (fileFds_.size() >= FILE_FD_RECEIVER_LIMIT) {
+        err = makeError(Errc::PROTOCOL_VIOLATION, "too many passed files without the envelopes that name them");
+        return IoStatus::FAILED;
+      }
+      fileFds_[control.getFileFd().getToken()] = std::move(d.fds[0]);
+      continue;
+    }
     if (!d.fds.empty()) {
       err = makeError(Errc::PROTOCOL_VIOLATION, "unexpected fds on a control message");
       return IoStatus::FAILED;
@@ -332,6 +344,19 @@ UniqueFd Connection::takeRingFd(uint64_t ringId, uint64_t& capacity) {
   UniqueFd fd = std::move(it->second.first);
   capacity = it->second.second;
   ringFds_.erase(it);
+  return fd;
+}
+
+UniqueFd Connection::takeFileFd(uint64_t token) {
+  auto it = fileFds_.find(token);
+  if (it == fileFds_.end()) {
+    Error err;
+    pumpSocket([](wire::Inbound&&) {}, err);
+    it = fileFds_.find(token);
+    if (it == fileFds_.end()) return UniqueFd();
+  }
+  UniqueFd fd = std::move(it->second);
+  fileFds_.erase(it);
   return fd;
 }
 

@@ -33,6 +33,9 @@ namespace swipc::core {
 /// at this bound; a receiver holding more than OOL_RECEIVER_LIMIT fds from one peer disconnects it.
 inline constexpr size_t OOL_IN_FLIGHT = 32;
 inline constexpr size_t OOL_RECEIVER_LIMIT = 64;
+/// Passed files (Background Fetch bodies) a client holds before the envelope that names them is
+/// read: one answer passes at most one per request of a fetch (MAX_FETCH_REQUESTS).
+inline constexpr size_t FILE_FD_RECEIVER_LIMIT = 1024;
 /// Largest record the receiving fast lane (wire/plain_post.h) reads: small posts are where it
 /// pays, and the reused copy buffer stays small for each of many connections.
 inline constexpr size_t PLAIN_MAX_BYTES = 8192;
@@ -121,6 +124,9 @@ class Connection {
   /// Client side: the channel-ring memfd announced by a Control.bcRing datagram (pumps the socket
   /// if it has not been read yet); invalid fd when the daemon never sent it.
   UniqueFd takeRingFd(uint64_t ringId, uint64_t& capacity);
+  /// Client side: the read-only file a Control.fileFd datagram named `token` (pumps the socket
+  /// if it has not been read yet); invalid fd when the daemon never sent it.
+  UniqueFd takeFileFd(uint64_t token);
 
   /// Sends a Control datagram (no fds) — errors and goodbyes.
   bool sendControl(capnp::MessageBuilder& control);
@@ -148,6 +154,7 @@ class Connection {
   std::unordered_map<uint64_t, UniqueFd> oolFds_;  // seq -> sealed memfd, waiting for its record
   std::deque<uint64_t> oolSent_;                    // ring positions after our in-flight OOL records
   std::unordered_map<uint64_t, std::pair<UniqueFd, uint64_t>> ringFds_;  // ringId -> (memfd, capacity)
+  std::unordered_map<uint64_t, UniqueFd> fileFds_;  // token -> read-only file, waiting for its envelope
 };
 
 }  // namespace swipc::core

@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "common/unique_fd.h"
+#include "sync/state_db.h"
 #include "value.capnp.h"
 #include "wire/limits.h"
 #include "wire/value_codec.h"
@@ -22,37 +23,6 @@ namespace swipc::sync {
 namespace {
 
 using std::chrono::milliseconds;
-
-constexpr const char* DATABASE_FILE = "state.db";
-
-// Schema history. Never edit a step that has shipped: add the next one.
-constexpr sql::Migration MIGRATIONS[] = {
-    {1, R"sql(
-      CREATE TABLE oneshot (
-        tag             TEXT PRIMARY KEY NOT NULL,
-        ord             INTEGER NOT NULL UNIQUE,
-        state           TEXT NOT NULL CHECK (state IN ('pending', 'firing', 'waiting')),
-        attempts        INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
-        next_attempt_ms INTEGER NOT NULL DEFAULT 0,
-        refire          INTEGER NOT NULL DEFAULT 0 CHECK (refire IN (0, 1))
-      );
-      CREATE TABLE entry (
-        seq  INTEGER PRIMARY KEY AUTOINCREMENT,
-        tag  TEXT NOT NULL,
-        data BLOB NOT NULL
-      );
-      CREATE INDEX entry_by_tag ON entry (tag, seq);
-      CREATE TABLE periodic (
-        tag             TEXT PRIMARY KEY NOT NULL,
-        ord             INTEGER NOT NULL UNIQUE,
-        state           TEXT NOT NULL CHECK (state IN ('pending', 'firing', 'waiting')),
-        attempts        INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
-        next_attempt_ms INTEGER NOT NULL DEFAULT 0,
-        min_interval_ms INTEGER NOT NULL CHECK (min_interval_ms >= 0),
-        last_fire_ms    INTEGER NOT NULL
-      );
-    )sql"},
-};
 
 /// The statements that differ only by table, per kind. Column order of SELECTs: tag, ord,
 /// state, attempts, next_attempt_ms, then refire (one-shot) or min_interval_ms, last_fire_ms.
@@ -145,52 +115,6 @@ Result<Value> decodeValue(const std::vector<uint8_t>& bytes) {
   }
 }
 
-/// mkdir -p with mode 0700 for every directory it creates.
-Result<void> makeDirectories(const std::filesystem::path& dir) {
-  std::filesystem::path partial;
-  for (const auto& part : dir) {
-    partial /= part;
-    if (::mkdir(partial.c_str(), 0700) != 0 && errno != EEXIST) {
-      return makeError(Errc::INVALID_STATE, "cannot create " + partial.string() + ": " + std::strerror(errno));
-    }
-  }
-  return {};
-}
-
-/// The directory is there (created when missing) and we may create files in it.
-Result<void> prepareDirectory(const std::filesystem::path& dir) {
-  struct stat st {};
-  if (::stat(dir.c_str(), &st) != 0) {
-    if (errno != ENOENT) return makeError(Errc::INVALID_STATE, std::string("cannot stat: ") + std::strerror(errno));
-    SYNC_TRY(makeDirectories(dir));
-    if (::stat(dir.c_str(), &st) != 0) return makeError(Errc::INVALID_STATE, std::string("cannot stat: ") + std::strerror(errno));
-  }
-  if (!S_ISDIR(st.st_mode)) return makeError(Errc::INVALID_STATE, "not a directory");
-  if (::access(dir.c_str(), W_OK | X_OK) != 0) {
-    return makeError(Errc::INVALID_STATE, std::string("not writable (") + std::strerror(errno) + ")");
-  }
-  return {};
-}
-
-/// The database file exists and is writable; a new one is created 0600 (its -wal and -shm
-/// files inherit its mode).
-Result<void> prepareFile(const std::filesystem::path& file) {
-  UniqueFd fd(::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-  if (!fd) {
-    return makeError(Errc::INVALID_STATE, file.filename().string() + " is not writable (" + std::strerror(errno) + ")");
-  }
-  return {};
-}
-
-Error inDir(const std::filesystem::path& dir, const Error& e, std::string_view what = {}) {
-  std::string message = "state dir " + dir.string() + ": ";
-  if (!what.empty()) {
-    message += what;
-    message += ": ";
-  }
-  return makeError(e.code, message + e.message);
-}
-
 }  // namespace
 
 WallTime wallNow() { return std::chrono::time_point_cast<milliseconds>(std::chrono::system_clock::now()); }
@@ -214,26 +138,12 @@ milliseconds retryDelay(const RetryPolicy& policy, int failedAttempts) {
 // ---- open ----
 
 Result<std::unique_ptr<SyncStore>> SyncStore::open(const std::filesystem::path& stateDir) {
-  if (auto r = prepareDirectory(stateDir); !r) return inDir(stateDir, r.error());
-  const std::filesystem::path file = stateDir / DATABASE_FILE;
-  if (auto r = prepareFile(file); !r) return inDir(stateDir, r.error());
-
-  auto db = sql::Database::open(file.string());
-  if (!db) {
-    const bool corrupt = db.error().code == Errc::INVALID_STATE;
-    return inDir(stateDir, db.error(), corrupt ? "database is corrupt" : "cannot open database");
+  auto db = openStateDatabase(stateDir);
+  if (!db) return db.error();
+  std::unique_ptr<SyncStore> store(new SyncStore(std::move(*db), stateDatabasePath(stateDir)));
+  if (auto r = store->recoverInterruptedEvents(); !r) {
+    return makeError(r.error().code, "state dir " + stateDir.string() + ": cannot write database: " + r.error().message);
   }
-  auto check = db->checkIntegrity(/*quick=*/true);
-  if (!check) return inDir(stateDir, check.error(), "database is corrupt");
-  if (*check != "ok") {
-    return inDir(stateDir, makeError(Errc::INVALID_STATE, *check), "database is corrupt");
-  }
-  if (auto version = sql::migrate(*db, MIGRATIONS); !version) {
-    const bool newer = version.error().code == Errc::INVALID_STATE;
-    return inDir(stateDir, version.error(), newer ? "" : "cannot write database");
-  }
-  std::unique_ptr<SyncStore> store(new SyncStore(std::move(*db), file));
-  if (auto r = store->recoverInterruptedEvents(); !r) return inDir(stateDir, r.error(), "cannot write database");
   return store;
 }
 

@@ -115,8 +115,10 @@ TEST_F(SyncStoreTest, OpenMigratesToTheLatestSchemaVersion) {
   sut_.reset();
   auto db = sql::Database::open((stateDir() / "state.db").string());
   ASSERT_TRUE(db.ok());
-  EXPECT_EQ(*db->queryInt("PRAGMA user_version"), 1);
+  EXPECT_EQ(*db->queryInt("PRAGMA user_version"), 2);
   EXPECT_EQ(*db->queryInt("SELECT COUNT(*) FROM sqlite_schema WHERE name IN ('oneshot', 'entry', 'periodic')"), 3);
+  // Version 2: Background Fetch's tables in the same file.
+  EXPECT_EQ(*db->queryInt("SELECT COUNT(*) FROM sqlite_schema WHERE name IN ('fetch_registration', 'fetch_request')"), 2);
 }
 
 TEST_F(SyncStoreTest, OpenRefusesAStateDirThatIsNotADirectory) {
