@@ -10,6 +10,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libcli11-dev nlohmann-json3-dev
   libsqlite3-dev libcurl4-openssl-dev libbenchmark-dev libssl-dev
   procps
+  nginx-light  # tests/support/http_fixture.h starts its own nginx on a free 127.0.0.1 port
   systemd  # systemd-socket-activate: the socket-activation test (not made init by installing it)
 )
 
@@ -34,7 +35,34 @@ else
   exit 1
 fi
 
+# The nginx package would start a system nginx on port 80 as it installs, and at every boot.
+# The tests never use it (each starts its own), so keep it from starting: a policy-rc.d that
+# denies service starts while apt runs (unless the machine already has one), and the unit
+# disabled afterwards. Only when this script installs nginx: a system nginx already there is
+# somebody's and stays as it is.
+installs_nginx=0
+for pkg in "${missing[@]}"; do
+  case "$pkg" in nginx-light | nginx | nginx-common) installs_nginx=1 ;; esac
+done
+policy_rc_d=/usr/sbin/policy-rc.d
+own_policy=0
+if [ "$installs_nginx" -eq 1 ] && [ ! -e "$policy_rc_d" ]; then
+  printf '#!/bin/sh\n# install-deps.sh: no service starts while apt runs\nexit 101\n' |
+    "${SUDO[@]}" tee "$policy_rc_d" >/dev/null
+  "${SUDO[@]}" chmod 755 "$policy_rc_d"
+  own_policy=1
+  trap '"${SUDO[@]}" rm -f "$policy_rc_d"' EXIT
+fi
+
 echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
 "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${PACKAGES[@]}"
+
+if [ "$installs_nginx" -eq 1 ]; then
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+    "${SUDO[@]}" systemctl disable --now nginx.service >/dev/null 2>&1 || true
+  elif [ "$own_policy" -eq 0 ] && command -v service >/dev/null 2>&1; then
+    "${SUDO[@]}" service nginx stop >/dev/null 2>&1 || true  # started despite an existing policy
+  fi
+fi
