@@ -150,7 +150,9 @@ Result<CurlMulti::TransferId> CurlMulti::start(const TransferSpec& spec, Transfe
   // No "Expect: 100-continue" round trip before a body.
   t->headerList = curl_slist_append(t->headerList, "Expect:");
   if (spec.resumeFrom > 0) {
-    set(CURLOPT_RESUME_FROM_LARGE, static_cast<curl_off_t>(spec.resumeFrom));
+    // CURLOPT_RANGE, not RESUME_FROM: libcurl fails a resume answered 200 (CURLE_RANGE_ERROR);
+    // the fetcher restarts that body from 0 instead (DESIGN §15).
+    set(CURLOPT_RANGE, (std::to_string(spec.resumeFrom) + "-").c_str());
     if (!spec.ifRange.empty()) {
       std::string line = "If-Range: " + spec.ifRange;
       t->headerList = curl_slist_append(t->headerList, line.c_str());
