@@ -10,8 +10,13 @@
 //                                  system; medians of --runs alternating runs          [>= 0.9]
 //   fetch_daemon_peak_rss_<size>   the daemon's peak RSS (VmHWM) growth over the downloads, MiB,
 //                                  vs curl's own peak RSS (getrusage of the child)    [flat]
-//   fetch_messagesw_p99_4downloads messageSW (64 B ECHO) p99 while 4 fetches of --bytes/4 run,
+//   fetch_messagesw_p99_4downloads_vs_idle
+//                                  messageSW (64 B ECHO) p99 while 4 fetches of --bytes/4 run,
 //                                  vs idle p99 in the same run                         [<= 2]
+//   fetch_messagesw_p99_4downloads_vs_4curl
+//                                  the same p99 vs messageSW p99 while four `curl -o` processes
+//                                  download the same files (the machine's share: on 2 cores the
+//                                  downloads take both cores, whoever runs them)
 //   fetch_progress_fanout_<N>pages spread (ms) between the first and the last of N page
 //                                  processes receiving a fetch's final progress event, vs the
 //                                  same N pages receiving one BroadcastChannel post   [—]
@@ -342,7 +347,7 @@ int main(int argc, char** argv) {
   try {
     writeBody(www + "/body.bin", bytes);
     writeBody(www + "/quarter.bin", bytes / 4);
-    writeBody(www + "/fan.bin", 4 << 20);
+    writeBody(www + "/fan.bin", 32 << 20);
     Nginx nginx(www);
     sb::DaemonProcess daemon(daemonPath, SCOPE, {"--fetch-max-connections", "6"});
     swipc::Client client = sb::attachWithRetry(daemon, SCOPE);
@@ -368,6 +373,24 @@ int main(int argc, char** argv) {
 
     // messageSW tail while 4 downloads run, against idle in the same run.
     auto idle = messageSwSamples(client, pings);
+    // Running while any of the four has not ended (its state follows the progress events).
+    // (First the same at an Internet-like 25 MB/s per download, then unthrottled.)
+    {
+      std::vector<swipc::BackgroundFetchRegistration> slow;
+      for (int i = 0; i < 4; ++i) {
+        auto reg = client.backgroundFetch().fetch("slow-" + std::to_string(i), {nginx.url("/fan.bin?rate=26214400")},
+                                                  {}, swipc::deadlineIn(10s));
+        if (!reg) throw std::runtime_error("fetch: " + reg.error().describe());
+        slow.push_back(*reg);
+      }
+      auto slowRunning = [&] {
+        return std::any_of(slow.begin(), slow.end(), [](const auto& r) { return r.state().result.empty(); });
+      };
+      auto throttled = messageSwSamples(client, pings / 4, slowRunning);
+      const sb::Latency li = sb::summarize(idle), lt = sb::summarize(throttled);
+      sb::emit("fetch_bench", "fetch_messagesw_p99_4downloads_25MBps_vs_idle", lt.p99Ns / 1000.0, "us", li.p99Ns / 1000.0);
+      waitSettled(client);
+    }
     int finals = 0;
     std::vector<swipc::BackgroundFetchRegistration> regs;
     for (int i = 0; i < 4; ++i) {
@@ -377,11 +400,28 @@ int main(int argc, char** argv) {
       reg->onProgress([&](const swipc::BackgroundFetchState& s) { finals += s.result.empty() ? 0 : 1; });
       regs.push_back(*reg);
     }
-    auto loaded = messageSwSamples(client, pings / 4, [&] { return finals < 4; });
-    const sb::Latency li = sb::summarize(idle), ll = sb::summarize(loaded);
-    sb::emit("fetch_bench", "fetch_messagesw_p99_4downloads", ll.p99Ns / 1000.0, "us", li.p99Ns / 1000.0);
-    sb::emit("fetch_bench", "fetch_messagesw_p50_4downloads", ll.p50Ns / 1000.0, "us", li.p50Ns / 1000.0);
+    auto running = [&] {
+      return std::any_of(regs.begin(), regs.end(), [](const auto& r) { return r.state().result.empty(); });
+    };
+    auto loaded = messageSwSamples(client, pings / 4, running);
+    (void)finals;
     waitSettled(client);
+    // The machine's own share: the same four downloads by four `curl -o` processes (the daemon
+    // idle but for messageSW). On 2 cores the downloads take both, whoever does them.
+    std::vector<pid_t> curls;
+    for (int i = 0; i < 4; ++i)
+      curls.push_back(spawn({"curl", "-s", "-o", out + "/c" + std::to_string(i), nginx.url("/quarter.bin")}));
+    auto curlsRunning = [&] {
+      for (pid_t& p : curls)
+        if (p > 0 && ::waitpid(p, nullptr, WNOHANG) == p) p = -1;
+      return std::any_of(curls.begin(), curls.end(), [](pid_t p) { return p > 0; });
+    };
+    auto byCurl = messageSwSamples(client, pings / 4, curlsRunning);
+    for (int i = 0; i < 4; ++i) std::filesystem::remove(out + "/c" + std::to_string(i));
+    const sb::Latency li = sb::summarize(idle), ll = sb::summarize(loaded), lc = sb::summarize(byCurl);
+    sb::emit("fetch_bench", "fetch_messagesw_p99_4downloads_vs_idle", ll.p99Ns / 1000.0, "us", li.p99Ns / 1000.0);
+    sb::emit("fetch_bench", "fetch_messagesw_p99_4downloads_vs_4curl", ll.p99Ns / 1000.0, "us", lc.p99Ns / 1000.0);
+    sb::emit("fetch_bench", "fetch_messagesw_p50_4downloads_vs_idle", ll.p50Ns / 1000.0, "us", li.p50Ns / 1000.0);
 
     // Progress fan-out: N pages follow one throttled fetch; the final event's spread across them
     // against one BroadcastChannel post to the same N pages.
@@ -394,8 +434,8 @@ int main(int argc, char** argv) {
       swipc::BroadcastChannel bc(client, "fanout");
       bc.postMessage(swipc::Value("go"));
       const double bcSpread = spreadMs(pages.waitAll("\"bc.message\""));
-      // 4 MiB at 8 MiB/s: about half a second of progress events.
-      auto reg = client.backgroundFetch().fetch("fan", {nginx.url("/fan.bin?rate=8388608")}, {},
+      // 32 MiB at 64 MiB/s: about half a second of progress events.
+      auto reg = client.backgroundFetch().fetch("fan", {nginx.url("/fan.bin?rate=67108864")}, {},
                                                 swipc::deadlineIn(10s));
       if (!reg) throw std::runtime_error("fetch: " + reg.error().describe());
       pages.sendAll(R"({"op":"bgfetch.get","fetchId":"fan","id":"g"})");

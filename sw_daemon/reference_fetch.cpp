@@ -14,7 +14,8 @@ namespace swipc::daemon {
 
 namespace {
 
-constexpr size_t CHUNK_BYTES = 1 << 20;
+// A chunk per loop turn: hashing it costs well under a millisecond, so other pages wait no longer.
+constexpr size_t CHUNK_BYTES = 256 << 10;
 
 /// One completion event being read: its records, the one being hashed, what is known so far.
 struct Reading {

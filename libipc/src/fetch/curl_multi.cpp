@@ -18,6 +18,10 @@ constexpr long CONNECT_TIMEOUT_MS = 30000;
 // connection failure (and a GET is retried) instead of holding a slot forever.
 constexpr long LOW_SPEED_SECONDS = 60;
 constexpr long RECEIVE_BUFFER_BYTES = 512 * 1024;
+// libcurl drains a fast socket in one go (up to a hundred reads per call). Past this many bytes
+// in one loop turn a transfer pauses and resumes at the next turn, so a local gigabit download
+// takes slices of well under a millisecond of the loop and the pages' messages are served between them.
+constexpr uint64_t TURN_BUDGET_BYTES = 256 << 10;
 
 CURLM* multiOf(void* p) { return static_cast<CURLM*>(p); }
 
@@ -56,6 +60,9 @@ struct CurlMulti::Transfer {
   bool responseDelivered = false;
   bool cancelled = false;
   bool added = false;
+  bool paused = false;
+  uint64_t turn = 0;       // the act() the bytes below were counted in
+  uint64_t turnBytes = 0;
   uint64_t uploaded = 0;
   char error[CURL_ERROR_SIZE] = {};
 };
@@ -256,10 +263,25 @@ int CurlMulti::onTimer(void* /*multi*/, long timeoutMs, void* selfp) {
 
 void CurlMulti::act(int fd, int events) {
   int running = 0;
+  ++turn_;
   ++depth_;
   curl_multi_socket_action(multiOf(multi_), fd, events, &running);
   --depth_;
   for (TransferId id : std::exchange(toRelease_, {})) release(id);
+  finishCompleted();
+}
+
+void CurlMulti::resume(TransferId id) {
+  auto it = transfers_.find(id);
+  if (it == transfers_.end() || !it->second->paused) return;
+  Transfer& t = *it->second;
+  t.paused = false;
+  t.turn = ++turn_;  // a fresh budget for what libcurl delivers now
+  t.turnBytes = 0;
+  ++depth_;
+  curl_easy_pause(t.easy, CURLPAUSE_CONT);
+  --depth_;
+  for (TransferId r : std::exchange(toRelease_, {})) release(r);
   finishCompleted();
 }
 
@@ -327,6 +349,19 @@ size_t CurlMulti::onWrite(char* data, size_t size, size_t n, void* tp) {
     return 0;
   }
   if (t->cancelled) return 0;  // the sink cancelled it from onResponse
+  CurlMulti& m = *t->owner;
+  if (t->turn != m.turn_) {
+    t->turn = m.turn_;
+    t->turnBytes = 0;
+  }
+  if (t->turnBytes >= TURN_BUDGET_BYTES && !t->paused) {
+    // libcurl keeps these bytes and hands them again once resumed (next loop turn).
+    t->paused = true;
+    const TransferId id = t->id;
+    m.loop_.post([&m, id] { m.resume(id); });
+    return CURL_WRITEFUNC_PAUSE;
+  }
+  t->turnBytes += bytes;
   if (!t->sink->onBody(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data), bytes))) return 0;
   return bytes;
 }

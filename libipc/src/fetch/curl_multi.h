@@ -89,6 +89,8 @@ class CurlMulti {
   /// curl_multi_socket_action for `fd` (or the timeout), then finishes what completed.
   void act(int fd, int events);
   void finishCompleted();
+  /// Resumes a transfer paused for its turn budget.
+  void resume(TransferId id);
   void release(TransferId id);
   bool deliverResponse(Transfer& t);
 
@@ -99,6 +101,7 @@ class CurlMulti {
   TransferId nextId_ = 1;
   std::unordered_map<TransferId, std::unique_ptr<Transfer>> transfers_;
   std::unordered_map<int, std::unique_ptr<SocketWatch>> sockets_;
+  uint64_t turn_ = 0;  // act() calls so far: a transfer's byte budget is per turn
   int depth_ = 0;  // > 0 while inside libcurl: removals wait (curl forbids them in callbacks)
   std::vector<TransferId> toRelease_;
 };

@@ -2,7 +2,9 @@
 // and its body files under <stateDir>/fetch/<ord>/<idx>.
 //
 // What is committed, and when (so a daemon killed at any point resumes correctly):
-//   create()         the registration and its requests, before the page's ok
+//   create()         the registration and its requests, before the page's ok (synchronous=FULL:
+//                    on disk; every later commit is synchronous=NORMAL: it survives a kill -9,
+//                    and a power cut can only make some bytes download again)
 //   setResponse()    a request's status, headers and validator (ETag / Last-Modified) once its
 //                    response arrived: what If-Range needs to resume it
 //   setComplete()    a request whose body is whole on disk
@@ -16,9 +18,13 @@
 // @concurrent: single-threaded (the daemon's loop).
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <filesystem>
 #include <memory>
+#include <mutex>
+#include <thread>
 #include <optional>
 #include <string>
 #include <vector>
@@ -68,20 +74,32 @@ class FetchStore {
   Result<void> setComplete(int64_t ord, uint32_t idx);
   Result<void> raiseFloor(int64_t ord, uint64_t floor);
   Result<void> setResult(int64_t ord, const std::string& result, const std::string& failureReason);
-  /// Deletes the rows, then the body files.
+  /// Deletes the rows, then the body files. The files are renamed out of the way at once and
+  /// unlinked by a background thread: freeing a 1 GiB file's blocks takes the file system tens
+  /// of milliseconds, which the daemon's loop must not wait for.
   Result<void> erase(int64_t ord);
 
   /// Where request `idx` of registration `ord` stores its body (the directory is made on demand).
   std::filesystem::path bodyPath(int64_t ord, uint32_t idx) const;
   Result<void> makeBodyDir(int64_t ord) const;
   /// Body files of registrations the database no longer has (a crash between erase's commit and
-  /// the unlink): removed at open.
-  void removeOrphanBodies(const std::vector<StoredRegistration>& live) const;
+  /// the unlink, or before the janitor was done): handed to the janitor at open.
+  void removeOrphanBodies(const std::vector<StoredRegistration>& live);
 
  private:
-  FetchStore(sync::sql::Database db, std::filesystem::path dir) : db_(std::move(db)), dir_(std::move(dir)) {}
+  FetchStore(sync::sql::Database db, std::filesystem::path dir);
+  void janitor();
+  Result<void> createCommitted(StoredRegistration& reg);
+
   sync::sql::Database db_;
   std::filesystem::path dir_;  // <stateDir>/fetch
+  uint64_t trashed_ = 0;
+  // The janitor thread: removes what erase() renamed away (joined in the destructor).
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::filesystem::path> trash_;
+  bool stopping_ = false;
+  std::thread janitor_;
 };
 
 /// JSON text of headers ([[name, value], ...]) and back.

@@ -184,7 +184,7 @@ TEST_F(SyncStoreTest, OpenRefusesADatabaseFromANewerBuild) {
   }
   Error e = openFails(stateDir());
   EXPECT_EQ(e.code, Errc::INVALID_STATE);
-  EXPECT_NE(e.message.find("schema version 99 is newer than this build's 1"), std::string::npos) << e.message;
+  EXPECT_NE(e.message.find("schema version 99 is newer than this build's 2"), std::string::npos) << e.message;
   checkIntegrity_ = false;  // the file is fine, but this build cannot open it
 }
 
