@@ -615,6 +615,40 @@ TEST_F(BackgroundFetchTest, DownloadCompletesAfterEveryPageExitedAndTheServiceWo
   EXPECT_EQ(o->anyProgressCount(), 0u);
 }
 
+// A 1 GiB body streams to disk: the daemon's memory stays flat while it downloads (issue 16), and
+// it keeps answering other pages meanwhile (how fast is fetch_bench's business, not a test's).
+TEST_F(BackgroundFetchTest, OneGibDownloadKeepsTheDaemonsMemoryFlat) {
+  HttpTestServer http;
+  ASSERT_TRUE(startDaemon({{"--fetch-progress-ms", "200"}}));
+  constexpr uint64_t SIZE = uint64_t{1} << 30;
+  const std::string url = http.url("/gen/1073741824?seed=11");
+  Page* o = observer();
+  Page* p = page();
+  const long before = rssKiB(daemon->pid());
+  ASSERT_TRUE(isOk(p->fetch("big", json::array({url}))));
+  long peak = before;
+  uint64_t seen = 0;
+  int answered = 0;
+  for (;;) {
+    auto ev = p->take([](const json& j) { return isProgress(j, "big"); }, 120s);
+    ASSERT_TRUE(ev) << "no progress (stuck at " << seen << " bytes)";
+    peak = std::max(peak, rssKiB(daemon->pid()));
+    seen = ev->j.value("downloaded", uint64_t{0});
+    if (!ev->j.value("result", std::string()).empty()) break;
+    // Another page's messageSW is answered while the download runs.
+    if (o->messageSW({{"type", "ECHO"}, {"n", answered}}) == json({{"type", "ECHO"}, {"n", answered}})) ++answered;
+  }
+  EXPECT_EQ(seen, SIZE);
+  EXPECT_GT(answered, 0) << "no messageSW was answered during the download";
+  auto rep = o->report("big", 120s);
+  ASSERT_TRUE(reportIs(rep, "success", "success", ""));
+  EXPECT_TRUE(recordIs((*rep)["records"], url, 200, SIZE, generatedBodySha256(SIZE, 11)));
+  if (rssFiguresHold()) {
+    EXPECT_LT(peak - before, 48 * 1024) << "daemon RSS grew from " << before << " KiB to " << peak << " KiB";
+  }
+  EXPECT_TRUE(waitSettled(*o, "big", 60s));
+}
+
 // ------------------------------------------------------------------------------------------------ records
 
 TEST_F(BackgroundFetchTest, MatchAllListsRecordsInRequestOrderWithBodiesOnlyOnceComplete) {
