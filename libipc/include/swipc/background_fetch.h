@@ -103,7 +103,8 @@ class BackgroundFetchRegistration {
 
   const BackgroundFetchState& state() const;
   const std::string& id() const { return state().id; }
-  /// Runs on every progress event for this registration (the final one included).
+  /// Runs on every progress event for this registration (the final one included). Added after
+  /// the final event arrived and before any callback saw it, it runs at once with that state.
   void onProgress(std::function<void(const BackgroundFetchState&)> fn);
   /// true when it was active (the download stops; result failure/aborted), else false.
   void abort(std::function<void(Result<bool>)> done);

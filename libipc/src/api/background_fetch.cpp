@@ -59,7 +59,12 @@ Value BackgroundFetchState::toValue() const {
 const BackgroundFetchState& BackgroundFetchRegistration::state() const { return s_->state; }
 
 void BackgroundFetchRegistration::onProgress(std::function<void(const BackgroundFetchState&)> fn) {
-  s_->onProgress.push_back(std::move(fn));
+  s_->onProgress.push_back(fn);
+  if (s_->final && !s_->finalHandled) {
+    // The final event came before any callback was there to see it: this one gets it now.
+    s_->finalHandled = true;
+    fn(s_->state);
+  }
 }
 
 void BackgroundFetchRegistration::abort(std::function<void(Result<bool>)> done) {

@@ -230,6 +230,7 @@ void PageFetch::update(const SharedPtr& shared, BackgroundFetchState state, bool
   if (!notify) return;
   // Each callback sees the state of this event, even when later ones changed it since.
   ctx_.queue.deliver([shared, event = shared->state] {
+    if (!event.result.empty() && !shared->onProgress.empty()) shared->finalHandled = true;
     for (size_t i = 0; i < shared->onProgress.size(); ++i) {  // one may add another
       auto fn = shared->onProgress[i];
       fn(event);

@@ -51,6 +51,10 @@ struct BackgroundFetchRegistration::Shared {
   /// The final progress event (result not empty) was delivered, or the registration was already
   /// complete when the page got it: no callback runs any more.
   bool final = false;
+  /// The final event reached at least one onProgress callback. While false after `final`, a
+  /// callback added now is given the final state once (it came before the page could add one,
+  /// e.g. inside the blocking fetch() that made the registration).
+  bool finalHandled = false;
   std::vector<std::function<void(const BackgroundFetchState&)>> onProgress;
   /// The page's fetch feature while the page lives (nullptr after it closed).
   std::shared_ptr<fetch::PageFetch*> owner;

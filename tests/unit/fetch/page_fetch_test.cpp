@@ -140,6 +140,25 @@ TEST_F(PageFetchTest, ProgressUpdatesTheStateAndRunsCallbacksUpToTheFinalEvent) 
   EXPECT_EQ(sut().followed("f1"), nullptr);
 }
 
+TEST_F(PageFetchTest, ACallbackAddedAfterAnUnseenFinalEventGetsItOnce) {
+  SharedPtr reg = fetched({.id = "f1"});
+  ASSERT_TRUE(reg);
+  // The final event arrives (and is dispatched) before the page added any callback, as when it
+  // comes inside the blocking fetch() that made the registration.
+  progress({.id = "f1", .downloaded = 10, .result = "success"});
+  ASSERT_TRUE(rig.runUntil([&] { return reg->final; }));
+  rig.runUntil([] { return false; }, std::chrono::milliseconds(20));
+  BackgroundFetchRegistration handle(reg);
+  std::vector<BackgroundFetchState> seen;
+  handle.onProgress([&](const BackgroundFetchState& s) { seen.push_back(s); });
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].result, "success");
+  // Once, to the first callback only: it was handled.
+  int later = 0;
+  handle.onProgress([&](const BackgroundFetchState&) { ++later; });
+  EXPECT_EQ(later, 0);
+}
+
 TEST_F(PageFetchTest, ProgressForAnIdNotFollowedIsIgnored) {
   SharedPtr reg = fetched({.id = "f1"});
   ASSERT_TRUE(reg);
