@@ -224,6 +224,19 @@ struct Goodbye {
   reason @0 :Text;
 }
 
+# swctl (DESIGN §17): sent instead of a Hello on a fresh connection. The daemon answers one
+# inspectReply from its loop and closes: no client id, no rings, not counted as a client.
+struct InspectRequest {
+  command @0 :Text;                # status | clients | channels | ports | sync | fetches
+}
+
+# The answer: one JSON object, inline in `json`; when it is too large for a datagram, `json` is
+# empty and the datagram carries one fd, a sealed memfd holding `bytes` bytes of JSON.
+struct InspectReply {
+  json @0 :Text;
+  bytes @1 :UInt64;
+}
+
 struct Control {
   union {
     hello @0 :Hello;
@@ -233,5 +246,7 @@ struct Control {
     goodbye @4 :Goodbye;
     bcRing @5 :BcRing;
     fileFd @6 :FileFd;
+    inspect @7 :InspectRequest;
+    inspectReply @8 :InspectReply;
   }
 }

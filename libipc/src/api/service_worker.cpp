@@ -29,6 +29,7 @@
 #include "daemon/clients_api.h"
 #include "daemon/dispatch.h"
 #include "daemon/feature.h"
+#include "daemon/inspector.h"
 #include "daemon/messages.h"
 #include "daemon/outbound.h"
 #include "daemon/port_service.h"
@@ -58,6 +59,18 @@ sync::FeatureOptions syncOptions(const BackgroundSyncOptions& o) {
                                                  : sync::ConnectivityMode::AUTO;
   f.startOffline = o.startOffline;
   return f;
+}
+
+/// swctl sync's tags: {"tag","state","attempts","entries","nextAttemptMs"} each.
+Value syncTagsValue(const std::vector<SyncTagState>& tags) {
+  Value::List out;
+  for (const auto& t : tags)
+    out.push_back(Value::map({{"tag", t.tag},
+                              {"state", t.state},
+                              {"attempts", t.attempts},
+                              {"entries", static_cast<int64_t>(t.entries)},
+                              {"nextAttemptMs", t.nextAttemptMs}}));
+  return out;
 }
 
 }  // namespace
@@ -121,6 +134,7 @@ class ServiceWorker::Impl final : public daemon::FeatureHost {
   daemon::BroadcastFeature broadcast_;
   sync::SyncFeature sync_;
   fetch::FetchFeature fetch_;
+  daemon::Inspector inspector_;
   std::vector<daemon::Feature*> features_;
   std::function<void(const ClientHandle&)> onAttached_;
 
@@ -161,11 +175,21 @@ ServiceWorker::Impl::Impl(ServiceWorker* owner, ServiceWorkerOptions o)
       broadcast_(daemon::BroadcastHub::Config{opts_.bcRingBytes, opts_.maxMessageBytes, opts_.maxChannels,
                                                  opts_.maxChannelsPerClient}, types_, counters_),
       sync_(syncOptions(opts_.sync)),
-      fetch_(opts_.fetch) {
+      fetch_(opts_.fetch),
+      inspector_(api_, [this]() -> const daemon::BroadcastHub& { return broadcast_.hub(); },
+                 [this]() -> const daemon::PortRouter& { return ports_.router(); }, opts_.version,
+                 {.counters = [this] { return snapshot().toValue(); },
+                  .syncTags = [this] { return syncTagsValue(sync_.state()); },
+                  .fetches = [this] {
+                    Value::List out;
+                    for (const auto& r : fetch_.registrations()) out.push_back(r.toValue());
+                    return Value(std::move(out));
+                  }}) {
   api_.registerWith(dispatch_);
   ports_.registerWith(dispatch_);
   messages_.registerWith(dispatch_);
   attach_.onAdmit([this](std::unique_ptr<daemon::ClientRecord> r, const core::HelloInfo& h) { admit(std::move(r), h); });
+  attach_.onInspect([this](std::string_view command) { return inspector_.answer(command); });
   inheritedListen_.reset(std::exchange(opts_.listenFd, -1));
   features_.push_back(&broadcast_);
   features_.push_back(&sync_);

@@ -2,11 +2,13 @@
 
 #include <kj/exception.h>
 
+#include <fcntl.h>
 #include <poll.h>
 #include <unistd.h>
 
 #include <cstring>
 
+#include "shm/memfd.h"
 #include "wire/codec.h"
 #include "wire/limits.h"
 
@@ -201,6 +203,89 @@ Result<std::unique_ptr<Connection>> sendWelcome(UniqueFd socket, const WelcomeIn
     return makeError(Errc::DISCONNECTED, "could not send Welcome");
   (*conn)->forgetPassedFds();
   return conn;
+}
+
+// ------------------------------------------------------------------------------------------------ inspector
+
+namespace {
+
+/// Replies up to this size travel inline (a control datagram is read into MAX_CONTROL_BYTES).
+constexpr size_t INSPECT_INLINE_BYTES = 4096;
+/// A reply in a memfd larger than this is refused by the inspector (10,000 clients take ~2 MB).
+constexpr size_t INSPECT_MAX_BYTES = 256ull << 20;
+
+Result<std::string> readInspectMemfd(const UniqueFd& fd, uint64_t bytes) {
+  auto seals = shm::getSeals(fd.get());
+  if (!seals) return seals.error();
+  const unsigned need = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE;
+  if ((*seals & need) != need) return makeError(Errc::PROTOCOL_VIOLATION, "inspect reply memfd is not sealed");
+  auto size = shm::fileSize(fd.get());
+  if (!size) return size.error();
+  if (bytes > INSPECT_MAX_BYTES || *size != bytes)
+    return makeError(Errc::PROTOCOL_VIOLATION, "inspect reply of " + std::to_string(bytes) + " bytes in a memfd of " +
+                                                   std::to_string(*size));
+  std::string out(bytes, '\0');
+  size_t done = 0;
+  while (done < bytes) {
+    ssize_t r = ::pread(fd.get(), out.data() + done, bytes - done, static_cast<off_t>(done));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return makeError(Errc::PROTOCOL_VIOLATION, "inspect reply memfd is short");
+    done += static_cast<size_t>(r);
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<std::string> inspectDaemon(const std::string& socketPath, const std::string& command, Deadline deadline) {
+  auto sock = waitConnectSeqpacket(socketPath, deadline);
+  if (!sock) return sock.error();
+  if (auto r = checkDaemonIdentity(sock->get(), socketPath); !r) return r.error();
+  capnp::MallocMessageBuilder mb(64);
+  mb.initRoot<schema::Control>().initInspect().setCommand(command);
+  auto words = capnp::messageToFlatArray(mb);
+  IoStatus s = sendDatagram(sock->get(), words.begin(), words.size() * sizeof(capnp::word));
+  if (s == IoStatus::AGAIN) return makeError(Errc::ATTACH_TIMEOUT, "daemon's socket is full");
+  const bool hungUp = s != IoStatus::OK;  // a refusal may wait in our queue: read it first
+  Datagram d;
+  if (auto r = receiveAnswer(sock->get(), d, deadline); !r) {
+    if (hungUp && r.error().code == Errc::NO_DAEMON) return makeError(Errc::NO_DAEMON, "daemon hung up before answering");
+    return r.error();
+  }
+  auto in = decodeControl(d);
+  if (!in) return in.error();
+  auto control = in->control();
+  if (control.isError()) {
+    Errc code = Errc::PROTOCOL_VIOLATION;
+    errorFromName(control.getError().getName().cStr(), code);
+    return makeError(code, control.getError().getMessage().cStr());
+  }
+  if (!control.isInspectReply()) return makeError(Errc::PROTOCOL_VIOLATION, "expected an InspectReply");
+  auto reply = control.getInspectReply();
+  if (d.fds.empty()) return std::string(reply.getJson().cStr());
+  if (d.fds.size() != 1) return makeError(Errc::PROTOCOL_VIOLATION, "InspectReply with more than one fd");
+  return readInspectMemfd(d.fds[0], reply.getBytes());
+}
+
+bool sendInspectReply(int socketFd, const std::string& json) {
+  capnp::MallocMessageBuilder mb(128);
+  auto reply = mb.initRoot<schema::Control>().initInspectReply();
+  if (json.size() <= INSPECT_INLINE_BYTES) {
+    reply.setJson(json);
+    return sendControlWords(socketFd, mb);
+  }
+  auto fd = shm::createMemfd("swipc-inspect", json.size());
+  if (!fd) return false;
+  size_t done = 0;
+  while (done < json.size()) {
+    ssize_t r = ::pwrite(fd->get(), json.data() + done, json.size() - done, static_cast<off_t>(done));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    done += static_cast<size_t>(r);
+  }
+  if (!shm::addSeals(fd->get(), F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL)) return false;
+  reply.setBytes(json.size());
+  return sendControlWords(socketFd, mb, {fd->get()});
 }
 
 }  // namespace swipc::core

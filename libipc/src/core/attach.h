@@ -50,4 +50,14 @@ Result<std::unique_ptr<Connection>> sendWelcome(UniqueFd socket, const WelcomeIn
 /// Sends an error control message (best effort, never blocks).
 void sendControlError(int socketFd, Errc code, const std::string& message);
 
+// ---- inspector (swctl, DESIGN §17): an InspectRequest instead of a Hello; one InspectReply back
+
+/// Client side, blocking until `deadline`: connect, check the daemon's uid as attachToDaemon does,
+/// send InspectRequest{command}, wait for the InspectReply: its JSON text. NoDaemon,
+/// AttachTimeout, ProtocolViolation, or the daemon's refusal by name (InvalidAccessError, ...).
+Result<std::string> inspectDaemon(const std::string& socketPath, const std::string& command, Deadline deadline);
+/// Daemon side: sends `json` as one InspectReply, inline when small, else in a sealed memfd.
+/// Never blocks: false when the datagram did not go (the peer's queue is full, or it left).
+bool sendInspectReply(int socketFd, const std::string& json);
+
 }  // namespace swipc::core

@@ -118,22 +118,25 @@ void AttachServer::onListenReadable() {
       refuse(std::move(sock), Errc::INVALID_ACCESS, "peer uid not allowed");
       continue;
     }
-    if (clients_.size() + pending_.size() >= opts_.maxClients) {
-      ++counters_.rejectedClients;
-      core::log().warn("rejected pid={}: max clients ({}) reached", cred->pid, opts_.maxClients);
-      refuse(std::move(sock), Errc::QUOTA_EXCEEDED, "daemon has reached --max-clients " + std::to_string(opts_.maxClients));
-      continue;
-    }
-    if (auto over = overUidQuota(cred->uid)) {
+    if (pendingCount(cred->uid) >= opts_.maxPendingPerUid) {
       ++counters_.rejectedClients;
       ++counters_.uidQuotaRefused;
+      auto over = overUidQuota(cred->uid);
       core::log().warn("rejected pid={} uid={}: {}", cred->pid, cred->uid, over->message);
       refuse(std::move(sock), over->code, over->message);
       continue;
     }
+    // The client limits apply to a Hello only: whether this is an inspector is known once its
+    // first datagram comes (the pending-per-uid limit above bounds these connections).
     uint64_t pid = nextPending_++;
     Pending p;
     p.cred = *cred;
+    if (clients_.size() + pending_.size() >= opts_.maxClients) {
+      p.overLimit = makeError(Errc::QUOTA_EXCEEDED, "daemon has reached --max-clients " + std::to_string(opts_.maxClients));
+    } else if (auto over = overUidQuota(cred->uid)) {
+      p.overLimit = std::move(over);
+      p.overUidLimit = true;
+    }
     int fd = sock.get();
     p.socket = std::move(sock);
     auto w = loop_.watch(fd, EPOLLIN | EPOLLRDHUP, [this, pid](uint32_t) { onPendingReadable(pid); });
@@ -217,6 +220,15 @@ void AttachServer::onPendingReadable(uint64_t pendingId) {
   std::memcpy(words.begin(), d.bytes.data(), d.bytes.size());
   auto in = wire::Inbound::adoptControl(std::move(words), wire::readerOptions(wire::MAX_CONTROL_BYTES));
   if (!in) return fail(in.error().code, in.error().message);
+  if (in->control().isInspect()) return answerInspect(pendingId, in->control().getInspect().getCommand().cStr());
+  if (auto& over = it->second.overLimit) {
+    ++counters_.rejectedClients;
+    if (it->second.overUidLimit) ++counters_.uidQuotaRefused;
+    core::log().warn("rejected pid={} uid={}: {}", it->second.cred.pid, it->second.cred.uid, over->message);
+    core::sendControlError(it->second.socket.get(), over->code, over->message);
+    dropPending(pendingId);
+    return;
+  }
   auto hello = core::parseHello(in->control());
   if (!hello) return fail(hello.error().code, hello.error().message);
   if (hello->protocolVersion != schema::PROTOCOL_VERSION)
@@ -225,6 +237,21 @@ void AttachServer::onPendingReadable(uint64_t pendingId) {
   Pending p = std::move(it->second);  // the socket moves; its watch, timer and uid stay to be dropped
   dropPending(pendingId);
   admit(std::move(p), *hello);
+}
+
+void AttachServer::answerInspect(uint64_t pendingId, std::string_view command) {
+  auto it = pending_.find(pendingId);
+  const int fd = it->second.socket.get();
+  Result<std::string> json = inspect_ ? inspect_(command)
+                                      : Result<std::string>(makeError(Errc::INVALID_STATE, "this daemon has no inspector"));
+  if (!json) {
+    core::sendControlError(fd, json.error().code, json.error().message);
+  } else if (!core::sendInspectReply(fd, *json)) {
+    core::log().warn("inspector pid={}: its reply ({} bytes) did not go; dropped", it->second.cred.pid, json->size());
+  } else {
+    core::log().debug("inspector pid={}: {} ({} bytes)", it->second.cred.pid, command, json->size());
+  }
+  dropPending(pendingId);  // closes the connection: the reply stays readable in the peer's queue
 }
 
 void AttachServer::admit(Pending p, const core::HelloInfo& hello) {

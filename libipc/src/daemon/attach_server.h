@@ -7,6 +7,12 @@
 // pid, uid, connection) to the admit callback. Every refusal is counted, logged and told to the
 // peer as a named control error (QuotaExceededError, InvalidAccessError, ...).
 //
+// A connection may send an InspectRequest instead of a Hello (swctl, DESIGN §17): it is answered
+// from the inspect callback with one InspectReply, sent without blocking (a peer that does not
+// read loses it), and closed. Inspectors pass the same uid check but no client limit: a
+// connection accepted while --max-clients (or --max-clients-per-uid) is reached waits for its
+// first datagram like any other, and only a Hello is then refused.
+//
 // @concurrent: single-threaded; the daemon's loop thread.
 #pragma once
 
@@ -14,6 +20,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 
 #include "common/unique_fd.h"
@@ -36,6 +43,9 @@ class AttachServer {
   AttachServer& operator=(const AttachServer&) = delete;
 
   void onAdmit(Admit fn) { admit_ = std::move(fn); }
+  /// Answers an inspector's command: JSON text, or an error told to the inspector.
+  using Inspect = std::function<Result<std::string>(std::string_view command)>;
+  void onInspect(Inspect fn) { inspect_ = std::move(fn); }
   /// Listens on `socketPath` (mode 0600, or 0660 with allowGroup); a stale socket is replaced.
   /// With `inherited` (socket activation) serves that listening socket instead, which must be
   /// bound to `socketPath` (core::adoptListeningSeqpacket); its file is then left in place at
@@ -55,6 +65,8 @@ class AttachServer {
     core::EventLoop::WatchId watch = 0;
     core::EventLoop::TimerId timer = 0;
     core::PeerCred cred;
+    std::optional<Error> overLimit;  // the client limit it crossed: a Hello is refused with this
+    bool overUidLimit = false;       // that limit is --max-clients-per-uid
   };
 
   void onListenReadable();
@@ -67,6 +79,8 @@ class AttachServer {
   void onPendingReadable(uint64_t pendingId);
   void dropPending(uint64_t pendingId);
   void admit(Pending p, const core::HelloInfo& hello);
+  /// The pending connection sent an InspectRequest: answer it (never blocking) and drop it.
+  void answerInspect(uint64_t pendingId, std::string_view command);
   /// A client admitted by us left (the detach hook) or was never inserted: uncount it.
   void forgetAttached(const ClientId& id);
 
@@ -75,6 +89,7 @@ class AttachServer {
   Counters& counters_;
   const ServiceWorkerOptions& opts_;
   Admit admit_;
+  Inspect inspect_;
   std::string socketPath_;
   bool ownsSocketFile_ = true;  // false: inherited (socket activation); stop() leaves the file
   UniqueFd listenFd_;

@@ -272,4 +272,20 @@ void BroadcastHub::close(detail::BcObject& obj) {
   maybeDrop(name);
 }
 
+std::vector<BroadcastHub::ChannelStats> BroadcastHub::stats() const {
+  std::vector<ChannelStats> out;
+  out.reserve(channels_.size());
+  for (const auto& [name, ch] : channels_) {
+    ChannelStats s;
+    s.name = name;
+    s.members = ch->members.size() + ch->local.size();
+    s.posts = ch->nextSeq - 1;
+    s.capacity = ch->capacity;
+    s.retainedBytes = std::min(ch->writer.tail(), ch->capacity);
+    out.push_back(std::move(s));
+  }
+  std::sort(out.begin(), out.end(), [](const ChannelStats& a, const ChannelStats& b) { return a.name < b.name; });
+  return out;
+}
+
 }  // namespace swipc::daemon

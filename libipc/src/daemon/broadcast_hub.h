@@ -108,6 +108,17 @@ class BroadcastHub final : public detail::BroadcastHub {
   const Channel* find(const ChannelName& name) const;
   size_t channelCount() const { return channels_.size(); }
 
+  /// What the inspector shows of one channel (swctl channels).
+  struct ChannelStats {
+    ChannelName name;
+    size_t members = 0;         // open objects: client ones and service-worker ones
+    uint64_t posts = 0;         // records written into its ring
+    uint64_t retainedBytes = 0; // ring bytes holding records (not yet overwritten), <= capacity
+    uint64_t capacity = 0;
+  };
+  /// Every open channel, by name.
+  std::vector<ChannelStats> stats() const;
+
  private:
   /// A client with an object on some channel.
   struct Member {

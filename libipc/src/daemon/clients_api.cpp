@@ -23,6 +23,14 @@ void ClientsApi::registerWith(Dispatch& dispatch) {
 }
 
 std::vector<ClientHandle> ClientsApi::matchAll(const MatchAllOptions& o) const {
+  auto picked = matching(o);
+  std::vector<ClientHandle> out;
+  out.reserve(picked.size());
+  for (const auto* c : picked) out.push_back(handleFor(*c));
+  return out;
+}
+
+std::vector<const ClientRecord*> ClientsApi::matching(const MatchAllOptions& o) const {
   std::vector<const ClientRecord*> picked;
   clients_.forEachAlive([&](const ClientRecord& c) {
     if (!o.includeUncontrolled && !c.controlled) return;
@@ -37,10 +45,7 @@ std::vector<ClientHandle> ClientsApi::matchAll(const MatchAllOptions& o) const {
     if (rank(a) == 0) return a->focusOrder > b->focusOrder;
     return a->order < b->order;
   });
-  std::vector<ClientHandle> out;
-  out.reserve(picked.size());
-  for (const auto* c : picked) out.push_back(handleFor(*c));
-  return out;
+  return picked;
 }
 
 std::optional<ClientHandle> ClientsApi::get(const ClientId& id) const {

@@ -30,6 +30,8 @@ class ClientsApi {
   void registerWith(Dispatch& dispatch);
 
   std::vector<ClientHandle> matchAll(const MatchAllOptions& o) const;
+  /// The records matchAll(o) would answer, in its order (the inspector reads more of each).
+  std::vector<const ClientRecord*> matching(const MatchAllOptions& o) const;
   /// The client, or nullopt when unknown or gone.
   std::optional<ClientHandle> get(const ClientId& id) const;
   /// Takes control of every uncontrolled client (each gets controllerchange). How many it took.

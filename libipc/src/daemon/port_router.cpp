@@ -511,4 +511,11 @@ void PortRouter::closeLocal(detail::PortState& port) {
   notifyPeerClosed(peer);
 }
 
+size_t PortRouter::inTransit() const {
+  size_t n = 0;
+  for (const auto& [id, e] : table_)
+    if (!e.copies.empty()) ++n;
+  return n;
+}
+
 }  // namespace swipc::daemon

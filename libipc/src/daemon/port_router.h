@@ -125,6 +125,9 @@ class PortRouter {
   std::vector<detail::PortPtr> takeLocalPorts();
 
   size_t size() const { return table_.size(); }
+  /// Ports with messages routed to their owner that it has not acknowledged yet (the copies that
+  /// would follow the port if it moved on): what swctl ports calls in transit.
+  size_t inTransit() const;
   const Stats& stats() const { return stats_; }
 
  private:
