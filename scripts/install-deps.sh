@@ -12,6 +12,7 @@ PACKAGES=(
   procps
   nginx-light  # tests/support/http_fixture.h starts its own nginx on a free 127.0.0.1 port
   systemd  # systemd-socket-activate: the socket-activation test (not made init by installing it)
+  help2man  # man pages from --help (cmake/SwipcInstall.cmake)
 )
 
 missing=()

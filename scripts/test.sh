@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds swipc and runs the whole test suite twice: a RelWithDebInfo build (bench code compiled
-# too) and an AddressSanitizer + UBSan build. Exits non-zero on any failure.
+# too, then the installed package checked: scripts/check-install.sh) and an AddressSanitizer +
+# UBSan build. Exits non-zero on any failure.
 #   SWIPC_SKIP_ASAN=1  skip the sanitizer phase (quick local runs)
 #   JOBS=N             build parallelism (default: nproc)
 #   CTEST_JOBS=N       test parallelism (default: 2; multi-process tests spin up daemons)
@@ -31,6 +32,9 @@ cmake --build build -j "$JOBS"
 phase "ctest (RelWithDebInfo)"
 ctest --test-dir build -j "$CTEST_JOBS" --output-on-failure
 
+phase "install check (cmake --install, examples, cpack -G DEB)"
+bash scripts/check-install.sh build
+
 if [ "${SWIPC_SKIP_ASAN:-0}" = "1" ]; then
   phase "sanitizer phase skipped (SWIPC_SKIP_ASAN=1)"
   exit 0
@@ -38,7 +42,7 @@ fi
 
 phase "configure + build (address,undefined sanitizers, build-asan/)"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSWIPC_BUILD_TESTS=ON \
-  -DSWIPC_BUILD_BENCH=OFF -DSWIPC_SANITIZE=address,undefined
+  -DSWIPC_BUILD_BENCH=OFF -DSWIPC_INSTALL=OFF -DSWIPC_SANITIZE=address,undefined
 cmake --build build-asan -j "$JOBS"
 
 phase "ctest (address,undefined sanitizers)"
