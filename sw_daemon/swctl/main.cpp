@@ -77,7 +77,7 @@ std::string cell(const Json& v) {
 std::string percent(const Json& fraction) {
   if (!fraction.is_number()) return "-";
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f%%", fraction.get<double>() * 100.0);
+  std::snprintf(buf, sizeof buf, "%.2f%%", fraction.get<double>() * 100.0);
   return buf;
 }
 
