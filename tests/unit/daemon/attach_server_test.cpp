@@ -63,6 +63,15 @@ class AttachServerTest : public ::testing::Test {
     return f.get();
   }
 
+  /// Asks `command` as an inspector (swctl) from a helper thread while the loop runs here.
+  Result<std::string> inspect(const std::string& command) {
+    auto f = std::async(std::launch::async, [&] {
+      return core::inspectDaemon(socket(), command, deadlineIn(std::chrono::milliseconds(3000)));
+    });
+    EXPECT_TRUE(rig->runUntil([&] { return f.wait_for(std::chrono::seconds(0)) == std::future_status::ready; }));
+    return f.get();
+  }
+
   TempDir dir;
   std::unique_ptr<DaemonRig> rig;
   std::unique_ptr<AttachServer> sut;
@@ -171,6 +180,59 @@ TEST_F(AttachServerTest, StopRemovesTheSocketAndRefusesNewConnections) {
   auto sock = core::connectSeqpacket(socket());
   ASSERT_FALSE(sock.ok());
   EXPECT_EQ(sock.error().code, Errc::NO_DAEMON);
+}
+
+// ------------------------------------------------------------------------------------------------ inspector
+
+TEST_F(AttachServerTest, InspectRequestIsAnsweredAndNeverAdmitted) {
+  start();
+  std::vector<std::string> asked;
+  sut->onInspect([&](std::string_view command) -> Result<std::string> {
+    asked.emplace_back(command);
+    return std::string(R"({"answer":1})");
+  });
+  auto r = inspect("status");
+  ASSERT_TRUE(r.ok()) << r.error().describe();
+  EXPECT_EQ(*r, R"({"answer":1})");
+  EXPECT_EQ(asked, std::vector<std::string>{"status"});
+  EXPECT_TRUE(hellos.empty());
+  EXPECT_EQ(rig->clients.size(), 0u);
+  EXPECT_EQ(sut->pendingCount(), 0u);
+}
+
+TEST_F(AttachServerTest, InspectorIsAnsweredAtMaxClientsWhileAHelloIsRefused) {
+  auto o = DaemonRig::small();
+  o.maxClients = 1;
+  start(o);
+  sut->onInspect([](std::string_view) -> Result<std::string> { return std::string("{}"); });
+  ASSERT_TRUE(attach(hello()).ok());
+  auto r = inspect("clients");
+  ASSERT_TRUE(r.ok()) << r.error().describe();
+  EXPECT_EQ(*r, "{}");
+  auto refused = attach(hello());
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code, Errc::QUOTA_EXCEEDED);
+  EXPECT_EQ(rig->counters.rejectedClients, 1u);
+}
+
+TEST_F(AttachServerTest, InspectReplyTooLargeForADatagramComesWholeInASealedMemfd) {
+  start();
+  std::string big(300000, 'x');
+  sut->onInspect([&](std::string_view) -> Result<std::string> { return big; });
+  auto r = inspect("clients");
+  ASSERT_TRUE(r.ok()) << r.error().describe();
+  EXPECT_EQ(*r, big);
+}
+
+TEST_F(AttachServerTest, InspectErrorReachesTheInspectorByName) {
+  start();
+  sut->onInspect([](std::string_view c) -> Result<std::string> {
+    return makeError(Errc::TYPE, "unknown inspect command '" + std::string(c) + "'");
+  });
+  auto r = inspect("bogus");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, Errc::TYPE);
+  EXPECT_NE(r.error().message.find("bogus"), std::string::npos);
 }
 
 }  // namespace
