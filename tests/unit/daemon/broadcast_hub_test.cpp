@@ -140,6 +140,35 @@ TEST_F(BroadcastHubTest, LateJoinerStartsAtTheTailWithTheNextSeq) {
   EXPECT_NE(late.senderTag, sink.joins[0].second.senderTag);
 }
 
+TEST_F(BroadcastHubTest, StatsCountMembersPostsAndRetainedBytesByName) {
+  // swctl channels: members include service-worker objects; retained bytes stop at the capacity
+  // once the ring has wrapped.
+  ASSERT_TRUE(sut.clientJoin(a, ChannelName("c"), 1, 1));
+  ASSERT_TRUE(sut.clientJoin(b, ChannelName("c"), 1, 1));
+  std::vector<std::string> got;
+  auto obj = localObject("c", got, "sw");
+  ASSERT_TRUE(sut.clientJoin(a, ChannelName("a"), 2, 2));
+  clientPost(a, 1, Value("one"));
+  auto s = sut.stats();
+  ASSERT_EQ(s.size(), 2u);
+  EXPECT_EQ(s[0].name, ChannelName("a"));
+  EXPECT_EQ(s[0].members, 1u);
+  EXPECT_EQ(s[0].posts, 0u);
+  EXPECT_EQ(s[0].retainedBytes, 0u);
+  EXPECT_EQ(s[1].name, ChannelName("c"));
+  EXPECT_EQ(s[1].members, 3u);
+  EXPECT_EQ(s[1].posts, 1u);
+  EXPECT_EQ(s[1].capacity, 4096u);
+  EXPECT_GT(s[1].retainedBytes, 0u);
+  EXPECT_LT(s[1].retainedBytes, s[1].capacity);
+  for (int i = 0; i < 500; ++i) clientPost(b, 1, Value("post " + std::to_string(i)));
+  s = sut.stats();
+  EXPECT_EQ(s[1].posts, 501u);
+  EXPECT_EQ(s[1].retainedBytes, s[1].capacity);
+  sut.close(*obj);
+  EXPECT_EQ(sut.stats()[1].members, 2u);
+}
+
 TEST_F(BroadcastHubTest, JoiningTheSameObjectTwiceIsAViolation) {
   ASSERT_TRUE(sut.clientJoin(a, ChannelName("c"), 1, 1));
   EXPECT_FALSE(sut.clientJoin(a, ChannelName("c"), 1, 2));

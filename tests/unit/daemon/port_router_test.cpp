@@ -306,6 +306,19 @@ TEST_F(PortRouterTest, Row4PostIsRoutedToWhereThePeerLivesNow) {
   EXPECT_EQ(text(local->queue[0]), "to the service worker");
 }
 
+TEST_F(PortRouterTest, InTransitCountsPortsWithMessagesNotYetAcknowledged) {
+  // swctl ports: a message routed to B's end stays in transit until B acknowledges it.
+  PortId p, q;
+  clientPair(A, p, B, q);
+  EXPECT_EQ(sut.inTransit(), 0u);
+  Wire w;
+  sut.onPortPost(A, w.post(p.value(), 1, "to B"), 5, nullptr);
+  EXPECT_EQ(sut.inTransit(), 1u);
+  EXPECT_EQ(sut.size(), 2u);
+  sut.onPortAck(B, q, 2);
+  EXPECT_EQ(sut.inTransit(), 0u);
+}
+
 // Row 5: the destination's backlog is at its bound: not delivered, QueueFull to A, ports in it close.
 TEST_F(PortRouterTest, Row5FullDestinationRefusesThePostAndClosesItsPorts) {
   PortId p, q;
