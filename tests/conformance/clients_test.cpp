@@ -108,7 +108,7 @@ class ListenPage {
     }
   }
   /// The client id from the "attached" line (waits for it once).
-  std::string clientId(std::chrono::milliseconds timeout = 10s) {
+  std::string clientId(std::chrono::milliseconds timeout = 30s) {
     if (clientId_.empty()) {
       auto deadline = TestClock::now() + timeout;
       while (clientId_.empty()) {

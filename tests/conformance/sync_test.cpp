@@ -674,6 +674,11 @@ TEST_F(BackgroundSyncTest, EntriesMarkedDoneStayDoneAcrossADaemonKill) {
   ASSERT_TRUE(isFire(log->report("SYNC", tag), "SYNC", tag, 1, false, json::array({"a", "b", "c"})));
   auto done = log->report("SYNC_DONE", tag);
   ASSERT_TRUE(isDone(done, "SYNC_DONE", tag, 1, "failure"));
+  // SYNC_DONE is reported by the service worker as its handler settles; the daemon commits the
+  // outcome on its next pass. Asking for the state commits it, so the kill below surely comes
+  // between attempts and not inside the first one.
+  json before = tagEntry(log->syncState(), tag);
+  ASSERT_EQ(before.value("state", ""), "waiting") << before.dump();
   ASSERT_TRUE(killDaemon());
   ASSERT_TRUE(restartDaemon(/*offline=*/true));
   log = observer();

@@ -244,6 +244,14 @@ Result<void> SyncScheduler::unregisterPeriodic(std::string_view tag) {
 std::vector<std::string> SyncScheduler::getPeriodicTags() const { return periodics_.tags(); }
 
 Result<std::vector<TagSnapshot>> SyncScheduler::state() {
+  // Settles made but not yet committed (the pass is queued on the loop) are what the tags'
+  // states already are to service-worker code: commit them first, so a SYNC_DONE already
+  // reported is never followed by a state that still says firing.
+  if (!settling_.empty()) {
+    if (settlePassTimer_ != 0) loop_.cancelTimer(settlePassTimer_);
+    settlePassTimer_ = 0;
+    settlePass();
+  }
   auto counts = store_.entryCounts();
   if (!counts) return counts.error();
   std::unordered_map<std::string, uint64_t> entriesOf(counts->begin(), counts->end());
