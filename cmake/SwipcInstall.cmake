@@ -3,11 +3,13 @@
 #   lib/libswipc.so.<major.minor>              every layer in one shared library
 #   lib/cmake/swipc/swipcConfig*.cmake         find_package(swipc 0.1) -> swipc::swipc
 #   lib/pkgconfig/swipc.pc                     pkg-config --cflags --libs swipc
+#   lib/libswipc_testing.a, include/swipc/testing.h   the testing kit swipc::testing (GoogleTest)
 #   share/man/man1/*.1                         from --help, when help2man is installed
 # next to the binaries and the systemd user units that sw_daemon/ and page_client/ install.
 # Included last by the top-level CMakeLists, so every target (swctl too, when it exists) is known.
 # `cpack -G DEB` packs it in two packages: swipc (component runtime: the library, the binaries,
-# the units, the man pages) and swipc-dev (component dev: headers, CMake and pkg-config files).
+# the units, the man pages) and swipc-dev (component dev: headers, CMake and pkg-config files,
+# the testing kit).
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
@@ -43,8 +45,14 @@ endif()
 
 install(TARGETS swipc_shared EXPORT swipcTargets
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT runtime NAMELINK_COMPONENT dev)
+# swipc/testing.h only with the kit it declares (below).
+if(TARGET swipc_testing)
+  set(SWIPC_TESTING_HEADER_EXCLUDE)
+else()
+  set(SWIPC_TESTING_HEADER_EXCLUDE PATTERN testing.h EXCLUDE)
+endif()
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/libipc/include/swipc
-  DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} COMPONENT dev FILES_MATCHING PATTERN "*.h")
+  DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} COMPONENT dev FILES_MATCHING PATTERN "*.h" ${SWIPC_TESTING_HEADER_EXCLUDE})
 
 set(SWIPC_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/swipc)
 install(EXPORT swipcTargets NAMESPACE swipc:: DESTINATION ${SWIPC_CMAKE_DIR} COMPONENT dev)
@@ -55,6 +63,31 @@ write_basic_package_version_file(${PROJECT_BINARY_DIR}/swipcConfigVersion.cmake
   VERSION ${PROJECT_VERSION} COMPATIBILITY SameMinorVersion)
 install(FILES ${PROJECT_BINARY_DIR}/swipcConfig.cmake ${PROJECT_BINARY_DIR}/swipcConfigVersion.cmake
   DESTINATION ${SWIPC_CMAKE_DIR} COMPONENT dev)
+
+# The testing kit swipc::testing (swipc/testing.h, GoogleTest; testing/), when GoogleTest was
+# found: a static library in its own export set, so find_package(swipc) needs GoogleTest only
+# for it (swipcConfig.cmake). Compiled again from the kit's source (one small file) rather than
+# shipping the in-tree swipc_testing, which has this build tree's binary paths baked in: this
+# one finds sw_daemon and page_client at the installed bindir relative to the libswipc.so the
+# test loaded, so it works from any --prefix and from an unpacked .deb.
+if(TARGET swipc_testing)
+  file(RELATIVE_PATH SWIPC_BINDIR_FROM_LIBDIR /prefix/${CMAKE_INSTALL_LIBDIR} /prefix/${CMAKE_INSTALL_BINDIR})
+  add_library(swipc_testing_installed STATIC ${PROJECT_SOURCE_DIR}/testing/testing.cpp)
+  set_target_properties(swipc_testing_installed PROPERTIES
+    OUTPUT_NAME swipc_testing
+    EXPORT_NAME testing
+    ARCHIVE_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/installed_kit)
+  target_include_directories(swipc_testing_installed PUBLIC
+    $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/libipc/include>
+    $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>)
+  target_compile_features(swipc_testing_installed PUBLIC cxx_std_20)
+  target_compile_definitions(swipc_testing_installed PRIVATE
+    SWIPC_TESTING_BINDIR_FROM_LIBDIR="${SWIPC_BINDIR_FROM_LIBDIR}")
+  target_link_libraries(swipc_testing_installed PUBLIC swipc_shared GTest::gtest nlohmann_json::nlohmann_json)
+  install(TARGETS swipc_testing_installed EXPORT swipcTestingTargets
+    ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT dev)
+  install(EXPORT swipcTestingTargets NAMESPACE swipc:: DESTINATION ${SWIPC_CMAKE_DIR} COMPONENT dev)
+endif()
 
 # swipc.pc finds its prefix from its own place (${pcfiledir}), so it is right under any
 # --prefix and in an unpacked .deb.
@@ -115,4 +148,6 @@ else()
 endif()
 set(CPACK_DEBIAN_DEV_PACKAGE_DEPENDS
   "swipc (= ${PROJECT_VERSION}), libcapnp-dev, capnproto, libspdlog-dev, nlohmann-json3-dev")
+# swipc::testing (in swipc-dev) needs GoogleTest; find_package(swipc) defines it when it is there.
+set(CPACK_DEBIAN_DEV_PACKAGE_SUGGESTS "libgtest-dev")
 include(CPack)

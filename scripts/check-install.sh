@@ -5,8 +5,12 @@
 #      and hello_page with pkg-config (examples/hello_page/Makefile);
 #   3. the installed sw_daemon, then hello_worker, serve a private scope in a private runtime
 #      dir; hello_page asks each for its version;
-#   4. cpack -G DEB; the .debs unpacked with dpkg-deb -x into a temporary root; hello_page built
-#      against that root (find_package and pkg-config) and run against its sw_daemon.
+#   4. examples/user_test (a test written with the testing kit swipc::testing) built with
+#      find_package(swipc COMPONENTS testing) and run: it starts the installed sw_daemon and
+#      page_client itself;
+#   5. cpack -G DEB; the .debs unpacked with dpkg-deb -x into a temporary root; hello_page built
+#      against that root (find_package and pkg-config) and run against its sw_daemon; user_test
+#      built against it and run.
 # Exits non-zero on the first failure.
 #   scripts/check-install.sh [BUILD_DIR]   (default: build; built already, with SWIPC_INSTALL=ON)
 #   JOBS=N   build parallelism for the examples (default: nproc)
@@ -74,11 +78,12 @@ PREFIX="$WORK/prefix"
 cmake --install "$BUILD" --prefix "$PREFIX" >"$WORK/install.log" || { cat "$WORK/install.log" >&2; fail "cmake --install"; }
 LIBDIR="$(dirname "$(find "$PREFIX" -name 'libswipc.so' -print -quit)")"
 [ -n "$LIBDIR" ] && [ "$LIBDIR" != . ] || fail "no libswipc.so under $PREFIX"
-for f in include/swipc/client.h include/swipc/service_worker.h \
+for f in include/swipc/client.h include/swipc/service_worker.h include/swipc/testing.h \
   bin/sw_daemon bin/page_client lib/systemd/user/swipc@.socket lib/systemd/user/swipc@.service; do
   [ -e "$PREFIX/$f" ] || fail "not installed: $f"
 done
-for f in cmake/swipc/swipcConfig.cmake cmake/swipc/swipcConfigVersion.cmake pkgconfig/swipc.pc; do
+for f in cmake/swipc/swipcConfig.cmake cmake/swipc/swipcConfigVersion.cmake pkgconfig/swipc.pc \
+  libswipc_testing.a cmake/swipc/swipcTestingTargets.cmake; do
   [ -e "$LIBDIR/$f" ] || fail "not installed: ${LIBDIR#"$PREFIX/"}/$f"
 done
 if command -v help2man >/dev/null 2>&1; then
@@ -113,7 +118,22 @@ start_daemon "$WORK/hello_worker/hello_worker" "$SCOPE" "$RUNTIME"
 expect_version "hello-worker 1.0" "$WORK/hello_page/hello_page"
 stop_daemon
 
-# ---- 4. cpack -G DEB, unpacked into a temporary root ---------------------------------------
+# ---- 4. a user's test written with swipc::testing -------------------------------------------
+# run_user_test PREFIX NAME: builds examples/user_test against PREFIX into $WORK/NAME and runs it
+# with ctest. The kit must start the sw_daemon and page_client of PREFIX: nothing else is given.
+run_user_test() {
+  local prefix="$1" dir="$WORK/$2"
+  cmake -S "$ROOT/examples/user_test" -B "$dir" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" \
+    >"$dir.log" && cmake --build "$dir" -j "$JOBS" >>"$dir.log" ||
+    { cat "$dir.log" >&2; fail "build of examples/user_test against $prefix"; }
+  (unset SWIPC_SW_DAEMON SWIPC_PAGE_CLIENT; ctest --test-dir "$dir" --output-on-failure -j "$JOBS") >>"$dir.log" 2>&1 ||
+    { cat "$dir.log" >&2; fail "examples/user_test against $prefix"; }
+  grep -E 'tests passed' "$dir.log" | tail -1
+}
+step "examples/user_test (swipc::testing) against the installed tree"
+run_user_test "$PREFIX" user_test
+
+# ---- 5. cpack -G DEB, unpacked into a temporary root ---------------------------------------
 step "cpack -G DEB"
 (cd "$WORK" && cpack -G DEB --config "$BUILD/CPackConfig.cmake" -B "$WORK/deb" >"$WORK/cpack.log") ||
   { cat "$WORK/cpack.log" >&2; fail "cpack"; }
@@ -140,5 +160,7 @@ start_daemon "$DEBROOT/usr/bin/sw_daemon" --scope "$SCOPE" --runtime-dir "$RUNTI
 expect_version deb-1 "$WORK/deb_hello_page/hello_page"
 expect_version deb-1 "$WORK/deb_hello_page_pc/hello_page"
 stop_daemon
+step "examples/user_test (swipc::testing) against the unpacked .debs"
+run_user_test "$DEBROOT/usr" deb_user_test
 
 step "ok"

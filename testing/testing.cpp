@@ -2,6 +2,10 @@
 // and the Scope that owns one private swipc world for a test.
 #include "swipc/testing.h"
 
+#ifdef SWIPC_TESTING_BINDIR_FROM_LIBDIR
+#include "swipc/types.h"
+#endif
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <link.h>
@@ -40,6 +44,10 @@ bool isExecutableFile(const std::string& path) {
 /// The directory of the libswipc.so this process loaded ("" when none): the installed kit's
 /// binaries lie at SWIPC_TESTING_BINDIR_FROM_LIBDIR from it, wherever the package was unpacked.
 std::string loadedLibswipcDir() {
+  // A use of libswipc, so a test that calls nothing of it still loads it (linkers drop an unused
+  // library with --as-needed).
+  static auto* volatile const anchor = &swipc::isValidScope;
+  (void)anchor;
   std::string dir;
   ::dl_iterate_phdr(
       [](dl_phdr_info* info, size_t, void* out) -> int {
