@@ -160,9 +160,13 @@ void handle(ReferenceServiceWorker::State& st, ExtendableMessageEvent& e, std::o
   } else if (type == "RELAY_PORT") {
     relayPort(sw, e);
   } else if (type == "MATCH_ALL") {
+    const auto clients = sw.clients().matchAll(matchAllOptions(e.data["options"]));
     Value::List list;
-    for (const auto& c : sw.clients().matchAll(matchAllOptions(e.data["options"]))) list.push_back(c.describe());
-    reply(Value::map({{"clients", Value(std::move(list))}}));
+    list.reserve(clients.size());
+    for (const auto& c : clients) list.push_back(c.describe());
+    Value answer;
+    answer.set("clients", Value(std::move(list)));  // moved in: an initializer list would copy it
+    reply(answer);
   } else if (type == "GET_CLIENT") {
     reply(clientOrNull(clientById(sw, e.data["id"])));
   } else if (type == "POST_TO") {

@@ -1,13 +1,22 @@
 #include "swipc/value.h"
 
+#include <algorithm>
+
 #include "swipc/error.h"
 
 namespace swipc {
 
 Value Value::map(std::initializer_list<std::pair<std::string, Value>> entries) {
-  Value v{Map{}};
-  for (const auto& [k, val] : entries) v.set(k, val);
-  return v;
+  Map m;
+  m.reserve(entries.size());
+  for (const auto& [k, val] : entries) {
+    auto same = std::find_if(m.begin(), m.end(), [&](const auto& e) { return e.first == k; });
+    if (same != m.end())
+      same->second = val;  // a repeated key: the last one wins, as set() does
+    else
+      m.emplace_back(k, val);  // one copy, straight into place
+  }
+  return Value(std::move(m));
 }
 
 Value Value::list(std::initializer_list<Value> items) { return Value{List(items)}; }

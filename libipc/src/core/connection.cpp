@@ -9,6 +9,21 @@
 
 namespace swipc::core {
 
+namespace {
+
+/// One scratch per thread for large fast-lane messages on their way out of line: warm pages,
+/// no allocation per message. Kept up to KEEP_BYTES, given back above it.
+constexpr size_t LARGE_SCRATCH_KEEP_BYTES = size_t{4} << 20;
+thread_local std::vector<capnp::word> tlsLargeScratch;
+
+std::vector<capnp::word>& largeScratch() { return tlsLargeScratch; }
+void releaseLargeScratch() {
+  if (tlsLargeScratch.capacity() * sizeof(capnp::word) > LARGE_SCRATCH_KEEP_BYTES)
+    std::vector<capnp::word>().swap(tlsLargeScratch);
+}
+
+}  // namespace
+
 using queue::RING_HEADER_BYTES;
 using queue::RingHeader;
 using queue::RingStatus;
@@ -90,13 +105,19 @@ Connection::SendStatus Connection::send(capnp::MessageBuilder& envelope, uint64_
     out_.commit(wire::RECORD_ENVELOPE);
     return SendStatus::OK;
   }
-  // Out of line. Bound the memfds in flight (each one holds an fd in the receiver).
+  return sendOutOfLine(seq, bytes, [&] { return wire::encodeToSealedMemfd(envelope, bytes); });
+}
+
+template <typename MakeFd>
+Connection::SendStatus Connection::sendOutOfLine(uint64_t seq, size_t bytes, MakeFd&& makeFd) {
+  // Bound the memfds in flight (each one holds an fd in the receiver).
   while (!oolSent_.empty() && oolSent_.front() <= outConsumed()) oolSent_.pop_front();
   if (oolSent_.size() >= OOL_IN_FLIGHT) {
     out_.setWaiting(true);
     return SendStatus::FULL;
   }
   // Reserve the ring record first so a full ring sends nothing at all.
+  uint8_t* dst = nullptr;
   RingStatus s = out_.tryClaim(sizeof(wire::OutOfLineRecord), dst);
   if (s == RingStatus::FULL) {
     out_.setWaiting(true);
@@ -104,7 +125,7 @@ Connection::SendStatus Connection::send(capnp::MessageBuilder& envelope, uint64_
   }
   if (s == RingStatus::FULL) return SendStatus::FULL;
   if (s != RingStatus::OK) return SendStatus::BROKEN;
-  auto fd = wire::encodeToSealedMemfd(envelope, bytes);
+  Result<UniqueFd> fd = makeFd();
   if (!fd) {
     out_.cancelClaim();
     return SendStatus::BROKEN;
@@ -148,10 +169,29 @@ Connection::SendStatus Connection::sendPlain(const wire::PlainMessage& m, const 
   return SendStatus::OK;
 }
 
-Connection::ValueStatus Connection::sendValue(const wire::PlainMessage& m, const Value& data) {
+Connection::ValueStatus Connection::sendValue(const wire::PlainMessage& m, const Value& data, Fit fit) {
   const size_t bytes = wire::plainBytes(m, data);
-  if (!fitsInline(bytes)) return ValueStatus::NOT_INLINE;
-  switch (sendPlain(m, data, bytes)) {
+  SendStatus sent;
+  if (fitsInline(bytes)) {
+    sent = sendPlain(m, data, bytes);
+  } else if (fit == Fit::INLINE_ONLY) {
+    return ValueStatus::NOT_INLINE;
+  } else if (bytes > maxMessageBytes_) {
+    sent = SendStatus::TOO_BIG;
+  } else {
+    // Out of line, still without a builder: written once into a reused word-aligned scratch,
+    // then copied into the sealed memfd by the kernel.
+    sent = sendOutOfLine(m.seq, bytes, [&]() -> Result<UniqueFd> {
+      std::vector<capnp::word>& buf = largeScratch();
+      buf.resize(bytes / sizeof(capnp::word));
+      wire::writePlain(m, data, reinterpret_cast<uint8_t*>(buf.data()), bytes);
+      struct iovec part{buf.data(), bytes};
+      auto fd = wire::sealedMemfdOf(&part, 1, bytes);
+      releaseLargeScratch();
+      return fd;
+    });
+  }
+  switch (sent) {
     case SendStatus::OK: return ValueStatus::SENT;
     case SendStatus::FULL: return ValueStatus::FULL;
     case SendStatus::TOO_BIG: return ValueStatus::TOO_BIG;

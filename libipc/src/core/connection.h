@@ -86,11 +86,14 @@ class Connection {
   /// written straight into the ring; only for one that fitsInline() (others are built and send()).
   SendStatus sendPlain(const wire::PlainMessage& m, const Value& data, size_t bytes);
   /// The fast-lane choice in one place: `m` with `data` written straight into the ring when it
-  /// fits one record. NOT_INLINE: it does not (build the envelope and send() it instead); FULL:
-  /// the ring has no room now; TOO_BIG: over maxMessageBytes; BROKEN: the ring is corrupt.
+  /// fits one record. A larger one: with Fit::ANY written once into a reused scratch and sent
+  /// out of line (still no builder); with INLINE_ONLY, NOT_INLINE (build the envelope and send()
+  /// it instead). FULL: the ring (or the out-of-line allowance) has no room now; TOO_BIG: over
+  /// maxMessageBytes; BROKEN: the ring is corrupt or the memfd could not be made.
   /// Never blocks, never wakes the peer (call wakePeerIfSleeping() after a batch).
   enum class ValueStatus { SENT, NOT_INLINE, FULL, TOO_BIG, BROKEN };
-  ValueStatus sendValue(const wire::PlainMessage& m, const Value& data);
+  enum class Fit { INLINE_ONLY, ANY };
+  ValueStatus sendValue(const wire::PlainMessage& m, const Value& data, Fit fit = Fit::INLINE_ONLY);
   /// Wakes the peer if it sleeps on our outgoing ring (once per sleep). Call after a batch.
   void wakePeerIfSleeping();
   /// Unconditional wake (used when the peer asked for space).
@@ -139,6 +142,10 @@ class Connection {
   /// Claims an inline record of `bytes` on the outgoing ring, marking the writer as waiting when
   /// it is full (and trying once more). OK with `dst` set, FULL or BROKEN.
   SendStatus claimInline(size_t bytes, uint8_t*& dst);
+  /// Sends `bytes` out of line: an OutOfLineRecord claimed on the ring, then the sealed memfd
+  /// makeFd() returns over the socket. FULL when too many are in flight or the ring is full.
+  template <typename MakeFd>
+  SendStatus sendOutOfLine(uint64_t seq, size_t bytes, MakeFd&& makeFd);
 
   Role role_ = Role::CLIENT;
   UniqueFd socket_;

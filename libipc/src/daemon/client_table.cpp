@@ -12,6 +12,7 @@ ClientRecord& ClientTable::insert(std::unique_ptr<ClientRecord> record) {
   record->order = nextOrder_++;
   const ClientId id = record->id;
   records_.erase(id);  // a dead record with the same id (re-attach) goes now
+  ++generation_;
   return *records_.emplace(id, std::move(record)).first->second;
 }
 
@@ -51,7 +52,10 @@ void ClientTable::detach(ClientRecord& c, const std::string& reason, bool goodby
   // Erase later: callers up the stack may still hold a reference.
   loop_.post([this, id] {
     auto it = records_.find(id);
-    if (it != records_.end() && !it->second->alive) records_.erase(it);
+    if (it != records_.end() && !it->second->alive) {
+      records_.erase(it);
+      ++generation_;
+    }
   });
 }
 

@@ -120,13 +120,19 @@ class ClientTable {
   /// The client broke the protocol: counted, logged, told (a control error), detached.
   void violation(ClientRecord& c, const Error& err);
   /// Forgets every record (after a shutdown detached them all).
-  void clear() { records_.clear(); }
+  void clear() {
+    records_.clear();
+    ++generation_;
+  }
+  /// Changes whenever a record is added or erased (pointers to records stay valid until then).
+  uint64_t generation() const { return generation_; }
 
  private:
   core::EventLoop& loop_;
   Counters& counters_;
   std::unordered_map<ClientId, std::unique_ptr<ClientRecord>> records_;
   uint64_t nextOrder_ = 1;
+  uint64_t generation_ = 0;
   std::vector<std::pair<HookId, DetachHook>> hooks_;
   HookId nextHook_ = 1;
   DetachedFn detached_;

@@ -31,21 +31,36 @@ std::vector<ClientHandle> ClientsApi::matchAll(const MatchAllOptions& o) const {
 }
 
 std::vector<const ClientRecord*> ClientsApi::matching(const MatchAllOptions& o) const {
+  const auto& all = roster();
   std::vector<const ClientRecord*> picked;
-  clients_.forEachAlive([&](const ClientRecord& c) {
-    if (!o.includeUncontrolled && !c.controlled) return;
-    if (o.type != ClientType::ALL && c.type != o.type) return;
-    picked.push_back(&c);
-  });
+  picked.reserve(all.size());
+  for (const ClientRecord* c : all) {
+    if (!c->alive) continue;
+    if (!o.includeUncontrolled && !c->controlled) continue;
+    if (o.type != ClientType::ALL && c->type != o.type) continue;
+    picked.push_back(c);
+  }
+  return picked;
+}
+
+const std::vector<const ClientRecord*>& ClientsApi::roster() const {
+  // The order depends only on type, focusOrder and creation order: it is sorted again when a
+  // record came or went, or a window took the focus, and a matchAll in between is one scan.
+  if (rosterGeneration_ == clients_.generation() && rosterFocus_ == focusCounter_) return roster_;
+  roster_.clear();
+  roster_.reserve(clients_.size());
+  clients_.forEach([&](const ClientRecord& c) { roster_.push_back(&c); });
   // Windows focused at least once, most recent first; then never-focused windows by creation;
   // then workers by creation.
   auto rank = [](const ClientRecord* c) { return c->type == ClientType::WORKER ? 2 : (c->focusOrder ? 0 : 1); };
-  std::sort(picked.begin(), picked.end(), [&](const ClientRecord* a, const ClientRecord* b) {
+  std::sort(roster_.begin(), roster_.end(), [&](const ClientRecord* a, const ClientRecord* b) {
     if (rank(a) != rank(b)) return rank(a) < rank(b);
     if (rank(a) == 0) return a->focusOrder > b->focusOrder;
     return a->order < b->order;
   });
-  return picked;
+  rosterGeneration_ = clients_.generation();
+  rosterFocus_ = focusCounter_;
+  return roster_;
 }
 
 std::optional<ClientHandle> ClientsApi::get(const ClientId& id) const {

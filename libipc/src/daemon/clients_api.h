@@ -73,6 +73,8 @@ class ClientsApi {
   }
   /// One window has the focus at a time: it moves to `c`.
   void takeFocus(ClientRecord& c);
+  /// Every record (detached ones not yet erased included) in matchAll order, cached.
+  const std::vector<const ClientRecord*>& roster() const;
   /// An alive, controlled window client: what focus and navigate may command.
   Result<ClientRecord*> windowToCommand(const ClientId& id);
 
@@ -81,6 +83,9 @@ class ClientsApi {
   Outbound& outbound_;
   Counters& counters_;
   uint64_t focusCounter_ = 0;
+  mutable std::vector<const ClientRecord*> roster_;
+  mutable uint64_t rosterGeneration_ = ~uint64_t{0};
+  mutable uint64_t rosterFocus_ = ~uint64_t{0};
 };
 
 }  // namespace swipc::daemon

@@ -197,7 +197,7 @@ bool Outbound::sendSimple(ClientRecord& c, const std::function<void(schema::Enve
 Outbound::Direct Outbound::sendDirect(ClientRecord& c, wire::PlainMessage& m, const Value& data) {
   if (!c.backlog.empty()) return Direct::NOT_NOW;
   m.seq = c.nextSeq;
-  switch (c.conn->sendValue(m, data)) {
+  switch (c.conn->sendValue(m, data, Connection::Fit::ANY)) {
     case Connection::ValueStatus::SENT:
       ++c.nextSeq;
       ++counters_.messagesOut;

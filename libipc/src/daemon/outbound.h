@@ -63,7 +63,8 @@ class Outbound {
 
   /// The fast lane: `m` (its seq set here) carrying `data`, written straight into the ring.
   /// NOT_NOW when it must be built and enqueue()d instead (a backlog waits: it goes behind that;
-  /// the ring is full; it needs more than one record); BROKEN when the ring turned out corrupt
+  /// the ring is full; it is over --max-message-bytes). One larger than a ring record goes out of
+  /// line, written once without a builder. BROKEN when the ring turned out corrupt
   /// (the client is detached).
   enum class Direct { SENT, NOT_NOW, BROKEN };
   Direct sendDirect(ClientRecord& c, wire::PlainMessage& m, const Value& data);

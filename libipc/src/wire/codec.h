@@ -2,6 +2,8 @@
 // outbound builders. Nothing here decodes in place from memory a peer can still write.
 #pragma once
 
+#include <sys/uio.h>
+
 #include <capnp/message.h>
 #include <capnp/serialize.h>
 #include <kj/array.h>
@@ -128,5 +130,8 @@ size_t encodedBytes(capnp::MessageBuilder& message);
 void encodeInto(capnp::MessageBuilder& message, uint8_t* dst, size_t bytes);
 /// Writes the message into a fresh memfd sealed immutable (for out-of-line transfer).
 Result<UniqueFd> encodeToSealedMemfd(capnp::MessageBuilder& message, size_t bytes);
+/// A fresh memfd holding the `count` byte ranges of `parts` (`bytes` in all) back to back,
+/// sealed immutable.
+Result<UniqueFd> sealedMemfdOf(const struct iovec* parts, size_t count, size_t bytes);
 
 }  // namespace swipc::wire

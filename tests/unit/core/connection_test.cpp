@@ -315,6 +315,22 @@ TEST_F(ConnectionTest, SendValueLeavesAMessageOverARingRecordToTheCaller) {
   EXPECT_EQ(client_->outPublished(), 0u);
 }
 
+TEST_F(ConnectionTest, SendValueOfAnySizeSendsALargeValueOutOfLineIntact) {
+  const Value big = bigValue(300'000);
+  ASSERT_EQ(client_->sendValue(plainPost(7), big, Connection::Fit::ANY), ValueStatus::SENT);
+  EXPECT_LT(client_->outPublished(), 64u) << "only the small OUT_OF_LINE record is in the ring";
+  wire::Inbound in;
+  ASSERT_EQ(receiveAtDaemon(in), RecvStatus::OK) << lastError_.describe();
+  EXPECT_EQ(in.envelope().getSeq(), 7u);
+  EXPECT_EQ(postedValue(in), big);
+}
+
+TEST_F(ConnectionTest, SendValueOfAnySizeRefusesOneOverTheMessageLimit) {
+  const Value huge = bigValue(static_cast<size_t>(client_->maxMessageBytes()) + 1);
+  EXPECT_EQ(client_->sendValue(plainPost(), huge, Connection::Fit::ANY), ValueStatus::TOO_BIG);
+  EXPECT_EQ(client_->outPublished(), 0u);
+}
+
 TEST_F(ConnectionTest, SendValueReturnsFullWhenTheRingIsFull) {
   ASSERT_GT(fillUpRing(), 0);
   EXPECT_EQ(client_->sendValue(plainPost(), Value("late")), ValueStatus::FULL);

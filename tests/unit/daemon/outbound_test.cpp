@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "daemon_rig.h"
+#include "wire/value_codec.h"
 
 namespace swipc::daemon {
 namespace {
@@ -145,11 +146,28 @@ TEST_F(OutboundTest, FastLaneNeverOvertakesAWaitingBacklog) {
   EXPECT_EQ(sut.sendDirect(c, m, Value("small")), Outbound::Direct::NOT_NOW);
 }
 
-TEST_F(OutboundTest, FastLaneLeavesAValueLargerThanARecordToTheGeneralPath) {
+TEST_F(OutboundTest, FastLaneSendsAValueLargerThanARecordOutOfLineWhole) {
   Page a = rig.attach();
   wire::PlainMessage m;
   m.kind = schema::Envelope::CLIENT_POST;
-  EXPECT_EQ(sut.sendDirect(rig.record(a), m, Value(Bytes{std::vector<uint8_t>(2000, 1)})), Outbound::Direct::NOT_NOW);
+  const Value big(Bytes{std::vector<uint8_t>(200'000, 1)});
+  ASSERT_EQ(sut.sendDirect(rig.record(a), m, big), Outbound::Direct::SENT);
+  auto got = a.drain();
+  ASSERT_EQ(got.size(), 1u);
+  auto env = got[0].envelope();
+  ASSERT_EQ(env.which(), schema::Envelope::CLIENT_POST);
+  auto v = wire::readValue(env.getClientPost().getPayload().getValue());
+  ASSERT_TRUE(v.ok()) << v.error().describe();
+  EXPECT_EQ(*v, big);
+}
+
+TEST_F(OutboundTest, FastLaneLeavesAValueOverTheMessageLimitToTheGeneralPath) {
+  Page a = rig.attach();
+  wire::PlainMessage m;
+  m.kind = schema::Envelope::CLIENT_POST;
+  const size_t over = static_cast<size_t>(rig.record(a).conn->maxMessageBytes()) + 1;
+  EXPECT_EQ(sut.sendDirect(rig.record(a), m, Value(Bytes{std::vector<uint8_t>(over, 1)})), Outbound::Direct::NOT_NOW);
+  EXPECT_TRUE(a.drain().empty());
 }
 
 TEST_F(OutboundTest, DetachReportsEveryBackloggedMessageUndelivered) {
