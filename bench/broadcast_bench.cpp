@@ -51,6 +51,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "baseline.h"
@@ -70,6 +71,9 @@ constexpr uint32_t PAYLOAD_BYTES = 64;
 constexpr uint64_t PHASE_BURST = 0;
 constexpr uint64_t PHASE_PACED = 1;
 constexpr uint64_t PHASE_END = 2;
+/// After the burst: each receiver answers "d" once it has read this far, and only then does
+/// the paced phase start (a burst still being read would otherwise count in the latencies).
+constexpr uint64_t PHASE_DRAIN = 3;
 
 /// The 64-byte payload: which message, when it was sent, which phase.
 struct Stamp {
@@ -139,11 +143,15 @@ class StreamCheck {
       ++res_.received;
     } else if (s.phase == PHASE_PACED) {
       res_.latencies.push_back(now - s.sentNs);
+    } else if (s.phase == PHASE_DRAIN) {
+      drained_ = true;
     } else {
       return false;
     }
     return true;
   }
+  /// True once, when the drain marker was read.
+  bool takeDrained() { return std::exchange(drained_, false); }
   ReceiverResult finish() {
     if (next_ < burst_) res_.lost += burst_ - next_;
     if (lastNs_ > firstNs_) res_.rate = static_cast<double>(res_.received - 1) * 1e9 / static_cast<double>(lastNs_ - firstNs_);
@@ -154,6 +162,7 @@ class StreamCheck {
   uint64_t burst_;
   uint64_t next_ = 0;
   uint64_t firstNs_ = 0, lastNs_ = 0;
+  bool drained_ = false;
   ReceiverResult res_;
 };
 
@@ -260,6 +269,7 @@ PhaseResult rawFanout(const Config& cfg, int n) {
           Stamp s;
           std::memcpy(&s, rec.bytes(), sizeof s);
           running = fresh.onStamp(s);
+          if (fresh.takeDrained()) writeAll(ready[1], "d\n");
         }
         if (running && !any) futexWait(reader.wakeWord(), seen);
       }
@@ -271,7 +281,6 @@ PhaseResult rawFanout(const Config& cfg, int n) {
   ::close(ready[1]);
   ::close(results[1]);
   readLines(ready[0], static_cast<size_t>(n));
-  ::close(ready[0]);
 
   swipc::queue::BroadcastWriter writer(header, data, cfg.ringBytes);
   uint64_t seq = 0;
@@ -284,9 +293,12 @@ PhaseResult rawFanout(const Config& cfg, int n) {
   for (uint64_t i = 0; i < cfg.messages; ++i) post(Stamp{i, sb::nowNs(), PHASE_BURST, {}});
   out.burstPostCostNs = static_cast<double>(sb::nowNs() - b0) / static_cast<double>(cfg.messages);
   // Let the readers drain before the paced phase (the burst is in the ring; they catch up).
+  post(Stamp{0, sb::nowNs(), PHASE_DRAIN, {}});
+  readLines(ready[0], static_cast<size_t>(n));
+  ::close(ready[0]);
   std::vector<uint64_t> costs;
   std::vector<uint64_t> cpuNs;
-  uint64_t next = sb::nowNs() + 20'000'000;
+  uint64_t next = sb::nowNs();
   for (uint64_t i = 0; i < cfg.latencySamples; ++i) {
     spinUntil(next);
     next += cfg.paceUs * 1000;
@@ -366,6 +378,7 @@ int receiverMain(const sb::Args& args) {
     Stamp s;
     std::memcpy(&s, e.data.asBytes().data.data(), sizeof s);
     if (!check.onStamp(s)) done = true;
+    if (check.takeDrained()) writeAll(STDOUT_FILENO, "d\n");
   });
   uint64_t lapped = 0;
   bc.onLapped([&](uint64_t missed) { lapped += missed; });
@@ -436,8 +449,11 @@ PhaseResult libraryFanout(const Config& cfg, int n) {
     if ((i & 1023) == 0) sender->dispatch();
   }
   out.burstPostCostNs = static_cast<double>(burstNs) / static_cast<double>(cfg.messages);
-  // Give the daemon and the receivers 20 ms to drain the burst before the paced phase.
-  sender->runUntil(swipc::deadlineIn(20ms));
+  // The paced phase starts once every receiver has read the whole burst.
+  if (auto r = bc.postMessage(stampValue(Stamp{0, sb::nowNs(), PHASE_DRAIN, {}}), po); !r)
+    die("drain marker: " + r.error().describe());
+  sender->dispatch();
+  readLines(pipeFds[0], static_cast<size_t>(n));
   std::vector<uint64_t> costs;
   std::vector<uint64_t> cpuNs;
   uint64_t next = sb::nowNs();

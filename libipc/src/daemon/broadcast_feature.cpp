@@ -83,8 +83,17 @@ void BroadcastFeature::channelsJoined(const ClientId& id, int delta) {
   if (ClientRecord* c = host_->clients().find(id)) c->usage.channels += static_cast<uint64_t>(static_cast<int64_t>(delta));
 }
 
-void BroadcastFeature::published() {
-  if (host_) host_->markActive();
+void BroadcastFeature::published(bool firstSinceFlush) {
+  if (!host_) {
+    hub_->flushWakes();  // no loop to batch on (not started): wake now
+    return;
+  }
+  host_->markActive();
+  // Posted tasks run once the loop has handled every event ready in this pass: a burst drained
+  // from one client's ring wakes each channel's readers once.
+  if (firstSinceFlush) host_->loop().post([hub = std::weak_ptr<BroadcastHub>(hub_)] {
+    if (auto h = hub.lock()) h->flushWakes();
+  });
 }
 
 }  // namespace swipc::daemon

@@ -34,7 +34,7 @@ class BroadcastFeature final : public Feature, private BroadcastHub::Sink {
   void reportError(const ClientId& id, Errc code, const std::string& message, uint64_t refSeq) override;
   void violation(const ClientId& id, const Error& why) override;
   void channelsJoined(const ClientId& id, int delta) override;
-  void published() override;
+  void published(bool firstSinceFlush) override;
 
   /// The alive client `id` (nullptr before start() or when gone).
   ClientRecord* client(const ClientId& id) const;

@@ -74,9 +74,24 @@ void BroadcastHub::publish(Channel& ch, uint64_t tag, const core::OutgoingPayloa
   wire::encodeInto(mb, reinterpret_cast<uint8_t*>(buf.data()), bytes);
   ch.writer.append(wire::RECORD_ENVELOPE, seq, tag, buf.data(), static_cast<uint32_t>(bytes));
   ++counters_.broadcastsPosted;
-  sink_.published();
+  const bool first = pendingWakes_.empty();
+  if (!ch.wakePending) {
+    ch.wakePending = true;
+    pendingWakes_.push_back(ch.name);
+  }
+  sink_.published(first);
   if (!ch.local.empty()) deliverLocal(ch, buf.data(), bytes, in, owner, localSender);
-  ch.writer.wakeAll();
+}
+
+void BroadcastHub::flushWakes() {
+  std::vector<ChannelName> names;
+  names.swap(pendingWakes_);
+  for (const auto& name : names) {
+    auto it = channels_.find(name);
+    if (it == channels_.end() || !it->second->wakePending) continue;  // closed meanwhile
+    it->second->wakePending = false;
+    it->second->writer.wakeAll();
+  }
 }
 
 void BroadcastHub::deliverLocal(Channel& ch, const uint64_t* words, size_t bytes, schema::Payload::Reader* in,

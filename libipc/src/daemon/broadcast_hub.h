@@ -58,8 +58,10 @@ class BroadcastHub final : public detail::BroadcastHub {
     virtual void violation(const ClientId& id, const Error& why) = 0;
     /// Client `id` has `delta` more (or fewer) objects joined: its accounting.
     virtual void channelsJoined(const ClientId& id, int delta) = 0;
-    /// A record went into a ring (the daemon's spin phase counts it as activity).
-    virtual void published() = 0;
+    /// A record went into a ring (the daemon's spin phase counts it as activity). The first
+    /// one since the last flushWakes() must get flushWakes() called once the loop has handled
+    /// what is ready now (readers are woken once per pass, not once per post).
+    virtual void published(bool firstSinceFlush) = 0;
   };
 
   struct Config {
@@ -82,6 +84,7 @@ class BroadcastHub final : public detail::BroadcastHub {
     uint64_t nextSeq = 1;
     std::vector<std::pair<ClientId, uint32_t>> members;           // client objects
     std::map<uint32_t, std::shared_ptr<detail::BcObject>> local;  // service-worker objects
+    bool wakePending = false;  // records appended since its readers were last woken
   };
 
   BroadcastHub(Sink& sink, Config config, const TypeRegistry& types, Counters& counters)
@@ -119,7 +122,13 @@ class BroadcastHub final : public detail::BroadcastHub {
   /// Every open channel, by name.
   std::vector<ChannelStats> stats() const;
 
+  /// Wakes the readers of every channel that got records since the last call (one FUTEX_WAKE
+  /// per channel, however many posts went in).
+  void flushWakes();
+
  private:
+  std::vector<ChannelName> pendingWakes_;  // channels with wakePending set, in the order they got it
+
   /// A client with an object on some channel.
   struct Member {
     uint64_t tagPrefix = 0;

@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <climits>
-#include <unordered_map>
 
 namespace swipc::page {
 
@@ -52,12 +51,17 @@ void BroadcastWaiter::poke() {
 }
 
 void BroadcastWaiter::run(size_t group) {
-  std::unordered_map<const void*, uint32_t> last;  // last value seen per word
+  // Nothing is allocated per wake-up: the slice of words is copied again only when setWords()
+  // changed it (the control word moved), and the wait vector is reused.
+  std::vector<const std::atomic<uint32_t>*> words;
+  std::vector<std::shared_ptr<const void>> alive;
+  std::vector<uint32_t> last;  // the value each word had when we last told the loop
+  std::vector<futex_waitv> waitv;
+  bool fresh = true;           // words just (re)read: tell the loop once
+  uint32_t seenCtl = control_.load(std::memory_order_acquire) - 1;  // differs: read the words first
   for (;;) {
-    std::vector<const std::atomic<uint32_t>*> words;
-    std::vector<std::shared_ptr<const void>> alive;
-    uint32_t ctl = control_.load(std::memory_order_acquire);
-    {
+    const uint32_t ctl = control_.load(std::memory_order_acquire);
+    if (ctl != seenCtl) {
       std::lock_guard<std::mutex> lock(mutex_);
       if (stop_) return;
       // This thread's slice; the mappings stay valid until we drop `alive`.
@@ -65,21 +69,22 @@ void BroadcastWaiter::run(size_t group) {
       const size_t end = std::min(words_.size(), begin + WORDS_PER_THREAD);
       words.assign(words_.begin() + static_cast<std::ptrdiff_t>(begin), words_.begin() + static_cast<std::ptrdiff_t>(end));
       alive = keepAlive_;
+      last.assign(words.size(), 0);
+      waitv.assign(words.size() + 1, futex_waitv{});
+      seenCtl = ctl;
+      fresh = true;  // a new ring may hold records already: the loop reads them
     }
-    std::vector<futex_waitv> waitv(words.size() + 1);
-    bool changed = false;
-    std::unordered_map<const void*, uint32_t> now;
+    bool changed = fresh;
+    fresh = false;
     for (size_t i = 0; i < words.size(); ++i) {
-      uint32_t v = words[i]->load(std::memory_order_acquire);
-      auto it = last.find(words[i]);
-      if (it == last.end() || it->second != v) changed = true;  // new ring or moved: tell the loop
-      now[words[i]] = v;
+      const uint32_t v = words[i]->load(std::memory_order_acquire);
+      if (v != last[i]) changed = true;
+      last[i] = v;
       waitv[i].val = v;
       waitv[i].uaddr = reinterpret_cast<uintptr_t>(words[i]);
       waitv[i].flags = FUTEX_32;  // shared: the word lives in a memfd mapping
       waitv[i].__reserved = 0;
     }
-    last.swap(now);
     if (changed) signal_();
     futex_waitv& c = waitv.back();
     c.val = ctl;

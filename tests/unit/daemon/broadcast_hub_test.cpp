@@ -36,7 +36,10 @@ class FakeSink final : public BroadcastHub::Sink {
   }
   void violation(const ClientId& id, const Error& why) override { violations.push_back({id, why.code}); }
   void channelsJoined(const ClientId& id, int delta) override { channels[id] += delta; }
-  void published() override { ++publishes; }
+  void published(bool firstSinceFlush) override {
+    ++publishes;
+    if (firstSinceFlush) ++flushesAsked;
+  }
 
   struct Report {
     ClientId id;
@@ -51,6 +54,7 @@ class FakeSink final : public BroadcastHub::Sink {
   std::vector<std::pair<ClientId, Errc>> violations;
   std::unordered_map<ClientId, int> channels;
   int publishes = 0;
+  int flushesAsked = 0;
 };
 
 /// One record read back from a channel ring.
@@ -87,6 +91,14 @@ class BroadcastHubTest : public ::testing::Test {
     core::OutgoingPayload p;
     p.value = &v;
     return sut.post(obj, p, false);
+  }
+  /// The futex word channel `name`'s readers sleep on.
+  uint32_t wakeWord(const std::string& name) {
+    const auto* ch = sut.find(ChannelName(name));
+    EXPECT_NE(ch, nullptr);
+    auto region = queue::readBroadcastHeader(ch->map.data(), ch->map.size());
+    EXPECT_TRUE(region.ok());
+    return queue::openBroadcastReader(ch->map.data(), *region, 0).wakeWord().load();
   }
   /// Every record in channel `name`'s ring from position `from`.
   std::vector<Record> ring(const std::string& name, uint64_t from = 0) {
@@ -188,6 +200,25 @@ TEST_F(BroadcastHubTest, ClientPostGoesIntoTheRingOnceTaggedWithItsSender) {
   EXPECT_EQ(counters.broadcastsPosted, 1u);
   EXPECT_EQ(sink.publishes, 1);
   EXPECT_TRUE(sink.acks.empty());
+}
+
+TEST_F(BroadcastHubTest, ReadersAreWokenOncePerFlushNotOncePerPost) {
+  ASSERT_TRUE(sut.clientJoin(a, ChannelName("c"), 1, 1));
+  ASSERT_TRUE(sut.clientJoin(b, ChannelName("d"), 1, 1));
+  const uint32_t c0 = wakeWord("c"), d0 = wakeWord("d");
+  for (int i = 0; i < 5; ++i) clientPost(a, 1, Value("burst"));
+  clientPost(b, 1, Value("other"));
+  EXPECT_EQ(sink.publishes, 6);
+  EXPECT_EQ(sink.flushesAsked, 1) << "the first post of a pass asks for one flush";
+  EXPECT_EQ(wakeWord("c"), c0) << "no wake before the flush";
+  sut.flushWakes();
+  EXPECT_EQ(wakeWord("c"), c0 + 1) << "one wake for the five posts";
+  EXPECT_EQ(wakeWord("d"), d0 + 1);
+  sut.flushWakes();  // nothing new: nobody is woken
+  EXPECT_EQ(wakeWord("c"), c0 + 1);
+  clientPost(a, 1, Value("next pass"));
+  EXPECT_EQ(sink.flushesAsked, 2);
+  EXPECT_EQ(ring("c").size(), 6u);
 }
 
 TEST_F(BroadcastHubTest, WantAckPostIsAcknowledgedOnceInTheRing) {
