@@ -19,6 +19,9 @@ include(CMakePackageConfigHelpers)
 # A new layer joins this list (the link's --no-undefined names the symbols of one left out), and
 # its third-party libraries the PRIVATE ones below.
 set(SWIPC_INSTALLED_LAYERS schemas common shm queue wire core page daemon sync fetch api)
+if(TARGET swipc_federation)
+  list(APPEND SWIPC_INSTALLED_LAYERS federation)
+endif()
 add_library(swipc_shared SHARED)
 foreach(layer IN LISTS SWIPC_INSTALLED_LAYERS)
   target_sources(swipc_shared PRIVATE $<TARGET_OBJECTS:swipc_${layer}>)
@@ -39,6 +42,9 @@ target_compile_features(swipc_shared PUBLIC cxx_std_20)
 target_link_libraries(swipc_shared
   PUBLIC CapnProto::capnp nlohmann_json::nlohmann_json spdlog::spdlog
   PRIVATE OpenSSL::Crypto SQLite::SQLite3 CURL::libcurl Threads::Threads)
+if(TARGET swipc_federation)
+  target_link_libraries(swipc_shared PRIVATE swipc::nats)
+endif()
 if(NOT SWIPC_SANITIZE AND NOT SWIPC_FUZZ)
   target_link_options(swipc_shared PRIVATE LINKER:--no-undefined)  # every dependency is named above
 endif()

@@ -13,6 +13,8 @@ PACKAGES=(
   nginx-light  # tests/support/http_fixture.h starts its own nginx on a free 127.0.0.1 port
   systemd  # systemd-socket-activate: the socket-activation test (not made init by installing it)
   help2man  # man pages from --help (cmake/SwipcInstall.cmake)
+  libnats-dev  # federation over NATS (sw_daemon --nats; libipc/src/federation, DESIGN §16)
+  nats-server  # tests/support/nats_cluster.h starts its own 3-server cluster on 127.0.0.1
 )
 
 missing=()
@@ -36,18 +38,21 @@ else
   exit 1
 fi
 
-# The nginx package would start a system nginx on port 80 as it installs, and at every boot.
-# The tests never use it (each starts its own), so keep it from starting: a policy-rc.d that
-# denies service starts while apt runs (unless the machine already has one), and the unit
-# disabled afterwards. Only when this script installs nginx: a system nginx already there is
-# somebody's and stays as it is.
-installs_nginx=0
+# The nginx package would start a system nginx on port 80 as it installs, and at every boot; the
+# nats-server package a system NATS server on port 4222. The tests never use them (each starts its
+# own), so keep them from starting: a policy-rc.d that denies service starts while apt runs
+# (unless the machine already has one), and the units disabled afterwards. Only those this script
+# installs: a system nginx or nats-server already there is somebody's and stays as it is.
+services=()
 for pkg in "${missing[@]}"; do
-  case "$pkg" in nginx-light | nginx | nginx-common) installs_nginx=1 ;; esac
+  case "$pkg" in
+    nginx-light | nginx | nginx-common) services+=(nginx) ;;
+    nats-server) services+=(nats-server) ;;
+  esac
 done
 policy_rc_d=/usr/sbin/policy-rc.d
 own_policy=0
-if [ "$installs_nginx" -eq 1 ] && [ ! -e "$policy_rc_d" ]; then
+if [ "${#services[@]}" -gt 0 ] && [ ! -e "$policy_rc_d" ]; then
   printf '#!/bin/sh\n# install-deps.sh: no service starts while apt runs\nexit 101\n' |
     "${SUDO[@]}" tee "$policy_rc_d" >/dev/null
   "${SUDO[@]}" chmod 755 "$policy_rc_d"
@@ -60,10 +65,10 @@ export DEBIAN_FRONTEND=noninteractive
 "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
 "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${PACKAGES[@]}"
 
-if [ "$installs_nginx" -eq 1 ]; then
+for service in ${services[@]+"${services[@]}"}; do
   if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
-    "${SUDO[@]}" systemctl disable --now nginx.service >/dev/null 2>&1 || true
+    "${SUDO[@]}" systemctl disable --now "$service.service" >/dev/null 2>&1 || true
   elif [ "$own_policy" -eq 0 ] && command -v service >/dev/null 2>&1; then
-    "${SUDO[@]}" service nginx stop >/dev/null 2>&1 || true  # started despite an existing policy
+    "${SUDO[@]}" service "$service" stop >/dev/null 2>&1 || true  # started despite an existing policy
   fi
-fi
+done

@@ -120,6 +120,11 @@ int main(int argc, char** argv) {
   app.add_option("--fetch-retry-ms", fetchRetryMs,
                  "Background Fetch: waits before each retry of a refused/reset GET, comma-separated "
                  "(default 1000,2000,4000,8000,16000)");
+  std::string natsServers;
+  app.add_option("--nats", natsServers,
+                 "federate the scope across hosts over this NATS cluster: URL[,URL...] (DESIGN §16); "
+                 "without it nothing connects");
+  app.add_option("--node", opts.federation.node, "this node's name with --nats (default: the short host name)");
   std::string logFile;
   app.add_option("--log-file", logFile,
                  "append the log to this file (created 0600) instead of stderr, from when the scope is ours");
@@ -139,6 +144,16 @@ int main(int argc, char** argv) {
       }
       pos = end + 1;
     }
+  }
+  for (size_t pos = 0; pos < natsServers.size();) {
+    size_t end = natsServers.find(',', pos);
+    if (end == std::string::npos) end = natsServers.size();
+    if (end > pos) opts.federation.natsServers.push_back(natsServers.substr(pos, end - pos));
+    pos = end + 1;
+  }
+  if (!opts.federation.node.empty() && opts.federation.natsServers.empty()) {
+    std::fprintf(stderr, "sw_daemon: --node needs --nats\n");
+    return 1;
   }
   sync.timeout = std::chrono::milliseconds(syncTimeoutMs);
   sync.periodicMinInterval = std::chrono::milliseconds(periodicMinMs);

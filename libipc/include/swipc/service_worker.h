@@ -39,6 +39,12 @@ struct BackgroundSyncOptions {
   bool startOffline = false;  // --offline (MANUAL only)
 };
 
+/// A scope across hosts over NATS (DESIGN §16). Without servers: off, nothing connects.
+struct FederationOptions {
+  std::vector<std::string> natsServers;  // --nats URL[,URL...]
+  std::string node;                      // --node: this node's name; "" = the short host name
+};
+
 struct ServiceWorkerOptions {
   std::string scope = "default";
   std::string runtimeDir;
@@ -100,6 +106,7 @@ struct ServiceWorkerOptions {
   std::string stateDir;
   BackgroundSyncOptions sync;
   BackgroundFetchSettings fetch;
+  FederationOptions federation;
 };
 
 /// A message from a client to the service worker.
@@ -123,6 +130,11 @@ struct Counters {
   // Quotas (issue 14): refusals and disconnections because a client went past a limit.
   uint64_t channelQuotaRefused = 0, unresponsiveDisconnects = 0, openWindowRefused = 0;
   uint64_t portQuotaRefused = 0;  // messages refused: their sender at --max-ports-per-client
+  // Federation (--nats): BroadcastChannel posts sent to / taken from other nodes, posts of ours that
+  // did not go out (NATS unreachable, queue full), posts of others that never came (each reported
+  // as lapped), frames from other nodes refused as malformed, disconnections from NATS.
+  uint64_t federationPostsOut = 0, federationPostsIn = 0, federationNotSent = 0, federationMissed = 0;
+  uint64_t federationRejected = 0, federationDisconnects = 0;
   Value toValue() const;
 };
 

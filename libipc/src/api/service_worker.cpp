@@ -35,6 +35,9 @@
 #include "daemon/port_service.h"
 #include "daemon/window_opener.h"
 #include "fetch/fetch_feature.h"
+#ifdef SWIPC_HAVE_FEDERATION
+#include "federation/federation_feature.h"
+#endif
 #include "sync/sync_feature.h"
 #include "swipc/json.h"
 
@@ -135,6 +138,7 @@ class ServiceWorker::Impl final : public daemon::FeatureHost {
   sync::SyncFeature sync_;
   fetch::FetchFeature fetch_;
   daemon::Inspector inspector_;
+  std::unique_ptr<daemon::Feature> federation_;  // --nats only (DESIGN §16)
   std::vector<daemon::Feature*> features_;
   std::function<void(const ClientHandle&)> onAttached_;
 
@@ -194,12 +198,22 @@ ServiceWorker::Impl::Impl(ServiceWorker* owner, ServiceWorkerOptions o)
   features_.push_back(&broadcast_);
   features_.push_back(&sync_);
   features_.push_back(&fetch_);
+#ifdef SWIPC_HAVE_FEDERATION
+  if (!opts_.federation.natsServers.empty()) {
+    // The hub behind the service worker's BroadcastChannel objects is the daemon's BroadcastHub.
+    federation_ = std::make_unique<federation::FederationFeature>(
+        std::static_pointer_cast<daemon::BroadcastHub>(broadcast_.localHub()));
+    features_.push_back(federation_.get());
+  }
+#endif
 }
 
 // ------------------------------------------------------------------------------------------------ setup
 
 Result<void> ServiceWorker::Impl::listen() {
   if (listening_) return {};
+  if (!opts_.federation.natsServers.empty() && !federation_)
+    return makeError(Errc::INVALID_STATE, "this build has no federation (--nats): built without libnats (SWIPC_FEDERATION=OFF)");
   auto paths = core::scopePaths(opts_.runtimeDir, opts_.scope);
   if (!paths) return paths.error();
   paths_ = *paths;
@@ -564,7 +578,13 @@ Value Counters::toValue() const {
                      {"channelQuotaRefused", int64_t(channelQuotaRefused)},
                      {"unresponsiveDisconnects", int64_t(unresponsiveDisconnects)},
                      {"openWindowRefused", int64_t(openWindowRefused)},
-                     {"portQuotaRefused", int64_t(portQuotaRefused)}});
+                     {"portQuotaRefused", int64_t(portQuotaRefused)},
+                     {"federationPostsOut", int64_t(federationPostsOut)},
+                     {"federationPostsIn", int64_t(federationPostsIn)},
+                     {"federationNotSent", int64_t(federationNotSent)},
+                     {"federationMissed", int64_t(federationMissed)},
+                     {"federationRejected", int64_t(federationRejected)},
+                     {"federationDisconnects", int64_t(federationDisconnects)}});
 }
 
 }  // namespace swipc

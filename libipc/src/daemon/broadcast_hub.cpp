@@ -11,6 +11,12 @@
 
 namespace swipc::daemon {
 
+namespace {
+/// The tag of a post from another node: no object here has it (client tags carry a prefix >= 1 << 32,
+/// service-worker objects' ids start at 1), so every object here receives it.
+constexpr uint64_t REMOTE_TAG = 0;
+}  // namespace
+
 // ------------------------------------------------------------------------------------------------ channels
 
 Result<BroadcastHub::Channel*> BroadcastHub::channel(const ChannelName& name) {
@@ -73,6 +79,7 @@ void BroadcastHub::publish(Channel& ch, uint64_t tag, const core::OutgoingPayloa
   std::vector<uint64_t> buf(bytes / 8);
   wire::encodeInto(mb, reinterpret_cast<uint8_t*>(buf.data()), bytes);
   ch.writer.append(wire::RECORD_ENVELOPE, seq, tag, buf.data(), static_cast<uint32_t>(bytes));
+  if (postObserver_ && tag != REMOTE_TAG) postObserver_(ch.name, reinterpret_cast<const uint8_t*>(buf.data()), bytes);
   ++counters_.broadcastsPosted;
   const bool first = pendingWakes_.empty();
   if (!ch.wakePending) {
@@ -285,6 +292,41 @@ void BroadcastHub::close(detail::BcObject& obj) {
   if (it == channels_.end()) return;
   it->second->local.erase(obj.id);
   maybeDrop(name);
+}
+
+// ------------------------------------------------------------------------------------------------ federation
+
+bool BroadcastHub::injectRemote(const ChannelName& name, schema::Payload::Reader payload,
+                                const std::shared_ptr<const wire::Inbound>& owner) {
+  auto it = channels_.find(name);
+  if (it == channels_.end()) return false;
+  Channel& ch = *it->second;
+  if (payload.totalSize().wordCount * sizeof(capnp::word) + 64 > ch.writer.maxPayload()) {
+    ++counters_.oversize;
+    reportRemoteGap(name, 1);
+    return false;
+  }
+  publish(ch, REMOTE_TAG, nullptr, &payload, owner, 0);
+  return true;
+}
+
+bool BroadcastHub::reportRemoteGap(const ChannelName& name, uint64_t missed) {
+  auto it = channels_.find(name);
+  if (it == channels_.end() || missed == 0) return false;
+  Channel& ch = *it->second;
+  // Readers report lapped(seq - expected) at the first record past a hole in the sequence, and
+  // deliver nothing for a gap record: one at expected + missed makes them report exactly missed.
+  ch.nextSeq += missed;
+  const uint64_t seq = ch.nextSeq++;
+  ch.writer.append(wire::RECORD_BC_GAP, seq, REMOTE_TAG, &missed, sizeof missed);
+  ch.writer.wakeAll();
+  std::vector<std::shared_ptr<detail::BcObject>> targets;
+  for (auto& [id, obj] : ch.local) targets.push_back(obj);
+  for (auto& obj : targets) {
+    auto onLapped = obj->onLapped;  // a copy: a handler may close() its own object
+    if (!obj->closed && onLapped) core::callUser("a BroadcastChannel handler", [&] { onLapped(missed); });
+  }
+  return true;
 }
 
 std::vector<BroadcastHub::ChannelStats> BroadcastHub::stats() const {

@@ -106,6 +106,22 @@ class BroadcastHub final : public detail::BroadcastHub {
   Result<MessageSeq> post(detail::BcObject& obj, const core::OutgoingPayload& payload, bool wantAck) override;
   void close(detail::BcObject& obj) override;
 
+  // ---- federation seam (DESIGN §16; federation/federation_feature.h)
+  /// Sees each post that originates on this node (a client's or service-worker code's) once it is
+  /// in its ring: the channel and the record's encoded envelope. Never a post injectRemote()
+  /// wrote. It runs inside the post, on the loop: it must only queue.
+  using PostObserver = std::function<void(const ChannelName& name, const uint8_t* envelope, size_t bytes)>;
+  void onLocalPost(PostObserver fn) { postObserver_ = std::move(fn); }
+  /// A post from another node: into `name`'s ring and to its service-worker objects, as a post
+  /// from none of the objects here. False when no object of `name` is open here, or (then
+  /// reported as one missed post) it is larger than a record of this node's ring.
+  bool injectRemote(const ChannelName& name, schema::Payload::Reader payload,
+                    const std::shared_ptr<const wire::Inbound>& owner);
+  /// `missed` posts from another node never reached this one: every object of `name` here learns
+  /// it as lapped(missed) (client objects through a gap record in the ring, which takes the
+  /// sequence numbers of the missed posts). False when no object of `name` is open here.
+  bool reportRemoteGap(const ChannelName& name, uint64_t missed);
+
   /// Every channel goes (the daemon stops).
   void clear();
   const Channel* find(const ChannelName& name) const;
@@ -153,6 +169,7 @@ class BroadcastHub final : public detail::BroadcastHub {
                     const std::shared_ptr<const wire::Inbound>& owner, uint32_t localSender);
 
   Sink& sink_;
+  PostObserver postObserver_;  // federation: posts that originate here
   Config config_;
   const TypeRegistry& types_;
   Counters& counters_;

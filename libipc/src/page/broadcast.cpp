@@ -12,6 +12,7 @@
 #include "core/log.h"
 #include "core/payload.h"
 #include "shm/memfd.h"
+#include "wire/codec.h"
 #include "wire/limits.h"
 
 namespace swipc::page {
@@ -257,6 +258,7 @@ void PageBroadcast::readBroadcastsDeferred() {
             if (auto fn = obj->onLapped; !obj->closed && fn) fn(missed);
           });
         }
+        if (rec.type == wire::RECORD_BC_GAP) continue;  // posts another node made that never came: counted above
         if (rec.tag == detail::bcTag(senderTag_, obj->id)) continue;  // the poster is excluded
         if (!event && !decodeError) {
           auto in = wire::Inbound::copyEnvelope(rec.bytes(), rec.length, options);

@@ -24,6 +24,10 @@ namespace swipc::wire {
 inline constexpr uint32_t RECORD_ENVELOPE = 1;
 /// Payload: OutOfLineRecord. The envelope itself travels as a sealed memfd over the socket.
 inline constexpr uint32_t RECORD_OUT_OF_LINE = 2;
+/// BroadcastChannel ring only: posts from another node that never arrived here (DESIGN §16). Its
+/// seq is the missed posts' last one, so a reader reports them as lapped; its payload, the count
+/// (u64), is informative. Nothing is delivered for it.
+inline constexpr uint32_t RECORD_BC_GAP = 3;
 
 /// The payload of a RECORD_OUT_OF_LINE ring record. The sealed memfd carrying the envelope went
 /// over the socket first, in a Control.outOfLine datagram with the same `seq`.

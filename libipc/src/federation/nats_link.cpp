@@ -1,0 +1,275 @@
+#include "federation/nats_link.h"
+
+#include <nats/nats.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "core/log.h"
+
+namespace swipc::federation {
+
+const char* stateName(NatsLink::State s) {
+  switch (s) {
+    case NatsLink::State::CONNECTED: return "connected";
+    case NatsLink::State::DISCONNECTED: return "disconnected";
+    case NatsLink::State::RECONNECTED: return "reconnected";
+    case NatsLink::State::CLOSED: return "closed";
+  }
+  return "?";
+}
+
+/// What the link's threads and the loop share. Owned by the link, and kept alive while libnats
+/// may still call back (see keepAlive()).
+struct NatsLink::Shared {
+  core::EventLoop* loop = nullptr;
+  Options options;
+  Events events;
+
+  // ---- loop <-> sender thread
+  std::mutex mu;
+  std::condition_variable wake;
+  struct Outgoing {
+    std::string subject;
+    std::vector<uint8_t> data;
+  };
+  std::deque<Outgoing> queue;
+  size_t queuedBytes = 0;
+  bool stopping = false;
+  std::thread sender;
+
+  // ---- libnats threads -> loop
+  std::mutex inboxMu;
+  std::vector<std::pair<std::string, std::vector<uint8_t>>> inbox;
+  bool open = true;  // false once the link is being destroyed: nothing more goes to the loop
+
+  std::atomic<bool> connected{false};
+  std::atomic<uint64_t> sendFailures{0};
+  std::mutex closedMu;
+  std::condition_variable closedCv;
+  bool closed = false;
+
+  natsConnection* nc = nullptr;  // the sender thread's
+  std::vector<natsSubscription*> subs;
+
+  /// Runs `task` on the loop unless the link is going away.
+  void toLoop(std::function<void(Shared&)> task) {
+    std::lock_guard lock(inboxMu);
+    if (!open) return;
+    loop->post([self = this, task = std::move(task)] {
+      // The loop thread is the one that clears `open` (the destructor): no race here.
+      if (self->open) task(*self);
+    });
+  }
+  void reportState(State s) {
+    std::string url;
+    if (nc && (s == State::CONNECTED || s == State::RECONNECTED)) {
+      char buf[256] = {};
+      if (natsConnection_GetConnectedUrl(nc, buf, sizeof buf) == NATS_OK) url = buf;
+    }
+    toLoop([s, url](Shared& sh) {
+      if (sh.events.state) sh.events.state(s, url);
+    });
+  }
+  void runSender();
+};
+
+namespace {
+
+/// libnats may call back after natsConnection_Destroy returns (its delivery threads wind down on
+/// their own): the Shared it was given stays reachable until the process ends. One per started
+/// link, i.e. per time the daemon starts serving with --nats.
+void keepAlive(std::shared_ptr<NatsLink::Shared> s) {
+  static std::mutex mu;
+  static std::vector<std::shared_ptr<NatsLink::Shared>> kept;
+  std::lock_guard lock(mu);
+  kept.push_back(std::move(s));
+}
+
+void onMessage(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
+  auto* sh = static_cast<NatsLink::Shared*>(closure);
+  std::string subject = natsMsg_GetSubject(msg);
+  const auto* data = reinterpret_cast<const uint8_t*>(natsMsg_GetData(msg));
+  std::vector<uint8_t> bytes(data, data + natsMsg_GetDataLength(msg));
+  natsMsg_Destroy(msg);
+  std::lock_guard lock(sh->inboxMu);
+  if (!sh->open) return;
+  const bool first = sh->inbox.empty();
+  sh->inbox.emplace_back(std::move(subject), std::move(bytes));
+  if (!first) return;  // a drain is already posted: one per burst
+  sh->loop->post([sh] {
+    std::vector<std::pair<std::string, std::vector<uint8_t>>> batch;
+    {
+      std::lock_guard l(sh->inboxMu);
+      if (!sh->open) return;
+      batch.swap(sh->inbox);
+    }
+    for (auto& [subject, data] : batch) {
+      if (!sh->open) return;  // a handler may stop the feature
+      if (sh->events.message) sh->events.message(subject, data);
+    }
+  });
+}
+
+void onConnected(natsConnection*, void* closure) {
+  auto* sh = static_cast<NatsLink::Shared*>(closure);
+  sh->connected = true;
+  sh->reportState(NatsLink::State::CONNECTED);
+}
+
+void onReconnected(natsConnection*, void* closure) {
+  auto* sh = static_cast<NatsLink::Shared*>(closure);
+  sh->connected = true;
+  sh->reportState(NatsLink::State::RECONNECTED);
+}
+
+void onDisconnected(natsConnection*, void* closure) {
+  auto* sh = static_cast<NatsLink::Shared*>(closure);
+  sh->connected = false;
+  sh->reportState(NatsLink::State::DISCONNECTED);
+}
+
+void onClosed(natsConnection*, void* closure) {
+  auto* sh = static_cast<NatsLink::Shared*>(closure);
+  sh->connected = false;
+  {
+    std::lock_guard lock(sh->closedMu);
+    sh->closed = true;
+  }
+  sh->closedCv.notify_all();
+}
+
+void onError(natsConnection*, natsSubscription*, natsStatus err, void* closure) {
+  auto* sh = static_cast<NatsLink::Shared*>(closure);
+  std::string what = natsStatus_GetText(err);
+  sh->toLoop([what](NatsLink::Shared& s) {
+    if (s.events.error) s.events.error(what);
+  });
+}
+
+/// Back-off after each full round of the server list: 100 ms doubling to 5 s, plus up to 100 ms.
+int64_t reconnectDelay(natsConnection*, int attempts, void*) {
+  thread_local std::minstd_rand rng(std::random_device{}());
+  const int64_t base = std::min<int64_t>(5000, int64_t{100} << std::min(attempts, 6));
+  return base + static_cast<int64_t>(rng() % 100);
+}
+
+}  // namespace
+
+void NatsLink::Shared::runSender() {
+  natsOptions* opts = nullptr;
+  natsStatus s = natsOptions_Create(&opts);
+  std::vector<const char*> urls;
+  for (const auto& u : options.servers) urls.push_back(u.c_str());
+  if (s == NATS_OK) s = natsOptions_SetServers(opts, urls.data(), static_cast<int>(urls.size()));
+  if (s == NATS_OK) s = natsOptions_SetName(opts, options.clientName.c_str());
+  if (s == NATS_OK) s = natsOptions_SetNoEcho(opts, true);  // our own posts are delivered locally
+  if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts, -1);
+  if (s == NATS_OK) s = natsOptions_SetCustomReconnectDelay(opts, reconnectDelay, nullptr);
+  if (s == NATS_OK) s = natsOptions_SetTimeout(opts, 2000);
+  if (s == NATS_OK) s = natsOptions_SetPingInterval(opts, 2000);
+  if (s == NATS_OK) s = natsOptions_SetMaxPingsOut(opts, 2);
+  if (s == NATS_OK) s = natsOptions_SetRetryOnFailedConnect(opts, true, onConnected, this);
+  if (s == NATS_OK) s = natsOptions_SetReconnectedCB(opts, onReconnected, this);
+  if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(opts, onDisconnected, this);
+  if (s == NATS_OK) s = natsOptions_SetClosedCB(opts, onClosed, this);
+  if (s == NATS_OK) s = natsOptions_SetErrorHandler(opts, onError, this);
+  if (s == NATS_OK) {
+    s = natsConnection_Connect(&nc, opts);
+    if (s == NATS_OK) {
+      connected = true;
+      reportState(State::CONNECTED);
+    } else if (s == NATS_NOT_YET_CONNECTED) {
+      s = NATS_OK;  // connects in the background; onConnected reports it
+    }
+  }
+  for (size_t i = 0; s == NATS_OK && i < options.subjects.size(); ++i) {
+    natsSubscription* sub = nullptr;
+    s = natsConnection_Subscribe(&sub, nc, options.subjects[i].c_str(), onMessage, this);
+    if (s == NATS_OK) {
+      // Generous client-side buffers; past them libnats drops (a gap, reported as lapped).
+      natsSubscription_SetPendingLimits(sub, 1 << 20, 256 << 20);
+      subs.push_back(sub);
+    }
+  }
+  if (opts) natsOptions_Destroy(opts);
+  if (s != NATS_OK) {
+    std::string what = std::string("NATS client: ") + natsStatus_GetText(s) + " " + nats_GetLastError(nullptr);
+    toLoop([what](Shared& sh) {
+      if (sh.events.error) sh.events.error(what);
+    });
+  }
+
+  std::unique_lock lock(mu);
+  while (true) {
+    wake.wait(lock, [&] { return stopping || !queue.empty(); });
+    if (stopping) break;
+    std::deque<Outgoing> batch;
+    batch.swap(queue);
+    queuedBytes = 0;
+    lock.unlock();
+    for (auto& m : batch) {
+      if (!nc || !connected ||
+          natsConnection_Publish(nc, m.subject.c_str(), m.data.data(), static_cast<int>(m.data.size())) != NATS_OK)
+        ++sendFailures;
+    }
+    lock.lock();
+  }
+  lock.unlock();
+  if (nc) {
+    natsConnection_Close(nc);
+    std::unique_lock cl(closedMu);
+    closedCv.wait_for(cl, std::chrono::seconds(2), [&] { return closed; });
+    cl.unlock();
+    for (auto* sub : subs) natsSubscription_Destroy(sub);
+    subs.clear();
+    natsConnection_Destroy(nc);
+    nc = nullptr;
+  }
+}
+
+std::unique_ptr<NatsLink> NatsLink::start(core::EventLoop& loop, Options options, Events events) {
+  auto sh = std::make_shared<Shared>();
+  sh->loop = &loop;
+  sh->options = std::move(options);
+  sh->events = std::move(events);
+  keepAlive(sh);
+  sh->sender = std::thread([raw = sh.get()] { raw->runSender(); });
+  return std::unique_ptr<NatsLink>(new NatsLink(sh));
+}
+
+NatsLink::~NatsLink() {
+  {
+    std::lock_guard lock(shared_->inboxMu);
+    shared_->open = false;  // tasks already posted see it and do nothing
+    shared_->inbox.clear();
+  }
+  {
+    std::lock_guard lock(shared_->mu);
+    shared_->stopping = true;
+  }
+  shared_->wake.notify_all();
+  if (shared_->sender.joinable()) shared_->sender.join();
+}
+
+bool NatsLink::tryPublish(std::string subject, std::vector<uint8_t> data) {
+  if (!shared_->connected) return false;
+  {
+    std::lock_guard lock(shared_->mu);
+    const size_t bytes = subject.size() + data.size();
+    if (shared_->queuedBytes + bytes > shared_->options.maxQueuedBytes) return false;
+    shared_->queuedBytes += bytes;
+    shared_->queue.push_back({std::move(subject), std::move(data)});
+  }
+  shared_->wake.notify_one();
+  return true;
+}
+
+bool NatsLink::connectedGuess() const { return shared_->connected; }
+uint64_t NatsLink::sendFailures() const { return shared_->sendFailures; }
+
+}  // namespace swipc::federation

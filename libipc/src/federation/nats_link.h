@@ -1,0 +1,68 @@
+// NatsLink: the daemon's one connection to the NATS cluster (libnats, the nats.c client), held so
+// that the daemon's loop never waits for NATS. libnats runs its own threads (reading, flushing,
+// reconnecting, delivering); this module adds one more, the sender, which connects (a connect
+// may wait for a TCP timeout) and publishes what the loop queued. Everything NATS reports comes
+// back to the loop thread through EventLoop::post(): messages (batched: one post per burst),
+// connection transitions, asynchronous errors.
+//
+// Nothing is queued for NATS while the link is not connected: tryPublish() says so and the caller
+// counts the post as not sent (its receivers learn it as a gap). Reconnects go on forever, with
+// a back-off from 100 ms doubling to 5 s (plus jitter) after each round of the server list.
+//
+// Lifetime: start() begins connecting in the background and returns at once; destroying the
+// link closes the connection (a bounded wait) and joins its thread. After that no callback runs.
+//
+// @concurrent: start(), tryPublish(), connected(), the destructor: the loop thread; the rest is
+// internal to the link's threads.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/event_loop.h"
+
+namespace swipc::federation {
+
+class NatsLink {
+ public:
+  enum class State { CONNECTED, DISCONNECTED, RECONNECTED, CLOSED };
+  struct Options {
+    std::vector<std::string> servers;   // nats://host:port, tried in order
+    std::string clientName;             // shown by the server (connz)
+    std::vector<std::string> subjects;  // subscribed to (kept across reconnects)
+    size_t maxQueuedBytes = 64u << 20;  // what may wait for the sender thread
+  };
+  /// What the link reports; every call on the loop thread.
+  struct Events {
+    std::function<void(const std::string& subject, const std::vector<uint8_t>& data)> message;
+    /// `url`: the server now connected to ("" when none).
+    std::function<void(State state, const std::string& url)> state;
+    std::function<void(const std::string& what)> error;
+  };
+
+  static std::unique_ptr<NatsLink> start(core::EventLoop& loop, Options options, Events events);
+  ~NatsLink();
+  NatsLink(const NatsLink&) = delete;
+  NatsLink& operator=(const NatsLink&) = delete;
+
+  /// Queues `data` for `subject`; never blocks. False (nothing queued) when the link is not
+  /// connected or the queue is at maxQueuedBytes.
+  bool tryPublish(std::string subject, std::vector<uint8_t> data);
+  /// Connected now (racy: a disconnect may be on its way).
+  bool connectedGuess() const;
+  /// Messages queued but not sent (the connection refused them, or it went away meanwhile).
+  uint64_t sendFailures() const;
+
+  struct Shared;
+
+ private:
+  explicit NatsLink(std::shared_ptr<Shared> shared) : shared_(std::move(shared)) {}
+  std::shared_ptr<Shared> shared_;
+};
+
+const char* stateName(NatsLink::State s);
+
+}  // namespace swipc::federation

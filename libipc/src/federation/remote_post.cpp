@@ -1,0 +1,153 @@
+#include "federation/remote_post.h"
+
+#include <unistd.h>
+
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+namespace swipc::federation {
+
+namespace {
+
+constexpr size_t pad8(size_t n) { return (n + 7) & ~size_t{7}; }
+
+}  // namespace
+
+std::vector<uint8_t> encodeRemotePost(std::string_view node, uint64_t epoch, const ChannelName& channel, uint64_t seq,
+                                      const uint8_t* envelope, size_t envelopeBytes) {
+  SWIPC_REQUIRE(node.size() <= MAX_NODE_NAME && channel.size() <= MAX_CHANNEL_NAME, "node or channel name too long");
+  RemotePostHeader h{};
+  h.magic = REMOTE_POST_MAGIC;
+  h.version = REMOTE_POST_VERSION;
+  h.nodeLen = static_cast<uint16_t>(node.size());
+  h.channelLen = static_cast<uint32_t>(channel.size());
+  h.epoch = epoch;
+  h.seq = seq;
+  const size_t names = pad8(node.size() + channel.size());
+  std::vector<uint8_t> out(sizeof h + names + envelopeBytes, 0);
+  std::memcpy(out.data(), &h, sizeof h);
+  std::memcpy(out.data() + sizeof h, node.data(), node.size());
+  std::memcpy(out.data() + sizeof h + node.size(), channel.str().data(), channel.size());
+  if (envelopeBytes) std::memcpy(out.data() + sizeof h + names, envelope, envelopeBytes);
+  return out;
+}
+
+Result<RemotePost> decodeRemotePost(const uint8_t* data, size_t bytes) {
+  auto bad = [](const std::string& why) { return makeError(Errc::PROTOCOL_VIOLATION, "cross-node post: " + why); };
+  RemotePostHeader h;
+  if (bytes < sizeof h) return bad("shorter than its header (" + std::to_string(bytes) + " bytes)");
+  std::memcpy(&h, data, sizeof h);
+  if (h.magic != REMOTE_POST_MAGIC) return bad("bad magic");
+  if (h.version != REMOTE_POST_VERSION) return bad("version " + std::to_string(h.version) + " (expected 1)");
+  if (h.nodeLen == 0 || h.nodeLen > MAX_NODE_NAME) return bad("node name of " + std::to_string(h.nodeLen) + " bytes");
+  if (h.channelLen > MAX_CHANNEL_NAME) return bad("channel name of " + std::to_string(h.channelLen) + " bytes");
+  const size_t names = pad8(size_t{h.nodeLen} + h.channelLen);
+  if (bytes < sizeof h + names) return bad("names past the end of the frame");
+  const size_t envelopeBytes = bytes - sizeof h - names;
+  if (envelopeBytes == 0 || envelopeBytes % 8 != 0) return bad("envelope of " + std::to_string(envelopeBytes) + " bytes");
+  if (h.seq == 0) return bad("seq 0");
+  RemotePost p;
+  p.node.assign(reinterpret_cast<const char*>(data + sizeof h), h.nodeLen);
+  p.channel = ChannelName(std::string(reinterpret_cast<const char*>(data + sizeof h + h.nodeLen), h.channelLen));
+  if (!validNodeName(p.node)) return bad("invalid node name");
+  p.epoch = h.epoch;
+  p.seq = h.seq;
+  p.envelope = data + sizeof h + names;
+  p.envelopeBytes = envelopeBytes;
+  return p;
+}
+
+std::string encodeHeartbeat(const Heartbeat& hb) {
+  nlohmann::json marks = nlohmann::json::array();
+  for (const auto& [name, seq] : hb.marks) marks.push_back({toHex(name.str()), seq});
+  return nlohmann::json{{"node", hb.node}, {"epoch", hb.epoch}, {"intervalMs", hb.intervalMs}, {"marks", marks}}.dump();
+}
+
+Result<Heartbeat> decodeHeartbeat(std::string_view text) {
+  auto bad = [](const std::string& why) { return makeError(Errc::PROTOCOL_VIOLATION, "heartbeat: " + why); };
+  auto j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) return bad("not a JSON object");
+  Heartbeat hb;
+  auto node = j.find("node");
+  auto epoch = j.find("epoch");
+  auto interval = j.find("intervalMs");
+  auto marks = j.find("marks");
+  if (node == j.end() || !node->is_string()) return bad("no node");
+  if (epoch == j.end() || !epoch->is_number_unsigned()) return bad("no epoch");
+  if (interval == j.end() || !interval->is_number_unsigned()) return bad("no intervalMs");
+  if (marks == j.end() || !marks->is_array()) return bad("no marks");
+  hb.node = node->get<std::string>();
+  if (!validNodeName(hb.node)) return bad("invalid node name");
+  hb.epoch = epoch->get<uint64_t>();
+  hb.intervalMs = static_cast<uint32_t>(std::min<uint64_t>(interval->get<uint64_t>(), 3600000));
+  for (const auto& m : *marks) {
+    if (!m.is_array() || m.size() != 2 || !m[0].is_string() || !m[1].is_number_unsigned()) return bad("malformed mark");
+    auto name = fromHex(m[0].get<std::string>());
+    if (!name || name->size() > MAX_CHANNEL_NAME) return bad("malformed channel in a mark");
+    hb.marks.emplace_back(ChannelName(std::move(*name)), m[1].get<uint64_t>());
+  }
+  return hb;
+}
+
+std::string Subjects::bcFor(const ChannelName& name) const { return bcPrefix + channelToken(name); }
+
+Subjects subjectsFor(std::string_view scope) {
+  std::string token(scope);
+  for (char& c : token)
+    if (c == '.') c = '~';
+  Subjects s;
+  s.nodes = "swipc." + token + ".node";
+  s.bcPrefix = "swipc." + token + ".bc.";
+  s.bcWildcard = s.bcPrefix + "*";
+  return s;
+}
+
+std::string channelToken(const ChannelName& name) { return "c" + toHex(name.str()); }
+
+std::string toHex(std::string_view bytes) {
+  static constexpr char DIGITS[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (unsigned char c : bytes) {
+    out.push_back(DIGITS[c >> 4]);
+    out.push_back(DIGITS[c & 15]);
+  }
+  return out;
+}
+
+std::optional<std::string> fromHex(std::string_view hex) {
+  if (hex.size() % 2) return std::nullopt;
+  auto digit = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  std::string out;
+  out.reserve(hex.size() / 2);
+  for (size_t i = 0; i < hex.size(); i += 2) {
+    int hi = digit(hex[i]), lo = digit(hex[i + 1]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    out.push_back(static_cast<char>(hi * 16 + lo));
+  }
+  return out;
+}
+
+bool validNodeName(std::string_view name) {
+  if (name.empty() || name.size() > MAX_NODE_NAME) return false;
+  for (char c : name) {
+    const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' ||
+                    c == '_' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+std::string defaultNodeName() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof buf - 1) != 0) return "node";
+  std::string name(buf);
+  if (auto dot = name.find('.'); dot != std::string::npos) name.resize(dot);
+  return validNodeName(name) ? name : "node";
+}
+
+}  // namespace swipc::federation

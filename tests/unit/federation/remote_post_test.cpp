@@ -1,0 +1,99 @@
+#include "federation/remote_post.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+namespace swipc::federation {
+namespace {
+
+std::vector<uint8_t> envelopeBytes(size_t n) {
+  std::vector<uint8_t> e(n);
+  for (size_t i = 0; i < n; ++i) e[i] = static_cast<uint8_t>(i * 7);
+  return e;
+}
+
+TEST(RemotePostTest, RoundTripsNodeChannelEpochSeqAndEnvelope) {
+  auto env = envelopeBytes(48);
+  const ChannelName ch("chat room\n\xff");
+  auto frame = encodeRemotePost("n1", 77, ch, 5, env.data(), env.size());
+  auto sut = decodeRemotePost(frame.data(), frame.size());
+  ASSERT_TRUE(sut) << sut.error().describe();
+  EXPECT_EQ(sut->node, "n1");
+  EXPECT_EQ(sut->channel, ch);
+  EXPECT_EQ(sut->epoch, 77u);
+  EXPECT_EQ(sut->seq, 5u);
+  ASSERT_EQ(sut->envelopeBytes, env.size());
+  EXPECT_EQ(std::memcmp(sut->envelope, env.data(), env.size()), 0);
+  EXPECT_EQ(static_cast<size_t>(sut->envelope - frame.data()) % 8, 0u);
+}
+
+TEST(RemotePostTest, RejectsEveryTruncationOfHeaderNamesOrEnvelopeWords) {
+  auto env = envelopeBytes(16);
+  auto frame = encodeRemotePost("node-a", 1, ChannelName("c"), 1, env.data(), env.size());
+  const size_t prefix = frame.size() - env.size();  // header + names + padding
+  for (size_t n = 0; n < frame.size(); ++n) {
+    // A whole number of envelope words may be a shorter envelope: Cap'n Proto's validation
+    // (wire::Inbound) is what refuses that one.
+    if (n > prefix && (n - prefix) % 8 == 0) continue;
+    EXPECT_FALSE(decodeRemotePost(frame.data(), n)) << "accepted the first " << n << " bytes";
+  }
+}
+
+TEST(RemotePostTest, RejectsBadMagicVersionAndLengths) {
+  auto env = envelopeBytes(16);
+  auto good = encodeRemotePost("n1", 1, ChannelName("c"), 1, env.data(), env.size());
+  auto corrupt = [&](size_t offset, uint32_t value, size_t width) {
+    auto f = good;
+    std::memcpy(f.data() + offset, &value, width);
+    return decodeRemotePost(f.data(), f.size());
+  };
+  EXPECT_FALSE(corrupt(0, 0xdeadbeef, 4));         // magic
+  EXPECT_FALSE(corrupt(4, 2, 2));                  // version
+  EXPECT_FALSE(corrupt(6, 0, 2));                  // no node name
+  EXPECT_FALSE(corrupt(6, 65, 2));                 // node name too long
+  EXPECT_FALSE(corrupt(8, 1u << 20, 4));           // channel name past the frame / too long
+  EXPECT_FALSE(corrupt(24, 0, 4));                 // seq 0 (low half; high half is 0 too)
+}
+
+TEST(RemotePostTest, HeartbeatRoundTripsMarksOfAnyChannelName) {
+  Heartbeat hb;
+  hb.node = "n2";
+  hb.epoch = 123456789012345ull;
+  hb.intervalMs = 1000;
+  hb.marks = {{ChannelName("a"), 3}, {ChannelName(std::string("\0\x80 .*>", 6)), 9}};
+  auto sut = decodeHeartbeat(encodeHeartbeat(hb));
+  ASSERT_TRUE(sut) << sut.error().describe();
+  EXPECT_EQ(sut->node, "n2");
+  EXPECT_EQ(sut->epoch, hb.epoch);
+  EXPECT_EQ(sut->intervalMs, 1000u);
+  EXPECT_EQ(sut->marks, hb.marks);
+}
+
+TEST(RemotePostTest, HeartbeatRejectsMalformedJson) {
+  EXPECT_FALSE(decodeHeartbeat("not json"));
+  EXPECT_FALSE(decodeHeartbeat(R"({"node":"n1"})"));
+  EXPECT_FALSE(decodeHeartbeat(R"({"node":"bad name","epoch":1,"intervalMs":1,"marks":[]})"));
+  EXPECT_FALSE(decodeHeartbeat(R"({"node":"n1","epoch":1,"intervalMs":1,"marks":[["zz",1]]})"));
+  EXPECT_FALSE(decodeHeartbeat(R"({"node":"n1","epoch":1,"intervalMs":1,"marks":[["61",-1]]})"));
+}
+
+TEST(RemotePostTest, SubjectsAreNatsTokensForAnyScopeAndChannel) {
+  auto sut = subjectsFor("my.app-1");
+  EXPECT_EQ(sut.nodes, "swipc.my~app-1.node");
+  EXPECT_EQ(sut.bcWildcard, "swipc.my~app-1.bc.*");
+  EXPECT_EQ(sut.bcFor(ChannelName("a.b c")), "swipc.my~app-1.bc.c612e622063");
+  EXPECT_EQ(sut.bcFor(ChannelName("")), "swipc.my~app-1.bc.c");
+}
+
+TEST(RemotePostTest, NodeNamesAreChecked) {
+  EXPECT_TRUE(validNodeName("n1"));
+  EXPECT_TRUE(validNodeName("host-a.example_1"));
+  EXPECT_FALSE(validNodeName(""));
+  EXPECT_FALSE(validNodeName("a b"));
+  EXPECT_FALSE(validNodeName(std::string(65, 'a')));
+  EXPECT_TRUE(validNodeName(defaultNodeName()));
+}
+
+}  // namespace
+}  // namespace swipc::federation
