@@ -1,0 +1,253 @@
+// Federation over NATS (DESIGN §16, issue 19): a real 3-server NATS cluster with JetStream on
+// 127.0.0.1 (tests/support/nats_cluster.h) and three sw_daemon processes of one scope on this
+// machine as three hosts (each its own runtime and state dir, --nats at a different server,
+// --node n1/n2/n3), with page_client pages on each. Skipped only when nats-server is not
+// installed (scripts/install-deps.sh installs it).
+#include <gtest/gtest.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "nats_cluster.h"
+#include "swipc/testing.h"
+
+namespace swipc::testing {
+namespace {
+
+using nlohmann::json;
+
+/// What one BroadcastChannel object of a page has received so far.
+struct Received {
+  std::vector<json> messages;  // data of each bc.message, in order
+  uint64_t missed = 0;         // sum of bc.lapped
+};
+
+class FederationTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!NatsCluster::available()) GTEST_SKIP() << "nats-server is not installed (apt-get install nats-server)";
+    cluster_ = std::make_unique<NatsCluster>(3);
+    scope_ = testScope();
+  }
+  void TearDown() override {
+    nodes_.clear();  // daemons and pages first, then the servers
+    cluster_.reset();
+  }
+
+  /// Node `i` (0-based, named n<i+1>): a daemon of the shared scope with --nats at server i.
+  Scope& startNode(size_t i) {
+    ScopeOptions o;
+    o.scope = scope_;
+    o.daemonArgs = {"--nats", cluster_->url(i), "--node", nodeName(i), "--log-level", "info"};
+    auto s = std::make_unique<Scope>(o);
+    nodes_[i] = std::move(s);
+    return *nodes_[i];
+  }
+  static std::string nodeName(size_t i) { return "n" + std::to_string(i + 1); }
+  Scope& node(size_t i) { return *nodes_.at(i); }
+
+  /// Every running node has heard every other's heartbeat (so each subscription is in place).
+  bool meshFormed(std::chrono::milliseconds timeout = 20000ms) {
+    return eventually(
+        [&] {
+          for (auto& [i, s] : nodes_)
+            for (auto& [j, t] : nodes_)
+              if (i != j && s->daemon().log().find("node " + nodeName(j) + " joined") == std::string::npos) return false;
+          return true;
+        },
+        timeout);
+  }
+
+  static void open(ScriptClient& page, const std::string& bc, const std::string& name) {
+    auto r = page.call({{"op", "bc.open"}, {"bc", bc}, {"name", name}});
+    ASSERT_TRUE(r && (*r)["event"] == "ok") << (r ? r->dump() : "no answer");
+  }
+
+  /// Reads `page`'s bc events of object `bc` until `done` holds (or the deadline).
+  static bool collect(ScriptClient& page, const std::string& bc, Received& into,
+                      const std::function<bool(const Received&)>& done, std::chrono::milliseconds timeout = 20000ms) {
+    const auto deadline = TestClock::now() + timeout;
+    while (!done(into)) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - TestClock::now());
+      if (left.count() <= 0) return false;
+      auto e = page.waitFor(
+          [&](const json& ev) {
+            return (ev["event"] == "bc.message" || ev["event"] == "bc.lapped") && ev.value("bc", "") == bc;
+          },
+          left);
+      if (!e) return done(into);
+      if ((*e)["event"] == "bc.message")
+        into.messages.push_back((*e)["data"]);
+      else
+        into.missed += (*e)["missed"].get<uint64_t>();
+    }
+    return true;
+  }
+
+  /// The "i" of each message from `from`, in arrival order.
+  static std::vector<int> seqFrom(const Received& r, const std::string& from) {
+    std::vector<int> out;
+    for (const auto& m : r.messages)
+      if (m.value("from", "") == from) out.push_back(m["i"].get<int>());
+    return out;
+  }
+  static std::vector<int> range(int from, int to) {  // [from, to)
+    std::vector<int> v;
+    for (int i = from; i < to; ++i) v.push_back(i);
+    return v;
+  }
+  static void post(ScriptClient& page, const std::string& bc, const std::string& from, int i) {
+    page.send({{"op", "bc.post"}, {"bc", bc}, {"data", {{"from", from}, {"i", i}}}});
+  }
+
+  std::unique_ptr<NatsCluster> cluster_;
+  std::string scope_;
+  std::map<size_t, std::unique_ptr<Scope>> nodes_;
+};
+
+TEST_F(FederationTest, CrossNodePostsReachEveryNodeSenderExcludedInOrderPerSender) {
+  for (size_t i = 0; i < 3; ++i) startNode(i);
+  ASSERT_TRUE(meshFormed()) << node(0).daemon().log();
+  auto& a1 = node(0).page();  // n1: a sender and a silent reader
+  auto& b1 = node(0).page();
+  auto& a2 = node(1).page();  // n2: a sender
+  auto& c3 = node(2).page();  // n3: a reader
+  for (auto* p : {&a1, &b1, &a2, &c3}) open(*p, "chat", "chat");
+
+  constexpr int N = 300;
+  for (int i = 0; i < N; ++i) {
+    post(a1, "chat", "a1", i);
+    post(a2, "chat", "a2", i);
+  }
+  Received ra1, rb1, ra2, rc3;
+  auto has = [](size_t n) { return [n](const Received& r) { return r.messages.size() >= n; }; };
+  ASSERT_TRUE(collect(b1, "chat", rb1, has(2 * N))) << rb1.messages.size() << " of " << 2 * N;
+  ASSERT_TRUE(collect(c3, "chat", rc3, has(2 * N))) << rc3.messages.size() << " of " << 2 * N;
+  ASSERT_TRUE(collect(a1, "chat", ra1, has(N))) << ra1.messages.size() << " of " << N;
+  ASSERT_TRUE(collect(a2, "chat", ra2, has(N))) << ra2.messages.size() << " of " << N;
+  // Each sender's posts in its order, everywhere; nobody gets its own; nothing missed.
+  EXPECT_EQ(seqFrom(rb1, "a1"), range(0, N));
+  EXPECT_EQ(seqFrom(rb1, "a2"), range(0, N));
+  EXPECT_EQ(seqFrom(rc3, "a1"), range(0, N));
+  EXPECT_EQ(seqFrom(rc3, "a2"), range(0, N));
+  EXPECT_EQ(seqFrom(ra1, "a2"), range(0, N));
+  EXPECT_TRUE(seqFrom(ra1, "a1").empty());
+  EXPECT_EQ(seqFrom(ra2, "a1"), range(0, N));
+  EXPECT_TRUE(seqFrom(ra2, "a2").empty());
+  for (auto* r : {&ra1, &rb1, &ra2, &rc3}) EXPECT_EQ(r->missed, 0u);
+  // Nothing more comes (no duplicates), and another channel's objects got nothing.
+  auto& other = node(2).page();
+  open(other, "o", "other");
+  post(a1, "chat", "a1", N);
+  ASSERT_TRUE(collect(c3, "chat", rc3, has(2 * N + 1)));
+  EXPECT_EQ(rc3.messages.back()["i"], N);
+  EXPECT_FALSE(other.waitEvent("bc.message", 300ms));
+}
+
+TEST_F(FederationTest, NodeJoiningLateGetsNothingPostedBefore) {
+  startNode(0);
+  startNode(1);
+  ASSERT_TRUE(meshFormed());
+  auto& p1 = node(0).page();
+  auto& p2 = node(1).page();
+  open(p1, "n", "news");
+  open(p2, "n", "news");
+  for (int i = 0; i < 50; ++i) post(p1, "n", "p1", i);
+  Received r2;
+  ASSERT_TRUE(collect(p2, "n", r2, [](const Received& r) { return r.messages.size() >= 50; }));
+
+  startNode(2);
+  ASSERT_TRUE(meshFormed());
+  auto& p3 = node(2).page();
+  open(p3, "n", "news");
+  post(p1, "n", "p1", 50);
+  Received r3;
+  ASSERT_TRUE(collect(p3, "n", r3, [](const Received& r) { return !r.messages.empty(); }));
+  EXPECT_EQ(seqFrom(r3, "p1"), std::vector<int>{50});
+  EXPECT_EQ(r3.missed, 0u);
+  // Two heartbeats later still nothing reported as missed.
+  EXPECT_FALSE(p3.waitEvent("bc.lapped", 2500ms));
+}
+
+TEST_F(FederationTest, KillingOneNatsServerMidStreamDeliveryGoesOnAndGapsAreReportedAsLapped) {
+  for (size_t i = 0; i < 3; ++i) startNode(i);
+  ASSERT_TRUE(meshFormed());
+  auto& p1 = node(0).page();
+  auto& p2 = node(1).page();
+  auto& p3 = node(2).page();
+  for (auto* p : {&p1, &p2, &p3}) open(*p, "s", "stream");
+
+  constexpr int HALF = 150;
+  for (int i = 0; i < HALF; ++i) post(p1, "s", "p1", i);
+  Received r2, r3;
+  ASSERT_TRUE(collect(p2, "s", r2, [](const Received& r) { return r.messages.size() >= HALF; }));
+  ASSERT_TRUE(cluster_->kill(2));  // n3's server
+  for (int i = HALF; i < 2 * HALF; ++i) post(p1, "s", "p1", i);
+  // Between the survivors (n1 on s1, n2 on s2) everything arrives, in order.
+  ASSERT_TRUE(collect(p2, "s", r2, [](const Received& r) { return r.messages.size() + r.missed >= 2 * HALF; }));
+  EXPECT_EQ(seqFrom(r2, "p1"), range(0, 2 * HALF));
+  EXPECT_EQ(r2.missed, 0u);
+  // n3 reconnects to a surviving server by itself; what it missed meanwhile is reported as
+  // lapped, never silently lost: every post is either received or counted.
+  ASSERT_TRUE(eventually([&] { return node(2).daemon().log().find("reconnected to NATS") != std::string::npos; },
+                         20000ms))
+      << node(2).daemon().log();
+  int next = 2 * HALF;
+  ASSERT_TRUE(eventually(
+      [&] {
+        post(p1, "s", "p1", next++);
+        collect(p3, "s", r3, [&](const Received& r) { return !r.messages.empty() && r.messages.back()["i"] == next - 1; },
+                300ms);
+        return !r3.messages.empty() && r3.messages.back()["i"] == next - 1;
+      },
+      20000ms));
+  ASSERT_TRUE(collect(p3, "s", r3, [&](const Received& r) { return r.messages.size() + r.missed >= size_t(next); }, 5000ms))
+      << r3.messages.size() << " received + " << r3.missed << " missed of " << next;
+  auto got = seqFrom(r3, "p1");
+  EXPECT_TRUE(std::is_sorted(got.begin(), got.end()));
+  EXPECT_EQ(got.size() + r3.missed, size_t(next));
+}
+
+TEST_F(FederationTest, NatsDownEntirelyEachNodeKeepsWorkingLocallyAndRecovers) {
+  startNode(0);
+  startNode(1);
+  ASSERT_TRUE(meshFormed());
+  auto& a = node(0).page();
+  auto& b = node(0).page();
+  auto& remote = node(1).page();
+  for (auto* p : {&a, &b, &remote}) open(*p, "x", "x");
+  post(a, "x", "a", 0);
+  Received rb, rr;
+  ASSERT_TRUE(collect(remote, "x", rr, [](const Received& r) { return r.messages.size() >= 1; }));
+
+  for (size_t i = 0; i < 3; ++i) ASSERT_TRUE(cluster_->kill(i));
+  ASSERT_TRUE(eventually([&] { return node(0).daemon().log().find("disconnected from NATS") != std::string::npos; }));
+  // Locally everything works at once.
+  constexpr int N = 20;
+  for (int i = 1; i <= N; ++i) post(a, "x", "a", i);
+  ASSERT_TRUE(collect(b, "x", rb, [](const Received& r) { return r.messages.size() >= N + 1; }, 5000ms));
+  EXPECT_EQ(seqFrom(rb, "a"), range(0, N + 1));
+  auto echo = a.call({{"op", "messageSW"}, {"data", {{"type", "GET_VERSION"}}}, {"timeoutMs", 2000}});
+  ASSERT_TRUE(echo && (*echo)["event"] == "ok");
+
+  // NATS returns: the daemons reconnect by themselves; the posts made while it was down reach
+  // the other node as lapped with their count, and later posts arrive again.
+  for (size_t i = 0; i < 3; ++i) ASSERT_TRUE(cluster_->restart(i)) << cluster_->logs();
+  ASSERT_TRUE(eventually(
+      [&] {
+        return node(0).daemon().log().find("reconnected to NATS") != std::string::npos &&
+               node(1).daemon().log().find("reconnected to NATS") != std::string::npos;
+      },
+      30000ms));
+  ASSERT_TRUE(collect(remote, "x", rr, [](const Received& r) { return r.missed >= N; }, 10000ms))
+      << "missed " << rr.missed;
+  EXPECT_EQ(rr.missed, uint64_t(N));
+  post(a, "x", "a", N + 1);
+  ASSERT_TRUE(collect(remote, "x", rr, [](const Received& r) { return r.messages.size() >= 2; }));
+  EXPECT_EQ(seqFrom(rr, "a"), (std::vector<int>{0, N + 1}));
+}
+
+}  // namespace
+}  // namespace swipc::testing
