@@ -13,8 +13,9 @@ using import "fetch.capnp".FetchResult;
 using import "fetch.capnp".FetchProgress;
 
 const schemaVersion :UInt16 = 1;
-const protocolVersion :UInt32 = 3;   # 2: MessagePort transfer (PortDescriptor, port* kinds)
+const protocolVersion :UInt32 = 4;   # 2: MessagePort transfer (PortDescriptor, port* kinds)
                                      # 3: the daemon wakes a client through a pipe (Welcome fd 3)
+                                     # 4: Welcome.socketWakes (one fd; wakes as socket datagrams)
 
 # An application-defined Cap'n Proto struct posted instead of a Value.
 struct TypedPayload {
@@ -189,7 +190,8 @@ struct Hello {
   openToken @5 :Data;              # set by a page the daemon spawned (clients.openWindow)
 }
 
-# Sent with three fds: the segment memfd, the up doorbell eventfd and the wake pipe's read end.
+# Sent with three fds: the segment memfd, the up doorbell eventfd and the wake pipe's read end;
+# with socketWakes, with the segment memfd only.
 struct Welcome {
   clientId @0 :Data;               # 16 bytes
   resumeToken @1 :Data;            # 32 bytes; present it again to keep clientId
@@ -200,6 +202,9 @@ struct Welcome {
   maxMessageBytes @6 :UInt64;
   controlled @7 :Bool;
   swVersion @8 :Text;
+  socketWakes @9 :Bool;            # no doorbell, no wake pipe: each side wakes the other with an
+                                   # 8-byte datagram "swipcWK!" on the control socket (a daemon
+                                   # short of fds, see README "Limits")
 }
 
 # Sent with one fd: a sealed memfd holding one whole Envelope too large for a ring record.

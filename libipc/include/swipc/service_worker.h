@@ -117,6 +117,7 @@ struct ExtendableMessageEvent : MessageEvent {
 struct Counters {
   uint64_t attached = 0, detached = 0, attachTimeouts = 0, versionMismatches = 0, rejectedClients = 0;
   uint64_t uidQuotaRefused = 0;  // of rejectedClients: over --max-pending-per-uid / --max-clients-per-uid
+  uint64_t fdLimitRefused = 0;   // of rejectedClients: the daemon near its file descriptor limit
   uint64_t protocolViolations = 0, messagesIn = 0, messagesOut = 0, messageErrors = 0;
   uint64_t queueFull = 0, unresponsive = 0, undelivered = 0, oversize = 0, repliesDropped = 0;
   uint64_t windowsOpened = 0, openWindowFailures = 0, claimed = 0;

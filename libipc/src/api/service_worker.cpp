@@ -543,6 +543,7 @@ Value Counters::toValue() const {
                      {"versionMismatches", int64_t(versionMismatches)},
                      {"rejectedClients", int64_t(rejectedClients)},
                      {"uidQuotaRefused", int64_t(uidQuotaRefused)},
+                     {"fdLimitRefused", int64_t(fdLimitRefused)},
                      {"protocolViolations", int64_t(protocolViolations)},
                      {"messagesIn", int64_t(messagesIn)},
                      {"messagesOut", int64_t(messagesOut)},

@@ -121,9 +121,11 @@ Result<Attached> attachToDaemon(const std::string& socketPath, const HelloInfo& 
     errorFromName(control.getError().getName().cStr(), code);
     return makeError(code, control.getError().getMessage().cStr());
   }
-  if (!control.isWelcome() || d.fds.size() != 3)
-    return makeError(Errc::PROTOCOL_VIOLATION, "expected Welcome with a segment, a doorbell and a wake pipe");
+  if (!control.isWelcome()) return makeError(Errc::PROTOCOL_VIOLATION, "expected Welcome");
   auto w = control.getWelcome();
+  if (d.fds.size() != (w.getSocketWakes() ? 1u : 3u))
+    return makeError(Errc::PROTOCOL_VIOLATION, w.getSocketWakes() ? "expected Welcome{socketWakes} with a segment"
+                                                                  : "expected Welcome with a segment, a doorbell and a wake pipe");
   if (w.getLayoutVersion() != shm::LAYOUT_VERSION)
     return makeError(Errc::VERSION_MISMATCH, "daemon uses segment layout " + std::to_string(w.getLayoutVersion()));
   if (w.getClientId().size() != 16 || w.getResumeToken().size() != 32)
@@ -138,8 +140,14 @@ Result<Attached> attachToDaemon(const std::string& socketPath, const HelloInfo& 
   a.welcome.controlled = w.getControlled();
   a.welcome.swVersion = w.getSwVersion().cStr();
   a.welcome.rings = RingSizes{w.getUpRingBytes(), w.getDownRingBytes()};
-  auto conn = Connection::openForClient(std::move(*sock), std::move(d.fds[0]), std::move(d.fds[1]), std::move(d.fds[2]),
-                                        a.welcome.maxMessageBytes);
+  a.welcome.socketWakes = w.getSocketWakes();
+  UniqueFd doorbell, wakeReadEnd;
+  if (!a.welcome.socketWakes) {
+    doorbell = std::move(d.fds[1]);
+    wakeReadEnd = std::move(d.fds[2]);
+  }
+  auto conn = Connection::openForClient(std::move(*sock), std::move(d.fds[0]), std::move(doorbell),
+                                        std::move(wakeReadEnd), a.welcome.maxMessageBytes);
   if (!conn) return conn.error();
   a.connection = std::move(*conn);
   return a;
@@ -182,7 +190,9 @@ Result<HelloInfo> parseHello(schema::Control::Reader control) {
 
 Result<std::unique_ptr<Connection>> sendWelcome(UniqueFd socket, const WelcomeInfo& welcome) {
   int sockFd = socket.get();
-  auto conn = Connection::createForDaemon(std::move(socket), welcome.rings, welcome.maxMessageBytes);
+  auto conn = Connection::createForDaemon(std::move(socket), welcome.rings, welcome.maxMessageBytes,
+                                         welcome.socketWakes ? Connection::WakeMode::SOCKET
+                                                             : Connection::WakeMode::WAKE_FDS);
   if (!conn) {
     // The client hears why (instead of a bare hang-up that looks like "no daemon").
     sendControlError(sockFd, conn.error().code, "daemon cannot attach a client now: " + conn.error().message);
@@ -199,7 +209,10 @@ Result<std::unique_ptr<Connection>> sendWelcome(UniqueFd socket, const WelcomeIn
   w.setMaxMessageBytes(welcome.maxMessageBytes);
   w.setControlled(welcome.controlled);
   w.setSwVersion(welcome.swVersion);
-  if (!sendControlWords(sockFd, mb, {(*conn)->segmentFd(), (*conn)->doorbellFd(), (*conn)->wakeReadFd()}))
+  w.setSocketWakes(welcome.socketWakes);
+  std::vector<int> fds{(*conn)->segmentFd()};
+  if (!welcome.socketWakes) fds.insert(fds.end(), {(*conn)->doorbellFd(), (*conn)->wakeReadFd()});
+  if (!sendControlWords(sockFd, mb, fds))
     return makeError(Errc::DISCONNECTED, "could not send Welcome");
   (*conn)->forgetPassedFds();
   return conn;

@@ -1,5 +1,6 @@
 // The attach handshake (DESIGN §3): Hello -> Welcome + (segment memfd, doorbell eventfd, wake
-// pipe read end).
+// pipe read end), or Welcome{socketWakes} + (segment memfd) when the daemon is short of fds
+// (core/connection.h, WakeMode::SOCKET).
 #pragma once
 
 #include <memory>
@@ -29,6 +30,7 @@ struct WelcomeInfo {
   bool controlled = true;
   std::string swVersion;
   RingSizes rings;
+  bool socketWakes = false;  // wakes as datagrams on the socket: no doorbell, no wake pipe
 };
 
 struct Attached {

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 
+#include <array>
 #include <cstring>
 
 #include "shm/memfd.h"
@@ -29,9 +30,10 @@ using queue::RingHeader;
 using queue::RingStatus;
 
 Result<std::unique_ptr<Connection>> Connection::createForDaemon(UniqueFd&& socket, RingSizes sizes,
-                                                                uint64_t maxMessageBytes) {
+                                                                uint64_t maxMessageBytes, WakeMode wakes) {
   std::unique_ptr<Connection> c(new Connection());
   c->role_ = Role::DAEMON;
+  c->wakeMode_ = wakes;
   c->maxMessageBytes_ = maxMessageBytes;
   c->options_ = wire::readerOptions(maxMessageBytes);
   auto layout = shm::computeLayout(sizes.up, sizes.down, RING_HEADER_BYTES);
@@ -44,12 +46,14 @@ Result<std::unique_ptr<Connection>> Connection::createForDaemon(UniqueFd&& socke
   if (auto s = shm::addSeals(fd->get(), shm::SEALS_FIXED_SIZE | F_SEAL_SEAL); !s) return s.error();
   shm::writeHeader(c->mapping_.data(), layout);
   c->segmentFd_ = std::move(*fd);
-  auto bell = queue::Doorbell::create();
-  if (!bell) return bell.error();
-  c->doorbell_ = std::move(*bell);
-  auto wake = queue::WakePipe::create();
-  if (!wake) return wake.error();
-  c->wake_ = std::move(*wake);
+  if (wakes == WakeMode::WAKE_FDS) {
+    auto bell = queue::Doorbell::create();
+    if (!bell) return bell.error();
+    c->doorbell_ = std::move(*bell);
+    auto wake = queue::WakePipe::create();
+    if (!wake) return wake.error();
+    c->wake_ = std::move(*wake);
+  }
   if (auto r = c->initRings(layout); !r) return r.error();
   c->socket_ = std::move(socket);
   return c;
@@ -70,10 +74,16 @@ Result<std::unique_ptr<Connection>> Connection::openForClient(UniqueFd socket, U
   c->mapping_ = std::move(*map);
   auto layout = shm::readHeader(c->mapping_.data(), c->mapping_.size(), RING_HEADER_BYTES);
   if (!layout) return layout.error();
-  c->doorbell_ = queue::Doorbell(std::move(doorbell));
-  auto wake = queue::WakePipe::adoptReadEnd(std::move(wakeReadEnd));
-  if (!wake) return wake.error();
-  c->wake_ = std::move(*wake);
+  if (doorbell.valid() != wakeReadEnd.valid())
+    return makeError(Errc::PROTOCOL_VIOLATION, "a doorbell without a wake pipe, or the other way round");
+  if (doorbell.valid()) {
+    c->doorbell_ = queue::Doorbell(std::move(doorbell));
+    auto wake = queue::WakePipe::adoptReadEnd(std::move(wakeReadEnd));
+    if (!wake) return wake.error();
+    c->wake_ = std::move(*wake);
+  } else {
+    c->wakeMode_ = WakeMode::SOCKET;
+  }
   if (auto r = c->initRings(*layout); !r) return r.error();
   return c;
 }
@@ -147,8 +157,28 @@ Connection::SendStatus Connection::sendOutOfLine(uint64_t seq, size_t bytes, Mak
   return SendStatus::OK;
 }
 
+namespace {
+
+/// The WAKE datagram: one word that is no Cap'n Proto message (read as a segment table it claims
+/// about 1.9 billion segments), so it is told apart before any decoding.
+constexpr std::array<uint8_t, 8> WAKE_DATAGRAM{'s', 'w', 'i', 'p', 'c', 'W', 'K', '!'};
+
+bool isWake(const Datagram& d) {
+  return d.fds.empty() && d.bytes.size() == WAKE_DATAGRAM.size() &&
+         std::memcmp(d.bytes.data(), WAKE_DATAGRAM.data(), WAKE_DATAGRAM.size()) == 0;
+}
+
+}  // namespace
+
+void Connection::sendWake() {
+  // AGAIN: the peer has not read what we sent before, so its socket is readable already.
+  (void)sendDatagram(socket_.get(), WAKE_DATAGRAM.data(), WAKE_DATAGRAM.size());
+}
+
 void Connection::wakePeer() {
-  if (role_ == Role::DAEMON) {
+  if (wakeMode_ == WakeMode::SOCKET) {
+    sendWake();
+  } else if (role_ == Role::DAEMON) {
     wake_.ring();  // non-blocking: a full pipe already means "wake"
   } else {
     doorbell_.ring();
@@ -313,6 +343,7 @@ IoStatus Connection::pumpSocket(const ControlHandler& onControl, Error& err) {
     IoStatus s = recvDatagram(socket_.get(), d, wire::MAX_CONTROL_BYTES);
     if (s == IoStatus::AGAIN) return IoStatus::OK;
     if (s != IoStatus::OK) return s;
+    if (isWake(d)) continue;
     if (d.truncated) {
       // MSG_CTRUNC also happens when *we* are out of fds: say so rather than blame the peer.
       bool outOfFds = d.bytes.size() < wire::MAX_CONTROL_BYTES && d.fds.empty();

@@ -1,5 +1,5 @@
 // Connection: one attached client link, as seen from either side. It owns the control socket,
-// the mapped segment, this side's ring writer and reader, and one doorbell per direction.
+// the mapped segment, this side's ring writer and reader, and the wake-ups of each direction.
 //
 //   client --(up ring + eventfd doorbell)--> daemon
 //   client <--(down ring + wake pipe)-- daemon
@@ -8,6 +8,12 @@
 // never reads the eventfd (it watches it edge-triggered), and it writes the pipe through a
 // non-blocking write end only it holds (a full pipe already means "wake"), so nothing the client
 // does to a shared fd can block the daemon.
+//
+// With WakeMode::SOCKET (a daemon short of fds: daemon/fd_budget.h) there is neither: each side
+// wakes the other with an 8-byte WAKE datagram on the control socket, sent without blocking. A
+// send that finds the socket full loses nothing: the peer then has unread datagrams of ours, so
+// its socket is readable and it will look at the ring anyway. The daemon then holds one fd for
+// the client instead of three.
 #pragma once
 
 #include <capnp/message.h>
@@ -51,24 +57,35 @@ class Connection {
   enum class SendStatus { OK, FULL, TOO_BIG, BROKEN };
   enum class RecvStatus { OK, PLAIN, EMPTY, VIOLATION };
 
-  /// Daemon side: creates and seals the segment, the doorbell and the wake pipe. The caller sends
-  /// `segmentFd`, `doorbellFd` and `wakeReadFd` to the client with the Welcome.
-  /// `socket` is taken only on success (so the caller can still report a failure on it).
+  /// How the two sides wake each other: WAKE_FDS (an eventfd up, a pipe down) or SOCKET (WAKE
+  /// datagrams on the control socket; no fd but the socket).
+  enum class WakeMode { WAKE_FDS, SOCKET };
+
+  /// Daemon side: creates and seals the segment and, with WAKE_FDS, the doorbell and the wake
+  /// pipe. The caller sends `segmentFd` (and with WAKE_FDS `doorbellFd` and `wakeReadFd`) to the
+  /// client with the Welcome. `socket` is taken only on success (so the caller can still report a
+  /// failure on it).
   static Result<std::unique_ptr<Connection>> createForDaemon(UniqueFd&& socket, RingSizes sizes,
-                                                             uint64_t maxMessageBytes);
-  /// Client side: maps and validates the segment the daemon sent.
+                                                             uint64_t maxMessageBytes,
+                                                             WakeMode wakes = WakeMode::WAKE_FDS);
+  /// Client side: maps and validates the segment the daemon sent. Without a doorbell and a wake
+  /// read end (both invalid) the link uses socket wakes.
   static Result<std::unique_ptr<Connection>> openForClient(UniqueFd socket, UniqueFd segment, UniqueFd doorbell,
                                                            UniqueFd wakeReadEnd,
                                                            uint64_t maxMessageBytes);
+  WakeMode wakeMode() const { return wakeMode_; }
 
   Role role() const { return role_; }
   int socketFd() const { return socket_.get(); }
-  /// The up doorbell (client rings, daemon watches).
+  /// The up doorbell (client rings, daemon watches); -1 with socket wakes.
   int doorbellFd() const { return doorbell_.fd(); }
-  /// The wake pipe's read end (daemon writes, client watches and drains).
+  /// The wake pipe's read end (daemon writes, client watches and drains); -1 with socket wakes
+  /// (poll() skips a negative fd, so a pollfd array may keep it).
   int wakeReadFd() const { return wake_.readFd(); }
-  /// Client side: reads the pending wake bytes.
-  void drainWakes() { wake_.drain(); }
+  /// Client side: reads the pending wake bytes (wake datagrams are read by pumpSocket()).
+  void drainWakes() {
+    if (wake_.readFd() >= 0) wake_.drain();
+  }
   int segmentFd() const { return segmentFd_.get(); }
   /// Daemon side: drops the daemon's copies of the fds it has passed (after Welcome is sent).
   void forgetPassedFds() {
@@ -114,8 +131,9 @@ class Connection {
   void disarm();
   bool hasIncoming();
 
-  /// Reads every pending datagram on the socket: wakes are dropped, out-of-line fds kept for
-  /// receive(), other control messages handed to onControl. CLOSED when the peer hung up.
+  /// Reads every pending datagram on the socket: WAKE datagrams are dropped (the caller looks at
+  /// the ring after pumping), out-of-line fds kept for receive(), other control messages handed
+  /// to onControl. CLOSED when the peer hung up.
   using ControlHandler = std::function<void(wire::Inbound&&)>;
   IoStatus pumpSocket(const ControlHandler& onControl, Error& err);
 
@@ -147,7 +165,11 @@ class Connection {
   template <typename MakeFd>
   SendStatus sendOutOfLine(uint64_t seq, size_t bytes, MakeFd&& makeFd);
 
+  /// Sends one WAKE datagram without blocking (a full socket already means "wake").
+  void sendWake();
+
   Role role_ = Role::CLIENT;
+  WakeMode wakeMode_ = WakeMode::WAKE_FDS;
   UniqueFd socket_;
   UniqueFd segmentFd_;
   queue::Doorbell doorbell_;

@@ -2,9 +2,9 @@
 
 #include <fcntl.h>
 #include <sys/epoll.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 
 #include "core/log.h"
@@ -39,11 +39,13 @@ size_t AttachServer::pendingCount(uid_t uid) const {
 
 Result<void> AttachServer::start(const std::string& socketPath, uint64_t epoch, UniqueFd inherited) {
   if (listening()) return {};
-  // Clients pass fds (out-of-line messages): use all the fds the hard limit allows.
-  if (rlimit rl{}; ::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    ::setrlimit(RLIMIT_NOFILE, &rl);
-  }
+  // Every client holds fds here: use all the fds the hard limit allows.
+  const FdBudget::Limits lim = FdBudget::raiseSoftLimit();
+  fds_.emplace(lim.soft);
+  core::log().info("file descriptor limit {} (soft was {}, hard {}): {} kept in reserve; a client costs {} fd(s), {} "
+                   "with its own wake fds (while no more than {} are in use)",
+                   lim.soft, lim.softBefore, lim.hard, fds_->reserve(), FdBudget::FDS_WITH_SOCKET_WAKES,
+                   FdBudget::FDS_WITH_WAKE_FDS, lim.soft / FdBudget::WAKE_FDS_SHARE_DIVISOR);
   spareFd_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   const unsigned mode = opts_.allowGroup ? 0660 : 0600;
   const bool adopt = inherited.valid();
@@ -64,6 +66,13 @@ Result<void> AttachServer::start(const std::string& socketPath, uint64_t epoch, 
 }
 
 void AttachServer::stop() {
+  for (BurstLog* b : {&fdRefusals_, &acceptRefusals_}) {
+    loop_.cancelTimer(b->timer);
+    b->timer = 0;
+    b->unlogged = 0;
+  }
+  loop_.cancelTimer(listenPause_);
+  listenPause_ = 0;
   for (auto& [pid, p] : pending_) {
     loop_.unwatch(p.watch);
     loop_.cancelTimer(p.timer);
@@ -91,16 +100,63 @@ void refuse(UniqueFd socket, Errc code, const std::string& message) {
 
 }  // namespace
 
+void AttachServer::noteBurst(BurstLog& b, const std::string& first, const char* what) {
+  if (b.timer != 0) {
+    ++b.unlogged;
+    return;
+  }
+  core::log().warn("{}", first);
+  armBurstTimer(b, what);
+}
+
+void AttachServer::armBurstTimer(BurstLog& b, const char* what) {
+  b.timer = loop_.addTimer(deadlineIn(FD_LOG_INTERVAL), [this, &b, what] {
+    b.timer = 0;
+    if (b.unlogged == 0) return;  // a quiet interval: the burst is over
+    core::log().warn("refused {} more {} in the last {} s", b.unlogged, what,
+                     std::chrono::duration_cast<std::chrono::seconds>(FD_LOG_INTERVAL).count());
+    b.unlogged = 0;
+    armBurstTimer(b, what);
+  });
+}
+
+void AttachServer::pauseListening() {
+  if (listenPause_ != 0 || listenWatch_ == 0) return;
+  loop_.unwatch(listenWatch_);
+  listenWatch_ = 0;
+  listenPause_ = loop_.addTimer(deadlineIn(LISTEN_PAUSE), [this] {
+    listenPause_ = 0;
+    if (!listenFd_) return;
+    auto w = loop_.watch(listenFd_.get(), EPOLLIN, [this](uint32_t) { onListenReadable(); });
+    if (w) {
+      listenWatch_ = *w;
+    } else {
+      pauseListening();
+    }
+  });
+}
+
 void AttachServer::refuseForLackOfFds() {
   // Use the spare to accept and refuse the connection, so the listening socket does not stay
   // readable forever (a busy loop) and the client hears why.
   ++counters_.rejectedClients;
+  ++counters_.fdLimitRefused;
+  const int err = errno;
   spareFd_.reset();
   UniqueFd refused;
-  if (core::acceptConnection(listenFd_.get(), refused) == core::IoStatus::OK)
-    refuse(std::move(refused), Errc::QUOTA_EXCEEDED, "daemon is out of file descriptors");
+  const bool accepted = core::acceptConnection(listenFd_.get(), refused) == core::IoStatus::OK;
+  if (accepted)
+    refuse(std::move(refused), Errc::QUOTA_EXCEEDED,
+           "daemon is out of file descriptors (its file descriptor limit is reached)");
   spareFd_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-  core::log().error("out of file descriptors: refused an attach ({} clients)", clients_.size());
+  noteBurst(acceptRefusals_,
+            std::string("accept: ") + (err == ENFILE ? "the system" : "the daemon") +
+                " is out of file descriptors (file descriptor limit " + std::to_string(fds_ ? fds_->limit() : 0) +
+                "): refusing connections (" + std::to_string(clients_.size()) + " clients)",
+            "connections (out of file descriptors)");
+  // Without the spare (or when even it did not make room) the socket would stay readable with
+  // nothing we can do: stop watching it for a moment instead of spinning.
+  if (!accepted || !spareFd_) pauseListening();
 }
 
 void AttachServer::onListenReadable() {
@@ -234,9 +290,24 @@ void AttachServer::onPendingReadable(uint64_t pendingId) {
   if (hello->protocolVersion != schema::PROTOCOL_VERSION)
     return fail(Errc::VERSION_MISMATCH, "daemon speaks protocol " + std::to_string(schema::PROTOCOL_VERSION) +
                                             ", client " + std::to_string(hello->protocolVersion));
+  const FdBudget::Admit fit = fds_ ? fds_->decide() : FdBudget::Admit::WAKE_FDS;
+  if (fit == FdBudget::Admit::REFUSE) {
+    ++counters_.rejectedClients;
+    ++counters_.fdLimitRefused;
+    const std::string why = "daemon is near its file descriptor limit (" + std::to_string(fds_->inUse()) + " of " +
+                            std::to_string(fds_->limit()) + " in use, " + std::to_string(fds_->reserve()) +
+                            " kept in reserve)";
+    noteBurst(fdRefusals_,
+              "rejected pid=" + std::to_string(it->second.cred.pid) + ": " + why + " with " +
+                  std::to_string(clients_.aliveCount()) + " clients; further refusals are summed up",
+              "attaches (file descriptor limit)");
+    core::sendControlError(it->second.socket.get(), Errc::QUOTA_EXCEEDED, why);
+    dropPending(pendingId);
+    return;
+  }
   Pending p = std::move(it->second);  // the socket moves; its watch, timer and uid stay to be dropped
   dropPending(pendingId);
-  admit(std::move(p), *hello);
+  admit(std::move(p), *hello, fit == FdBudget::Admit::SOCKET_WAKES);
 }
 
 void AttachServer::answerInspect(uint64_t pendingId, std::string_view command) {
@@ -254,7 +325,7 @@ void AttachServer::answerInspect(uint64_t pendingId, std::string_view command) {
   dropPending(pendingId);  // closes the connection: the reply stays readable in the peer's queue
 }
 
-void AttachServer::admit(Pending p, const core::HelloInfo& hello) {
+void AttachServer::admit(Pending p, const core::HelloInfo& hello, bool socketWakes) {
   core::WelcomeInfo w;
   w.resumeToken = hello.resumeToken ? *hello.resumeToken : core::newResumeToken();
   w.clientId = core::clientIdForToken(w.resumeToken);
@@ -269,11 +340,13 @@ void AttachServer::admit(Pending p, const core::HelloInfo& hello) {
   w.controlled = hello.controlled;
   w.swVersion = opts_.version;
   w.rings = core::RingSizes{opts_.ringBytes, opts_.ringBytes};
+  w.socketWakes = socketWakes;
   auto conn = core::sendWelcome(std::move(p.socket), w);
   if (!conn) {
     core::log().warn("attach failed pid={}: {}", p.cred.pid, conn.error().describe());
     return;
   }
+  if (fds_) fds_->admitted(socketWakes ? FdBudget::FDS_WITH_SOCKET_WAKES : FdBudget::FDS_WITH_WAKE_FDS);
   auto rec = std::make_unique<ClientRecord>();
   rec->id = w.clientId;
   rec->url = hello.url;

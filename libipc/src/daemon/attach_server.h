@@ -7,6 +7,15 @@
 // pid, uid, connection) to the admit callback. Every refusal is counted, logged and told to the
 // peer as a named control error (QuotaExceededError, InvalidAccessError, ...).
 //
+// File descriptors (daemon/fd_budget.h): start() raises the soft RLIMIT_NOFILE to the hard limit
+// and logs it. Each Hello asks the FdBudget: the client gets its own wake fds (3 fds here) while
+// fds are plentiful, socket wakes (1 fd) past a quarter of the limit, and a Hello that would eat
+// into the reserve is refused with QuotaExceededError ("... file descriptor limit ..."), counted
+// in rejectedClients and fdLimitRefused, and logged once per burst (one line, then at most one
+// summary line per FD_LOG_INTERVAL while refusals go on). accept() failing with EMFILE/ENFILE
+// closes a spare fd to accept and refuse that connection; when even that fails the listening
+// socket is not watched for LISTEN_PAUSE (never a busy loop).
+//
 // A connection may send an InspectRequest instead of a Hello (swctl, DESIGN §17): it is answered
 // from the inspect callback with one InspectReply, sent without blocking (a peer that does not
 // read loses it), and closed. Inspectors pass the same uid check but no client limit: a
@@ -28,6 +37,7 @@
 #include "core/event_loop.h"
 #include "core/socket.h"
 #include "daemon/client_table.h"
+#include "daemon/fd_budget.h"
 #include "swipc/service_worker.h"
 
 namespace swipc::daemon {
@@ -58,6 +68,11 @@ class AttachServer {
   size_t pendingCount() const { return pending_.size(); }
   /// Of those, the ones from `uid`.
   size_t pendingCount(uid_t uid) const;
+  /// The fd budget (set by start()).
+  const std::optional<FdBudget>& fdBudget() const { return fds_; }
+
+  static constexpr std::chrono::milliseconds FD_LOG_INTERVAL{10000};
+  static constexpr std::chrono::milliseconds LISTEN_PAUSE{100};
 
  private:
   struct Pending {
@@ -78,11 +93,24 @@ class AttachServer {
   std::optional<Error> overUidQuota(uid_t uid) const;
   void onPendingReadable(uint64_t pendingId);
   void dropPending(uint64_t pendingId);
-  void admit(Pending p, const core::HelloInfo& hello);
+  /// Welcomes the client: with its own wake fds, or with `socketWakes` (FdBudget's choice).
+  void admit(Pending p, const core::HelloInfo& hello, bool socketWakes);
   /// The pending connection sent an InspectRequest: answer it (never blocking) and drop it.
   void answerInspect(uint64_t pendingId, std::string_view command);
   /// A client admitted by us left (the detach hook) or was never inserted: uncount it.
   void forgetAttached(const ClientId& id);
+  /// Stops watching the listening socket for LISTEN_PAUSE (out of fds even for the spare).
+  void pauseListening();
+
+  /// One warning line per burst of like refusals: the first is logged at once, later ones are
+  /// counted and summed up at most once per FD_LOG_INTERVAL until a quiet interval ends it.
+  struct BurstLog {
+    core::EventLoop::TimerId timer = 0;
+    uint64_t unlogged = 0;
+  };
+  /// Logs `first` (a burst begins) or counts one more refusal of `what`.
+  void noteBurst(BurstLog& b, const std::string& first, const char* what);
+  void armBurstTimer(BurstLog& b, const char* what);
 
   ClientTable& clients_;
   core::EventLoop& loop_;
@@ -95,6 +123,10 @@ class AttachServer {
   UniqueFd listenFd_;
   core::EventLoop::WatchId listenWatch_ = 0;
   UniqueFd spareFd_;  // released to accept-and-refuse when the process runs out of fds
+  std::optional<FdBudget> fds_;
+  BurstLog fdRefusals_;     // Hellos refused at the fd limit
+  BurstLog acceptRefusals_; // connections refused because accept() said EMFILE/ENFILE
+  core::EventLoop::TimerId listenPause_ = 0;
   uint64_t epoch_ = 0;
   uint64_t nextPending_ = 1;
   std::unordered_map<uint64_t, Pending> pending_;

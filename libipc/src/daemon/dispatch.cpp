@@ -43,6 +43,13 @@ bool Dispatch::handles(schema::Envelope::Which kind) const {
 Result<void> Dispatch::connect(ClientRecord& c) {
   const ClientId id = c.id;
   auto sw = loop_.watch(c.conn->socketFd(), EPOLLIN | EPOLLRDHUP, [this, id](uint32_t ev) { onSocket(id, ev); });
+  if (c.conn->wakeMode() == Connection::WakeMode::SOCKET) {
+    // Socket wakes (daemon/fd_budget.h): no doorbell; onSocket() reads the ring after pumping.
+    if (!sw) return sw.error();
+    c.socketWatch = *sw;
+    c.doorbellWatch = 0;
+    return {};
+  }
   auto bw = loop_.watch(c.conn->doorbellFd(), EPOLLIN | EPOLLET, [this, id](uint32_t) {
     if (auto* cr = clients_.findAlive(id)) {
       drain(*cr);
@@ -77,6 +84,12 @@ void Dispatch::onSocket(const ClientId& id, uint32_t events) {
   if (s == core::IoStatus::CLOSED || goodbye || (events & (EPOLLHUP | EPOLLRDHUP | EPOLLERR))) {
     drain(*c, /*toTheEnd=*/true);  // everything it committed before leaving is still delivered
     if (c->alive) clients_.detach(*c, goodbye ? "closed" : "hung up");
+    return;
+  }
+  if (c->conn->wakeMode() == Connection::WakeMode::SOCKET) {
+    // What the doorbell watch does for a client with wake fds: its WAKE datagrams were read above.
+    drain(*c);
+    if (c->alive) outbound_.flushBacklog(*c);
   }
 }
 

@@ -113,9 +113,12 @@ void ConnectionState::install(core::Attached attached) {
   auto w = loop_.watch(conn_->socketFd(), EPOLLIN | EPOLLRDHUP, [this](uint32_t ev) { onSocket(ev); });
   SWIPC_ASSERT(w.ok(), "cannot watch the control socket");
   socketWatch_ = *w;
-  auto ww = loop_.watch(conn_->wakeReadFd(), EPOLLIN, [this](uint32_t) { onWake(); });
-  SWIPC_ASSERT(ww.ok(), "cannot watch the wake pipe");
-  wakeWatch_ = *ww;
+  wakeWatch_ = 0;
+  if (conn_->wakeReadFd() >= 0) {  // else socket wakes: onSocket() reads the ring after pumping
+    auto ww = loop_.watch(conn_->wakeReadFd(), EPOLLIN, [this](uint32_t) { onWake(); });
+    SWIPC_ASSERT(ww.ok(), "cannot watch the wake pipe");
+    wakeWatch_ = *ww;
+  }
   core::log().debug("attached client={} controlled={} sw_version={}", id_.toString(), controlled_, swVersion_);
 }
 
