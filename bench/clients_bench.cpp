@@ -207,9 +207,16 @@ size_t startPages(std::vector<Page>& pages, size_t from, size_t to, const std::v
         ++attached;
         --waiting;
         ::epoll_ctl(ep, EPOLL_CTL_DEL, p.out, nullptr);
+        // Nothing more to read: an idle `listen` page prints nothing else (one that did would
+        // fail its write and exit, and matchAll would then list fewer clients: a loud failure).
+        // So the bench holds no fd per page, and the fd limit binds only the daemon.
+        ::close(p.out);
+        p.out = -1;
       } else if (r == 0) {  // EOF before attaching: it died
         --waiting;
         ::epoll_ctl(ep, EPOLL_CTL_DEL, p.out, nullptr);
+        ::close(p.out);
+        p.out = -1;
       }
     }
   }
@@ -290,14 +297,12 @@ int run(const sb::Args& args) {
   const int idleSeconds = static_cast<int>(args.getInt("idle-seconds", 5));
   const size_t batch = static_cast<size_t>(std::max(1L, args.getInt("batch", 8)));
 
-  // The daemon holds a few fds per client (socket, doorbells); we hold one pipe per page.
+  // We hold a pipe per page only until it has attached (a batch at a time). The daemon (which
+  // inherits this limit) holds 1 to 3 fds per client and refuses a page by name
+  // (QuotaExceededError, "file descriptor limit") when it runs short: that ends the run's
+  // spawning, and it measures with what attached.
   const rlim_t fds = raiseFdLimit();
-  const size_t fdBound = fds > 200 ? static_cast<size_t>((fds - 100) / 4) : 2;
-  if (n > fdBound) {
-    std::fprintf(stderr, "clients_bench: RLIMIT_NOFILE %llu allows about %zu clients; using %zu instead of %zu\n",
-                 static_cast<unsigned long long>(fds), fdBound, fdBound, n);
-    n = fdBound;
-  }
+  std::fprintf(stderr, "clients_bench: RLIMIT_NOFILE %llu\n", static_cast<unsigned long long>(fds));
 
   char tmpl[] = "/tmp/swipc-clients-bench.XXXXXX";
   if (!::mkdtemp(tmpl)) fail(std::string("mkdtemp: ") + std::strerror(errno));
@@ -374,7 +379,23 @@ int run(const sb::Args& args) {
       const size_t to = std::min(n, from + batch);
       size_t got = startPages(pages, from, to, pageArgv, 30s);
       attached += got;
-      if (got != to - from) fail(std::to_string(to - from - got) + " page_client(s) did not attach");
+      if (got != to - from) {
+        // Their own error lines (stderr, above) say why, e.g. the daemon's named refusal.
+        std::fprintf(stderr, "clients_bench: %zu page_client(s) did not attach after %zu; measuring with %zu\n",
+                     to - from - got, attached, attached);
+        std::vector<Page> kept;
+        for (size_t i = 0; i < to; ++i) {
+          if (pages[i].attachedNs != 0) {
+            kept.push_back(std::move(pages[i]));
+          } else {
+            killAndReap(pages[i].pid, SIGKILL);
+            if (pages[i].out >= 0) ::close(pages[i].out);
+          }
+        }
+        pages = std::move(kept);
+        n = attached;
+        break;
+      }
     }
     if (attached < n) {
       pages.resize(attached);  // never spawned: nothing to kill
