@@ -211,7 +211,8 @@ ReferenceServiceWorker::~ReferenceServiceWorker() = default;
 ReferenceServiceWorker::ReferenceServiceWorker(ServiceWorker& sw) : state_(std::make_shared<State>(sw)) {
   State& st = *state_;
   st.countChannel.onMessage([&st](const MessageEvent& e) {
-    if (e.data["type"].textOr("") != "INCREASE_COUNT") return;
+    // Federated (--nats): only posts made on this node; each node answers its own (DESIGN §16).
+    if (!e.node.empty() || e.data["type"].textOr("") != "INCREASE_COUNT") return;
     ++st.count;
     if (auto r = st.countChannel.postMessage(Value::map({{"type", "COUNT"}, {"count", st.count}})); !r)
       spdlog::warn("count-channel post failed: {}", r.error().describe());

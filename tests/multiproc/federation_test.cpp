@@ -249,5 +249,27 @@ TEST_F(FederationTest, NatsDownEntirelyEachNodeKeepsWorkingLocallyAndRecovers) {
   EXPECT_EQ(seqFrom(rr, "a"), (std::vector<int>{0, N + 1}));
 }
 
+TEST_F(FederationTest, CountChannelIsAnsweredOnlyByTheNodeThePostWasMadeOn) {
+  startNode(0);
+  startNode(1);
+  ASSERT_TRUE(meshFormed());
+  auto& p1 = node(0).page();
+  auto& p2 = node(1).page();
+  open(p1, "c", "count-channel");
+  open(p2, "c", "count-channel");
+  p1.send({{"op", "bc.post"}, {"bc", "c"}, {"data", {{"type", "INCREASE_COUNT"}}}});
+  // p2 sees the post itself and n1's answer; n2's service worker does not answer a post of n1.
+  Received r2;
+  ASSERT_TRUE(collect(p2, "c", r2, [](const Received& r) { return r.messages.size() >= 2; }));
+  EXPECT_EQ(r2.messages[0]["type"], "INCREASE_COUNT");
+  EXPECT_EQ(r2.messages[1], (json{{"type", "COUNT"}, {"count", 1}}));
+  EXPECT_FALSE(collect(p2, "c", r2, [](const Received& r) { return r.messages.size() >= 3; }, 2000ms))
+      << r2.messages.back().dump();
+  Received r1;
+  ASSERT_TRUE(collect(p1, "c", r1, [](const Received& r) { return !r.messages.empty(); }));
+  EXPECT_EQ(r1.messages[0], (json{{"type", "COUNT"}, {"count", 1}}));
+  EXPECT_FALSE(collect(p1, "c", r1, [](const Received& r) { return r.messages.size() >= 2; }, 500ms));
+}
+
 }  // namespace
 }  // namespace swipc::testing

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "swipc/error.h"
@@ -30,6 +31,10 @@ struct MessageEvent {
   Value data;
   std::vector<MessagePort> ports;
   std::shared_ptr<const TypedContent> typed;  // set for typed payloads
+  /// Service-worker code, BroadcastChannel: a post that came from another node of a federated
+  /// scope (sw_daemon --nats, DESIGN §16) carries that node's name; empty for everything that
+  /// originates on this node (and always, in pages).
+  std::string node;
 
   bool isTyped() const { return typed != nullptr; }
   uint64_t typeId() const { return typed ? typed->typeId : 0; }

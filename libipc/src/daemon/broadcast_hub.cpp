@@ -116,6 +116,7 @@ void BroadcastHub::deliverLocal(Channel& ch, const uint64_t* words, size_t bytes
     auto payload = in ? *in : ownerCopy->envelope().getBcMessage().getPayload();
     decoded = core::readPayload(payload, ownerCopy, types_, *event);
   }
+  if (remoteNode_) event->node = *remoteNode_;
   std::vector<std::shared_ptr<detail::BcObject>> targets;
   for (auto& [id, obj] : ch.local)
     if (id != localSender) targets.push_back(obj);
@@ -296,7 +297,7 @@ void BroadcastHub::close(detail::BcObject& obj) {
 
 // ------------------------------------------------------------------------------------------------ federation
 
-bool BroadcastHub::injectRemote(const ChannelName& name, schema::Payload::Reader payload,
+bool BroadcastHub::injectRemote(const ChannelName& name, const std::string& fromNode, schema::Payload::Reader payload,
                                 const std::shared_ptr<const wire::Inbound>& owner) {
   auto it = channels_.find(name);
   if (it == channels_.end()) return false;
@@ -306,7 +307,9 @@ bool BroadcastHub::injectRemote(const ChannelName& name, schema::Payload::Reader
     reportRemoteGap(name, 1);
     return false;
   }
+  remoteNode_ = &fromNode;
   publish(ch, REMOTE_TAG, nullptr, &payload, owner, 0);
+  remoteNode_ = nullptr;
   return true;
 }
 

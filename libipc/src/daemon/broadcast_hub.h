@@ -115,7 +115,8 @@ class BroadcastHub final : public detail::BroadcastHub {
   /// A post from another node: into `name`'s ring and to its service-worker objects, as a post
   /// from none of the objects here. False when no object of `name` is open here, or (then
   /// reported as one missed post) it is larger than a record of this node's ring.
-  bool injectRemote(const ChannelName& name, schema::Payload::Reader payload,
+  /// Service-worker objects see `fromNode` as MessageEvent::node.
+  bool injectRemote(const ChannelName& name, const std::string& fromNode, schema::Payload::Reader payload,
                     const std::shared_ptr<const wire::Inbound>& owner);
   /// `missed` posts from another node never reached this one: every object of `name` here learns
   /// it as lapped(missed) (client objects through a gap record in the ring, which takes the
@@ -170,6 +171,7 @@ class BroadcastHub final : public detail::BroadcastHub {
 
   Sink& sink_;
   PostObserver postObserver_;  // federation: posts that originate here
+  const std::string* remoteNode_ = nullptr;  // while injectRemote() publishes: the node it came from
   Config config_;
   const TypeRegistry& types_;
   Counters& counters_;

@@ -165,7 +165,7 @@ void FederationFeature::onRemotePost(const std::vector<uint8_t>& data) {
   }
   auto owner = std::make_shared<const wire::Inbound>(std::move(*in));
   ++host_->counters().federationPostsIn;
-  if (!hub_->injectRemote(post->channel, owner->envelope().getBcMessage().getPayload(), owner)) return;
+  if (!hub_->injectRemote(post->channel, post->node, owner->envelope().getBcMessage().getPayload(), owner)) return;
   host_->markActive();
 }
 
