@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# The README's "Across hosts" demo (DESIGN §16): a 3-server NATS cluster and three daemons of one
+# scope on this machine as three hosts (each its own runtime and state dir, --nats at a different
+# server, --node n1/n2/n3), a short BroadcastChannel demo across them, then everything stopped.
+#   scripts/cluster.sh     build (Release, if needed) and run the demo
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+BUILD="${SWIPC_BUILD_DIR:-build-release}"
+
+bash scripts/install-deps.sh >/dev/null
+if [ ! -f "$BUILD/CMakeCache.txt" ]; then
+  cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DSWIPC_BUILD_TESTS=OFF -DSWIPC_BUILD_BENCH=OFF >/dev/null
+fi
+cmake --build "$BUILD" -j "$(nproc 2>/dev/null || echo 2)" --target sw_daemon page_client >/dev/null
+DAEMON="$BUILD/sw_daemon/sw_daemon"
+PAGE="$BUILD/page_client/page_client"
+NATS_SERVER="$(command -v nats-server || echo /usr/sbin/nats-server)"
+
+DIR="$(mktemp -d "${TMPDIR:-/tmp}/swipc-cluster.XXXXXX")"
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$DIR"
+}
+trap cleanup EXIT
+
+say() { printf '\n\033[1m%s\033[0m\n' "$*"; }
+# N free TCP ports on 127.0.0.1
+free_ports() {
+  python3 - "$1" <<'PY'
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks: s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+PY
+}
+# wait_for CMD...: polls CMD for up to 10 s
+wait_for() {
+  for _ in $(seq 1 200); do "$@" && return 0; sleep 0.05; done
+  echo "cluster.sh: timed out waiting for: $*" >&2
+  return 1
+}
+
+say "1. A 3-server NATS cluster with JetStream on 127.0.0.1"
+read -r -a P <<<"$(free_ports 9)"
+for i in 0 1 2; do
+  routes=""
+  for j in 0 1 2; do [ "$j" != "$i" ] && routes+="${routes:+, }nats-route://127.0.0.1:${P[j*3+1]}"; done
+  mkdir -p "$DIR/s$((i + 1))"
+  cat >"$DIR/s$((i + 1)).conf" <<CONF
+server_name: s$((i + 1))
+listen: 127.0.0.1:${P[i*3]}
+http: 127.0.0.1:${P[i*3+2]}
+jetstream { store_dir: "$DIR/s$((i + 1))", max_memory_store: 64MB, max_file_store: 256MB }
+cluster { name: swipc-demo, listen: 127.0.0.1:${P[i*3+1]}, routes: [ $routes ] }
+CONF
+  "$NATS_SERVER" -c "$DIR/s$((i + 1)).conf" 2>"$DIR/s$((i + 1)).log" &
+  PIDS+=($!)
+done
+routed() { python3 -c "import json,sys,urllib.request as u; sys.exit(0 if json.load(u.urlopen('http://127.0.0.1:$1/routez'))['num_routes']>=2 else 1)" 2>/dev/null; }
+for i in 0 1 2; do wait_for routed "${P[i*3+2]}"; done
+echo "   servers: nats://127.0.0.1:${P[0]} nats://127.0.0.1:${P[3]} nats://127.0.0.1:${P[6]} (routed to each other)"
+
+say "2. Three daemons of scope 'demo' as three hosts (n1, n2, n3), each on a different server"
+for i in 0 1 2; do
+  n=$((i + 1))
+  "$DAEMON" --scope demo --runtime-dir "$DIR/host$n/run" --state-dir "$DIR/host$n/state" \
+    --nats "nats://127.0.0.1:${P[i*3]}" --node "n$n" --log-level info 2>"$DIR/n$n.log" &
+  PIDS+=($!)
+done
+joined() { grep -q "node $2 joined" "$DIR/$1.log"; }
+for a in n1 n2 n3; do for b in n1 n2 n3; do [ "$a" != "$b" ] && wait_for joined "$a" "$b"; done; done
+grep -h "federation:" "$DIR"/n?.log | sed -E 's/^[^ ]+ //' | sed 's/^/   /'
+
+say "3. Pages on n2 and n3 open BroadcastChannel 'news'; a page on n1 posts three messages"
+for n in 2 3; do
+  (echo '{"op":"bc.open","id":1,"bc":"b","name":"news"}'; sleep 3) |
+    "$PAGE" --scope demo --runtime-dir "$DIR/host$n/run" script >"$DIR/page$n.out" 2>/dev/null &
+  PIDS+=($!)
+done
+for n in 2 3; do wait_for grep -q '"id":1' "$DIR/page$n.out"; done
+"$PAGE" --scope demo --runtime-dir "$DIR/host1/run" script <<'OPS' >/dev/null
+{"op":"bc.open","id":1,"bc":"b","name":"news"}
+{"op":"bc.post","bc":"b","data":{"from":"n1","n":1}}
+{"op":"bc.post","bc":"b","data":{"from":"n1","n":2}}
+{"op":"bc.post","id":2,"bc":"b","data":{"from":"n1","n":3}}
+{"op":"exit","code":0}
+OPS
+for n in 2 3; do wait_for test "$(grep -c bc.message "$DIR/page$n.out")" -ge 3; done
+for n in 2 3; do grep bc.message "$DIR/page$n.out" | sed "s/^/   page on n$n < /"; done
+
+say "4. Counters of n2 (SIGUSR1): posts taken from other nodes, posts missed"
+kill -USR1 "${PIDS[4]}"
+wait_for grep -q "counters clients" "$DIR/n2.log"
+grep -o '"federation[A-Za-z]*":[0-9]*' "$DIR/n2.log" | tr '\n' ' ' | sed 's/^/   /'
+echo
+
+say "Done: stopping the daemons and the servers"
