@@ -4,7 +4,9 @@
 #   2. examples/hello_worker and examples/hello_page built out of tree with find_package(swipc),
 #      and hello_page with pkg-config (examples/hello_page/Makefile);
 #   3. the installed sw_daemon, then hello_worker, serve a private scope in a private runtime
-#      dir; hello_page asks each for its version;
+#      dir; hello_page asks each for its version; then as a new user would: page_client
+#      --spawn-daemon starts the daemon, swctl status/clients/watch show the page, and
+#      sw_daemon runs under systemd-socket-activate;
 #   4. examples/user_test (a test written with the testing kit swipc::testing) built with
 #      find_package(swipc COMPONENTS testing) and run: it starts the installed sw_daemon and
 #      page_client itself;
@@ -21,7 +23,9 @@ BUILD="$(cd "${1:-$ROOT/build}" && pwd)"
 JOBS="${JOBS:-$(nproc 2>/dev/null || echo 2)}"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/swipc-install.XXXXXX")"
 DAEMON_PID=
+LISTEN_PID=
 cleanup() {
+  if [ -n "$LISTEN_PID" ]; then kill -KILL "$LISTEN_PID" 2>/dev/null || true; fi
   if [ -n "$DAEMON_PID" ]; then kill -KILL "$DAEMON_PID" 2>/dev/null || true; fi
   rm -rf "$WORK"
 }
@@ -117,6 +121,52 @@ step "hello_worker + hello_page"
 start_daemon "$WORK/hello_worker/hello_worker" "$SCOPE" "$RUNTIME"
 expect_version "hello-worker 1.0" "$WORK/hello_page/hello_page"
 stop_daemon
+
+# ---- 3b. the new-user run: a page starts the daemon, swctl looks at it, socket activation -------
+step "installed page_client --spawn-daemon, swctl clients / status / watch"
+[ -x "$PREFIX/bin/swctl" ] || fail "not installed: bin/swctl"
+SWCTL=("$PREFIX/bin/swctl" --scope "$SCOPE" --runtime-dir "$RUNTIME")
+"$PREFIX/bin/page_client" --scope "$SCOPE" --runtime-dir "$RUNTIME" --spawn-daemon listen >"$WORK/listen.out" 2>&1 &
+LISTEN_PID=$!
+CLIENT_ID=
+for i in $(seq 100); do
+  CLIENT_ID="$(sed -n 's/.*"event":"attached","clientId":"\([0-9a-f]*\)".*/\1/p' "$WORK/listen.out" | head -1)"
+  [ -n "$CLIENT_ID" ] && break
+  kill -0 "$LISTEN_PID" 2>/dev/null || { cat "$WORK/listen.out" >&2; fail "page_client --spawn-daemon exited"; }
+  sleep 0.1
+done
+[ -n "$CLIENT_ID" ] || { cat "$WORK/listen.out" >&2; fail "page_client --spawn-daemon never attached"; }
+DAEMON_PID="$("${SWCTL[@]}" --json status | sed -n 's/.*"pid":\([0-9]*\).*/\1/p')"
+[ -n "$DAEMON_PID" ] || fail "swctl status --json: no daemon pid"
+echo "spawned sw_daemon pid $DAEMON_PID, page $CLIENT_ID"
+"${SWCTL[@]}" --json clients | grep -q "\"$CLIENT_ID\"" || fail "swctl clients --json does not list $CLIENT_ID"
+"${SWCTL[@]}" clients | grep -q "${CLIENT_ID:0:8}" || fail "swctl clients (table) does not show $CLIENT_ID"
+# watch (not a terminal: plain snapshots) until SIGINT; at least two snapshots must have come.
+rc=0
+timeout -s INT 2 "${SWCTL[@]}" --interval-ms 200 watch >"$WORK/watch.out" 2>&1 || rc=$?
+[ "$rc" -eq 0 ] || [ "$rc" -eq 124 ] || [ "$rc" -eq 130 ] || { cat "$WORK/watch.out" >&2; fail "swctl watch exited $rc"; }
+[ "$(grep -c '^snapshot [0-9]* clients=1 ' "$WORK/watch.out")" -ge 2 ] ||
+  { cat "$WORK/watch.out" >&2; fail "swctl watch: fewer than two snapshots showing the page"; }
+kill -KILL "$LISTEN_PID" 2>/dev/null || true
+wait "$LISTEN_PID" 2>/dev/null || true
+LISTEN_PID=
+# The spawned daemon is nobody's child here (its own session): SIGTERM, then it must be gone.
+kill -TERM "$DAEMON_PID"
+for i in $(seq 100); do
+  kill -0 "$DAEMON_PID" 2>/dev/null || break
+  sleep 0.1
+done
+kill -0 "$DAEMON_PID" 2>/dev/null && fail "spawned daemon $DAEMON_PID still running 10 s after SIGTERM"
+DAEMON_PID=
+
+if command -v systemd-socket-activate >/dev/null 2>&1; then
+  step "installed sw_daemon under systemd-socket-activate + hello_page"
+  mkdir -p -m 0700 "$RUNTIME/$SCOPE"
+  start_daemon systemd-socket-activate --seqpacket -l "$RUNTIME/$SCOPE/daemon.sock" \
+    "$PREFIX/bin/sw_daemon" --scope "$SCOPE" --runtime-dir "$RUNTIME" --sw-version activated-1
+  expect_version activated-1 "$WORK/hello_page/hello_page"
+  stop_daemon
+fi
 
 # ---- 4. a user's test written with swipc::testing -------------------------------------------
 # run_user_test PREFIX NAME: builds examples/user_test against PREFIX into $WORK/NAME and runs it
