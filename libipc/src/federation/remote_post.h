@@ -14,7 +14,7 @@
 //         the sending node wrote into its own channel ring
 //
 //   epoch: the sending daemon's start (a restarted node counts its posts from 1 again, under a
-//          greater epoch); seq: the sender's count of posts on that channel in this epoch, from 1,
+//          new epoch); seq: the sender's count of posts on that channel in this epoch, from 1,
 //          with no holes: a receiver that sees one has missed posts (reported as lapped).
 //
 // Heartbeats go on `swipc.<scope>.node` as one JSON object:

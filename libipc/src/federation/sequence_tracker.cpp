@@ -5,11 +5,13 @@ namespace swipc::federation {
 SequenceTracker::NodeState* SequenceTracker::state(const std::string& node, uint64_t epoch) {
   auto [it, fresh] = nodes_.try_emplace(node);
   NodeState& s = it->second;
-  if (fresh || epoch > s.epoch) {
+  // Another epoch: that node restarted (or, rarely, a straggler of its previous life arrived
+  // after the new one spoke). Either way its numbering starts again: new baselines, no gap
+  // claimed. Epochs are compared for equality only: a host clock set back must not make a
+  // restarted node's posts look stale forever.
+  if (fresh || epoch != s.epoch) {
     s = NodeState{};
     s.epoch = epoch;
-  } else if (epoch < s.epoch) {
-    return nullptr;  // from before that node restarted
   }
   return &s;
 }

@@ -31,7 +31,7 @@ class SequenceTracker {
   /// Post `seq` of `node` (epoch `epoch`) on `channel` arrived.
   Verdict onPost(const std::string& node, uint64_t epoch, const ChannelName& channel, uint64_t seq);
   /// `node`'s heartbeat says its last post on `channel` is `seq`: the posts missed up to there.
-  /// A heartbeat is taken as a whole: onHeartbeat() for each mark, then heartbeatDone().
+  /// A heartbeat is taken as a whole: onMark() for each mark, then heartbeatDone().
   uint64_t onMark(const std::string& node, uint64_t epoch, const ChannelName& channel, uint64_t seq);
   /// Every mark of `node`'s heartbeat has been given: its later new channels start at 1.
   void heartbeatDone(const std::string& node, uint64_t epoch);
@@ -45,7 +45,7 @@ class SequenceTracker {
     bool announced = false;  // a heartbeat of this epoch was seen
     std::map<ChannelName, uint64_t> last;
   };
-  /// The state of `node`, reset when `epoch` is newer; nullptr when `epoch` is older (stale).
+  /// The state of `node`, started again when `epoch` is not the one it had.
   NodeState* state(const std::string& node, uint64_t epoch);
 
   std::map<std::string, NodeState> nodes_;
