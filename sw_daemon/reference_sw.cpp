@@ -144,6 +144,9 @@ void handle(ReferenceServiceWorker::State& st, ExtendableMessageEvent& e, std::o
   auto reply = [&](const Value& data) { Responder(e, arrivedOn)(data); };
   if (type == "GET_VERSION") {
     reply(Value(sw.options().version));
+  } else if (type == "NODE") {  // federated (--nats, DESIGN §16): this node's name; else null
+    const auto& fed = sw.options().federation;
+    reply(fed.natsServers.empty() ? Value() : Value(fed.node));
   } else if (type == "ECHO") {
     reply(e.data);
   } else if (type == "PORT_INITIALIZATION") {

@@ -271,5 +271,13 @@ TEST_F(FederationTest, CountChannelIsAnsweredOnlyByTheNodeThePostWasMadeOn) {
   EXPECT_FALSE(collect(p1, "c", r1, [](const Received& r) { return r.messages.size() >= 2; }, 500ms));
 }
 
+TEST_F(FederationTest, NodeAnswersTheNodeName) {
+  startNode(1);
+  auto& p = node(1).page();
+  auto r = p.call({{"op", "messageSW"}, {"data", {{"type", "NODE"}}}, {"timeoutMs", 5000}});
+  ASSERT_TRUE(r && (*r)["event"] == "ok") << (r ? r->dump() : "no answer");
+  EXPECT_EQ((*r)["data"], "n2");
+}
+
 }  // namespace
 }  // namespace swipc::testing

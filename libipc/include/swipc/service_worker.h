@@ -43,6 +43,7 @@ struct BackgroundSyncOptions {
 struct FederationOptions {
   std::vector<std::string> natsServers;  // --nats URL[,URL...]
   std::string node;                      // --node: this node's name; "" = the short host name
+                                         // (options() then says which)
 };
 
 struct ServiceWorkerOptions {

@@ -200,6 +200,7 @@ ServiceWorker::Impl::Impl(ServiceWorker* owner, ServiceWorkerOptions o)
   features_.push_back(&fetch_);
 #ifdef SWIPC_HAVE_FEDERATION
   if (!opts_.federation.natsServers.empty()) {
+    if (opts_.federation.node.empty()) opts_.federation.node = federation::defaultNodeName();
     // The hub behind the service worker's BroadcastChannel objects is the daemon's BroadcastHub.
     federation_ = std::make_unique<federation::FederationFeature>(
         std::static_pointer_cast<daemon::BroadcastHub>(broadcast_.localHub()));
