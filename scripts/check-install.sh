@@ -42,6 +42,9 @@ SCOPE=install-check
 
 # start_daemon CMD...: runs it in the background, waits for the scope's socket (10 s).
 start_daemon() {
+  # A socket file left by the one before (an inherited socket is never unlinked by the daemon:
+  # it belongs to whoever bound it) would make the wait below return too early.
+  rm -f "$RUNTIME/$SCOPE/daemon.sock"
   "$@" >"$WORK/daemon.log" 2>&1 &
   DAEMON_PID=$!
   local i
