@@ -309,7 +309,7 @@ int run(const sb::Args& args) {
   const std::string runtimeDir = tmpl;
 
   pid_t daemon = spawn({daemonPath, "--scope", SCOPE, "--runtime-dir", runtimeDir, "--log-level", "warn",
-                        "--max-clients", std::to_string(n + 64)},
+                        "--max-clients", std::to_string(n + 64), "--max-clients-per-uid", std::to_string(n + 64)},
                        nullptr);
   if (daemon < 0) fail(std::string("spawning sw_daemon: ") + std::strerror(errno));
   std::vector<Page> pages(n);
