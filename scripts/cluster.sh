@@ -7,15 +7,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-BUILD="${SWIPC_BUILD_DIR:-build-release}"
-
-bash scripts/install-deps.sh >/dev/null
-if [ ! -f "$BUILD/CMakeCache.txt" ]; then
-  cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DSWIPC_BUILD_TESTS=OFF -DSWIPC_BUILD_BENCH=OFF >/dev/null
-fi
-cmake --build "$BUILD" -j "$(nproc 2>/dev/null || echo 2)" --target sw_daemon page_client >/dev/null
-DAEMON="$BUILD/sw_daemon/sw_daemon"
-PAGE="$BUILD/page_client/page_client"
+# shellcheck source=scripts/release-build.sh
+source scripts/release-build.sh
 NATS_SERVER="$(command -v nats-server || echo /usr/sbin/nats-server)"
 
 DIR="$(mktemp -d "${TMPDIR:-/tmp}/swipc-cluster.XXXXXX")"
