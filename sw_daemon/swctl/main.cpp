@@ -16,8 +16,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "core/attach.h"
-#include "core/paths.h"
+#include "swipc/inspect.h"
 #include "table.h"
 
 namespace {
@@ -49,9 +48,8 @@ void report(const Failure& f) {
 
 /// The daemon's answer to `command`, parsed.
 Json ask(const Options& opts, const std::string& command) {
-  auto paths = swipc::core::scopePaths(opts.runtimeDir, opts.scope);
-  if (!paths) throw Failure{paths.error().describe()};
-  auto text = swipc::core::inspectDaemon(paths->socket, command, swipc::deadlineIn(std::chrono::milliseconds(opts.timeoutMs)));
+  auto text = swipc::inspectDaemon(opts.runtimeDir, opts.scope, command,
+                                   swipc::deadlineIn(std::chrono::milliseconds(opts.timeoutMs)));
   if (!text) {
     // A daemon that never answers is, to the user, no daemon either (page_client says the same).
     bool none = text.error().code == swipc::Errc::NO_DAEMON || text.error().code == swipc::Errc::ATTACH_TIMEOUT;
