@@ -28,7 +28,7 @@ Result<void> FederationFeature::start(daemon::FeatureHost& host) {
   NatsLink::Options lo;
   lo.servers = fed.natsServers;
   lo.clientName = "swipc " + opts.scope + " " + node_;
-  lo.subjects = {subjects_.nodes, subjects_.bcWildcard};
+  lo.subjects = subscriptionsFor(subjects_);
   NatsLink::Events ev;
   ev.message = [this](const std::string& subject, const std::vector<uint8_t>& data) { onMessage(subject, data); };
   ev.state = [this](NatsLink::State s, const std::string& url) { onState(s, url); };
@@ -114,8 +114,9 @@ void FederationFeature::onState(NatsLink::State s, const std::string& url) {
 void FederationFeature::onMessage(const std::string& subject, const std::vector<uint8_t>& data) {
   if (subject == subjects_.nodes)
     onHeartbeat(data);
-  else
+  else if (subject.compare(0, subjects_.bcPrefix.size(), subjects_.bcPrefix) == 0)
     onRemotePost(data);
+  // else: a subject of a later protocol version; nothing of ours
 }
 
 void FederationFeature::onHeartbeat(const std::vector<uint8_t>& data) {

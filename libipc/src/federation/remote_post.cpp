@@ -99,8 +99,11 @@ Subjects subjectsFor(std::string_view scope) {
   s.nodes = "swipc." + token + ".node";
   s.bcPrefix = "swipc." + token + ".bc.";
   s.bcWildcard = s.bcPrefix + "*";
+  s.everything = "swipc." + token + ".>";
   return s;
 }
+
+std::vector<std::string> subscriptionsFor(const Subjects& subjects) { return {subjects.everything}; }
 
 std::string channelToken(const ChannelName& name) { return "c" + toHex(name.str()); }
 

@@ -96,9 +96,16 @@ struct Subjects {
   std::string nodes;        // heartbeats
   std::string bcPrefix;     // + channelToken(name)
   std::string bcWildcard;   // every channel of the scope
+  /// Everything of the scope, heartbeats and posts: one subscription, so that libnats hands them
+  /// over on one thread in the order each node published them. With one subscription per subject
+  /// a heartbeat could overtake the posts it counts, and they were taken for missed.
+  std::string everything;
   std::string bcFor(const ChannelName& name) const;
 };
 Subjects subjectsFor(std::string_view scope);
+/// What a node subscribes to: `everything`, one subscription, so heartbeats and posts reach the
+/// loop in the order each node published them (a heartbeat never overtakes the posts it counts).
+std::vector<std::string> subscriptionsFor(const Subjects& subjects);
 /// "c" + lowercase hex of the name (a NATS token whatever bytes the name holds, never empty).
 std::string channelToken(const ChannelName& name);
 std::string toHex(std::string_view bytes);

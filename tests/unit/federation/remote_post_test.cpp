@@ -82,6 +82,7 @@ TEST(RemotePostTest, SubjectsAreNatsTokensForAnyScopeAndChannel) {
   auto sut = subjectsFor("my.app-1");
   EXPECT_EQ(sut.nodes, "swipc.my~app-1.node");
   EXPECT_EQ(sut.bcWildcard, "swipc.my~app-1.bc.*");
+  EXPECT_EQ(sut.everything, "swipc.my~app-1.>");
   EXPECT_EQ(sut.bcFor(ChannelName("a.b c")), "swipc.my~app-1.bc.c612e622063");
   EXPECT_EQ(sut.bcFor(ChannelName("")), "swipc.my~app-1.bc.c");
 }
