@@ -56,9 +56,25 @@ std::optional<ClientHandle> clientById(ServiceWorker& sw, const Value& id) {
   return sw.clients().get(cid);
 }
 
+/// The client `id` names, on this node or (federated) another; `done` gets nullopt for an id
+/// that is not one.
+void withClient(ServiceWorker& sw, const Value& id, std::function<void(std::optional<ClientHandle>)> done) {
+  ClientId cid;
+  if (!id.isText() || !ClientId::parse(id.asText(), cid)) return done(std::nullopt);
+  sw.clients().get(cid, std::move(done));
+}
+
+/// POST_TO's answer when the message did not reach the client: `{"delivered":false}` (DESIGN §10),
+/// plus why in a federated scope (§16: the outcome of a post to another node matters).
+Value notDelivered(const ServiceWorker& sw, const Error& e) {
+  if (sw.options().federation.natsServers.empty()) return Value::map({{"delivered", false}});
+  return Value::map({{"delivered", false}, {"error", Value::map({{"name", std::string(e.name())}, {"message", e.message}})}});
+}
+
 MatchAllOptions matchAllOptions(const Value& o) {
   MatchAllOptions m;
   if (const Value* inc = o.find("includeUncontrolled"); inc && inc->isBool()) m.includeUncontrolled = inc->asBool();
+  if (const Value* rem = o.find("includeRemote"); rem && rem->isBool()) m.includeRemote = rem->asBool();
   const std::string type = o["type"].textOr("window");
   m.type = type == "worker" ? ClientType::WORKER : type == "all" ? ClientType::ALL : ClientType::WINDOW;
   return m;
@@ -163,19 +179,29 @@ void handle(ReferenceServiceWorker::State& st, ExtendableMessageEvent& e, std::o
   } else if (type == "RELAY_PORT") {
     relayPort(sw, e);
   } else if (type == "MATCH_ALL") {
-    const auto clients = sw.clients().matchAll(matchAllOptions(e.data["options"]));
-    Value::List list;
-    list.reserve(clients.size());
-    for (const auto& c : clients) list.push_back(c.describe());
-    Value answer;
-    answer.set("clients", Value(std::move(list)));  // moved in: an initializer list would copy it
-    reply(answer);
+    // With includeRemote (federated, DESIGN §16) the answer waits for the other nodes.
+    sw.clients().matchAll(matchAllOptions(e.data["options"]),
+                          [later = Responder(e, arrivedOn)](std::vector<ClientHandle> clients) mutable {
+                            Value::List list;
+                            list.reserve(clients.size());
+                            for (const auto& c : clients) list.push_back(c.describe());
+                            Value answer;
+                            answer.set("clients", Value(std::move(list)));  // moved in: a list literal would copy
+                            later(answer);
+                          });
   } else if (type == "GET_CLIENT") {
-    reply(clientOrNull(clientById(sw, e.data["id"])));
+    withClient(sw, e.data["id"], [later = Responder(e, arrivedOn)](std::optional<ClientHandle> c) mutable {
+      later(clientOrNull(c));
+    });
   } else if (type == "POST_TO") {
-    auto c = clientById(sw, e.data["id"]);
-    bool delivered = c && c->postMessage(e.data["data"]).ok();
-    reply(Value::map({{"delivered", delivered}}));
+    ClientId cid;
+    const Value& id = e.data["id"];
+    if (!id.isText() || !ClientId::parse(id.asText(), cid))
+      return reply(notDelivered(sw, makeError(Errc::NOT_FOUND, "no client with that id")));
+    // On this node or (federated) another: the real outcome comes back either way.
+    sw.clients().postMessage(cid, e.data["data"], [&sw, later = Responder(e, arrivedOn)](Result<void> r) mutable {
+      later(r ? Value::map({{"delivered", true}}) : notDelivered(sw, r.error()));
+    });
   } else if (type == "POST_ALL") {
     int64_t count = 0;
     for (auto& c : sw.clients().matchAll())

@@ -102,6 +102,14 @@ class FederationTest : public ::testing::Test {
     page.send({{"op", "bc.post"}, {"bc", bc}, {"data", {{"from", from}, {"i", i}}}});
   }
 
+  /// The reference SW's answer to `data` sent by `page` (messageSW), or null.
+  static json ask(ScriptClient& page, const json& data, int timeoutMs = 10000) {
+    auto r = page.call({{"op", "messageSW"}, {"data", data}, {"timeoutMs", timeoutMs}},
+                       std::chrono::milliseconds(timeoutMs + 5000));
+    if (!r || (*r)["event"] != "ok") return nullptr;
+    return (*r)["data"];
+  }
+
   std::unique_ptr<NatsCluster> cluster_;
   std::string scope_;
   std::map<size_t, std::unique_ptr<Scope>> nodes_;
@@ -253,6 +261,7 @@ TEST_F(FederationTest, NatsDownEntirelyEachNodeKeepsWorkingLocallyAndRecovers) {
   auto& b = node(0).page();
   auto& remote = node(1).page();
   for (auto* p : {&a, &b, &remote}) open(*p, "x", "x");
+  const std::string remoteId = remote.clientId();
   post(a, "x", "a", 0);
   Received rb, rr;
   ASSERT_TRUE(collect(remote, "x", rr, [](const Received& r) { return r.messages.size() >= 1; }));
@@ -266,6 +275,10 @@ TEST_F(FederationTest, NatsDownEntirelyEachNodeKeepsWorkingLocallyAndRecovers) {
   EXPECT_EQ(seqFrom(rb, "a"), range(0, N + 1));
   auto echo = a.call({{"op", "messageSW"}, {"data", {{"type", "GET_VERSION"}}}, {"timeoutMs", 2000}});
   ASSERT_TRUE(echo && (*echo)["event"] == "ok");
+  // A client on another node is out of reach: Disconnected, at once.
+  auto cut = ask(a, {{"type", "POST_TO"}, {"id", remoteId}, {"data", 1}});
+  EXPECT_EQ(cut["delivered"], false) << cut.dump();
+  EXPECT_EQ(cut["error"]["name"], "Disconnected") << cut.dump();
 
   // NATS returns: the daemons reconnect by themselves; the posts made while it was down reach
   // the other node as lapped with their count, and later posts arrive again.
@@ -282,6 +295,105 @@ TEST_F(FederationTest, NatsDownEntirelyEachNodeKeepsWorkingLocallyAndRecovers) {
   post(a, "x", "a", N + 1);
   ASSERT_TRUE(collect(remote, "x", rr, [](const Received& r) { return r.messages.size() >= 2; }));
   EXPECT_EQ(seqFrom(rr, "a"), (std::vector<int>{0, N + 1}));
+}
+
+// ------------------------------------------------------------------------------------------ clients
+
+TEST_F(FederationTest, MatchAllIncludeRemoteListsEveryLiveNodesClientsWithTheirNode) {
+  for (size_t i = 0; i < 3; ++i) startNode(i);
+  ASSERT_TRUE(meshFormed());
+  auto& asker = node(0).page();
+  auto& b1 = node(1).page();
+  auto& b2 = node(1).page();
+  auto& c1 = node(2).page();
+  std::vector<std::string> ids;
+  for (auto* p : {&asker, &b1, &b2, &c1}) ids.push_back(p->clientId());
+  for (const auto& id : ids) ASSERT_FALSE(id.empty());
+
+  // Local only without includeRemote, and no "node" then.
+  auto local = ask(asker, {{"type", "MATCH_ALL"}});
+  ASSERT_TRUE(local.is_object()) << local.dump();
+  ASSERT_EQ(local["clients"].size(), 1u);
+  EXPECT_EQ(local["clients"][0]["id"], ids[0]);
+  EXPECT_FALSE(local["clients"][0].contains("node"));
+
+  // This node's first, then n2's in n2's order (by creation: never focused), then n3's.
+  auto all = ask(asker, {{"type", "MATCH_ALL"}, {"options", {{"includeRemote", true}}}});
+  ASSERT_TRUE(all.is_object()) << all.dump();
+  std::vector<std::pair<std::string, std::string>> got;
+  for (const auto& c : all["clients"]) got.emplace_back(c.value("node", ""), c.value("id", ""));
+  EXPECT_EQ(got, (std::vector<std::pair<std::string, std::string>>{
+                     {"n1", ids[0]}, {"n2", ids[1]}, {"n2", ids[2]}, {"n3", ids[3]}}));
+  for (const auto& c : all["clients"]) {
+    EXPECT_EQ(c["type"], "window");
+    EXPECT_TRUE(c.contains("url") && c.contains("frameType") && c.contains("visibilityState"));
+  }
+  // The filters apply on every node.
+  auto workers = ask(asker, {{"type", "MATCH_ALL"}, {"options", {{"includeRemote", true}, {"type", "worker"}}}});
+  ASSERT_TRUE(workers.is_object());
+  EXPECT_TRUE(workers["clients"].empty()) << workers.dump();
+
+  // A node that dies leaves the results (within 6 s of its death).
+  ASSERT_TRUE(node(2).daemon().kill9());
+  ASSERT_TRUE(eventually(
+      [&] {
+        auto now = ask(asker, {{"type", "MATCH_ALL"}, {"options", {{"includeRemote", true}}}});
+        return now.is_object() && now["clients"].size() == 3;
+      },
+      8000ms));
+}
+
+TEST_F(FederationTest, GetAndPostMessageReachAClientOnAnotherNodeWithTheRealOutcome) {
+  startNode(0);
+  startNode(1);
+  ASSERT_TRUE(meshFormed());
+  auto& asker = node(0).page();
+  auto& target = node(1).page();
+  const std::string id = target.clientId();
+  target.send({{"op", "startMessages"}});
+
+  auto got = ask(asker, {{"type", "GET_CLIENT"}, {"id", id}});
+  ASSERT_TRUE(got.is_object()) << got.dump();
+  EXPECT_EQ(got["id"], id);
+  EXPECT_EQ(got["node"], "n2");
+
+  auto posted = ask(asker, {{"type", "POST_TO"}, {"id", id}, {"data", {{"hello", "from n1"}, {"n", 7}}}});
+  EXPECT_EQ(posted, json({{"delivered", true}})) << posted.dump();
+  auto m = target.waitFor([](const json& e) { return e["event"] == "message" && e["data"].contains("hello"); }, 10000ms);
+  ASSERT_TRUE(m);
+  EXPECT_EQ((*m)["data"], json({{"hello", "from n1"}, {"n", 7}}));
+
+  // An id nobody has: null from get, NotFoundError from postMessage.
+  const std::string nobody(32, 'a');
+  EXPECT_TRUE(ask(asker, {{"type", "GET_CLIENT"}, {"id", nobody}}).is_null());
+  auto lost = ask(asker, {{"type", "POST_TO"}, {"id", nobody}, {"data", 1}});
+  EXPECT_EQ(lost["delivered"], false) << lost.dump();
+  EXPECT_EQ(lost["error"]["name"], "NotFoundError") << lost.dump();
+
+  // The client leaves: the node it was on says NotFoundError.
+  ASSERT_TRUE(target.process().kill9());
+  ASSERT_TRUE(eventually(
+      [&] {
+        auto gone = ask(asker, {{"type", "POST_TO"}, {"id", id}, {"data", 2}});
+        return gone.is_object() && gone["delivered"] == false && gone["error"]["name"] == "NotFoundError";
+      },
+      10000ms));
+}
+
+TEST_F(FederationTest, PostMessageToANodeThatDoesNotAnswerIsATimeoutError) {
+  startNode(0);
+  startNode(1);
+  ASSERT_TRUE(meshFormed());
+  auto& asker = node(0).page();
+  auto& target = node(1).page();
+  const std::string id = target.clientId();
+  // The node is still live (it was heard within 3 s) but answers nothing.
+  ASSERT_TRUE(node(1).daemon().process().stop());
+  auto r = ask(asker, {{"type", "POST_TO"}, {"id", id}, {"data", 1}});
+  ASSERT_TRUE(node(1).daemon().process().resume());
+  EXPECT_EQ(r["delivered"], false) << r.dump();
+  EXPECT_EQ(r["error"]["name"], "TimeoutError") << r.dump();
+  EXPECT_NE(node(0).daemon().log().find("no answer from node(s) n2"), std::string::npos);
 }
 
 TEST_F(FederationTest, CountChannelIsAnsweredOnlyByTheNodeThePostWasMadeOn) {

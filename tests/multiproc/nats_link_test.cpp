@@ -33,7 +33,7 @@ TEST(NatsLinkTest, HeartbeatsAndPostsOfOneNodeReachTheLoopInPublishOrder) {
   NatsLink::Options o;
   o.servers = {cluster.url(0)};
   o.clientName = "nats_link_test";
-  o.subjects = subscriptionsFor(subjects);
+  o.subjects = subscriptionsFor(subjects, "n-test");
   NatsLink::Events ev;
   ev.message = [&](const std::string&, const std::vector<uint8_t>& data) {
     uint32_t n = 0;

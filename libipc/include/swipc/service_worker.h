@@ -137,6 +137,8 @@ struct Counters {
   // as lapped), frames from other nodes refused as malformed, disconnections from NATS.
   uint64_t federationPostsOut = 0, federationPostsIn = 0, federationNotSent = 0, federationMissed = 0;
   uint64_t federationRejected = 0, federationDisconnects = 0;
+  // Federation: requests about clients sent to / served for other nodes, and those unanswered.
+  uint64_t federationRequestsOut = 0, federationRequestsIn = 0, federationTimeouts = 0;
   Value toValue() const;
 };
 

@@ -1,5 +1,7 @@
 #include "swipc/types.h"
 
+#include "swipc/clients.h"  // FrameType
+
 #include <unistd.h>
 
 #include <cstdlib>
@@ -42,6 +44,15 @@ bool ClientId::empty() const {
   for (auto b : bytes_)
     if (b) return false;
   return true;
+}
+
+std::string_view frameTypeName(FrameType t) {
+  switch (t) {
+    case FrameType::TOP_LEVEL: return "top-level";
+    case FrameType::AUXILIARY: return "auxiliary";
+    case FrameType::NONE: return "none";
+  }
+  return "none";
 }
 
 std::string_view clientTypeName(ClientType t) {

@@ -10,17 +10,26 @@
 //   another node made that never arrived (NATS dropped them, a node was cut off) are counted by
 //   the SequenceTracker and reach the local objects as lapped(missed) (reportRemoteGap). Local
 //   delivery never waits for any of this: the observer only queues (NatsLink).
+// - Clients: matchAll / get / postMessage reach the clients of the other live nodes. A request
+//   goes to each asked node's direct subject, the answers come back on ours (remote_clients.h);
+//   every request has REMOTE_TIMEOUT, after which what did not answer is left out (matchAll),
+//   not found (get) or a TimeoutError (postMessage). Nothing here waits: the answers finish the
+//   request on the loop. Requests from other nodes are served from the local Clients API.
 //
 // @concurrent: single-threaded (the daemon's loop thread); NatsLink hands everything over.
 #pragma once
 
+#include <functional>
 #include <map>
+#include <optional>
+#include <set>
 #include <memory>
 #include <string>
 
 #include "daemon/broadcast_hub.h"
 #include "daemon/feature.h"
 #include "federation/nats_link.h"
+#include "federation/remote_clients.h"
 #include "federation/remote_post.h"
 #include "federation/sequence_tracker.h"
 
@@ -32,8 +41,35 @@ class FederationFeature final : public daemon::Feature {
   static constexpr std::chrono::milliseconds HEARTBEAT_INTERVAL{1000};
   static constexpr std::chrono::milliseconds NODE_TIMEOUT{3000};
 
-  explicit FederationFeature(std::shared_ptr<daemon::BroadcastHub> hub) : hub_(std::move(hub)) {}
+  /// How long a request to another node's clients waits for its answer.
+  static constexpr std::chrono::milliseconds REMOTE_TIMEOUT{2000};
+
+  /// This node's own clients, as the service worker's Clients API has them.
+  struct LocalClients {
+    std::function<std::vector<ClientHandle>(const MatchAllOptions&)> matchAll;
+    std::function<std::optional<ClientHandle>(const ClientId&)> get;
+    std::function<Result<void>(const ClientId&, const Value&)> post;
+  };
+
+  FederationFeature(std::shared_ptr<daemon::BroadcastHub> hub, LocalClients local)
+      : hub_(std::move(hub)), local_(std::move(local)) {}
   ~FederationFeature() override;
+
+  /// This node's name (valid once started).
+  const std::string& node() const { return node_; }
+
+  /// The clients of every other live node matching `opts`, nodes by name, each node's in its
+  /// order. `done` runs on the loop once every asked node answered or REMOTE_TIMEOUT passed.
+  void matchAllRemote(const MatchAllOptions& opts, std::function<void(std::vector<RemoteClient>)> done);
+  /// The client `id` on another live node, or nullopt (none has it, none answered in time).
+  void getRemote(const ClientId& id, std::function<void(std::optional<RemoteClient>)> done);
+  /// postMessage to client `id` of `node`: `done` gets what that node's Clients API said, or
+  /// NotFoundError (the node is not live), Disconnected (no NATS), TimeoutError (no answer).
+  void postRemote(const std::string& node, const ClientId& id, const Value& data, std::function<void(Result<void>)> done);
+  /// postMessage to client `id` wherever it lives: every live node is asked; delivered as soon
+  /// as one says so; else the most telling error (QueueFull, … before NotFoundError), and
+  /// TimeoutError when a node that might have it did not answer.
+  void postAnywhere(const ClientId& id, const Value& data, std::function<void(Result<void>)> done);
 
   std::string_view name() const override { return "federation"; }
   /// Checks the node name, starts connecting (in the background: never waits for NATS), hooks
@@ -46,6 +82,14 @@ class FederationFeature final : public daemon::Feature {
   void onMessage(const std::string& subject, const std::vector<uint8_t>& data);
   void onRemotePost(const std::vector<uint8_t>& data);
   void onHeartbeat(const std::vector<uint8_t>& data);
+  void onDirect(const std::vector<uint8_t>& data);
+  void serve(const ClientsRequest& request);
+  void onAnswer(ClientsAnswer answer);
+  /// Sends `request` (its req is set here) to each of `nodes`; false when NATS did not take it.
+  struct Pending;
+  void ask(ClientsRequest request, std::vector<std::string> nodes, Pending pending);
+  void finish(uint64_t req, bool timedOut);
+  std::vector<std::string> liveNodes() const;
   void onState(NatsLink::State state, const std::string& url);
   void tick();
   void announce();
@@ -69,6 +113,21 @@ class FederationFeature final : public daemon::Feature {
     bool alive = false;
   };
   std::map<std::string, Peer> peers_;
+  LocalClients local_;
+  struct Pending {
+    ClientsRequest::Kind kind = ClientsRequest::Kind::MATCH_ALL;
+    std::set<std::string> waiting;                            // nodes not answered yet
+    std::map<std::string, std::vector<RemoteClient>> lists;  // MATCH_ALL: by node name
+    std::optional<RemoteClient> client;                      // GET
+    Result<void> outcome = Result<void>{};                   // POST
+    std::function<void(std::vector<RemoteClient>)> onList;
+    std::function<void(std::optional<RemoteClient>)> onClient;
+    std::function<void(Result<void>)> onOutcome;
+    core::EventLoop::TimerId timer = 0;
+    bool timerArmed = false;
+  };
+  std::map<uint64_t, Pending> pending_;
+  uint64_t nextReq_ = 1;
   bool everConnected_ = false;
   uint64_t notSent_ = 0;  // posts that did not go out (not connected, queue full)
 };

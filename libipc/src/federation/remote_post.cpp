@@ -91,19 +91,32 @@ Result<Heartbeat> decodeHeartbeat(std::string_view text) {
 
 std::string Subjects::bcFor(const ChannelName& name) const { return bcPrefix + channelToken(name); }
 
-Subjects subjectsFor(std::string_view scope) {
-  std::string token(scope);
+namespace {
+/// A NATS subject token for a scope or node name ('.' separates tokens; '~' is in neither).
+std::string subjectToken(std::string_view name) {
+  std::string token(name);
   for (char& c : token)
     if (c == '.') c = '~';
+  return token;
+}
+}  // namespace
+
+Subjects subjectsFor(std::string_view scope) {
+  const std::string token = subjectToken(scope);
   Subjects s;
   s.nodes = "swipc." + token + ".node";
   s.bcPrefix = "swipc." + token + ".bc.";
   s.bcWildcard = s.bcPrefix + "*";
   s.everything = "swipc." + token + ".>";
+  s.directPrefix = "swipc-to." + token + ".";
   return s;
 }
 
-std::vector<std::string> subscriptionsFor(const Subjects& subjects) { return {subjects.everything}; }
+std::string Subjects::directFor(std::string_view node) const { return directPrefix + subjectToken(node); }
+
+std::vector<std::string> subscriptionsFor(const Subjects& subjects, std::string_view node) {
+  return {subjects.everything, subjects.directFor(node)};
+}
 
 std::string channelToken(const ChannelName& name) { return "c" + toHex(name.str()); }
 

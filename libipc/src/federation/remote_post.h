@@ -101,11 +101,16 @@ struct Subjects {
   /// a heartbeat could overtake the posts it counts, and they were taken for missed.
   std::string everything;
   std::string bcFor(const ChannelName& name) const;
+  /// What is for one node only (the Clients API's requests and answers, remote_clients.h):
+  /// outside `everything`, so no other node receives it.
+  std::string directPrefix;  // + nodeToken(node)
+  std::string directFor(std::string_view node) const;
 };
 Subjects subjectsFor(std::string_view scope);
-/// What a node subscribes to: `everything`, one subscription, so heartbeats and posts reach the
-/// loop in the order each node published them (a heartbeat never overtakes the posts it counts).
-std::vector<std::string> subscriptionsFor(const Subjects& subjects);
+/// What node `node` subscribes to: `everything`, one subscription, so heartbeats and posts reach
+/// the loop in the order each node published them (a heartbeat never overtakes the posts it
+/// counts), and its own direct subject.
+std::vector<std::string> subscriptionsFor(const Subjects& subjects, std::string_view node);
 /// "c" + lowercase hex of the name (a NATS token whatever bytes the name holds, never empty).
 std::string channelToken(const ChannelName& name);
 std::string toHex(std::string_view bytes);

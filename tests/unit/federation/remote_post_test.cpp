@@ -83,6 +83,8 @@ TEST(RemotePostTest, SubjectsAreNatsTokensForAnyScopeAndChannel) {
   EXPECT_EQ(sut.nodes, "swipc.my~app-1.node");
   EXPECT_EQ(sut.bcWildcard, "swipc.my~app-1.bc.*");
   EXPECT_EQ(sut.everything, "swipc.my~app-1.>");
+  EXPECT_EQ(sut.directFor("host.a"), "swipc-to.my~app-1.host~a");
+  EXPECT_EQ(subscriptionsFor(sut, "n1"), (std::vector<std::string>{"swipc.my~app-1.>", "swipc-to.my~app-1.n1"}));
   EXPECT_EQ(sut.bcFor(ChannelName("a.b c")), "swipc.my~app-1.bc.c612e622063");
   EXPECT_EQ(sut.bcFor(ChannelName("")), "swipc.my~app-1.bc.c");
 }
