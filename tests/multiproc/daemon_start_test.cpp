@@ -245,6 +245,12 @@ ChildProcess activated(const std::string& activate, const std::string& socket, c
   return ChildProcess({"/bin/sh", "-c", cmd}, {});
 }
 
+/// The activator listens. (Its socket file appears at bind(), before listen(): a connect in
+/// between is refused, which once made a CI run fail.) It says "Listening on …" after listen().
+bool listening(ChildProcess& activator) {
+  return eventually([&] { return activator.stderrText().find("Listening on") != std::string::npos; }, 10000ms);
+}
+
 unsigned fileMode(const std::string& path) {
   struct stat st {};
   return ::lstat(path.c_str(), &st) == 0 ? (st.st_mode & 07777) : 0;
@@ -258,7 +264,7 @@ void activationServes(const std::vector<std::string>& extra, unsigned wantDirMod
   ASSERT_EQ(::mkdir(dir.c_str(), 0700), 0);  // what the socket unit's DirectoryMode=0700 makes
   const std::string socket = dir + "/daemon.sock";
   ChildProcess sut = activated(activate, socket, rt.path(), scope, extra);
-  ASSERT_TRUE(eventually([&] { return fileMode(socket) != 0; }, 10000ms)) << sut.stderrText();
+  ASSERT_TRUE(listening(sut)) << sut.stderrText();
   EXPECT_TRUE(daemonsServing(rt.path()).empty()) << "no daemon before the first connection";
 
   auto r = messageSw(rt.path(), scope, R"({"type":"GET_VERSION"})", {"--timeout-ms", "20000"});
@@ -286,7 +292,7 @@ TEST(SocketActivationTest, SocketBoundElsewhereIsRefused) {
   ASSERT_EQ(::mkdir((rt.path() + "/" + scope).c_str(), 0700), 0);
   const std::string elsewhere = rt.path() + "/elsewhere.sock";
   ChildProcess sut = activated(activate, elsewhere, rt.path(), scope);
-  ASSERT_TRUE(eventually([&] { return fileMode(elsewhere) != 0; }, 10000ms)) << sut.stderrText();
+  ASSERT_TRUE(listening(sut)) << sut.stderrText();
 
   // A connection makes the activator exec the daemon, which must not serve a socket no page of
   // the scope would find.
@@ -294,7 +300,7 @@ TEST(SocketActivationTest, SocketBoundElsewhereIsRefused) {
   sockaddr_un a{};
   a.sun_family = AF_UNIX;
   std::strncpy(a.sun_path, elsewhere.c_str(), sizeof a.sun_path - 1);
-  EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0) << std::strerror(errno);
 
   EXPECT_EQ(sut.waitExitCode(20000ms), 1);
   ::close(fd);
