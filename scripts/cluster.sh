@@ -70,7 +70,7 @@ grep -h "federation:" "$DIR"/n?.log | sed -E 's/^[^ ]+ //' | sed 's/^/   /'
 
 say "3. Pages on n2 and n3 open BroadcastChannel 'news'; a page on n1 posts three messages"
 for n in 2 3; do
-  (echo '{"op":"bc.open","id":1,"bc":"b","name":"news"}'; sleep 3) |
+  (echo '{"op":"bc.open","id":1,"bc":"b","name":"news"}'; sleep 8) |
     "$PAGE" --scope demo --runtime-dir "$DIR/host$n/run" script >"$DIR/page$n.out" 2>/dev/null &
   PIDS+=($!)
 done
@@ -85,7 +85,12 @@ OPS
 for n in 2 3; do wait_for test "$(grep -c bc.message "$DIR/page$n.out")" -ge 3; done
 for n in 2 3; do grep bc.message "$DIR/page$n.out" | sed "s/^/   page on n$n < /"; done
 
-say "4. Counters of n2 (SIGUSR1): posts taken from other nodes, posts missed"
+say "4. A page on n1 asks its service worker for every client of the scope (MATCH_ALL, includeRemote)"
+"$PAGE" --scope demo --runtime-dir "$DIR/host1/run" message-sw \
+  '{"type":"MATCH_ALL","options":{"includeRemote":true}}' |
+  python3 -c 'import json,sys; [print("   %s  %s  %s" % (c["node"], c["id"], c["url"])) for c in json.load(sys.stdin)["clients"]]'
+
+say "5. Counters of n2 (SIGUSR1): posts taken from other nodes, posts missed"
 kill -USR1 "${PIDS[4]}"
 wait_for grep -q "counters clients" "$DIR/n2.log"
 grep -o '"federation[A-Za-z]*":[0-9]*' "$DIR/n2.log" | tr '\n' ' ' | sed 's/^/   /'
