@@ -168,6 +168,8 @@ void NatsLink::Shared::runSender() {
   if (s == NATS_OK) s = natsOptions_SetServers(opts, urls.data(), static_cast<int>(urls.size()));
   if (s == NATS_OK) s = natsOptions_SetName(opts, options.clientName.c_str());
   if (s == NATS_OK) s = natsOptions_SetNoEcho(opts, true);  // our own posts are delivered locally
+  // Write each publish at once: the default holds it for the flusher thread (up to ~1 ms).
+  if (s == NATS_OK) s = natsOptions_SetSendAsap(opts, true);
   if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts, -1);
   if (s == NATS_OK) s = natsOptions_SetCustomReconnectDelay(opts, reconnectDelay, nullptr);
   if (s == NATS_OK) s = natsOptions_SetTimeout(opts, 2000);
