@@ -95,6 +95,9 @@ ServiceWorker::Impl::Impl(ServiceWorker* owner, ServiceWorkerOptions o)
         std::static_pointer_cast<daemon::BroadcastHub>(broadcast_.localHub()), std::move(local));
     fed_ = fed.get();
     federation_ = std::move(fed);
+    // One-shot Background Sync lives in JetStream, shared by every node of the scope.
+    sync_.useBackend(std::make_unique<federation::JetStreamSync>(federation::JetStreamSync::Config{
+        opts_.federation.natsServers, opts_.scope, opts_.federation.node}));
     features_.push_back(federation_.get());
   }
 #endif

@@ -38,6 +38,7 @@
 #include "fetch/fetch_feature.h"
 #ifdef SWIPC_HAVE_FEDERATION
 #include "federation/federation_feature.h"
+#include "federation/js_sync.h"
 #endif
 #include "sync/sync_feature.h"
 #include "swipc/json.h"

@@ -91,6 +91,8 @@ Result<SyncRecord> readRecord(SyncKind kind, const sql::Statement& row) {
   return rec;
 }
 
+}  // namespace
+
 // Entry data is stored as a single-segment Cap'n Proto message of schemas/value.capnp: the
 // same encoding the wire uses, so bytes, 64-bit ints and floats (NaN payloads, -0.0) round-trip.
 std::vector<uint8_t> encodeValue(const Value& value) {
@@ -115,7 +117,6 @@ Result<Value> decodeValue(const std::vector<uint8_t>& bytes) {
   }
 }
 
-}  // namespace
 
 WallTime wallNow() { return std::chrono::time_point_cast<milliseconds>(std::chrono::system_clock::now()); }
 

@@ -77,6 +77,11 @@ struct SyncRecord {
   WallTime lastFire{};
 };
 
+/// An entry's data as stored: a single-segment Cap'n Proto message of schemas/value.capnp (bytes,
+/// 64-bit ints and floats round-trip), and back (DATA_CLONE when the bytes are not one).
+std::vector<uint8_t> encodeValue(const Value& value);
+Result<Value> decodeValue(const std::vector<uint8_t>& bytes);
+
 /// A queued piece of work of a one-shot tag: `seq` is unique forever (never reused).
 struct SyncEntry {
   uint64_t seq = 0;

@@ -49,7 +49,10 @@ Result<void> SyncFeature::start(daemon::FeatureHost& host) {
   if (!scheduler) return scheduler.error();
   SyncScheduler* s = scheduler->get();
   auto connectivity = Connectivity::create(host.loop(), options_.connectivity, options_.startOffline,
-                                           [s](bool online) { s->setOnline(online); });
+                                           [this, s](bool online) {
+                                             s->setOnline(online);
+                                             if (backend_) backend_->setOnline(online);
+                                           });
   if (!connectivity) return connectivity.error();
   host_ = &host;
   store_ = std::move(*store);
@@ -57,17 +60,26 @@ Result<void> SyncFeature::start(daemon::FeatureHost& host) {
   connectivity_ = std::move(*connectivity);
   scheduler_->setHandler([this](sync::SyncEvent e) { deliver(std::move(e)); });
   scheduler_->setOnline(connectivity_->online());
+  if (backend_) {
+    if (auto r = backend_->start(host.loop(), options_.scheduling, [this](SyncEventPtr e) { hand(false, e); }); !r) {
+      stop();
+      return r.error();
+    }
+    backend_->setOnline(connectivity_->online());
+  }
   host.handle(schema::Envelope::SYNC_CALL,
               [this](daemon::ClientRecord& c, schema::Envelope::Reader env, const std::shared_ptr<const wire::Inbound>&) {
                 return onCall(c, env);
               });
-  core::log().info("background sync: state={} connectivity={} online={}", store_->databasePath().string(),
-                   connectivityModeName(connectivity_->mode()), connectivity_->online());
+  core::log().info("background sync: state={} connectivity={} online={}{}{}", store_->databasePath().string(),
+                   connectivityModeName(connectivity_->mode()), connectivity_->online(),
+                   backend_ ? " one-shot tags in " : "", backend_ ? backend_->describe() : "");
   return {};
 }
 
 void SyncFeature::stop() {
-  if (scheduler_) stopped_ = scheduler_->counters();
+  if (scheduler_) stopped_ = counters();
+  if (backend_) backend_->stop();
   connectivity_.reset();
   scheduler_.reset();  // outstanding events become inert
   store_.reset();
@@ -76,20 +88,22 @@ void SyncFeature::stop() {
 
 void SyncFeature::deliver(sync::SyncEvent e) {
   const bool periodic = e.periodic;
-  auto completion = e.completion;
+  hand(periodic, std::make_shared<Event>(std::move(e)));
+}
+
+void SyncFeature::hand(bool periodic, const SyncEventPtr& event) {
   const Handler& handler = periodic ? onPeriodic_ : onSync_;
   if (!handler) {
     // No service-worker code for it: the web resolves an event nobody waits on.
-    completion->resolve();
+    event->resolve();
     return;
   }
-  auto event = std::make_shared<Event>(std::move(e));
   bool threw = true;
   core::callUser(periodic ? "the periodicsync handler" : "the sync handler", [&] {
     handler(event);
     threw = false;
   });
-  if (threw && !completion->settled()) completion->reject("the handler threw");
+  if (threw && !event->settled()) event->reject("the handler threw");
 }
 
 bool SyncFeature::onCall(daemon::ClientRecord& c, schema::Envelope::Reader env) {
@@ -109,7 +123,19 @@ bool SyncFeature::onCall(daemon::ClientRecord& c, schema::Envelope::Reader env) 
         }
         data = std::move(*v);
       }
-      done = registerTag(std::string(r.getTag().cStr(), r.getTag().size()), data);
+      std::string tag(r.getTag().cStr(), r.getTag().size());
+      if (backend_ && scheduler_) {
+        if (auto ok = checkTag(tag); !ok) {
+          done = ok.error();
+          break;
+        }
+        // Committed over the network: answered when the backend says so (if the page is still here).
+        backend_->registerTag(tag, data, [this, client = c.id, callId](Result<void> result) {
+          answer(client, callId, result, std::nullopt);
+        });
+        return true;
+      }
+      done = registerTag(tag, data);
       break;
     }
     case schema::SyncCall::GET_TAGS: tags = getTags(); break;
@@ -128,7 +154,16 @@ bool SyncFeature::onCall(daemon::ClientRecord& c, schema::Envelope::Reader env) 
     default: done = makeError(Errc::TYPE, "unknown Background Sync call"); break;
   }
   if (tags && !*tags) done = tags->error();
-  host_->outbound().sendSimple(c, [&](schema::Envelope::Builder e) {
+  answer(c.id, callId, done, tags);
+  return true;
+}
+
+void SyncFeature::answer(const ClientId& client, uint64_t callId, const Result<void>& done,
+                         const std::optional<Result<std::vector<std::string>>>& tags) {
+  if (!host_) return;
+  daemon::ClientRecord* c = host_->clients().findAlive(client);
+  if (!c) return;  // it went away before the answer: its page said Disconnected
+  host_->outbound().sendSimple(*c, [&](schema::Envelope::Builder e) {
     auto result = e.initSyncResult();
     result.setCallId(callId);
     if (!done) {
@@ -142,16 +177,23 @@ bool SyncFeature::onCall(daemon::ClientRecord& c, schema::Envelope::Reader env) 
       result.setDone();
     }
   });
-  return true;
 }
 
 Result<void> SyncFeature::registerTag(const std::string& tag, const std::optional<Value>& data) {
   if (!scheduler_) return notStarted();
-  return scheduler_->registerTag(tag, data);
+  if (!backend_) return scheduler_->registerTag(tag, data);
+  if (auto ok = checkTag(tag); !ok) return ok.error();
+  backend_->registerTag(tag, data, [this, tag](Result<void> r) {
+    if (r) return;
+    ++backendErrors_;
+    core::log().error("background sync: service-worker registration of '{}' not committed: {}", tag, r.error().describe());
+  });
+  return {};
 }
 
 Result<std::vector<std::string>> SyncFeature::getTags() const {
   if (!scheduler_) return notStarted();
+  if (backend_) return backend_->tags();
   return scheduler_->getTags();
 }
 
@@ -180,6 +222,7 @@ bool SyncFeature::online() const { return connectivity_ && connectivity_->online
 std::vector<SyncTagState> SyncFeature::state() {
   std::vector<SyncTagState> out;
   if (!scheduler_) return out;
+  if (backend_) return backend_->state();
   auto snapshot = scheduler_->state();
   if (!snapshot) {
     core::log().warn("background sync: state unavailable: {}", snapshot.error().describe());
@@ -198,6 +241,21 @@ std::vector<SyncTagState> SyncFeature::state() {
   return out;
 }
 
-SyncCounters SyncFeature::counters() const { return scheduler_ ? scheduler_->counters() : stopped_; }
+SyncCounters SyncFeature::counters() const {
+  if (!scheduler_) return stopped_;
+  SyncCounters c = scheduler_->counters();
+  c.storeErrors += backendErrors_;
+  if (backend_) {
+    const SyncCounters b = backend_->counters();
+    c.fired += b.fired;
+    c.succeeded += b.succeeded;
+    c.failed += b.failed;
+    c.timedOut += b.timedOut;
+    c.gaveUp += b.gaveUp;
+    c.droppedEntries += b.droppedEntries;
+    c.storeErrors += b.storeErrors;
+  }
+  return c;
+}
 
 }  // namespace swipc::sync

@@ -17,6 +17,7 @@
 
 #include "daemon/feature.h"
 #include "swipc/sync.h"
+#include "sync/backend.h"
 #include "sync/connectivity.h"
 #include "sync/scheduler.h"
 #include "sync/store.h"
@@ -42,10 +43,16 @@ class SyncFeature final : public daemon::Feature {
   Result<void> start(daemon::FeatureHost& host) override;
   void stop() override;
 
+  /// Keeps one-shot registrations in `backend` instead of state.db (--nats: JetStream, DESIGN
+  /// §16). Before start(); periodic sync stays local.
+  void useBackend(std::unique_ptr<OneShotBackend> backend) { backend_ = std::move(backend); }
+
   void onSync(Handler fn) { onSync_ = std::move(fn); }
   void onPeriodicSync(Handler fn) { onPeriodic_ = std::move(fn); }
 
   /// Service-worker code's registration.sync / periodicSync (InvalidStateError before start()).
+  /// With a backend, registerTag returns once the registration is on its way (a failure to
+  /// commit it is logged and counted as a store error).
   Result<void> registerTag(const std::string& tag, const std::optional<Value>& data);
   Result<std::vector<std::string>> getTags() const;
   Result<void> registerPeriodic(const std::string& tag, std::chrono::milliseconds minInterval);
@@ -63,12 +70,19 @@ class SyncFeature final : public daemon::Feature {
   /// Handles one syncCall envelope from a page; always true (a refused call is answered).
   bool onCall(daemon::ClientRecord& c, schema::Envelope::Reader env);
   void deliver(SyncEvent event);
+  /// Runs the service worker's handler for `event` (resolves it when there is none).
+  void hand(bool periodic, const SyncEventPtr& event);
+  /// Answers a page's syncCall.
+  void answer(const ClientId& client, uint64_t callId, const Result<void>& done,
+              const std::optional<Result<std::vector<std::string>>>& tags);
 
   FeatureOptions options_;
   daemon::FeatureHost* host_ = nullptr;
   std::unique_ptr<SyncStore> store_;
   std::unique_ptr<SyncScheduler> scheduler_;
   std::unique_ptr<Connectivity> connectivity_;
+  std::unique_ptr<OneShotBackend> backend_;
+  uint64_t backendErrors_ = 0;  // SW-code registrations the backend did not commit
   Handler onSync_;
   Handler onPeriodic_;
   SyncCounters stopped_;  // the counters of the scheduler stop() ended

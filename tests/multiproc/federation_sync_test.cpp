@@ -1,0 +1,185 @@
+// Background Sync across a federated scope (DESIGN §16, issue 19): with --nats the one-shot
+// registrations and their entries live in JetStream (a work-queue stream of tokens and a KV
+// bucket), shared by every node; each event runs on exactly one live node. Real processes: a
+// 3-server NATS cluster with JetStream on 127.0.0.1 and three sw_daemon processes as three
+// hosts, with page_client pages on each; the reference service worker reports every event on
+// BroadcastChannel `sync-log`, which federation carries to every node.
+#include <gtest/gtest.h>
+
+#include "federation_fixture.h"
+
+namespace swipc::testing {
+namespace {
+
+class FederationSyncTest : public FederationFixture {
+ protected:
+  /// Starts nodes 0..2 with `syncArgs`, waits for the mesh and for each node's JetStream.
+  void startCluster(const std::vector<std::string>& syncArgs) {
+    for (size_t i = 0; i < 3; ++i) startNode(i, syncArgs);
+    ASSERT_TRUE(meshFormed()) << node(0).daemon().log();
+    for (size_t i = 0; i < 3; ++i)
+      ASSERT_TRUE(eventually([&] { return node(i).daemon().log().find("JetStream ready") != std::string::npos; }, 30000ms))
+          << node(i).daemon().log();
+  }
+
+  static void registerTag(ScriptClient& page, const std::string& tag, const json& data = nullptr) {
+    json op = {{"op", "sync.register"}, {"tag", tag}};
+    if (!data.is_null()) op["data"] = data;
+    auto r = page.call(op, 15000ms);
+    ASSERT_TRUE(r && (*r)["event"] == "ok") << (r ? r->dump() : "no answer");
+  }
+  static json getTags(ScriptClient& page) {
+    auto r = page.call({{"op", "sync.getTags"}});
+    return r && (*r)["event"] == "ok" ? (*r)["tags"] : json();
+  }
+  /// sync-log reports about `tag` in `r`, of `type` (SYNC / SYNC_DONE).
+  static std::vector<json> reports(const Received& r, const std::string& tag, const std::string& type) {
+    std::vector<json> out;
+    for (const auto& m : r.messages)
+      if (m.value("tag", "") == tag && m.value("type", "") == type) out.push_back(m);
+    return out;
+  }
+  /// Which node's log says it fired `tag` (-1: none yet).
+  int firedOn(const std::string& tag) {
+    for (auto& [i, s] : nodes_)
+      if (s->daemon().log().find("firing '" + tag + "' here") != std::string::npos) return static_cast<int>(i);
+    return -1;
+  }
+  size_t firings(size_t i, const std::string& tag) {
+    const std::string log = node(i).daemon().log(), needle = "firing '" + tag + "' here";
+    size_t n = 0;
+    for (size_t at = log.find(needle); at != std::string::npos; at = log.find(needle, at + 1)) ++n;
+    return n;
+  }
+};
+
+// Every node offline: registrations from n1 are visible on every node (getTags, SYNC_STATE) and
+// nothing fires; n2 goes online and runs each tag exactly once, with its entries in order; then
+// no node lists them any more.
+TEST_F(FederationSyncTest, RegisteredOnOneNodeVisibleEverywhereRunsExactlyOnceOnTheOnlineNode) {
+  startCluster({"--connectivity", "manual", "--offline", "--sync-timeout-ms", "5000"});
+  auto& p1 = node(0).page();
+  auto& p2 = node(1).page();
+  auto& p3 = node(2).page();
+  auto& watcher = node(2).page();
+  open(watcher, "log", "sync-log");
+
+  registerTag(p1, "mail", {{"i", 1}});
+  registerTag(p1, "mail", {{"i", 2}});  // coalesces: one tag, two entries
+  registerTag(p1, "news", {{"i", 3}});
+  EXPECT_EQ(getTags(p1), json({"mail", "news"}));  // read-your-writes on the registering node
+  ASSERT_TRUE(eventually([&] { return getTags(p3) == json({"mail", "news"}); }, 10000ms)) << getTags(p3).dump();
+  json state = ask(p2, {{"type", "SYNC_STATE"}});
+  ASSERT_TRUE(state.is_object()) << state.dump();
+  ASSERT_EQ(state["tags"].size(), 2u) << state.dump();
+  EXPECT_EQ(state["tags"][0]["tag"], "mail");
+  EXPECT_EQ(state["tags"][0]["state"], "pending");
+  EXPECT_EQ(state["tags"][0]["entries"], 2);
+  EXPECT_EQ(state["tags"][1]["entries"], 1);
+
+  json online = ask(p2, {{"type", "SET_ONLINE"}, {"online", true}});
+  ASSERT_EQ(online["online"], true) << online.dump();
+  Received log;
+  ASSERT_TRUE(collect(watcher, "log", log, [&](const Received& r) {
+    return reports(r, "mail", "SYNC_DONE").size() + reports(r, "news", "SYNC_DONE").size() >= 2;
+  })) << node(1).daemon().log();
+  auto mail = reports(log, "mail", "SYNC");
+  ASSERT_EQ(mail.size(), 1u);
+  EXPECT_EQ(mail[0]["attempt"], 1);
+  EXPECT_EQ(mail[0]["entries"], json({{{"i", 1}}, {{"i", 2}}}));
+  ASSERT_EQ(reports(log, "news", "SYNC").size(), 1u);
+  EXPECT_EQ(reports(log, "news", "SYNC")[0]["entries"], json({{{"i", 3}}}));
+  EXPECT_EQ(reports(log, "mail", "SYNC_DONE")[0]["outcome"], "success");
+  // Only the online node ran them, once each.
+  EXPECT_EQ(firings(1, "mail"), 1u);
+  EXPECT_EQ(firings(0, "mail") + firings(2, "mail") + firings(0, "news") + firings(2, "news"), 0u);
+  // Done everywhere: the registrations are gone (so no token can fire them again).
+  for (auto* p : {&p1, &p2, &p3})
+    EXPECT_TRUE(eventually([&] { return getTags(*p) == json::array(); }, 10000ms)) << getTags(*p).dump();
+  EXPECT_EQ(ask(p1, {{"type", "SYNC_STATE"}})["tags"], json::array());
+}
+
+// kill -9 the daemon running an event: after the ack wait (2 x --sync-timeout-ms) another node
+// takes the event over, with the same attempt number (the interrupted one does not count) and
+// the same entries, and completes it exactly once.
+TEST_F(FederationSyncTest, KillingTheNodeMidEventHandsItToAnotherNodeThatCompletesItOnce) {
+  startCluster({"--connectivity", "always", "--sync-timeout-ms", "4000"});
+  std::vector<ScriptClient*> watchers;
+  for (size_t i = 0; i < 3; ++i) {
+    watchers.push_back(&node(i).page());
+    open(*watchers.back(), "log", "sync-log");
+  }
+  const std::string tag = "slow:3000:job";
+  registerTag(node(0).page(), tag, {{"i", 7}});
+  int runner = -1;
+  ASSERT_TRUE(eventually([&] { return (runner = firedOn(tag)) >= 0; }, 15000ms));
+  ASSERT_TRUE(node(static_cast<size_t>(runner)).daemon().kill9());
+  const size_t survivor = runner == 0 ? 1 : 0;
+  const size_t other = 3 - static_cast<size_t>(runner) - survivor;
+
+  Received log;
+  ASSERT_TRUE(collect(*watchers[survivor], "log", log,
+                      [&](const Received& r) { return !reports(r, tag, "SYNC_DONE").empty(); }, 40000ms))
+      << node(survivor).daemon().log() << node(other).daemon().log();
+  auto done = reports(log, tag, "SYNC_DONE");
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0]["outcome"], "success");
+  EXPECT_EQ(done[0]["attempt"], 1);  // the interrupted attempt did not count
+  auto syncs = reports(log, tag, "SYNC");
+  ASSERT_FALSE(syncs.empty());
+  EXPECT_EQ(syncs.back()["entries"], json({{{"i", 7}}}));
+  EXPECT_EQ(firings(survivor, tag) + firings(other, tag), 1u);
+  const std::string takeover = node(survivor).daemon().log() + node(other).daemon().log();
+  EXPECT_NE(takeover.find("taking it over"), std::string::npos) << takeover;
+  for (size_t i : {survivor, other})
+    EXPECT_TRUE(eventually([&] { return getTags(*watchers[i]) == json::array(); }, 10000ms));
+}
+
+// A task that fails is retried with back-off, the attempts spread over whichever nodes take its
+// token, each attempt once, lastChance on the last; then it is removed everywhere. A flaky one
+// succeeds on its second attempt.
+TEST_F(FederationSyncTest, FailingTaskIsRetriedAcrossTheClusterAndRemovedAfterItsLastChance) {
+  startCluster({"--connectivity", "always", "--sync-timeout-ms", "5000", "--sync-retry-ms", "300",
+                "--sync-retry-factor", "1", "--sync-max-attempts", "3"});
+  std::vector<ScriptClient*> pages;
+  for (size_t i = 0; i < 3; ++i) pages.push_back(&node(i).page());
+  auto& watcher = node(1).page();
+  open(watcher, "log", "sync-log");
+  registerTag(*pages[0], "fail:x", {{"i", 1}});
+  registerTag(*pages[2], "flaky:1:y");
+  Received log;
+  ASSERT_TRUE(collect(watcher, "log", log, [&](const Received& r) {
+    return reports(r, "fail:x", "SYNC_DONE").size() >= 3 && !reports(r, "flaky:1:y", "SYNC_DONE").empty() &&
+           reports(r, "flaky:1:y", "SYNC_DONE").back()["outcome"] == "success";
+  }, 30000ms)) << log.messages.size();
+  auto fails = reports(log, "fail:x", "SYNC");
+  ASSERT_EQ(fails.size(), 3u);
+  for (int n = 0; n < 3; ++n) {
+    EXPECT_EQ(fails[n]["attempt"], n + 1);
+    EXPECT_EQ(fails[n]["lastChance"], n == 2);
+    EXPECT_EQ(fails[n]["entries"], json({{{"i", 1}}}));  // a failed attempt keeps its entries
+  }
+  auto flaky = reports(log, "flaky:1:y", "SYNC_DONE");
+  ASSERT_EQ(flaky.size(), 2u);
+  EXPECT_EQ(flaky[0]["outcome"], "failure");
+  EXPECT_EQ(flaky[1]["attempt"], 2);
+  for (auto* p : pages) EXPECT_TRUE(eventually([&] { return getTags(*p) == json::array(); }, 10000ms));
+  size_t total = 0;
+  for (size_t i = 0; i < 3; ++i) total += firings(i, "fail:x");
+  EXPECT_EQ(total, 3u);
+}
+
+// NATS gone entirely: a registration cannot be committed and says so (Disconnected), instead
+// of an ok for something that is nowhere.
+TEST_F(FederationSyncTest, RegisteringWithNatsDownIsDisconnected) {
+  startCluster({"--connectivity", "always"});
+  auto& page = node(0).page();
+  for (size_t i = 0; i < 3; ++i) ASSERT_TRUE(cluster_->kill(i));
+  auto r = page.call({{"op", "sync.register"}, {"tag", "lost"}, {"data", 1}}, 20000ms);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ((*r)["event"], "error") << r->dump();
+  EXPECT_EQ((*r)["name"], "Disconnected") << r->dump();
+}
+
+}  // namespace
+}  // namespace swipc::testing
