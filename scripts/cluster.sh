@@ -90,7 +90,15 @@ say "4. A page on n1 asks its service worker for every client of the scope (MATC
   '{"type":"MATCH_ALL","options":{"includeRemote":true}}' |
   python3 -c 'import json,sys; [print("   %s  %s  %s" % (c["node"], c["id"], c["url"])) for c in json.load(sys.stdin)["clients"]]'
 
-say "5. Counters of n2 (SIGUSR1): posts taken from other nodes, posts missed"
+say "5. A page on n1 registers Background Sync tag 'upload' (kept in JetStream): one node runs it, once"
+for n in n1 n2 n3; do wait_for grep -q "JetStream ready" "$DIR/$n.log"; done
+"$PAGE" --scope demo --runtime-dir "$DIR/host1/run" sync upload --data '{"file":"a.txt"}'
+fired() { grep -l "firing 'upload' here" "$DIR"/n?.log >/dev/null 2>&1; }
+wait_for fired
+grep -h "firing 'upload' here" "$DIR"/n?.log | sed -E 's/^[^ ]+ //' | sed 's/^/   /'
+grep -l "firing 'upload' here" "$DIR"/n?.log | sed -E 's|.*/(n[0-9]).log|   ran on \1|'
+
+say "6. Counters of n2 (SIGUSR1): posts taken from other nodes, posts missed"
 kill -USR1 "${PIDS[4]}"
 wait_for grep -q "counters clients" "$DIR/n2.log"
 grep -o '"federation[A-Za-z]*":[0-9]*' "$DIR/n2.log" | tr '\n' ' ' | sed 's/^/   /'
