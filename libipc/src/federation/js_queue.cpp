@@ -35,7 +35,10 @@ bool lostRace(natsStatus s) {
   const char* text = nats_GetLastError(nullptr);
   if (!text) return false;
   const std::string t(text);
-  return t.find("wrong last sequence") != std::string::npos || t.find("key exists") != std::string::npos;
+  // libnats 3.4: kvStore_Update and kvStore_Create pass on the server's JetStream error 10071
+  // ("wrong last sequence: N"); Create on an existing key says "key exists".
+  return t.find("wrong last sequence") != std::string::npos || t.find("key exists") != std::string::npos ||
+         t.find("10071") != std::string::npos;
 }
 
 }  // namespace
@@ -48,7 +51,8 @@ std::string tagKey(std::string_view tag) {
 
 std::string JsRecord::toJson() const {
   json j = {{"v", 1},         {"tag", tag},         {"order", order}, {"state", state}, {"attempts", attempts},
-            {"gen", gen},     {"refire", refire},   {"next", nextMs}, {"node", node},   {"token", token}};
+            {"gen", gen},     {"refire", refire},   {"next", nextMs}, {"node", node},   {"token", token},
+            {"delivery", delivery}, {"floor", floor}};
   return j.dump();
 }
 
@@ -69,6 +73,8 @@ Result<JsRecord> JsRecord::parse(const void* bytes, int len) {
     r.nextMs = j.at("next").get<int64_t>();
     r.node = j.at("node").get<std::string>();
     r.token = j.at("token").get<uint64_t>();
+    r.delivery = j.value("delivery", uint64_t{0});
+    r.floor = j.value("floor", uint64_t{0});
     if (r.state != "pending" && r.state != "waiting" && r.state != "firing" && r.state != "removed")
       return bad("unknown state '" + r.state + "'");
     if (r.attempts < 0) return bad("negative attempts");
@@ -143,16 +149,24 @@ Result<void> JsQueue::open() {
     if (s == NATS_OK) s = natsOptions_SetPingInterval(opts, 2000);
     if (s == NATS_OK) s = natsOptions_SetMaxPingsOut(opts, 2);
     if (s == NATS_OK) s = natsOptions_SetSendAsap(opts, true);
+    // Nothing is held back while reconnecting (0 would mean libnats' 8 MB default): a call that
+    // failed with Disconnected must not take effect later.
+    if (s == NATS_OK) s = natsOptions_SetReconnectBufSize(opts, 1);
     if (s == NATS_OK) s = natsConnection_Connect(&nc_, opts);
     if (opts) natsOptions_Destroy(opts);
     if (s != NATS_OK) {
       nc_ = nullptr;
       return natsError("connect", s);
     }
+  }
+  if (!js_) {
     jsOptions jo;
     jsOptions_Init(&jo);
     jo.Wait = JS_WAIT_MS;
-    if (s = natsConnection_JetStream(&js_, nc_, &jo); s != NATS_OK) return natsError("jetstream context", s);
+    if (natsStatus s = natsConnection_JetStream(&js_, nc_, &jo); s != NATS_OK) {
+      js_ = nullptr;
+      return natsError("jetstream context", s);
+    }
   }
   return setup();
 }
@@ -260,19 +274,26 @@ Result<std::optional<uint64_t>> JsQueue::put(const std::string& h, const JsRecor
 
 Result<void> JsQueue::publishToken(const std::string& h, uint64_t gen) {
   const std::string body = json{{"v", 1}, {"h", h}, {"gen", gen}}.dump();
-  const std::string id = h + "." + std::to_string(gen);
+  char publisher[40];
+  std::snprintf(publisher, sizeof publisher, "%016llx.%llu", static_cast<unsigned long long>(entryPrefix_),
+                static_cast<unsigned long long>(++tokenCounter_));
+  const std::string id = h + "." + std::to_string(gen) + "." + publisher;
   jsPubOptions po;
   jsPubOptions_Init(&po);
   po.MsgId = id.c_str();
-  jsPubAck* ack = nullptr;
+  natsStatus s = NATS_OK;
   jsErrCode code = static_cast<jsErrCode>(0);
-  natsStatus s = js_Publish(&ack, js_, subject_.c_str(), body.data(), static_cast<int>(body.size()), &po, &code);
-  if (ack) jsPubAck_Destroy(ack);
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    jsPubAck* ack = nullptr;
+    s = js_Publish(&ack, js_, subject_.c_str(), body.data(), static_cast<int>(body.size()), &po, &code);
+    if (ack) jsPubAck_Destroy(ack);
+    if (s != NATS_TIMEOUT) break;
+  }
   if (s != NATS_OK) return natsError("publish token " + id, s, code);
   return {};
 }
 
-Result<uint64_t> JsQueue::addEntry(const std::string& h, const Value& data) {
+Result<JsEntry> JsQueue::addEntry(const std::string& h, const Value& data) {
   char id[40];
   std::snprintf(id, sizeof id, "%016llx%016llx", static_cast<unsigned long long>(entryPrefix_),
                 static_cast<unsigned long long>(++entryCounter_));
@@ -281,7 +302,10 @@ Result<uint64_t> JsQueue::addEntry(const std::string& h, const Value& data) {
   uint64_t rev = 0;
   natsStatus s = kvStore_Put(&rev, kv_, key.c_str(), bytes.data(), static_cast<int>(bytes.size()));
   if (s != NATS_OK) return natsError("write entry " + key, s);
-  return rev;
+  JsEntry entry;
+  entry.seq = rev;
+  entry.key = key;
+  return entry;
 }
 
 Result<std::vector<JsEntry>> JsQueue::entries(const std::string& h, bool metaOnly) {

@@ -17,14 +17,20 @@
 //   - a token is published before the registration that needs it is written (a crash in
 //     between leaves a token for a registration that does not exist: dropped when it comes);
 //   - a token for another generation, or for a removed tag, is dropped (Term);
-//   - firing = CAS the registration to {firing, node, token: the token's stream sequence}; a
-//     token that loses that race is a duplicate and is dropped; the token of a `firing`
-//     registration that comes again (its ack wait passed: the node died) is taken over, with
-//     the attempt count unchanged (the interrupted attempt does not count, as in §14);
+//   - a token for a generation the registration has not reached yet (or for none) is nak'ed
+//     for a while: its publisher writes the registration right after publishing it;
+//   - firing = CAS the registration to {firing, node, token: the token's stream sequence,
+//     delivery: its delivery count}; a token that loses that race is a duplicate and is
+//     dropped; the node running it tells JetStream it is in progress every ack wait / 3. The
+//     token of a `firing` registration that comes again with a later delivery (the ack wait
+//     passed without word: the node died or lost NATS) is taken over, with the attempt count
+//     unchanged (the interrupted attempt does not count, as in §14); a settle from the node
+//     that lost it is ignored (its delivery is not the registration's any more);
 //   - retry: the registration goes `waiting` and the token is nak'ed with the back-off delay;
 //     registering a waiting tag makes a new generation (a new token, at once) and the delayed
 //     token is dropped when it comes.
-// Tokens carry Nats-Msg-Id "<h>.<gen>", so two nodes racing to revive a tag publish one.
+// Tokens carry a Nats-Msg-Id unique to each publish ("<h>.<gen>.<publisher>.<n>"): a publish
+// retried after a timeout is stored once.
 // A removed registration stays as a tombstone ({"state":"removed"}) so that a later register
 // can compare-and-set it (the KV of libnats 3.4 has no revision-checked delete).
 //
@@ -56,6 +62,8 @@ struct JsRecord {
   int64_t nextMs = 0;             // waiting: wall-clock ms of the next attempt
   std::string node;               // firing: the node running it
   uint64_t token = 0;             // firing: the stream sequence of the token it runs under
+  uint64_t delivery = 0;          // firing: that token's delivery count when it was claimed
+  uint64_t floor = 0;             // entries with seq <= floor were dropped with an earlier life
 
   bool live() const { return state != "removed"; }
   std::string toJson() const;
@@ -102,10 +110,10 @@ class JsQueue {
   /// Writes `rec` if the registration is still at `revision` (0: must not exist) and returns the
   /// new revision; nullopt when it changed meanwhile (read it again).
   Result<std::optional<uint64_t>> put(const std::string& h, const JsRecord& rec, uint64_t revision);
-  /// Publishes the token of (h, gen) (de-duplicated by Nats-Msg-Id).
+  /// Publishes a token of (h, gen); retried once, under the same Nats-Msg-Id, after a timeout.
   Result<void> publishToken(const std::string& h, uint64_t gen);
-  /// Appends an entry to `h`'s queue; returns its seq.
-  Result<uint64_t> addEntry(const std::string& h, const Value& data);
+  /// Appends an entry to `h`'s queue; returns its seq and key (data left null).
+  Result<JsEntry> addEntry(const std::string& h, const Value& data);
   /// The entries of `h` in registration order (metaOnly: data left null).
   Result<std::vector<JsEntry>> entries(const std::string& h, bool metaOnly = false);
   /// Purges one entry (done, or dropped with its tag).
@@ -130,6 +138,7 @@ class JsQueue {
   natsSubscription* sub_ = nullptr;
   int replicas_ = 0;
   uint64_t entryCounter_ = 0;
+  uint64_t tokenCounter_ = 0;
   uint64_t entryPrefix_ = 0;  // random per process: entry ids never collide across nodes
 };
 

@@ -76,7 +76,14 @@ struct JetStreamSync::Shared {
 
   std::mutex mu;
   std::condition_variable cv;
-  std::multimap<SteadyClock::time_point, std::function<void()>> jobs;  // the worker's, by due time
+  /// A job of the worker. At stop, `drain` jobs (settles, entries done) still run, for a
+  /// bounded time, so that work done is not handed out again; the others run `drop` instead.
+  struct Job {
+    std::function<void()> run;
+    bool drain = false;
+    std::function<void()> drop;
+  };
+  std::multimap<SteadyClock::time_point, Job> jobs;  // by due time
   bool stopping = false;
   std::atomic<bool> opened{false};
   std::atomic<bool> online{false};
@@ -89,18 +96,20 @@ struct JetStreamSync::Shared {
     std::string h;
     uint64_t gen = 0;
     uint64_t token = 0;
+    uint64_t delivery = 0;
     int settleTries = 0;
   };
   std::map<uint64_t, Firing> firing;
   uint64_t nextEvent = 1;
 
-  void enqueue(std::function<void()> job, milliseconds delay = milliseconds(0)) {
+  void enqueue(std::function<void()> job, milliseconds delay = milliseconds(0), bool drain = false) {
     {
       std::lock_guard lock(mu);
-      jobs.emplace(SteadyClock::now() + delay, std::move(job));
+      jobs.emplace(SteadyClock::now() + delay, Job{std::move(job), drain, nullptr});
     }
     cv.notify_all();
   }
+  milliseconds ackWait() const { return 2 * options.timeout; }
   /// Runs `fn` with the loop's half on the loop thread, unless it is gone by then.
   void toLoop(std::function<void(Side&)> fn) {
     loop->post([w = side, fn = std::move(fn)] {
@@ -115,7 +124,9 @@ struct JetStreamSync::Shared {
   void runWorker();
   void runFetcher();
   void runWatcher();
-  void takeToken(natsMsg* msg);
+  void takeToken(natsMsg* msg, SteadyClock::time_point fetched);
+  /// Tells JetStream event `id` is still running (every ack wait / 3 while it is).
+  void keepAlive(uint64_t id);
   void settle(uint64_t id, sync::SyncOutcome outcome, uint64_t progress);
   void registerTag(const std::string& tag, const std::optional<Value>& data, Done done);
 };
@@ -123,7 +134,7 @@ struct JetStreamSync::Shared {
 void JetStreamSync::Shared::runWorker() {
   bool warned = false;
   for (;;) {
-    std::function<void()> job;
+    Job job;
     {
       std::unique_lock lock(mu);
       if (stopping) break;
@@ -151,11 +162,27 @@ void JetStreamSync::Shared::runWorker() {
         continue;
       }
     }
-    job();
+    job.run();
   }
-  // Stopping: the events of this node go back at once (another node takes them over; the
-  // interrupted attempt does not count). Jobs still queued are dropped: their callers hear
-  // nothing more (the loop's half is gone).
+  // Stopping. Settles and entries done still go to JetStream (for up to 3 s), so that nothing
+  // finished runs again; tokens taken but not started go back; then the events still running
+  // here go back at once (another node takes them over; the interrupted attempt does not count).
+  // Other jobs are dropped: their callers hear nothing more (the loop's half is gone).
+  const auto deadline = SteadyClock::now() + milliseconds(3000);
+  for (;;) {
+    Job job;
+    {
+      std::lock_guard lock(mu);
+      if (jobs.empty()) break;
+      job = std::move(jobs.begin()->second);
+      jobs.erase(jobs.begin());
+    }
+    if (job.drain && opened.load() && SteadyClock::now() < deadline) {
+      job.run();
+    } else if (job.drop) {
+      job.drop();
+    }
+  }
   for (auto& [id, f] : firing) {
     if (opened.load()) natsMsg_Nak(f.msg, nullptr);
     natsMsg_Destroy(f.msg);
@@ -179,9 +206,14 @@ void JetStreamSync::Shared::runFetcher() {
       cv.wait_for(lock, milliseconds(500));
       continue;
     }
+    const auto fetched = SteadyClock::now();
     for (natsMsg* m : *msgs) {
       inFlight.fetch_add(1);
-      jobs.emplace(SteadyClock::now(), [this, m] { takeToken(m); });
+      jobs.emplace(fetched, Job{[this, m, fetched] { takeToken(m, fetched); }, false, [this, m] {
+                                  if (opened.load()) natsMsg_Nak(m, nullptr);
+                                  natsMsg_Destroy(m);
+                                  tokenFinished();
+                                }});
     }
     if (!msgs->empty()) cv.notify_all();
   }
@@ -289,10 +321,9 @@ void JetStreamSync::Shared::registerTag(const std::string& tag, const std::optio
   const std::string h = tagKey(tag);
   std::string entryKey;
   if (data) {
-    auto seq = q.addEntry(h, *data);
-    if (!seq) return answer(seq.error());
-    // The key is only needed by the mirror; it learns the real one from the watch too.
-    entryKey = "e." + h + ".seq" + std::to_string(*seq);
+    auto entry = q.addEntry(h, *data);
+    if (!entry) return answer(entry.error());
+    entryKey = entry->key;
   }
   for (int tries = 0; tries < 20; ++tries) {
     auto got = q.get(h);
@@ -328,7 +359,7 @@ void JetStreamSync::Shared::registerTag(const std::string& tag, const std::optio
   answer(makeError(Errc::SYSTEM, "the registration of '" + tag + "' kept changing under us (20 tries)"));
 }
 
-void JetStreamSync::Shared::takeToken(natsMsg* msg) {
+void JetStreamSync::Shared::takeToken(natsMsg* msg, SteadyClock::time_point fetched) {
   auto drop = [&](bool term) {
     if (term) natsMsg_Term(msg, nullptr);
     natsMsg_Destroy(msg);
@@ -339,9 +370,13 @@ void JetStreamSync::Shared::takeToken(natsMsg* msg) {
     natsMsg_Destroy(msg);
     tokenFinished();
   };
+  // A token that waited here for half its ack wait may be another node's by now: not ours to
+  // claim (it comes back, to us or to another node).
+  if (SteadyClock::now() - fetched > ackWait() / 2) return drop(false);
   jsMsgMetaData* meta = nullptr;
   if (natsMsg_GetMetaData(&meta, msg) != NATS_OK) return drop(true);
   const uint64_t streamSeq = meta->Sequence.Stream;
+  const uint64_t delivery = meta->NumDelivered;
   jsMsgMetaData_Destroy(meta);
   auto tok = parseToken(natsMsg_GetData(msg), natsMsg_GetDataLength(msg));
   if (!tok) {
@@ -354,8 +389,15 @@ void JetStreamSync::Shared::takeToken(natsMsg* msg) {
       core::log().warn("background sync: token {}: {} (again in 1 s)", streamSeq, got.error().describe());
       return later(1000);
     }
-    if (!*got || !(*got)->first.live() || (*got)->first.gen != tok->gen) return drop(true);  // void token
+    if (!*got || (*got)->first.gen < tok->gen) {
+      // Its publisher writes the registration right after publishing: wait for it a while
+      // (40 deliveries, about 10 s), then the token is void (the write lost a race, or its
+      // node died in between).
+      return delivery < 40 ? later(250) : drop(true);
+    }
     auto [rec, rev] = **got;
+    if (!rec.live() || rec.gen != tok->gen) return drop(true);  // an earlier generation's token
+    JsRecord next = rec;
     if (rec.state == "firing") {
       if (rec.token != streamSeq) return drop(true);  // a duplicate of the token it runs under
       for (auto& [id, f] : firing) {
@@ -366,16 +408,21 @@ void JetStreamSync::Shared::takeToken(natsMsg* msg) {
           return;
         }
       }
+      if (delivery <= rec.delivery) return drop(false);  // a delivery older than the claim
       core::log().warn("background sync: tag '{}' was firing on node {} and did not settle within the ack wait: "
                        "taking it over (attempt {} again)",
-                       rec.tag, rec.node, rec.attempts + 1);
+                       rec.tag, rec.node, rec.refire ? 1 : rec.attempts + 1);
+      if (rec.refire) {  // registered again meanwhile: a fresh start, as a local restart does
+        next.attempts = 0;
+        next.refire = false;
+      }
     } else if (rec.state == "waiting" && rec.nextMs > nowMs() + 20) {
       return later(rec.nextMs - nowMs());
     }
-    JsRecord next = rec;
     next.state = "firing";
     next.node = node;
     next.token = streamSeq;
+    next.delivery = delivery;
     auto put = q.put(tok->h, next, rev);
     if (!put) {
       core::log().warn("background sync: tag '{}': {} (again in 1 s)", rec.tag, put.error().describe());
@@ -384,15 +431,22 @@ void JetStreamSync::Shared::takeToken(natsMsg* msg) {
     if (!*put) continue;  // changed meanwhile: look again
     auto entries = q.entries(tok->h);
     if (!entries) {
-      // It is ours (firing under this token): the redelivery takes it over.
+      // It is ours (firing under this token): its redelivery takes it over.
       core::log().warn("background sync: tag '{}': {} (again in 1 s)", rec.tag, entries.error().describe());
       return later(1000);
     }
+    // Entries of an earlier life of the tag, dropped with it (a purge that did not happen).
+    std::erase_if(*entries, [&](const JsEntry& e) {
+      if (e.seq > next.floor) return false;
+      (void)q.purgeEntry(e.key);
+      return true;
+    });
     const uint64_t id = nextEvent++;
-    firing[id] = Firing{msg, tok->h, next.gen, streamSeq, 0};
-    core::log().info("background sync: firing '{}' here (attempt {}, {} entries, token {})", rec.tag, rec.attempts + 1,
-                     entries->size(), streamSeq);
-    toLoop([id, tag = rec.tag, attempt = rec.attempts + 1, h = tok->h, next, rev2 = **put,
+    firing[id] = Firing{msg, tok->h, next.gen, streamSeq, delivery, 0};
+    core::log().info("background sync: firing '{}' here (attempt {}, {} entries, token {})", rec.tag,
+                     next.attempts + 1, entries->size(), streamSeq);
+    enqueue([this, id] { keepAlive(id); }, ackWait() / 3);
+    toLoop([id, tag = rec.tag, attempt = next.attempts + 1, h = tok->h, next, rev2 = **put,
             e = std::move(*entries)](Side& side) mutable {
       side.apply(h, next, rev2);
       side.fire(id, std::move(tag), attempt, std::move(e));
@@ -400,6 +454,14 @@ void JetStreamSync::Shared::takeToken(natsMsg* msg) {
     return;
   }
   later(0);
+}
+
+void JetStreamSync::Shared::keepAlive(uint64_t id) {
+  auto it = firing.find(id);
+  if (it == firing.end()) return;  // settled
+  if (natsStatus s = natsMsg_InProgress(it->second.msg, nullptr); s != NATS_OK)
+    core::log().warn("background sync: event {}: telling JetStream it is in progress: {}", id, natsStatus_GetText(s));
+  enqueue([this, id] { keepAlive(id); }, ackWait() / 3);
 }
 
 void JetStreamSync::Shared::settle(uint64_t id, sync::SyncOutcome outcome, uint64_t progress) {
@@ -420,12 +482,13 @@ void JetStreamSync::Shared::settle(uint64_t id, sync::SyncOutcome outcome, uint6
       return finish();
     }
     core::log().warn("background sync: settling event {}: {} (again in 1 s)", id, e.describe());
-    enqueue([this, id, outcome, progress] { settle(id, outcome, progress); }, milliseconds(1000));
+    enqueue([this, id, outcome, progress] { settle(id, outcome, progress); }, milliseconds(1000), true);
   };
   for (int tries = 0; tries < 20; ++tries) {
     auto got = q.get(f.h);
     if (!got) return again(got.error());
-    if (!*got || !(*got)->first.live() || (*got)->first.gen != f.gen || (*got)->first.token != f.token) {
+    if (!*got || !(*got)->first.live() || (*got)->first.gen != f.gen || (*got)->first.token != f.token ||
+        (*got)->first.delivery != f.delivery) {
       core::log().warn("background sync: event {} settled after another node took its tag over (ignored)", id);
       return finish();
     }
@@ -433,6 +496,7 @@ void JetStreamSync::Shared::settle(uint64_t id, sync::SyncOutcome outcome, uint6
     JsRecord next = rec;
     next.node.clear();
     next.token = 0;
+    next.delivery = 0;
     enum class Then { ACK, NAK_NOW, NAK_LATER } then = Then::ACK;
     int64_t delayMs = 0;
     std::vector<JsEntry> drop;
@@ -473,6 +537,7 @@ void JetStreamSync::Shared::settle(uint64_t id, sync::SyncOutcome outcome, uint6
         drop = std::move(*left);
         next.state = "removed";
         next.attempts = n;
+        for (const auto& e : drop) next.floor = std::max(next.floor, e.seq);
       }
     }
     auto put = q.put(f.h, next, rev);
@@ -547,6 +612,7 @@ class JsEvent final : public SyncEvent {
     if (timer_ != 0) side.loop->cancelTimer(timer_);
     timer_ = 0;
     side_.reset();
+    abortHandlers_.clear();  // they may hold the event
   }
 
  private:
@@ -596,7 +662,7 @@ Result<void> JsEvent::done(uint64_t seq) {
   // Queued before this event's settle: the worker purges it first.
   side->shared->enqueue([shared = side->shared, key = it->second] {
     if (auto r = shared->q.purgeEntry(key); !r) core::log().warn("background sync: entry done: {}", r.error().describe());
-  });
+  }, milliseconds(0), true);
   keys_.erase(it);
   ++progress_;
   return {};
@@ -621,7 +687,7 @@ void JsEvent::settle(sync::SyncOutcome outcome) {
   }
   side->shared->enqueue([shared = side->shared, id = id_, outcome, progress = progress_] {
     shared->settle(id, outcome, progress);
-  });
+  }, milliseconds(0), true);
 }
 
 void JsEvent::timeout() {
