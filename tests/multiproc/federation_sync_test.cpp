@@ -169,6 +169,70 @@ TEST_F(FederationSyncTest, FailingTaskIsRetriedAcrossTheClusterAndRemovedAfterIt
   EXPECT_EQ(total, 3u);
 }
 
+// Every node online and registering at once: each of 30 tags (10 from each node, each with one
+// entry) runs exactly once somewhere, none is left behind, whichever node's fetcher got a token
+// before its registration was written.
+TEST_F(FederationSyncTest, ManyTagsFromEveryNodeAtOnceEachRunsExactlyOnce) {
+  startCluster({"--connectivity", "always", "--sync-timeout-ms", "5000"});
+  std::vector<ScriptClient*> pages;
+  for (size_t i = 0; i < 3; ++i) pages.push_back(&node(i).page());
+  auto& watcher = node(0).page();
+  open(watcher, "log", "sync-log");
+  constexpr int PER_NODE = 10;
+  for (int k = 0; k < PER_NODE; ++k)
+    for (size_t i = 0; i < 3; ++i) {
+      const int n = static_cast<int>(i) * PER_NODE + k;
+      pages[i]->send({{"op", "sync.register"}, {"id", 1000 + n}, {"tag", "t" + std::to_string(n)}, {"data", n}});
+    }
+  for (size_t i = 0; i < 3; ++i)
+    for (int k = 0; k < PER_NODE; ++k) {
+      const int n = static_cast<int>(i) * PER_NODE + k;
+      auto r = pages[i]->waitFor([&](const json& e) { return e.value("id", -1) == 1000 + n; }, 20000ms);
+      ASSERT_TRUE(r && (*r)["event"] == "ok") << (r ? r->dump() : "no answer");
+    }
+  Received log;
+  auto doneCount = [](const Received& r) {
+    size_t n = 0;
+    for (const auto& m : r.messages) n += m.value("type", "") == "SYNC_DONE";
+    return n;
+  };
+  ASSERT_TRUE(collect(watcher, "log", log, [&](const Received& r) { return doneCount(r) >= 3 * PER_NODE; }, 40000ms))
+      << doneCount(log) << " of " << 3 * PER_NODE << "\n" << node(0).daemon().log();
+  for (int n = 0; n < 3 * PER_NODE; ++n) {
+    const std::string tag = "t" + std::to_string(n);
+    auto syncs = reports(log, tag, "SYNC");
+    ASSERT_EQ(syncs.size(), 1u) << tag;
+    EXPECT_EQ(syncs[0]["entries"], json({n})) << tag;
+    EXPECT_EQ(reports(log, tag, "SYNC_DONE").at(0)["outcome"], "success") << tag;
+  }
+  for (auto* p : pages)
+    EXPECT_TRUE(eventually([&] { return getTags(*p) == json::array(); }, 10000ms))
+        << getTags(*p).dump() << " " << ask(*p, {{"type", "SYNC_STATE"}}).dump();
+}
+
+// Registered again (from another node, with a new entry) while its event runs: the tag fires
+// again once that event settles, with the new entry only, attempt 1.
+TEST_F(FederationSyncTest, RegisteringAFiringTagFromAnotherNodeFiresItAgainAfterward) {
+  startCluster({"--connectivity", "always", "--sync-timeout-ms", "8000"});
+  std::vector<ScriptClient*> pages;
+  for (size_t i = 0; i < 3; ++i) pages.push_back(&node(i).page());
+  auto& watcher = node(1).page();
+  open(watcher, "log", "sync-log");
+  const std::string tag = "slow:1500:again";
+  registerTag(*pages[0], tag, "first");
+  Received log;
+  ASSERT_TRUE(collect(watcher, "log", log, [&](const Received& r) { return !reports(r, tag, "SYNC").empty(); }));
+  registerTag(*pages[2], tag, "second");
+  ASSERT_TRUE(collect(watcher, "log", log, [&](const Received& r) { return reports(r, tag, "SYNC_DONE").size() >= 2; }))
+      << log.messages.size();
+  auto syncs = reports(log, tag, "SYNC");
+  ASSERT_EQ(syncs.size(), 2u);
+  EXPECT_EQ(syncs[0]["entries"], json({"first"}));
+  EXPECT_EQ(syncs[1]["entries"], json({"second"}));
+  EXPECT_EQ(syncs[1]["attempt"], 1);
+  for (auto* p : pages) EXPECT_TRUE(eventually([&] { return getTags(*p) == json::array(); }, 10000ms));
+}
+
 // NATS gone entirely: a registration cannot be committed and says so (Disconnected), instead
 // of an ok for something that is nowhere.
 TEST_F(FederationSyncTest, RegisteringWithNatsDownIsDisconnected) {

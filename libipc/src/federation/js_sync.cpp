@@ -19,6 +19,9 @@ namespace {
 using std::chrono::milliseconds;
 using SteadyClock = std::chrono::steady_clock;
 
+/// How often the mirror's watch is made anew (see runWatcher).
+constexpr milliseconds RESYNC{5000};
+
 int64_t nowMs() { return sync::wallNow().time_since_epoch().count(); }
 int64_t nowNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -232,10 +235,10 @@ void JetStreamSync::Shared::runWatcher() {
     kvWatcher* w = nullptr;
     natsStatus s = kvStore_WatchAll(&w, q.kv(), &wo);
     if (s == NATS_OK) {
-      toLoop([](Side& side) {  // (re)built from what the watch brings first
-        side.records.clear();
-        side.entryKeys.clear();
-      });
+      // A watch begins with the last value of every key (tombstones and purge markers included),
+      // so applying it again by revision is harmless: the watch is made anew every RESYNC, which
+      // repairs the mirror even if the watch's consumer missed something under load.
+      const auto until = SteadyClock::now() + RESYNC;
       std::vector<KvChange> batch;
       auto flush = [&] {
         if (batch.empty()) return;
@@ -249,6 +252,7 @@ void JetStreamSync::Shared::runWatcher() {
           std::lock_guard g(mu);
           if (stopping) break;
         }
+        if (SteadyClock::now() >= until) break;
         kvEntry* e = nullptr;
         s = kvWatcher_Next(&e, w, 250);
         if (s == NATS_TIMEOUT) {
@@ -273,7 +277,7 @@ void JetStreamSync::Shared::runWatcher() {
       kvWatcher_Destroy(w);
     }
     lock.lock();
-    if (!stopping) {
+    if (!stopping && s != NATS_OK && s != NATS_TIMEOUT) {
       core::log().debug("background sync: watch of {} ended ({}): again", q.bucket(), natsStatus_GetText(s));
       cv.wait_for(lock, milliseconds(500));
     }
