@@ -389,6 +389,10 @@ void JetStreamSync::Shared::takeToken(natsMsg* msg, SteadyClock::time_point fetc
   }
   for (int tries = 0; tries < 20; ++tries) {
     auto got = q.get(tok->h);
+    if (!got && got.error().code == Errc::INVALID_STATE) {  // not a registration we can read
+      core::log().error("background sync: token {}: {} (token dropped)", streamSeq, got.error().describe());
+      return drop(true);
+    }
     if (!got) {
       core::log().warn("background sync: token {}: {} (again in 1 s)", streamSeq, got.error().describe());
       return later(1000);
