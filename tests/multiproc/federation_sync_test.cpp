@@ -22,6 +22,19 @@ class FederationSyncTest : public FederationFixture {
           << node(i).daemon().log();
   }
 
+  /// A page on each node.
+  std::vector<ScriptClient*> pagesOnEveryNode() {
+    std::vector<ScriptClient*> pages;
+    for (size_t i = 0; i < 3; ++i) pages.push_back(&node(i).page());
+    return pages;
+  }
+  /// A page on node `i` with BroadcastChannel `sync-log` open as "log".
+  ScriptClient& syncLogWatcher(size_t i) {
+    auto& watcher = node(i).page();
+    open(watcher, "log", "sync-log");
+    return watcher;
+  }
+
   static void registerTag(ScriptClient& page, const std::string& tag, const json& data = nullptr) {
     json op = {{"op", "sync.register"}, {"tag", tag}};
     if (!data.is_null()) op["data"] = data;
@@ -141,10 +154,8 @@ TEST_F(FederationSyncTest, KillingTheNodeMidEventHandsItToAnotherNodeThatComplet
 TEST_F(FederationSyncTest, FailingTaskIsRetriedAcrossTheClusterAndRemovedAfterItsLastChance) {
   startCluster({"--connectivity", "always", "--sync-timeout-ms", "5000", "--sync-retry-ms", "300",
                 "--sync-retry-factor", "1", "--sync-max-attempts", "3"});
-  std::vector<ScriptClient*> pages;
-  for (size_t i = 0; i < 3; ++i) pages.push_back(&node(i).page());
-  auto& watcher = node(1).page();
-  open(watcher, "log", "sync-log");
+  auto pages = pagesOnEveryNode();
+  auto& watcher = syncLogWatcher(1);
   registerTag(*pages[0], "fail:x", {{"i", 1}});
   registerTag(*pages[2], "flaky:1:y");
   Received log;
@@ -174,10 +185,8 @@ TEST_F(FederationSyncTest, FailingTaskIsRetriedAcrossTheClusterAndRemovedAfterIt
 // before its registration was written.
 TEST_F(FederationSyncTest, ManyTagsFromEveryNodeAtOnceEachRunsExactlyOnce) {
   startCluster({"--connectivity", "always", "--sync-timeout-ms", "5000"});
-  std::vector<ScriptClient*> pages;
-  for (size_t i = 0; i < 3; ++i) pages.push_back(&node(i).page());
-  auto& watcher = node(0).page();
-  open(watcher, "log", "sync-log");
+  auto pages = pagesOnEveryNode();
+  auto& watcher = syncLogWatcher(0);
   constexpr int PER_NODE = 10;
   for (int k = 0; k < PER_NODE; ++k)
     for (size_t i = 0; i < 3; ++i) {
@@ -214,10 +223,8 @@ TEST_F(FederationSyncTest, ManyTagsFromEveryNodeAtOnceEachRunsExactlyOnce) {
 // again once that event settles, with the new entry only, attempt 1.
 TEST_F(FederationSyncTest, RegisteringAFiringTagFromAnotherNodeFiresItAgainAfterward) {
   startCluster({"--connectivity", "always", "--sync-timeout-ms", "8000"});
-  std::vector<ScriptClient*> pages;
-  for (size_t i = 0; i < 3; ++i) pages.push_back(&node(i).page());
-  auto& watcher = node(1).page();
-  open(watcher, "log", "sync-log");
+  auto pages = pagesOnEveryNode();
+  auto& watcher = syncLogWatcher(1);
   const std::string tag = "slow:1500:again";
   registerTag(*pages[0], tag, "first");
   Received log;

@@ -6,6 +6,7 @@
 #include <random>
 
 #include "core/log.h"
+#include "federation/remote_post.h"
 
 namespace swipc::federation {
 
@@ -16,17 +17,6 @@ using json = nlohmann::json;
 constexpr const char* CONSUMER = "workers";
 constexpr int64_t JS_WAIT_MS = 3000;
 constexpr int64_t NS_PER_MS = 1000000;
-
-std::string hex(std::string_view bytes) {
-  static constexpr char digits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes.size() * 2);
-  for (unsigned char c : bytes) {
-    out.push_back(digits[c >> 4]);
-    out.push_back(digits[c & 15]);
-  }
-  return out;
-}
 
 /// A compare-and-set that lost (the key changed, or exists): libnats reports these as NATS_ERR
 /// with the server's text.
@@ -46,7 +36,7 @@ bool lostRace(natsStatus s) {
 std::string tagKey(std::string_view tag) {
   unsigned char digest[SHA256_DIGEST_LENGTH];
   SHA256(reinterpret_cast<const unsigned char*>(tag.data()), tag.size(), digest);
-  return hex(std::string_view(reinterpret_cast<const char*>(digest), 16));
+  return toHex(std::string_view(reinterpret_cast<const char*>(digest), 16));
 }
 
 std::string JsRecord::toJson() const {
@@ -96,7 +86,7 @@ std::optional<JsToken> parseToken(const char* data, int len) {
 }
 
 JsQueue::JsQueue(Config config) : config_(std::move(config)) {
-  hex_ = hex(config_.scope);
+  hex_ = toHex(config_.scope);
   bucket_ = "SWIPC_SYNC_" + hex_;
   stream_ = "SWIPC_SYNCQ_" + hex_;
   subject_ = "swipc-syncq." + hex_;
