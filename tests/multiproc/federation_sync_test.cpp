@@ -240,6 +240,36 @@ TEST_F(FederationSyncTest, RegisteringAFiringTagFromAnotherNodeFiresItAgainAfter
   for (auto* p : pages) EXPECT_TRUE(eventually([&] { return getTags(*p) == json::array(); }, 10000ms));
 }
 
+// The sync stream and bucket have 3 replicas on a 3-server cluster: with one NATS server killed
+// (the one n1 is connected to) registrations still commit and run, from a node on another server
+// and from n1 once its daemon has reconnected elsewhere. A register may meet a leader election
+// and time out: registering again is safe (it coalesces), which is what these loops do.
+TEST_F(FederationSyncTest, OneNatsServerKilledSyncGoesOnOnTheOthers) {
+  startCluster({"--connectivity", "always", "--sync-timeout-ms", "5000"});
+  for (size_t i = 0; i < 3; ++i)
+    EXPECT_NE(node(i).daemon().log().find("(replicas 3)"), std::string::npos) << node(i).daemon().log();
+  auto pages = pagesOnEveryNode();
+  auto& watcher = syncLogWatcher(2);
+  ASSERT_TRUE(cluster_->kill(0));
+  auto registered = [&](ScriptClient& page, const std::string& tag) {
+    return eventually(
+        [&] {
+          auto r = page.call({{"op", "sync.register"}, {"tag", tag}}, 15000ms);
+          return r && (*r)["event"] == "ok";
+        },
+        30000ms);
+  };
+  ASSERT_TRUE(registered(*pages[1], "after-kill-n2")) << node(1).daemon().log();
+  ASSERT_TRUE(registered(*pages[0], "after-kill-n1")) << node(0).daemon().log();
+  Received log;
+  ASSERT_TRUE(collect(watcher, "log", log, [&](const Received& r) {
+    return !reports(r, "after-kill-n2", "SYNC_DONE").empty() && !reports(r, "after-kill-n1", "SYNC_DONE").empty();
+  }, 40000ms)) << log.messages.size();
+  EXPECT_EQ(reports(log, "after-kill-n2", "SYNC").size(), 1u);
+  EXPECT_EQ(reports(log, "after-kill-n1", "SYNC").size(), 1u);
+  for (size_t i : {1, 2}) EXPECT_TRUE(eventually([&] { return getTags(*pages[i]) == json::array(); }, 10000ms));
+}
+
 // NATS gone entirely: a registration cannot be committed and says so (Disconnected), instead
 // of an ok for something that is nowhere.
 TEST_F(FederationSyncTest, RegisteringWithNatsDownIsDisconnected) {

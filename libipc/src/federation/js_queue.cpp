@@ -189,7 +189,17 @@ Result<void> JsQueue::setup() {
         }
         break;
       }
-      if (r == 1) return natsError("create stream " + stream_, s, code);
+      if (r == 3) {
+        // A cluster that is still forming refuses 3 replicas for a while: ask again later, and
+        // settle for 1 only when it cannot have 3 (one server, or fewer than 3 for ~15 s).
+        const bool never = code == JSStreamReplicasNotSupportedErr;
+        if (!never && ++replicaRefusals_ < 30) return natsError("create stream " + stream_ + " (replicas 3)", s, code);
+        core::log().warn("background sync: {} cannot have 3 replicas ({}): using 1, so the sync queue is unavailable "
+                         "while the server holding it is down",
+                         stream_, natsError("", s, code).message);
+        continue;
+      }
+      return natsError("create stream " + stream_, s, code);
     }
   }
   if (!kv_) {

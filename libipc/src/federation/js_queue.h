@@ -137,6 +137,7 @@ class JsQueue {
   kvStore* kv_ = nullptr;
   natsSubscription* sub_ = nullptr;
   int replicas_ = 0;
+  int replicaRefusals_ = 0;  // times the cluster refused 3 replicas
   uint64_t entryCounter_ = 0;
   uint64_t tokenCounter_ = 0;
   uint64_t entryPrefix_ = 0;  // random per process: entry ids never collide across nodes
