@@ -91,7 +91,12 @@ say "4. A page on n1 asks its service worker for every client of the scope (MATC
   python3 -c 'import json,sys; [print("   %s  %s  %s" % (c["node"], c["id"], c["url"])) for c in json.load(sys.stdin)["clients"]]'
 
 say "5. A page on n1 registers Background Sync tag 'upload' (kept in JetStream): one node runs it, once"
-for n in n1 n2 n3; do wait_for grep -q "JetStream ready" "$DIR/$n.log"; done
+# (a forming cluster may take some seconds to grant the queue its 3 replicas)
+js_ready() { grep -q "JetStream ready" "$DIR/$1.log"; }
+for n in n1 n2 n3; do
+  for _ in $(seq 1 600); do js_ready "$n" && break; sleep 0.05; done
+  wait_for js_ready "$n"
+done
 "$PAGE" --scope demo --runtime-dir "$DIR/host1/run" sync upload --data '{"file":"a.txt"}'
 fired() { grep -l "firing 'upload' here" "$DIR"/n?.log >/dev/null 2>&1; }
 wait_for fired
