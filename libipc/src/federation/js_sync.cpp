@@ -76,16 +76,7 @@ void JetStreamSync::Side::fire(uint64_t id, std::string tag, int attempt, std::v
   // The timer holds the event until it settles or times out (service-worker code may drop it).
   event->setTimer(loop->addTimer(Clock::now() + options.timeout, [event] { event->timeout(); }));
   events[id] = event;
-  if (!handler) {  // no service-worker code for it: resolved, as on the web
-    event->resolve();
-    return;
-  }
-  bool threw = true;
-  core::callUser("the sync handler", [&] {
-    handler(event);
-    threw = false;
-  });
-  if (threw && !event->settled()) event->reject("the handler threw");
+  handler(event);  // SyncFeature::hand: the service worker's handler, guarded as for local events
 }
 
 Result<void> JsEvent::done(uint64_t seq) {
@@ -188,8 +179,20 @@ void JetStreamSync::registerTag(const std::string& tag, const std::optional<Valu
     done(makeError(Errc::INVALID_STATE, "Background Sync is not running"));
     return;
   }
-  shared_->enqueue([s = shared_.get(), tag, data, done = std::move(done)]() mutable {
-    s->registerTag(tag, data, std::move(done));
+  // A page can register faster than JetStream commits: what waits here is bounded.
+  if (side_->pendingRegisters >= MAX_PENDING_REGISTERS) {
+    done(makeError(Errc::QUEUE_FULL, std::to_string(MAX_PENDING_REGISTERS) +
+                                         " registrations already wait for JetStream: try again later"));
+    return;
+  }
+  ++side_->pendingRegisters;
+  // The answer runs on the loop only while the Side is alive (Shared::toLoop), so the raw pointer holds.
+  Done counted = [side = side_.get(), done = std::move(done)](Result<void> r) {
+    --side->pendingRegisters;
+    done(std::move(r));
+  };
+  shared_->enqueue([s = shared_.get(), tag, data, counted = std::move(counted)]() mutable {
+    s->registerTag(tag, data, std::move(counted));
   });
 }
 

@@ -36,6 +36,8 @@ class JetStreamSync final : public sync::OneShotBackend {
  public:
   /// Events this node runs at once, at most.
   static constexpr int MAX_IN_FLIGHT = 64;
+  /// Registrations waiting for JetStream, at most; past it registerTag answers QueueFull.
+  static constexpr size_t MAX_PENDING_REGISTERS = 4096;
 
   struct Config {
     std::vector<std::string> servers;

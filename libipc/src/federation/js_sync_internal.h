@@ -66,6 +66,7 @@ struct JetStreamSync::Side : std::enable_shared_from_this<JetStreamSync::Side> {
   std::map<std::string, std::set<std::string>> entryKeys;  // by h
   sync::SyncCounters counters;
   std::map<uint64_t, std::weak_ptr<JsEvent>> events;  // unsettled, by id
+  size_t pendingRegisters = 0;                         // registerTag calls not answered yet
 
   void apply(const std::string& h, const JsRecord& rec, uint64_t rev) {
     auto& m = records[h];
