@@ -424,6 +424,7 @@ Value Counters::toValue() const {
                      {"federationMissed", int64_t(federationMissed)},
                      {"federationRejected", int64_t(federationRejected)},
                      {"federationDisconnects", int64_t(federationDisconnects)},
+                     {"federationBundled", int64_t(federationBundled)},
                      {"federationRequestsOut", int64_t(federationRequestsOut)},
                      {"federationRequestsIn", int64_t(federationRequestsIn)},
                      {"federationTimeouts", int64_t(federationTimeouts)}});

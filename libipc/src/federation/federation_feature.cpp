@@ -56,14 +56,17 @@ void FederationFeature::stop() {
 
 void FederationFeature::localPost(const ChannelName& name, const uint8_t* envelope, size_t bytes) {
   if (name.size() > MAX_CHANNEL_NAME) return;
-  const uint64_t seq = ++sent_[name];
+  auto& sent = sent_[name];
+  if (sent.subject.empty()) sent.subject = subjects_.bcFor(name);
+  const uint64_t seq = ++sent.seq;
   // Numbered whether or not it goes out: a post NATS does not take is a gap its receivers see.
-  if (!link_->tryPublish(subjects_.bcFor(name), encodeRemotePost(node_, epoch_, name, seq, envelope, bytes))) {
+  if (!link_->tryPublish(sent.subject, encodeRemotePost(node_, epoch_, name, seq, envelope, bytes))) {
     ++notSent_;
     ++host_->counters().federationNotSent;
     return;
   }
   ++host_->counters().federationPostsOut;
+  host_->counters().federationBundled = link_->bundled();
 }
 
 void FederationFeature::announce() {
@@ -72,7 +75,8 @@ void FederationFeature::announce() {
   hb.epoch = epoch_;
   hb.intervalMs = static_cast<uint32_t>(HEARTBEAT_INTERVAL.count());
   hb.marks.reserve(sent_.size());
-  for (const auto& [name, seq] : sent_) hb.marks.emplace_back(name, seq);
+  for (const auto& [name, sent] : sent_) hb.marks.emplace_back(name, sent.seq);
+  host_->counters().federationBundled = link_->bundled();
   std::string text = encodeHeartbeat(hb);
   (void)link_->tryPublish(subjects_.nodes, std::vector<uint8_t>(text.begin(), text.end()));
 }

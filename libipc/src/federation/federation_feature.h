@@ -105,7 +105,11 @@ class FederationFeature final : public daemon::Feature {
   core::EventLoop::TimerId timer_ = 0;
   bool timerArmed_ = false;
   /// Our posts per channel in this epoch (the seq of the last one; also the heartbeat's marks).
-  std::map<ChannelName, uint64_t> sent_;
+  struct Sent {
+    uint64_t seq = 0;     // the last post's
+    std::string subject;  // the channel's subject, made once
+  };
+  std::map<ChannelName, Sent> sent_;
   SequenceTracker tracker_;
   struct Peer {
     uint64_t epoch = 0;

@@ -12,6 +12,10 @@
 // Lifetime: start() begins connecting in the background and returns at once; destroying the
 // link closes the connection (a bounded wait) and joins its thread. After that no callback runs.
 //
+// Bursts: what the loop queues for one subject while the sender thread is writing goes out as
+// one NATS message, a bundle (bundle.h, at most MAX_BUNDLE_BYTES), and the receiving link
+// unpacks it. Callers see every message, in order, as if each had travelled alone.
+//
 // @concurrent: start(), tryPublish(), connected(), the destructor: the loop thread; the rest is
 // internal to the link's threads.
 #pragma once
@@ -25,6 +29,9 @@
 #include "core/event_loop.h"
 
 namespace swipc::federation {
+
+/// The most one bundle holds (its headers and padding included); a larger message goes alone.
+inline constexpr size_t MAX_BUNDLE_BYTES = 64u << 10;
 
 class NatsLink {
  public:
@@ -55,6 +62,8 @@ class NatsLink {
   bool connectedGuess() const;
   /// Messages queued but not sent (the connection refused them, or it went away meanwhile).
   uint64_t sendFailures() const;
+  /// Messages that travelled inside a bundle (bundle.h) rather than alone.
+  uint64_t bundled() const;
 
   struct Shared;
 
