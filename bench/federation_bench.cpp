@@ -43,6 +43,13 @@
 //           post waits up to 1 ms in the publisher's buffer; the daemon uses the default too)
 //   local_latency_p50_64B_blocking, …_p99…    us     with --nats (n1) vs without (n0)
 //   local_rate_64B_blocking, local_loss_64B   with --nats vs without
+//   local_daemon_cpu_per_post_64B             ns     n1's CPU time (all threads, /proc schedstat)
+//           over the 64 B local burst per post, vs n0's (the same burst without --nats)
+//   local_other_node_cpu_per_post_64B         ns     n2's over that burst (it has no object of
+//           the channel), vs n0's
+//   remote_sender_daemon_cpu_per_post_64B, remote_receiver_daemon_cpu_per_post_64B   ns
+//           n1's and n2's over the 64 B remote burst, vs n0's
+//   (CPU per post does not depend on how the machine's cores are shared, unlike the rates.)
 // Goals (issue 19), reported on stderr when missed: remote rate ≥ 0.8 × raw, remote latency
 // ≤ raw + 50 us, local figures unchanged with --nats.
 //
@@ -219,6 +226,7 @@ class Child {
   bool waitExit(std::chrono::milliseconds timeout) {
     return eventually([&] { return !alive(); }, timeout);
   }
+  pid_t pid() const { return pid_; }
   /// SIGTERM (SIGKILL when made with terminate = false, or after 5 s), then reaped.
   void stop() {
     if (!alive()) return;
@@ -402,6 +410,7 @@ class Node {
       die("the daemon's log never said node " + other + " joined:\n" + log());
   }
   bool alive() { return proc_->alive(); }
+  pid_t pid() const { return proc_->pid(); }
 
  private:
   std::string scope_;
@@ -700,7 +709,22 @@ class LineReader {
 struct BurstResult {
   uint64_t received = 0;
   double rate = 0;
+  std::vector<double> cpuNsPerPost;  // per watched daemon: its CPU time over the burst / posts
 };
+
+/// CPU time `pid` has used so far, all its threads (the first field of each thread's schedstat,
+/// in ns). Threads that ended are not counted: the daemons' threads live as long as they do.
+uint64_t processCpuNs(pid_t pid) {
+  uint64_t total = 0;
+  std::error_code ec;
+  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+  for (const auto& t : std::filesystem::directory_iterator(tasks, ec)) {
+    std::ifstream in(t.path() / "schedstat");
+    uint64_t ns = 0;
+    if (in >> ns) total += ns;
+  }
+  return total;
+}
 
 struct SessionResult {
   double p50Us = 0, p99Us = 0;
@@ -727,8 +751,9 @@ std::string postUntilAnswered(Sender& tx, LineReader& rx, const std::function<st
 }
 
 /// One session (probe, paced, bursts, end) between `tx` and a receiver started with `rxArgs`.
+/// `watch`: daemons whose CPU time per post each burst reports (BurstResult::cpuNsPerPost).
 SessionResult runSession(const Config& cfg, Sender& tx, std::vector<std::string> rxArgs,
-                         const std::vector<size_t>& burstSizes) {
+                         const std::vector<size_t>& burstSizes, const std::vector<pid_t>& watch = {}) {
   int pipeFds[2];
   if (::pipe2(pipeFds, O_CLOEXEC) != 0) die("pipe");
   std::error_code ec;
@@ -764,10 +789,15 @@ SessionResult runSession(const Config& cfg, Sender& tx, std::vector<std::string>
   tx.flush();
   settle();
 
+  std::vector<std::vector<double>> cpu(burstSizes.size());
   for (size_t k = 0; k < burstSizes.size(); ++k) {
+    std::vector<uint64_t> before;
+    for (pid_t p : watch) before.push_back(processCpuNs(p));
     for (uint64_t i = 0; i < cfg.messages; ++i) tx.post(stamp(BURST, i, k, burstSizes[k]));
     tx.flush();
-    settle();
+    settle();  // the daemons have done the burst's work once its marker is through
+    for (size_t w = 0; w < watch.size(); ++w)
+      cpu[k].push_back(static_cast<double>(processCpuNs(watch[w]) - before[w]) / static_cast<double>(cfg.messages));
   }
 
   const std::string res = postUntilAnswered(tx, rx, [&] { return stamp(END, 0, 0, SMALL_BYTES); }, "res ", PHASE_DEADLINE);
@@ -779,7 +809,10 @@ SessionResult runSession(const Config& cfg, Sender& tx, std::vector<std::string>
   out.p50Us = p50 / 1e3;
   out.p99Us = p99 / 1e3;
   out.bursts.resize(burstSizes.size());
-  for (auto& b : out.bursts) is >> b.received >> b.rate;
+  for (size_t k = 0; k < out.bursts.size(); ++k) {
+    is >> out.bursts[k].received >> out.bursts[k].rate;
+    out.bursts[k].cpuNsPerPost = cpu[k];
+  }
   receiver.waitExit(5s);
   if (samples < cfg.latencySamples)
     std::fprintf(stderr, "federation_bench: %llu of %llu paced posts arrived\n", static_cast<unsigned long long>(samples),
@@ -857,17 +890,19 @@ int main(int argc, char** argv) {
       {
         LibSender tx(n1);
         remote.push_back(runSession(cfg, tx, {"--mode", "lib", "--scope", SCOPE, "--runtime-dir", n2.runtimeDir()},
-                                    remoteSizes));
+                                    remoteSizes, {n1.pid(), n2.pid()}));
       }
       {
         LibSender tx(n1);
         localNats.push_back(runSession(
-            cfg, tx, {"--mode", "lib", "--scope", SCOPE, "--runtime-dir", n1.runtimeDir()}, localSizes));
+            cfg, tx, {"--mode", "lib", "--scope", SCOPE, "--runtime-dir", n1.runtimeDir()}, localSizes,
+            {n1.pid(), n2.pid()}));
       }
       {
         LibSender tx(n0);
         localPlain.push_back(runSession(
-            cfg, tx, {"--mode", "lib", "--scope", PLAIN_SCOPE, "--runtime-dir", n0.runtimeDir()}, localSizes));
+            cfg, tx, {"--mode", "lib", "--scope", PLAIN_SCOPE, "--runtime-dir", n0.runtimeDir()}, localSizes,
+            {n0.pid()}));
       }
       if (!n1.alive() || !n2.alive() || !n0.alive()) die("a daemon died during the run");
     }
@@ -895,6 +930,15 @@ int main(int argc, char** argv) {
     sb::emit(BENCH, "local_latency_p99_64B_blocking", med(localNats, p99), "us", med(localPlain, p99));
     sb::emit(BENCH, "local_rate_64B_blocking", med(localNats, rate(0)), "msg/s", med(localPlain, rate(0)));
     sb::emit(BENCH, "local_loss_64B", med(localNats, lost(0)), "msgs", med(localPlain, lost(0)));
+    // CPU time per 64 B post of the daemons involved, against n0's for a local post without --nats.
+    const auto cpuOf = [](size_t w) {
+      return [w](const SessionResult& r) { return r.bursts[0].cpuNsPerPost.at(w); };
+    };
+    const double plainCpu = med(localPlain, cpuOf(0));
+    sb::emit(BENCH, "local_daemon_cpu_per_post_64B", med(localNats, cpuOf(0)), "ns", plainCpu);
+    sb::emit(BENCH, "local_other_node_cpu_per_post_64B", med(localNats, cpuOf(1)), "ns", plainCpu);
+    sb::emit(BENCH, "remote_sender_daemon_cpu_per_post_64B", med(remote, cpuOf(0)), "ns", plainCpu);
+    sb::emit(BENCH, "remote_receiver_daemon_cpu_per_post_64B", med(remote, cpuOf(1)), "ns", plainCpu);
 
     // Goals (issue 19): told on stderr, never a failure (a shared machine's figures drift).
     for (size_t k = 0; k < remoteSizes.size(); ++k)

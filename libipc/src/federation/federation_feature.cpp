@@ -60,7 +60,11 @@ void FederationFeature::localPost(const ChannelName& name, const uint8_t* envelo
   if (sent.subject.empty()) sent.subject = subjects_.bcFor(name);
   const uint64_t seq = ++sent.seq;
   // Numbered whether or not it goes out: a post NATS does not take is a gap its receivers see.
-  if (!link_->tryPublish(sent.subject, encodeRemotePost(node_, epoch_, name, seq, envelope, bytes))) {
+  const bool queued =
+      link_->tryPublishWith(sent.subject, remotePostBytes(node_, name, bytes), [&](uint8_t* out) {
+        writeRemotePost(out, node_, epoch_, name, seq, envelope, bytes);
+      });
+  if (!queued) {
     ++notSent_;
     ++host_->counters().federationNotSent;
     return;
@@ -78,7 +82,7 @@ void FederationFeature::announce() {
   for (const auto& [name, sent] : sent_) hb.marks.emplace_back(name, sent.seq);
   host_->counters().federationBundled = link_->bundled();
   std::string text = encodeHeartbeat(hb);
-  (void)link_->tryPublish(subjects_.nodes, std::vector<uint8_t>(text.begin(), text.end()));
+  (void)link_->tryPublish(subjects_.nodes, text);
 }
 
 void FederationFeature::tick() {
@@ -249,7 +253,7 @@ void FederationFeature::ask(ClientsRequest request, std::vector<std::string> nod
   const std::string frame = encodeRequest(request);
   const bool connected = link_ && link_->connectedGuess();
   for (const auto& n : nodes) {
-    if (connected && link_->tryPublish(subjects_.directFor(n), std::vector<uint8_t>(frame.begin(), frame.end()))) {
+    if (connected && link_->tryPublish(subjects_.directFor(n), frame)) {
       pending.waiting.insert(n);
       ++host_->counters().federationRequestsOut;
     } else if (request.kind == ClientsRequest::Kind::POST) {
@@ -336,7 +340,7 @@ void FederationFeature::serve(const ClientsRequest& r) {
       answer = encodeOutcomeAnswer(r.req, node_, local_.post(r.id, r.data));
       break;
   }
-  if (!link_->tryPublish(subjects_.directFor(r.from), std::vector<uint8_t>(answer.begin(), answer.end())))
+  if (!link_->tryPublish(subjects_.directFor(r.from), answer))
     core::log().warn("federation: the answer to node {} did not go out (NATS); it will time out there", r.from);
 }
 

@@ -3,9 +3,9 @@
 #include <nats/nats.h>
 
 #include <algorithm>
+#include <cstring>
 #include <chrono>
 #include <condition_variable>
-#include <deque>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -37,12 +37,27 @@ struct NatsLink::Shared {
   // ---- loop <-> sender thread
   std::mutex mu;
   std::condition_variable wake;
-  struct Outgoing {
-    std::string subject;
-    std::vector<uint8_t> data;
+  /// What the loop queued: every message's subject (NUL-terminated, for libnats) and data, one
+  /// after the other in `bytes`, so queuing a message allocates nothing (the buffers keep their
+  /// capacity from one batch to the next) and nothing is freed on another thread.
+  struct Queue {
+    struct Item {
+      size_t subject;  // offset in bytes
+      size_t subjectLen;
+      size_t data;     // offset in bytes
+      size_t dataLen;
+    };
+    std::vector<uint8_t> bytes;
+    std::vector<Item> items;
+    std::string_view subjectOf(const Item& i) const {
+      return {reinterpret_cast<const char*>(bytes.data() + i.subject), i.subjectLen};
+    }
+    void clear() {
+      bytes.clear();
+      items.clear();
+    }
   };
-  std::deque<Outgoing> queue;
-  size_t queuedBytes = 0;
+  Queue queue;
   bool stopping = false;
   std::thread sender;
 
@@ -81,7 +96,7 @@ struct NatsLink::Shared {
   }
   void runSender();
   /// Publishes what the loop queued, in order; a run of one subject as one bundle (bundle.h).
-  void publishBatch(const std::deque<Outgoing>& batch);
+  void publishBatch(const Queue& batch);
   std::atomic<uint64_t> bundled{0};  // messages that went inside a bundle
 };
 
@@ -181,27 +196,29 @@ int64_t reconnectDelay(natsConnection*, int attempts, void*) {
 
 }  // namespace
 
-void NatsLink::Shared::publishBatch(const std::deque<Outgoing>& batch) {
+void NatsLink::Shared::publishBatch(const Queue& batch) {
   std::vector<std::string_view> items;
-  for (size_t i = 0; i < batch.size();) {
+  const auto& all = batch.items;
+  for (size_t i = 0; i < all.size();) {
     // What queued for one subject in a row goes as one bundle, up to MAX_BUNDLE_BYTES.
+    const std::string_view subject = batch.subjectOf(all[i]);
+    const char* subjectZ = subject.data();  // NUL-terminated in the queue
     size_t end = i + 1;
-    size_t bytes = BUNDLE_HEADER_BYTES + bundleItemBytes(batch[i].data.size());
-    while (end < batch.size() && batch[end].subject == batch[i].subject &&
-           bytes + bundleItemBytes(batch[end].data.size()) <= MAX_BUNDLE_BYTES)
-      bytes += bundleItemBytes(batch[end++].data.size());
+    size_t bytes = BUNDLE_HEADER_BYTES + bundleItemBytes(all[i].dataLen);
+    while (end < all.size() && batch.subjectOf(all[end]) == subject &&
+           bytes + bundleItemBytes(all[end].dataLen) <= MAX_BUNDLE_BYTES)
+      bytes += bundleItemBytes(all[end++].dataLen);
     const size_t count = end - i;
     natsStatus s = NATS_NOT_YET_CONNECTED;
     if (nc && connected) {
       if (count == 1) {
-        s = natsConnection_Publish(nc, batch[i].subject.c_str(), batch[i].data.data(),
-                                   static_cast<int>(batch[i].data.size()));
+        s = natsConnection_Publish(nc, subjectZ, batch.bytes.data() + all[i].data, static_cast<int>(all[i].dataLen));
       } else {
         items.clear();
         for (size_t k = i; k < end; ++k)
-          items.emplace_back(reinterpret_cast<const char*>(batch[k].data.data()), batch[k].data.size());
+          items.emplace_back(reinterpret_cast<const char*>(batch.bytes.data() + all[k].data), all[k].dataLen);
         const std::vector<uint8_t> bundle = encodeBundle(items);
-        s = natsConnection_Publish(nc, batch[i].subject.c_str(), bundle.data(), static_cast<int>(bundle.size()));
+        s = natsConnection_Publish(nc, subjectZ, bundle.data(), static_cast<int>(bundle.size()));
         if (s == NATS_OK) bundled += count;
       }
     }
@@ -262,15 +279,15 @@ void NatsLink::Shared::runSender() {
     });
   }
 
+  Queue batch;
   std::unique_lock lock(mu);
   while (true) {
-    wake.wait(lock, [&] { return stopping || !queue.empty(); });
+    wake.wait(lock, [&] { return stopping || !queue.items.empty(); });
     if (stopping) break;
-    std::deque<Outgoing> batch;
-    batch.swap(queue);
-    queuedBytes = 0;
+    std::swap(batch, queue);  // `queue` takes the capacity of the batch before
     lock.unlock();
     publishBatch(batch);
+    batch.clear();
     lock.lock();
   }
   lock.unlock();
@@ -310,17 +327,38 @@ NatsLink::~NatsLink() {
   if (shared_->sender.joinable()) shared_->sender.join();
 }
 
-bool NatsLink::tryPublish(std::string subject, std::vector<uint8_t> data) {
-  if (!shared_->connected) return false;
-  {
-    std::lock_guard lock(shared_->mu);
-    const size_t bytes = subject.size() + data.size();
-    if (shared_->queuedBytes + bytes > shared_->options.maxQueuedBytes) return false;
-    shared_->queuedBytes += bytes;
-    shared_->queue.push_back({std::move(subject), std::move(data)});
-  }
-  shared_->wake.notify_one();
+bool NatsLink::tryPublish(std::string_view subject, const uint8_t* data, size_t bytes) {
+  uint8_t* at = reserve(subject, bytes);
+  if (!at) return false;
+  if (bytes) std::memcpy(at, data, bytes);
+  commit();
   return true;
+}
+
+uint8_t* NatsLink::reserve(std::string_view subject, size_t bytes) {
+  if (!shared_->connected) return nullptr;
+  shared_->mu.lock();
+  auto& q = shared_->queue;
+  const size_t need = subject.size() + 1 + bytes;
+  if (q.bytes.size() + need > shared_->options.maxQueuedBytes) {
+    shared_->mu.unlock();
+    return nullptr;
+  }
+  wasEmpty_ = q.items.empty();
+  const size_t at = q.bytes.size();
+  q.bytes.resize(at + need);
+  std::memcpy(q.bytes.data() + at, subject.data(), subject.size());
+  q.bytes[at + subject.size()] = 0;
+  q.items.push_back({at, subject.size(), at + subject.size() + 1, bytes});
+  return q.bytes.data() + at + subject.size() + 1;
+}
+
+void NatsLink::commit() {
+  shared_->mu.unlock();
+  // The sender sleeps only when it found the queue empty; while it holds a batch it comes back
+  // for the rest by itself. So only the first message of a batch needs to wake it (a wake-up is
+  // a system call; a burst saves one per message).
+  if (wasEmpty_) shared_->wake.notify_one();
 }
 
 bool NatsLink::connectedGuess() const { return shared_->connected; }

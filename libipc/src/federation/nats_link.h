@@ -24,6 +24,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/event_loop.h"
@@ -55,9 +56,22 @@ class NatsLink {
   NatsLink(const NatsLink&) = delete;
   NatsLink& operator=(const NatsLink&) = delete;
 
-  /// Queues `data` for `subject`; never blocks. False (nothing queued) when the link is not
-  /// connected or the queue is at maxQueuedBytes.
-  bool tryPublish(std::string subject, std::vector<uint8_t> data);
+  /// Queues `bytes` of `data` for `subject`; never blocks. False (nothing queued) when the link
+  /// is not connected or the queue is at maxQueuedBytes.
+  bool tryPublish(std::string_view subject, const uint8_t* data, size_t bytes);
+  bool tryPublish(std::string_view subject, std::string_view data) {
+    return tryPublish(subject, reinterpret_cast<const uint8_t*>(data.data()), data.size());
+  }
+  /// The same, for a message the caller writes in place: `write(uint8_t* out)` fills `bytes`
+  /// bytes (it runs under the queue's lock: keep it to copying).
+  template <class Write>
+  bool tryPublishWith(std::string_view subject, size_t bytes, Write&& write) {
+    uint8_t* at = reserve(subject, bytes);
+    if (!at) return false;
+    write(at);
+    commit();
+    return true;
+  }
   /// Connected now (racy: a disconnect may be on its way).
   bool connectedGuess() const;
   /// Messages queued but not sent (the connection refused them, or it went away meanwhile).
@@ -69,7 +83,12 @@ class NatsLink {
 
  private:
   explicit NatsLink(std::shared_ptr<Shared> shared) : shared_(std::move(shared)) {}
+  /// Takes the queue's lock and room for one message; nullptr (lock released) when it may not be
+  /// queued. commit() releases the lock and wakes the sender.
+  uint8_t* reserve(std::string_view subject, size_t bytes);
+  void commit();
   std::shared_ptr<Shared> shared_;
+  bool wasEmpty_ = false;  // between reserve() and commit(): the loop thread's
 };
 
 const char* stateName(NatsLink::State s);

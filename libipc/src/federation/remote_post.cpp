@@ -13,8 +13,12 @@ constexpr size_t pad8(size_t n) { return (n + 7) & ~size_t{7}; }
 
 }  // namespace
 
-std::vector<uint8_t> encodeRemotePost(std::string_view node, uint64_t epoch, const ChannelName& channel, uint64_t seq,
-                                      const uint8_t* envelope, size_t envelopeBytes) {
+size_t remotePostBytes(std::string_view node, const ChannelName& channel, size_t envelopeBytes) {
+  return sizeof(RemotePostHeader) + pad8(node.size() + channel.size()) + envelopeBytes;
+}
+
+void writeRemotePost(uint8_t* out, std::string_view node, uint64_t epoch, const ChannelName& channel, uint64_t seq,
+                     const uint8_t* envelope, size_t envelopeBytes) {
   SWIPC_REQUIRE(node.size() <= MAX_NODE_NAME && channel.size() <= MAX_CHANNEL_NAME, "node or channel name too long");
   RemotePostHeader h{};
   h.magic = REMOTE_POST_MAGIC;
@@ -24,11 +28,17 @@ std::vector<uint8_t> encodeRemotePost(std::string_view node, uint64_t epoch, con
   h.epoch = epoch;
   h.seq = seq;
   const size_t names = pad8(node.size() + channel.size());
-  std::vector<uint8_t> out(sizeof h + names + envelopeBytes, 0);
-  std::memcpy(out.data(), &h, sizeof h);
-  std::memcpy(out.data() + sizeof h, node.data(), node.size());
-  std::memcpy(out.data() + sizeof h + node.size(), channel.str().data(), channel.size());
-  if (envelopeBytes) std::memcpy(out.data() + sizeof h + names, envelope, envelopeBytes);
+  std::memcpy(out, &h, sizeof h);
+  std::memcpy(out + sizeof h, node.data(), node.size());
+  std::memcpy(out + sizeof h + node.size(), channel.str().data(), channel.size());
+  std::memset(out + sizeof h + node.size() + channel.size(), 0, names - node.size() - channel.size());
+  if (envelopeBytes) std::memcpy(out + sizeof h + names, envelope, envelopeBytes);
+}
+
+std::vector<uint8_t> encodeRemotePost(std::string_view node, uint64_t epoch, const ChannelName& channel, uint64_t seq,
+                                      const uint8_t* envelope, size_t envelopeBytes) {
+  std::vector<uint8_t> out(remotePostBytes(node, channel, envelopeBytes));
+  writeRemotePost(out.data(), node, epoch, channel, seq, envelope, envelopeBytes);
   return out;
 }
 
@@ -118,7 +128,11 @@ std::vector<std::string> subscriptionsFor(const Subjects& subjects, std::string_
   return {subjects.everything, subjects.directFor(node)};
 }
 
-std::string channelToken(const ChannelName& name) { return "c" + toHex(name.str()); }
+std::string channelToken(const ChannelName& name) {
+  std::string token = "c";  // (not "c" + toHex(…): GCC 12 warns falsely about that at -O3)
+  token += toHex(name.str());
+  return token;
+}
 
 std::string toHex(std::string_view bytes) {
   static constexpr char DIGITS[] = "0123456789abcdef";

@@ -73,6 +73,12 @@ struct RemotePost {
   size_t envelopeBytes = 0;
 };
 
+/// The size of that frame.
+size_t remotePostBytes(std::string_view node, const ChannelName& channel, size_t envelopeBytes);
+/// Writes that frame into `out` (remotePostBytes() of room), so that a caller can build it in
+/// place in a buffer of its own.
+void writeRemotePost(uint8_t* out, std::string_view node, uint64_t epoch, const ChannelName& channel, uint64_t seq,
+                     const uint8_t* envelope, size_t envelopeBytes);
 /// The frame of a post of `channel` by `node`: header, names, padding, then the envelope bytes.
 std::vector<uint8_t> encodeRemotePost(std::string_view node, uint64_t epoch, const ChannelName& channel, uint64_t seq,
                                       const uint8_t* envelope, size_t envelopeBytes);
