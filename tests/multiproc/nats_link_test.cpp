@@ -35,7 +35,7 @@ TEST(NatsLinkTest, HeartbeatsAndPostsOfOneNodeReachTheLoopInPublishOrder) {
   o.clientName = "nats_link_test";
   o.subjects = subscriptionsFor(subjects, "n-test");
   NatsLink::Events ev;
-  ev.message = [&](const std::string&, const std::vector<uint8_t>& data) {
+  ev.message = [&](std::string_view, std::span<const uint8_t> data) {
     uint32_t n = 0;
     ASSERT_EQ(data.size(), sizeof n);
     std::memcpy(&n, data.data(), sizeof n);

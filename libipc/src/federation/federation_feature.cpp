@@ -30,7 +30,7 @@ Result<void> FederationFeature::start(daemon::FeatureHost& host) {
   lo.clientName = "swipc " + opts.scope + " " + node_;
   lo.subjects = subscriptionsFor(subjects_, node_);
   NatsLink::Events ev;
-  ev.message = [this](const std::string& subject, const std::vector<uint8_t>& data) { onMessage(subject, data); };
+  ev.message = [this](std::string_view subject, std::span<const uint8_t> data) { onMessage(subject, data); };
   ev.state = [this](NatsLink::State s, const std::string& url) { onState(s, url); };
   ev.error = [this](const std::string& what) { core::log().warn("federation: NATS: {}", what); };
   core::log().info("federation: node={} scope={} nats={} (connecting)", node_, opts.scope, fed.natsServers.front());
@@ -120,7 +120,7 @@ void FederationFeature::onState(NatsLink::State s, const std::string& url) {
 
 // ------------------------------------------------------------------------------------------------ in
 
-void FederationFeature::onMessage(const std::string& subject, const std::vector<uint8_t>& data) {
+void FederationFeature::onMessage(std::string_view subject, std::span<const uint8_t> data) {
   if (subject.compare(0, subjects_.directPrefix.size(), subjects_.directPrefix) == 0)
     onDirect(data);
   else if (subject == subjects_.nodes)
@@ -130,7 +130,7 @@ void FederationFeature::onMessage(const std::string& subject, const std::vector<
   // else: a subject of a later protocol version; nothing of ours
 }
 
-void FederationFeature::onHeartbeat(const std::vector<uint8_t>& data) {
+void FederationFeature::onHeartbeat(std::span<const uint8_t> data) {
   auto hb = decodeHeartbeat(std::string_view(reinterpret_cast<const char*>(data.data()), data.size()));
   if (!hb) {
     core::log().warn("federation: {}", hb.error().describe());
@@ -150,7 +150,7 @@ void FederationFeature::onHeartbeat(const std::vector<uint8_t>& data) {
   tracker_.heartbeatDone(hb->node, hb->epoch);
 }
 
-void FederationFeature::onRemotePost(const std::vector<uint8_t>& data) {
+void FederationFeature::onRemotePost(std::span<const uint8_t> data) {
   auto post = decodeRemotePost(data.data(), data.size());
   if (!post) {
     ++host_->counters().federationRejected;
@@ -299,7 +299,7 @@ void FederationFeature::finish(uint64_t req, bool timedOut) {
   }
 }
 
-void FederationFeature::onDirect(const std::vector<uint8_t>& data) {
+void FederationFeature::onDirect(std::span<const uint8_t> data) {
   const std::string_view frame(reinterpret_cast<const char*>(data.data()), data.size());
   auto kind = peekKind(frame);
   if (kind && *kind == FrameKind::ANSWER) {

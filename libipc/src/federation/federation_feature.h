@@ -24,6 +24,7 @@
 #include <optional>
 #include <set>
 #include <memory>
+#include <span>
 #include <string>
 
 #include "daemon/broadcast_hub.h"
@@ -79,10 +80,10 @@ class FederationFeature final : public daemon::Feature {
 
  private:
   void localPost(const ChannelName& name, const uint8_t* envelope, size_t bytes);
-  void onMessage(const std::string& subject, const std::vector<uint8_t>& data);
-  void onRemotePost(const std::vector<uint8_t>& data);
-  void onHeartbeat(const std::vector<uint8_t>& data);
-  void onDirect(const std::vector<uint8_t>& data);
+  void onMessage(std::string_view subject, std::span<const uint8_t> data);
+  void onRemotePost(std::span<const uint8_t> data);
+  void onHeartbeat(std::span<const uint8_t> data);
+  void onDirect(std::span<const uint8_t> data);
   void serve(const ClientsRequest& request);
   void onAnswer(ClientsAnswer answer);
   /// Sends `request` (its req is set here) to each of `nodes`; false when NATS did not take it.

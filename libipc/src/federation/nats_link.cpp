@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <random>
 #include <string_view>
 #include <thread>
@@ -27,6 +28,48 @@ const char* stateName(NatsLink::State s) {
   return "?";
 }
 
+namespace {
+
+/// Messages (subject and data) one after the other in one byte buffer, so that adding one
+/// allocates nothing once the buffer has grown to a batch's size (it keeps its capacity from one
+/// batch to the next) and nothing is freed on another thread than the one that allocated it.
+/// Each subject is NUL-terminated (libnats takes C strings); each message's data starts 8-byte
+/// aligned (a post's envelope is read in place, and Cap'n Proto reads words).
+struct MessageBuffer {
+  struct Item {
+    size_t subject;  // offsets in `bytes`
+    size_t subjectLen;
+    size_t data;
+    size_t dataLen;
+  };
+  std::vector<uint8_t> bytes;  // operator new's alignment (16) is kept by 8-aligned offsets
+  std::vector<Item> items;
+
+  /// Adds a message; its `dataLen` bytes are to be written at the pointer returned (valid until
+  /// the next append).
+  uint8_t* append(std::string_view subject, size_t dataLen) {
+    const size_t at = bytes.size();
+    const size_t data = (at + subject.size() + 1 + 7) & ~size_t{7};
+    bytes.resize(data + dataLen);
+    std::memcpy(bytes.data() + at, subject.data(), subject.size());
+    std::memset(bytes.data() + at + subject.size(), 0, data - at - subject.size());
+    items.push_back({at, subject.size(), data, dataLen});
+    return bytes.data() + data;
+  }
+  std::string_view subjectOf(const Item& i) const {
+    return {reinterpret_cast<const char*>(bytes.data() + i.subject), i.subjectLen};
+  }
+  const char* subjectZ(const Item& i) const { return reinterpret_cast<const char*>(bytes.data() + i.subject); }
+  std::span<const uint8_t> dataOf(const Item& i) const { return {bytes.data() + i.data, i.dataLen}; }
+  bool empty() const { return items.empty(); }
+  void clear() {
+    bytes.clear();
+    items.clear();
+  }
+};
+
+}  // namespace
+
 /// What the link's threads and the loop share. Owned by the link, and kept alive while libnats
 /// may still call back (see keepAlive()).
 struct NatsLink::Shared {
@@ -37,33 +80,14 @@ struct NatsLink::Shared {
   // ---- loop <-> sender thread
   std::mutex mu;
   std::condition_variable wake;
-  /// What the loop queued: every message's subject (NUL-terminated, for libnats) and data, one
-  /// after the other in `bytes`, so queuing a message allocates nothing (the buffers keep their
-  /// capacity from one batch to the next) and nothing is freed on another thread.
-  struct Queue {
-    struct Item {
-      size_t subject;  // offset in bytes
-      size_t subjectLen;
-      size_t data;     // offset in bytes
-      size_t dataLen;
-    };
-    std::vector<uint8_t> bytes;
-    std::vector<Item> items;
-    std::string_view subjectOf(const Item& i) const {
-      return {reinterpret_cast<const char*>(bytes.data() + i.subject), i.subjectLen};
-    }
-    void clear() {
-      bytes.clear();
-      items.clear();
-    }
-  };
-  Queue queue;
+  MessageBuffer queue;  // what the loop queued for the sender
   bool stopping = false;
   std::thread sender;
 
   // ---- libnats threads -> loop
   std::mutex inboxMu;
-  std::vector<std::pair<std::string, std::vector<uint8_t>>> inbox;
+  MessageBuffer inbox;     // what libnats delivered, for the loop (bundles already unpacked)
+  MessageBuffer draining;  // the loop's: the inbox it took, handed to events.message
   bool open = true;  // false once the link is being destroyed: nothing more goes to the loop
 
   std::atomic<bool> connected{false};
@@ -96,7 +120,7 @@ struct NatsLink::Shared {
   }
   void runSender();
   /// Publishes what the loop queued, in order; a run of one subject as one bundle (bundle.h).
-  void publishBatch(const Queue& batch);
+  void publishBatch(const MessageBuffer& batch);
   std::atomic<uint64_t> bundled{0};  // messages that went inside a bundle
 };
 
@@ -114,7 +138,7 @@ void keepAlive(std::shared_ptr<NatsLink::Shared> s) {
 
 void onMessage(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
   auto* sh = static_cast<NatsLink::Shared*>(closure);
-  std::string subject = natsMsg_GetSubject(msg);
+  const std::string_view subject = natsMsg_GetSubject(msg);
   const auto* data = reinterpret_cast<const uint8_t*>(natsMsg_GetData(msg));
   const size_t length = static_cast<size_t>(std::max(0, natsMsg_GetDataLength(msg)));
   // A bundle becomes its messages again here, so nothing past the link knows about bundles. One
@@ -127,27 +151,29 @@ void onMessage(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) 
     return;
   }
   const bool first = sh->inbox.empty();
+  auto add = [&](const void* bytes, size_t n) {
+    uint8_t* at = sh->inbox.append(subject, n);
+    if (n) std::memcpy(at, bytes, n);
+  };
   if (items) {
-    for (auto item : *items) {
-      const auto* p = reinterpret_cast<const uint8_t*>(item.data());
-      sh->inbox.emplace_back(subject, std::vector<uint8_t>(p, p + item.size()));
-    }
+    for (auto item : *items) add(item.data(), item.size());
   } else {
-    sh->inbox.emplace_back(std::move(subject), std::vector<uint8_t>(data, data + length));
+    add(data, length);
   }
   natsMsg_Destroy(msg);
   if (!first) return;  // a drain is already posted: one per burst
   sh->loop->post([sh] {
-    std::vector<std::pair<std::string, std::vector<uint8_t>>> batch;
+    MessageBuffer& batch = sh->draining;
     {
       std::lock_guard l(sh->inboxMu);
       if (!sh->open) return;
-      batch.swap(sh->inbox);
+      std::swap(batch, sh->inbox);  // the inbox takes the capacity of the batch before
     }
-    for (auto& [subject, data] : batch) {
-      if (!sh->open) return;  // a handler may stop the feature
-      if (sh->events.message) sh->events.message(subject, data);
+    for (const auto& item : batch.items) {
+      if (!sh->open) break;  // a handler may stop the feature
+      if (sh->events.message) sh->events.message(batch.subjectOf(item), batch.dataOf(item));
     }
+    batch.clear();
   });
 }
 
@@ -196,13 +222,13 @@ int64_t reconnectDelay(natsConnection*, int attempts, void*) {
 
 }  // namespace
 
-void NatsLink::Shared::publishBatch(const Queue& batch) {
+void NatsLink::Shared::publishBatch(const MessageBuffer& batch) {
   std::vector<std::string_view> items;
   const auto& all = batch.items;
   for (size_t i = 0; i < all.size();) {
     // What queued for one subject in a row goes as one bundle, up to MAX_BUNDLE_BYTES.
     const std::string_view subject = batch.subjectOf(all[i]);
-    const char* subjectZ = subject.data();  // NUL-terminated in the queue
+    const char* subjectZ = batch.subjectZ(all[i]);
     size_t end = i + 1;
     size_t bytes = BUNDLE_HEADER_BYTES + bundleItemBytes(all[i].dataLen);
     while (end < all.size() && batch.subjectOf(all[end]) == subject &&
@@ -212,11 +238,11 @@ void NatsLink::Shared::publishBatch(const Queue& batch) {
     natsStatus s = NATS_NOT_YET_CONNECTED;
     if (nc && connected) {
       if (count == 1) {
-        s = natsConnection_Publish(nc, subjectZ, batch.bytes.data() + all[i].data, static_cast<int>(all[i].dataLen));
+        s = natsConnection_Publish(nc, subjectZ, batch.dataOf(all[i]).data(), static_cast<int>(all[i].dataLen));
       } else {
         items.clear();
         for (size_t k = i; k < end; ++k)
-          items.emplace_back(reinterpret_cast<const char*>(batch.bytes.data() + all[k].data), all[k].dataLen);
+          items.emplace_back(reinterpret_cast<const char*>(batch.dataOf(all[k]).data()), all[k].dataLen);
         const std::vector<uint8_t> bundle = encodeBundle(items);
         s = natsConnection_Publish(nc, subjectZ, bundle.data(), static_cast<int>(bundle.size()));
         if (s == NATS_OK) bundled += count;
@@ -279,7 +305,7 @@ void NatsLink::Shared::runSender() {
     });
   }
 
-  Queue batch;
+  MessageBuffer batch;
   std::unique_lock lock(mu);
   while (true) {
     wake.wait(lock, [&] { return stopping || !queue.items.empty(); });
@@ -339,18 +365,12 @@ uint8_t* NatsLink::reserve(std::string_view subject, size_t bytes) {
   if (!shared_->connected) return nullptr;
   shared_->mu.lock();
   auto& q = shared_->queue;
-  const size_t need = subject.size() + 1 + bytes;
-  if (q.bytes.size() + need > shared_->options.maxQueuedBytes) {
+  if (q.bytes.size() + subject.size() + 8 + bytes > shared_->options.maxQueuedBytes) {
     shared_->mu.unlock();
     return nullptr;
   }
-  wasEmpty_ = q.items.empty();
-  const size_t at = q.bytes.size();
-  q.bytes.resize(at + need);
-  std::memcpy(q.bytes.data() + at, subject.data(), subject.size());
-  q.bytes[at + subject.size()] = 0;
-  q.items.push_back({at, subject.size(), at + subject.size() + 1, bytes});
-  return q.bytes.data() + at + subject.size() + 1;
+  wasEmpty_ = q.empty();
+  return q.append(subject, bytes);
 }
 
 void NatsLink::commit() {

@@ -23,6 +23,7 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -45,7 +46,8 @@ class NatsLink {
   };
   /// What the link reports; every call on the loop thread.
   struct Events {
-    std::function<void(const std::string& subject, const std::vector<uint8_t>& data)> message;
+    /// `data` starts 8-byte aligned and lives until the call returns.
+    std::function<void(std::string_view subject, std::span<const uint8_t> data)> message;
     /// `url`: the server now connected to ("" when none).
     std::function<void(State state, const std::string& url)> state;
     std::function<void(const std::string& what)> error;
