@@ -137,8 +137,8 @@ struct Counters {
   // as lapped), frames from other nodes refused as malformed, disconnections from NATS.
   uint64_t federationPostsOut = 0, federationPostsIn = 0, federationNotSent = 0, federationMissed = 0;
   uint64_t federationRejected = 0, federationDisconnects = 0;
-  // Federation: posts of ours that went out packed with others in one NATS message (a burst on
-  // one channel; kept up to date with each post and each announcement).
+  // Federation: messages of ours (posts, almost always: a burst on one channel) that went out
+  // packed with others in one NATS message; kept up to date with each post and announcement.
   uint64_t federationBundled = 0;
   // Federation: requests about clients sent to / served for other nodes, and those unanswered.
   uint64_t federationRequestsOut = 0, federationRequestsIn = 0, federationTimeouts = 0;

@@ -49,16 +49,16 @@ bool looksLikeBundle(const uint8_t* data, size_t bytes) {
 std::optional<std::vector<std::string_view>> decodeBundle(const uint8_t* data, size_t bytes) {
   if (!looksLikeBundle(data, bytes) || get16(data + 6) != 0 || get32(data + 12) != 0) return std::nullopt;
   const uint32_t count = get32(data + 8);
-  // Every item takes at least its header: a count the message cannot hold is refused before
-  // anything is reserved for it.
-  if (count < 2 || count > (bytes - BUNDLE_HEADER_BYTES) / BUNDLE_ITEM_HEADER_BYTES) return std::nullopt;
+  // Every item takes at least its header and 8 bytes (no item is empty): a count the message
+  // cannot hold is refused before anything is reserved for it.
+  if (count < 2 || count > (bytes - BUNDLE_HEADER_BYTES) / (BUNDLE_ITEM_HEADER_BYTES + 8)) return std::nullopt;
   std::vector<std::string_view> items;
   items.reserve(count);
   size_t at = BUNDLE_HEADER_BYTES;
   for (uint32_t i = 0; i < count; ++i) {
     if (bytes - at < BUNDLE_ITEM_HEADER_BYTES) return std::nullopt;
     const size_t length = get32(data + at);
-    if (get32(data + at + 4) != 0) return std::nullopt;
+    if (length == 0 || get32(data + at + 4) != 0) return std::nullopt;
     const size_t room = bytes - at - BUNDLE_ITEM_HEADER_BYTES;
     if (length > room || padTo8(length) > room) return std::nullopt;
     const uint8_t* item = data + at + BUNDLE_ITEM_HEADER_BYTES;

@@ -33,15 +33,15 @@ inline constexpr size_t BUNDLE_ITEM_HEADER_BYTES = 8;
 /// The bytes one more item of `bytes` adds to a bundle (its header and padding included).
 size_t bundleItemBytes(size_t bytes);
 
-/// Packs `items` (at least two; each at most 4 GiB - 1) into one bundle.
+/// Packs `items` (at least two; none empty; each at most 4 GiB - 1) into one bundle.
 std::vector<uint8_t> encodeBundle(const std::vector<std::string_view>& items);
 
 /// True when `data` starts like a bundle (magic and version): such a message is never a plain one.
 bool looksLikeBundle(const uint8_t* data, size_t bytes);
 
 /// The items of a bundle as views into `data`, or nothing when it is not a whole, well-formed
-/// bundle (a count of at least 2, every length inside the message, zero padding, nothing left
-/// over): the caller then treats the message as a plain one, and its own decoder refuses it by
+/// bundle (a count of at least 2, no empty item, every length inside the message, zero padding,
+/// nothing left over; a hostile count cannot make it reserve more than the message's size): the caller then treats the message as a plain one, and its own decoder refuses it by
 /// name.
 std::optional<std::vector<std::string_view>> decodeBundle(const uint8_t* data, size_t bytes);
 

@@ -35,6 +35,7 @@ Result<void> FederationFeature::start(daemon::FeatureHost& host) {
   ev.error = [this](const std::string& what) { core::log().warn("federation: NATS: {}", what); };
   core::log().info("federation: node={} scope={} nats={} (connecting)", node_, opts.scope, fed.natsServers.front());
   link_ = NatsLink::start(host.loop(), std::move(lo), std::move(ev));
+  bundledSeen_ = 0;
   hub_->onLocalPost([this](const ChannelName& name, const uint8_t* env, size_t bytes) { localPost(name, env, bytes); });
   timer_ = host.loop().addTimer(deadlineIn(HEARTBEAT_INTERVAL), [this] { tick(); });
   timerArmed_ = true;
@@ -70,7 +71,14 @@ void FederationFeature::localPost(const ChannelName& name, const uint8_t* envelo
     return;
   }
   ++host_->counters().federationPostsOut;
-  host_->counters().federationBundled = link_->bundled();
+  syncBundled();
+}
+
+void FederationFeature::syncBundled() {
+  // Added, not assigned: the link (and its count) is new each time the feature starts.
+  const uint64_t now = link_->bundled();
+  host_->counters().federationBundled += now - bundledSeen_;
+  bundledSeen_ = now;
 }
 
 void FederationFeature::announce() {
@@ -80,7 +88,7 @@ void FederationFeature::announce() {
   hb.intervalMs = static_cast<uint32_t>(HEARTBEAT_INTERVAL.count());
   hb.marks.reserve(sent_.size());
   for (const auto& [name, sent] : sent_) hb.marks.emplace_back(name, sent.seq);
-  host_->counters().federationBundled = link_->bundled();
+  syncBundled();
   std::string text = encodeHeartbeat(hb);
   (void)link_->tryPublish(subjects_.nodes, text);
 }

@@ -80,6 +80,8 @@ class FederationFeature final : public daemon::Feature {
 
  private:
   void localPost(const ChannelName& name, const uint8_t* envelope, size_t bytes);
+  /// Brings the federationBundled counter up to the link's count.
+  void syncBundled();
   void onMessage(std::string_view subject, std::span<const uint8_t> data);
   void onRemotePost(std::span<const uint8_t> data);
   void onHeartbeat(std::span<const uint8_t> data);
@@ -111,6 +113,7 @@ class FederationFeature final : public daemon::Feature {
     std::string subject;  // the channel's subject, made once
   };
   std::map<ChannelName, Sent> sent_;
+  uint64_t bundledSeen_ = 0;  // the link's bundled() already counted
   SequenceTracker tracker_;
   struct Peer {
     uint64_t epoch = 0;

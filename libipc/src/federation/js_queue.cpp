@@ -358,27 +358,6 @@ Result<void> JsQueue::purgeEntry(const std::string& key) {
   return {};
 }
 
-Result<void> JsQueue::purgeOldMarkers(std::chrono::milliseconds age) {
-  kvPurgeOptions po;
-  kvPurgeOptions_Init(&po);
-  po.Timeout = 5000;
-  // In ns; a negative value removes the markers whatever their age.
-  po.DeleteMarkersOlderThan = age.count() < 0 ? -1 : std::chrono::duration_cast<std::chrono::nanoseconds>(age).count();
-  if (po.DeleteMarkersOlderThan == 0) po.DeleteMarkersOlderThan = 1;  // 0 would mean libnats' 30 min
-  natsStatus s = kvStore_PurgeDeletes(kv_, &po);
-  if (s != NATS_OK) return natsError("purge old markers of " + bucket_, s);
-  return {};
-}
-
-Result<uint64_t> JsQueue::storedMessages() {
-  kvStatus* st = nullptr;
-  natsStatus s = kvStore_Status(&st, kv_);
-  if (s != NATS_OK) return natsError("status of " + bucket_, s);
-  const uint64_t n = kvStatus_Values(st);
-  kvStatus_Destroy(st);
-  return n;
-}
-
 Result<std::vector<natsMsg*>> JsQueue::fetch(int batch, std::chrono::milliseconds timeout) {
   natsMsgList list{nullptr, 0};
   jsErrCode code = static_cast<jsErrCode>(0);

@@ -118,11 +118,6 @@ class JsQueue {
   Result<std::vector<JsEntry>> entries(const std::string& h, bool metaOnly = false);
   /// Purges one entry (done, or dropped with its tag).
   Result<void> purgeEntry(const std::string& key);
-  /// Removes the purge markers older than `age` (any age when negative) that purgeEntry() leaves:
-  /// without this the bucket keeps one per entry ever written, and every watch replays them all.
-  Result<void> purgeOldMarkers(std::chrono::milliseconds age);
-  /// The messages the bucket holds now (values and markers), from its stream's state.
-  Result<uint64_t> storedMessages();
 
   /// Waits up to `timeout` for at most `batch` tokens (on the fetch thread). An empty list when
   /// none came.

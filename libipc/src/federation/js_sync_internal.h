@@ -24,10 +24,6 @@ using SteadyClock = std::chrono::steady_clock;
 
 /// How often the mirror's watch is made anew (see runWatcher).
 constexpr milliseconds RESYNC{5000};
-/// How often a node sweeps the bucket's purge markers (one per entry done), and how old a marker
-/// must be to go: older than anything a watch that is still replaying could be looking for.
-constexpr milliseconds MARKER_SWEEP{10 * 60 * 1000};
-constexpr milliseconds MARKER_AGE{30 * 60 * 1000};
 
 inline int64_t nowMs() { return sync::wallNow().time_since_epoch().count(); }
 inline int64_t nowNs() {
@@ -51,8 +47,6 @@ using jsdetail::JsEvent;
 using jsdetail::SteadyClock;
 using jsdetail::nowMs;
 using jsdetail::nowNs;
-using jsdetail::MARKER_AGE;
-using jsdetail::MARKER_SWEEP;
 using jsdetail::RESYNC;
 using std::chrono::milliseconds;
 
@@ -131,9 +125,6 @@ struct JetStreamSync::Shared {
     cv.notify_all();
   }
   milliseconds ackWait() const { return 2 * options.timeout; }
-  /// Worker, with `mu` held: the next sweep of old purge markers, MARKER_SWEEP from now (plus up
-  /// to a minute, so that the nodes of a scope do not all sweep at once).
-  void scheduleMarkerSweep();
   /// Runs `fn` with the loop's half on the loop thread, unless it is gone by then.
   void toLoop(std::function<void(Side&)> fn) {
     loop->post([w = side, fn = std::move(fn)] {

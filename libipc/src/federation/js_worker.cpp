@@ -1,5 +1,3 @@
-#include <random>
-
 #include "core/user_code.h"
 #include "federation/js_sync_internal.h"
 
@@ -18,7 +16,6 @@ void JetStreamSync::Shared::runWorker() {
         lock.lock();
         if (r) {
           opened = true;
-          scheduleMarkerSweep();
           core::log().info("background sync: JetStream ready: stream {} and bucket {} (replicas {}), node {}", q.stream(),
                            q.bucket(), q.replicas(), node);
           cv.notify_all();
@@ -63,18 +60,6 @@ void JetStreamSync::Shared::runWorker() {
     natsMsg_Destroy(f.msg);
   }
   firing.clear();
-}
-
-void JetStreamSync::Shared::scheduleMarkerSweep() {
-  thread_local std::minstd_rand rng(std::random_device{}());
-  const auto due = SteadyClock::now() + MARKER_SWEEP + milliseconds(rng() % 60000);
-  jobs.emplace(due, Job{[this] {
-                          if (auto r = q.purgeOldMarkers(MARKER_AGE); !r)
-                            core::log().warn("background sync: {}", r.error().describe());
-                          std::lock_guard lock(mu);
-                          scheduleMarkerSweep();
-                        },
-                        false, nullptr});
 }
 
 void JetStreamSync::Shared::runFetcher() {
