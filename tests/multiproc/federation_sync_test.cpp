@@ -294,7 +294,9 @@ TEST_F(FederationSyncTest, OneNatsServerKilledSyncGoesOnOnTheOthers) {
   // Each node's view follows the bucket through a watch, remade every 5 s; after a server's death
   // the bucket's leader may move first: give it time.
   for (size_t i : {1, 2})
-    EXPECT_TRUE(eventually([&] { return getTags(*pages[i]) == json::array(); }, 30000ms)) << getTags(*pages[i]).dump();
+    EXPECT_TRUE(eventually([&] { return getTags(*pages[i]) == json::array(); }, 30000ms))
+        << getTags(*pages[i]).dump() << "\n--- n" << i + 1 << "\n" << node(i).daemon().log() << "\n--- n1\n"
+        << node(0).daemon().log();
 }
 
 // NATS gone entirely: a registration cannot be committed and says so (Disconnected), instead
