@@ -360,11 +360,9 @@ NatsLink::~NatsLink() {
 }
 
 bool NatsLink::tryPublish(std::string_view subject, const uint8_t* data, size_t bytes) {
-  uint8_t* at = reserve(subject, bytes);
-  if (!at) return false;
-  if (bytes) std::memcpy(at, data, bytes);
-  commit();
-  return true;
+  return tryPublishWith(subject, bytes, [&](uint8_t* out) {
+    if (bytes) std::memcpy(out, data, bytes);
+  });
 }
 
 uint8_t* NatsLink::reserve(std::string_view subject, size_t bytes) {
