@@ -114,6 +114,47 @@ TEST_F(FederationSyncTest, RegisteredOnOneNodeVisibleEverywhereRunsExactlyOnceOn
   EXPECT_EQ(ask(p1, {{"type", "SYNC_STATE"}})["tags"], json::array());
 }
 
+// A tag with many entries, handled a part at a time ("part:500:" marks 500 done per event and
+// rejects while any is left, so it is retried): the events take them in order, none twice,
+// until none is left and the last resolves; then no node lists the tag. Done
+// entries are deleted without a marker, so each read of what is left costs what is left (CI once
+// saw reads of a tag's ~1200 entries time out again and again, and its event never settled).
+TEST_F(FederationSyncTest, ATagWithManyEntriesIsWorkedOffAPartAtATimeWithNoEntryTwice) {
+  startCluster({"--connectivity", "manual", "--offline", "--sync-timeout-ms", "5000", "--sync-retry-ms", "200",
+                "--sync-max-attempts", "5"});
+  auto& p1 = node(0).page();
+  auto& watcher = syncLogWatcher(2);
+  const std::string tag = "part:500:bulk";
+  constexpr int ENTRIES = 1500;
+  for (int i = 0; i < ENTRIES; ++i) ASSERT_NO_FATAL_FAILURE(registerTag(p1, tag, i));
+  json state;
+  ASSERT_TRUE(eventually([&] {
+    state = ask(node(1).page(), {{"type", "SYNC_STATE"}});
+    return state.value("tags", json()).size() == 1 && state["tags"][0].value("entries", 0) == ENTRIES;
+  }, 15000ms)) << state.dump();
+
+  ASSERT_EQ(ask(node(1).page(), {{"type", "SET_ONLINE"}, {"online", true}})["online"], true);
+  Received log;
+  ASSERT_TRUE(collect(watcher, "log", log, [&](const Received& r) {
+    const auto done = reports(r, tag, "SYNC_DONE");
+    return !done.empty() && done.back()["outcome"] == "success";
+  }, 60000ms)) << log.messages.size() << "\n" << node(1).daemon().log();
+  // Each event gets every entry still queued, in order, and marks the first 500 done.
+  const auto syncs = reports(log, tag, "SYNC");
+  ASSERT_EQ(syncs.size(), 3u);
+  for (size_t k = 0; k < syncs.size(); ++k) {
+    json expected = json::array();
+    for (int i = static_cast<int>(k) * 500; i < ENTRIES; ++i) expected.push_back(i);
+    EXPECT_EQ(syncs[k]["entries"], expected) << "event " << k;
+    EXPECT_EQ(syncs[k]["attempt"], k + 1);
+  }
+  std::vector<std::string> outcomes;
+  for (const auto& done : reports(log, tag, "SYNC_DONE")) outcomes.push_back(done["outcome"]);
+  EXPECT_EQ(outcomes, (std::vector<std::string>{"failure", "failure", "success"}));
+  for (auto* p : pagesOnEveryNode())
+    EXPECT_TRUE(eventually([&] { return getTags(*p) == json::array(); }, 15000ms)) << getTags(*p).dump();
+}
+
 // kill -9 the daemon running an event: after the ack wait (2 x --sync-timeout-ms) another node
 // takes the event over, with the same attempt number (the interrupted one does not count) and
 // the same entries, and completes it exactly once.

@@ -203,20 +203,33 @@ Result<void> JsQueue::setup() {
     }
   }
   if (!kv_) {
-    kvConfig cfg;
-    kvConfig_Init(&cfg);
-    cfg.Bucket = bucket_.c_str();
-    cfg.History = 1;
-    cfg.StorageType = js_FileStorage;
+    // The bucket's stream is made here, as libnats' js_CreateKeyValue makes it except that it
+    // allows deleting a message: a done entry is deleted by its sequence and leaves no marker
+    // (removeEntry). A bucket that exists already is used as it is.
+    const std::string kvStream = "KV_" + bucket_;
+    const std::string kvSubjects = "$KV." + bucket_ + ".>";
+    const char* subjects[] = {kvSubjects.c_str()};
+    jsStreamConfig cfg;
+    jsStreamConfig_Init(&cfg);
+    cfg.Name = kvStream.c_str();
+    cfg.Subjects = subjects;
+    cfg.SubjectsLen = 1;
+    cfg.MaxMsgsPerSubject = 1;  // history 1
+    cfg.Storage = js_FileStorage;
     cfg.Replicas = replicas_;
-    natsStatus s = js_CreateKeyValue(&kv_, js_, &cfg);
+    cfg.AllowRollup = true;  // kvStore_Purge
+    cfg.DenyDelete = false;
+    cfg.AllowDirect = true;
+    cfg.Discard = js_DiscardNew;
+    jsStreamInfo* si = nullptr;
+    jsErrCode code = static_cast<jsErrCode>(0);
+    natsStatus s = js_AddStream(&si, js_, &cfg, nullptr, &code);
+    if (si) jsStreamInfo_Destroy(si);
+    if (s != NATS_OK && code != JSStreamNameExistErr) return natsError("key-value bucket " + bucket_, s, code);
+    s = js_KeyValue(&kv_, js_, bucket_.c_str());
     if (s != NATS_OK) {
       kv_ = nullptr;
-      s = js_KeyValue(&kv_, js_, bucket_.c_str());  // made by another node with other settings
-      if (s != NATS_OK) {
-        kv_ = nullptr;
-        return natsError("key-value bucket " + bucket_, s);
-      }
+      return natsError("key-value bucket " + bucket_, s);
     }
   }
   jsSubOptions so;
@@ -352,10 +365,27 @@ Result<std::vector<JsEntry>> JsQueue::entries(const std::string& h, bool metaOnl
   return result;
 }
 
-Result<void> JsQueue::purgeEntry(const std::string& key) {
-  natsStatus s = kvStore_Purge(kv_, key.c_str(), nullptr);
-  if (s != NATS_OK) return natsError("purge entry " + key, s);
-  return {};
+Result<void> JsQueue::removeEntry(const JsEntry& entry) {
+  // A bucket is the stream KV_<bucket>; an entry's revision is its sequence there. kvStore_Purge
+  // would leave a marker per entry for ever, and every later read of the tag would wade through them.
+  const std::string kvStream = "KV_" + bucket_;
+  jsErrCode code = static_cast<jsErrCode>(0);
+  natsStatus s = js_DeleteMsg(js_, kvStream.c_str(), entry.seq, nullptr, &code);
+  if (s == NATS_OK || code == JSNoMessageFoundErr || code == JSSequenceNotFoundErr) return {};
+  if (code == JSStreamMsgDeleteFailed) {  // a bucket made elsewhere that denies deletes: purge
+    s = kvStore_Purge(kv_, entry.key.c_str(), nullptr);
+    if (s == NATS_OK) return {};
+  }
+  return natsError("delete entry " + entry.key + " (seq " + std::to_string(entry.seq) + ")", s, code);
+}
+
+Result<uint64_t> JsQueue::storedMessages() {
+  kvStatus* st = nullptr;
+  natsStatus s = kvStore_Status(&st, kv_);
+  if (s != NATS_OK) return natsError("status of " + bucket_, s);
+  const uint64_t n = kvStatus_Values(st);
+  kvStatus_Destroy(st);
+  return n;
 }
 
 Result<std::vector<natsMsg*>> JsQueue::fetch(int batch, std::chrono::milliseconds timeout) {

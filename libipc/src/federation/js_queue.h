@@ -6,7 +6,9 @@
 //                                                (h: 32 hex digits of the tag's SHA-256), JSON
 //                                    e.<h>.<id>  one queued entry of that tag (value.capnp bytes);
 //                                                its revision is the entry's seq (registration
-//                                                order); purged when done
+//                                                order); deleted when done, by its stream
+//                                                sequence (no marker is left: reading a tag's
+//                                                entries costs what is queued, not all it ever had)
 //   stream      SWIPC_SYNCQ_<hex>    subject swipc-syncq.<hex>, work-queue retention: the tokens.
 //                                    A token {"v":1,"h":h,"gen":g} says "tag h (generation g)
 //                                    wants an event"; one durable pull consumer, "workers", is
@@ -116,8 +118,11 @@ class JsQueue {
   Result<JsEntry> addEntry(const std::string& h, const Value& data);
   /// The entries of `h` in registration order (metaOnly: data left null).
   Result<std::vector<JsEntry>> entries(const std::string& h, bool metaOnly = false);
-  /// Purges one entry (done, or dropped with its tag).
-  Result<void> purgeEntry(const std::string& key);
+  /// Deletes one entry (done, or dropped with its tag) by its sequence in the bucket's stream, so
+  /// that no purge marker stays behind. An entry already gone is not an error.
+  Result<void> removeEntry(const JsEntry& entry);
+  /// Messages the bucket holds: registrations, entries and any markers (for tests and swctl).
+  Result<uint64_t> storedMessages();
 
   /// Waits up to `timeout` for at most `batch` tokens (on the fetch thread). An empty list when
   /// none came.

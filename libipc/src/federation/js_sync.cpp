@@ -87,9 +87,13 @@ Result<void> JsEvent::done(uint64_t seq) {
   }
   auto side = side_.lock();
   if (!side) return makeError(Errc::INVALID_STATE, "Background Sync has stopped");
-  // Queued before this event's settle: the worker purges it first.
-  side->shared->enqueue([shared = side->shared, key = it->second] {
-    if (auto r = shared->q.purgeEntry(key); !r) core::log().warn("background sync: entry done: {}", r.error().describe());
+  // Queued before this event's settle: the worker deletes it first.
+  JsEntry entry;
+  entry.seq = seq;
+  entry.key = it->second;
+  side->forgetEntry(tagKey(tag_), entry.key);
+  side->shared->enqueue([shared = side->shared, entry = std::move(entry)] {
+    if (auto r = shared->q.removeEntry(entry); !r) core::log().warn("background sync: entry done: {}", r.error().describe());
   }, milliseconds(0), true);
   keys_.erase(it);
   ++progress_;
@@ -113,8 +117,14 @@ void JsEvent::settle(sync::SyncOutcome outcome) {
       ++side->counters.timedOut;
       break;
   }
-  side->shared->enqueue([shared = side->shared, id = id_, outcome, progress = progress_] {
-    shared->settle(id, outcome, progress);
+  std::vector<JsEntry> left;
+  for (const auto& [seq, key] : keys_) {
+    left.emplace_back();
+    left.back().seq = seq;
+    left.back().key = key;
+  }
+  side->shared->enqueue([shared = side->shared, id = id_, outcome, progress = progress_, left = std::move(left)] {
+    shared->settle(id, outcome, progress, left);
   }, milliseconds(0), true);
 }
 

@@ -75,6 +75,12 @@ struct JetStreamSync::Side : std::enable_shared_from_this<JetStreamSync::Side> {
     m.rev = rev;
   }
   void change(const KvChange& c);
+  void forgetEntry(const std::string& h, const std::string& key) {
+    if (auto it = entryKeys.find(h); it != entryKeys.end()) {
+      it->second.erase(key);
+      if (it->second.empty()) entryKeys.erase(it);
+    }
+  }
   void fire(uint64_t id, std::string tag, int attempt, std::vector<JsEntry> entries);
 };
 
@@ -142,7 +148,9 @@ struct JetStreamSync::Shared {
   void takeToken(natsMsg* msg, SteadyClock::time_point fetched);
   /// Tells JetStream event `id` is still running (every ack wait / 3 while it is).
   void keepAlive(uint64_t id);
-  void settle(uint64_t id, sync::SyncOutcome outcome, uint64_t progress);
+  /// `left`: the event's entries not done (seq and key): what stays queued, or what goes with
+  /// the tag when it gave up. Entries registered while it ran made it `refire`.
+  void settle(uint64_t id, sync::SyncOutcome outcome, uint64_t progress, std::vector<JsEntry> left);
   void registerTag(const std::string& tag, const std::optional<Value>& data, Done done);
 };
 

@@ -109,6 +109,11 @@ void JetStreamSync::Shared::runWatcher() {
       // repairs the mirror even if the watch's consumer missed something under load.
       const auto until = SteadyClock::now() + RESYNC;
       std::vector<KvChange> batch;
+      // The entries present when the watch began. A deleted entry leaves no marker to watch (see
+      // JsQueue::removeEntry), so the entries this watch did not bring are gone: the mirror's
+      // entry keys are replaced by these once the initial values are in.
+      std::map<std::string, std::set<std::string>> present;
+      bool initial = true;
       auto flush = [&] {
         if (batch.empty()) return;
         toLoop([b = std::move(batch)](Side& side) {
@@ -131,6 +136,9 @@ void JetStreamSync::Shared::runWatcher() {
         if (s != NATS_OK) break;
         if (!e) {  // the initial values are in
           flush();
+          if (initial)
+            toLoop([p = std::move(present)](Side& side) { side.entryKeys = p; });
+          initial = false;
           continue;
         }
         KvChange c;
@@ -139,6 +147,7 @@ void JetStreamSync::Shared::runWatcher() {
         c.rev = kvEntry_Revision(e);
         if (c.put) c.value.assign(static_cast<const char*>(kvEntry_Value(e)), kvEntry_ValueLen(e));
         kvEntry_Destroy(e);
+        if (initial && c.put && c.key.rfind("e.", 0) == 0 && c.key.size() > 35) present[c.key.substr(2, 32)].insert(c.key);
         batch.push_back(std::move(c));
         if (batch.size() >= 256) flush();
       }
@@ -170,9 +179,8 @@ void JetStreamSync::Side::change(const KvChange& c) {
     const std::string h = c.key.substr(2, 32);
     if (c.put) {
       entryKeys[h].insert(c.key);
-    } else if (auto it = entryKeys.find(h); it != entryKeys.end()) {
-      it->second.erase(c.key);
-      if (it->second.empty()) entryKeys.erase(it);
+    } else {
+      forgetEntry(h, c.key);
     }
   }
 }
@@ -192,15 +200,26 @@ void JetStreamSync::Shared::registerTag(const std::string& tag, const std::optio
     return answer(makeError(Errc::DISCONNECTED, "JetStream is not reachable (with --nats, Background Sync "
                                                 "registrations are kept there): not registered"));
   const std::string h = tagKey(tag);
-  std::string entryKey;
+  std::optional<JsEntry> entry;
   if (data) {
-    auto entry = q.addEntry(h, *data);
-    if (!entry) return answer(entry.error());
-    entryKey = entry->key;
+    auto added = q.addEntry(h, *data);
+    if (!added) return answer(added.error());
+    entry = std::move(*added);
   }
+  // Refused before its registration was written: the entry goes too, so that a page that is told
+  // "not registered" and tries again does not leave its data behind for a later event. (A write
+  // of the registration that timed out may have been stored: then the entry stays.)
+  auto refused = [&](const Error& e) {
+    if (entry) {
+      if (auto r = q.removeEntry(*entry); !r)
+        core::log().warn("background sync: register '{}' failed and its entry stays queued: {}", tag, r.error().describe());
+    }
+    answer(e);
+  };
+  const std::string entryKey = entry ? entry->key : std::string();
   for (int tries = 0; tries < 20; ++tries) {
     auto got = q.get(h);
-    if (!got) return answer(got.error());
+    if (!got) return refused(got.error());
     JsRecord rec;
     uint64_t rev = 0;
     if (*got) std::tie(rec, rev) = **got;
@@ -223,13 +242,13 @@ void JetStreamSync::Shared::registerTag(const std::string& tag, const std::optio
       token = false;
     }
     if (token) {
-      if (auto p = q.publishToken(h, next.gen); !p) return answer(p.error());
+      if (auto p = q.publishToken(h, next.gen); !p) return refused(p.error());
     }
     auto put = q.put(h, next, *got ? rev : 0);
-    if (!put) return answer(put.error());
+    if (!put) return put.error().code == Errc::TIMEOUT ? answer(put.error()) : refused(put.error());
     if (*put) return answer(Result<void>{}, h, next, **put, entryKey);
   }
-  answer(makeError(Errc::SYSTEM, "the registration of '" + tag + "' kept changing under us (20 tries)"));
+  refused(makeError(Errc::SYSTEM, "the registration of '" + tag + "' kept changing under us (20 tries)"));
 }
 
 void JetStreamSync::Shared::takeToken(natsMsg* msg, SteadyClock::time_point fetched) {
@@ -315,7 +334,7 @@ void JetStreamSync::Shared::takeToken(natsMsg* msg, SteadyClock::time_point fetc
     // Entries of an earlier life of the tag, dropped with it (a purge that did not happen).
     std::erase_if(*entries, [&](const JsEntry& e) {
       if (e.seq > next.floor) return false;
-      (void)q.purgeEntry(e.key);
+      (void)q.removeEntry(e);
       return true;
     });
     const uint64_t id = nextEvent++;
@@ -341,7 +360,8 @@ void JetStreamSync::Shared::keepAlive(uint64_t id) {
   enqueue([this, id] { keepAlive(id); }, ackWait() / 3);
 }
 
-void JetStreamSync::Shared::settle(uint64_t id, sync::SyncOutcome outcome, uint64_t progress) {
+void JetStreamSync::Shared::settle(uint64_t id, sync::SyncOutcome outcome, uint64_t progress,
+                                   std::vector<JsEntry> left) {
   auto it = firing.find(id);
   if (it == firing.end()) return;
   Firing& f = it->second;
@@ -359,7 +379,7 @@ void JetStreamSync::Shared::settle(uint64_t id, sync::SyncOutcome outcome, uint6
       return finish();
     }
     core::log().warn("background sync: settling event {}: {} (again in 1 s)", id, e.describe());
-    enqueue([this, id, outcome, progress] { settle(id, outcome, progress); }, milliseconds(1000), true);
+    enqueue([this, id, outcome, progress, left] { settle(id, outcome, progress, left); }, milliseconds(1000), true);
   };
   for (int tries = 0; tries < 20; ++tries) {
     auto got = q.get(f.h);
@@ -385,9 +405,7 @@ void JetStreamSync::Shared::settle(uint64_t id, sync::SyncOutcome outcome, uint6
       next.gen = rec.gen + 1;
       if (auto p = q.publishToken(f.h, next.gen); !p) return again(p.error());
     } else if (outcome == sync::SyncOutcome::SUCCESS) {
-      auto left = q.entries(f.h, true);
-      if (!left) return again(left.error());
-      if (left->empty()) {
+      if (left.empty()) {
         next.state = "removed";
         next.attempts = 0;
       } else if (progress > 0) {
@@ -409,9 +427,7 @@ void JetStreamSync::Shared::settle(uint64_t id, sync::SyncOutcome outcome, uint6
         next.nextMs = nowMs() + delayMs;
         then = Then::NAK_LATER;
       } else {
-        auto left = q.entries(f.h, true);
-        if (!left) return again(left.error());
-        drop = std::move(*left);
+        drop = left;
         next.state = "removed";
         next.attempts = n;
         for (const auto& e : drop) next.floor = std::max(next.floor, e.seq);
@@ -421,7 +437,7 @@ void JetStreamSync::Shared::settle(uint64_t id, sync::SyncOutcome outcome, uint6
     if (!put) return again(put.error());
     if (!*put) continue;  // registered again meanwhile: look again
     for (const auto& e : drop) {
-      if (auto p = q.purgeEntry(e.key); !p) core::log().warn("background sync: {}", p.error().describe());
+      if (auto p = q.removeEntry(e); !p) core::log().warn("background sync: {}", p.error().describe());
     }
     natsStatus s = then == Then::ACK       ? natsMsg_AckSync(f.msg, nullptr, nullptr)
                    : then == Then::NAK_NOW ? natsMsg_Nak(f.msg, nullptr)
@@ -433,11 +449,12 @@ void JetStreamSync::Shared::settle(uint64_t id, sync::SyncOutcome outcome, uint6
     if (gaveUp)
       core::log().warn("background sync: tag '{}' failed its last chance (attempt {}): removed with {} entries", rec.tag,
                        next.attempts, drop.size());
-    toLoop([h = f.h, next, rev2 = **put, gaveUp, dropped = drop.size()](Side& side) {
+    toLoop([h = f.h, next, rev2 = **put, gaveUp, drop](Side& side) {
       side.apply(h, next, rev2);
+      for (const auto& e : drop) side.forgetEntry(h, e.key);
       if (gaveUp) {
         ++side.counters.gaveUp;
-        side.counters.droppedEntries += dropped;
+        side.counters.droppedEntries += drop.size();
       }
     });
     return finish();
