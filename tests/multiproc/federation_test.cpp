@@ -29,6 +29,7 @@ TEST_F(FederationTest, CrossNodePostsReachEveryNodeSenderExcludedInOrderPerSende
   auto& a2 = node(1).page();  // n2: a sender
   auto& c3 = node(2).page();  // n3: a reader
   for (auto* p : {&a1, &b1, &a2, &c3}) open(*p, "chat", "chat");
+  ASSERT_TRUE(interestKnown("chat"));  // a remote object is a destination once announced
 
   constexpr int N = 300;
   for (int i = 0; i < N; ++i) {
@@ -77,6 +78,8 @@ TEST_F(FederationTest, StreamsSpanningHeartbeatsArriveWholeNothingCountedAsMisse
   open(s2, "b", "two");
   open(reader, "a", "one");
   open(reader, "b", "two");
+  ASSERT_TRUE(interestKnown("one"));  // a remote object is a destination once announced
+  ASSERT_TRUE(interestKnown("two"));  // a remote object is a destination once announced
   constexpr int N = 3000;
   for (int i = 0; i < N; ++i) {
     post(s1, "a", "s1", i);
@@ -106,6 +109,7 @@ TEST_F(FederationTest, BurstOnOneChannelTravelsInBundlesAndArrivesWholeInOrder) 
   auto& reader = node(1).page();
   open(sender, "b", "burst");
   open(reader, "b", "burst");
+  ASSERT_TRUE(interestKnown("burst"));  // a remote object is a destination once announced
   constexpr int N = 5000;
   for (int i = 0; i < N; ++i) post(sender, "b", "s", i);
   Received r;
@@ -128,6 +132,57 @@ TEST_F(FederationTest, BurstOnOneChannelTravelsInBundlesAndArrivesWholeInOrder) 
   EXPECT_GE((*in)["federationPostsIn"].get<int64_t>(), N) << in->dump();
 }
 
+// Interest (DESIGN §16: a remote object is a destination once its node announced it): a channel
+// with objects on one node only is not published at all, and that is no gap for anyone; once
+// another node opens an object of it, posts go there; once it closes it, they stay local again.
+TEST_F(FederationTest, AChannelUsedOnOneNodeOnlyStaysOffNatsUntilAnotherNodeOpensIt) {
+  startNode(0);
+  startNode(1);
+  ASSERT_TRUE(meshFormed());
+  auto& p1 = node(0).page();
+  auto& local = node(0).page();
+  auto& p2 = node(1).page();
+  open(p1, "s", "solo");
+  open(local, "s", "solo");
+  constexpr int N = 100;
+  for (int i = 0; i < N; ++i) post(p1, "s", "p1", i);
+  Received r;
+  ASSERT_TRUE(collect(local, "s", r, [](const Received& x) { return x.messages.size() >= N; }));
+  auto counters = readCounters(node(0).daemon());
+  ASSERT_TRUE(counters.has_value());
+  EXPECT_GE((*counters)["federationLocalOnly"].get<int64_t>(), N) << counters->dump();
+  const int64_t outBefore = (*counters)["federationPostsOut"].get<int64_t>();
+
+  // n2 opens one: from the announcement on, n1 publishes the channel's posts, numbered from the
+  // first published one, so the hundred local-only posts are no gap on n2.
+  open(p2, "s", "solo");
+  ASSERT_TRUE(interestKnown("solo"));
+  post(p1, "s", "p1", N);
+  Received r2;
+  ASSERT_TRUE(collect(p2, "s", r2, [](const Received& x) { return !x.messages.empty(); }));
+  EXPECT_EQ(seqFrom(r2, "p1"), std::vector<int>{N});
+  EXPECT_FALSE(p2.waitEvent("bc.lapped", 2500ms));  // two announcements later, nothing missed
+  counters = readCounters(node(0).daemon());
+  ASSERT_TRUE(counters.has_value());
+  EXPECT_GE((*counters)["federationPostsOut"].get<int64_t>(), outBefore + 1) << counters->dump();
+
+  // n2 closes it: n1 stops publishing it once it hears so.
+  auto closed = p2.call({{"op", "bc.close"}, {"bc", "s"}});
+  ASSERT_TRUE(closed && (*closed)["event"] == "ok") << (closed ? closed->dump() : "no answer");
+  ASSERT_TRUE(eventually([&] {
+    return node(0).daemon().log().find("node n2 no longer wants 'solo'") != std::string::npos;
+  }, 10000ms)) << node(0).daemon().log();
+  counters = readCounters(node(0).daemon());
+  ASSERT_TRUE(counters.has_value());
+  const int64_t localOnly = (*counters)["federationLocalOnly"].get<int64_t>();
+  post(p1, "s", "p1", N + 1);
+  ASSERT_TRUE(collect(local, "s", r, [](const Received& x) { return x.messages.size() >= N + 2; }));
+  ASSERT_TRUE(eventually([&] {
+    counters = readCounters(node(0).daemon());
+    return counters && (*counters)["federationLocalOnly"].get<int64_t>() == localOnly + 1;
+  })) << (counters ? counters->dump() : "no counters");
+}
+
 TEST_F(FederationTest, NodeJoiningLateGetsNothingPostedBefore) {
   startNode(0);
   startNode(1);
@@ -136,6 +191,7 @@ TEST_F(FederationTest, NodeJoiningLateGetsNothingPostedBefore) {
   auto& p2 = node(1).page();
   open(p1, "n", "news");
   open(p2, "n", "news");
+  ASSERT_TRUE(interestKnown("news"));  // a remote object is a destination once announced
   for (int i = 0; i < 50; ++i) post(p1, "n", "p1", i);
   Received r2;
   ASSERT_TRUE(collect(p2, "n", r2, [](const Received& r) { return r.messages.size() >= 50; }));
@@ -144,6 +200,7 @@ TEST_F(FederationTest, NodeJoiningLateGetsNothingPostedBefore) {
   ASSERT_TRUE(meshFormed());
   auto& p3 = node(2).page();
   open(p3, "n", "news");
+  ASSERT_TRUE(interestKnown("news"));  // a remote object is a destination once announced
   post(p1, "n", "p1", 50);
   Received r3;
   ASSERT_TRUE(collect(p3, "n", r3, [](const Received& r) { return !r.messages.empty(); }));
@@ -160,6 +217,7 @@ TEST_F(FederationTest, KillingOneNatsServerMidStreamDeliveryGoesOnAndGapsAreRepo
   auto& p2 = node(1).page();
   auto& p3 = node(2).page();
   for (auto* p : {&p1, &p2, &p3}) open(*p, "s", "stream");
+  ASSERT_TRUE(interestKnown("stream"));  // a remote object is a destination once announced
 
   constexpr int HALF = 150;
   for (int i = 0; i < HALF; ++i) post(p1, "s", "p1", i);
@@ -200,6 +258,7 @@ TEST_F(FederationTest, NatsDownEntirelyEachNodeKeepsWorkingLocallyAndRecovers) {
   auto& b = node(0).page();
   auto& remote = node(1).page();
   for (auto* p : {&a, &b, &remote}) open(*p, "x", "x");
+  ASSERT_TRUE(interestKnown("x"));  // a remote object is a destination once announced
   const std::string remoteId = remote.clientId();
   post(a, "x", "a", 0);
   Received rb, rr;

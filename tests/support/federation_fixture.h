@@ -41,7 +41,8 @@ class FederationFixture : public ::testing::Test {
   Scope& startNode(size_t i, const std::vector<std::string>& extraArgs = {}) {
     ScopeOptions o;
     o.scope = scope_;
-    o.daemonArgs = {"--nats", cluster_->url(i), "--node", nodeName(i), "--log-level", "info"};
+    // debug: each node logs which channels the others announced (see interestKnown).
+    o.daemonArgs = {"--nats", cluster_->url(i), "--node", nodeName(i), "--log-level", "debug"};
     o.daemonArgs.insert(o.daemonArgs.end(), extraArgs.begin(), extraArgs.end());
     auto s = std::make_unique<Scope>(o);
     nodes_[i] = std::move(s);
@@ -57,6 +58,25 @@ class FederationFixture : public ::testing::Test {
           for (auto& [i, s] : nodes_)
             for (auto& [j, t] : nodes_)
               if (i != j && s->daemon().log().find("node " + nodeName(j) + " joined") == std::string::npos) return false;
+          return true;
+        },
+        timeout);
+  }
+
+  /// Every running node knows that each other running node with an object of `channel` has one
+  /// (it logged "node <n> wants '<channel>'"): posts made from now on are published to them.
+  /// DESIGN §16: a remote object is a destination once its node announced it (within 1 s).
+  bool interestKnown(const std::string& channel, std::chrono::milliseconds timeout = 10000ms) {
+    return eventually(
+        [&] {
+          for (auto& [j, holder] : nodes_) {
+            if (!holder->daemon().process().running() || holder->daemon().log().find("channel '" + channel + "' opened") == std::string::npos)
+              continue;
+            for (auto& [i, s] : nodes_)
+              if (i != j && s->daemon().process().running() &&
+                  s->daemon().log().find("node " + nodeName(j) + " wants '" + channel + "'") == std::string::npos)
+                return false;
+          }
           return true;
         },
         timeout);

@@ -140,6 +140,9 @@ struct Counters {
   // Federation: messages of ours (posts, almost always: a burst on one channel) that went out
   // packed with others in one NATS message; kept up to date with each post and announcement.
   uint64_t federationBundled = 0;
+  // Federation: posts of ours not published because no other node had an object of their
+  // channel (its announced interest); they are no gap for anyone.
+  uint64_t federationLocalOnly = 0;
   // Federation: requests about clients sent to / served for other nodes, and those unanswered.
   uint64_t federationRequestsOut = 0, federationRequestsIn = 0, federationTimeouts = 0;
   Value toValue() const;

@@ -425,6 +425,7 @@ Value Counters::toValue() const {
                      {"federationRejected", int64_t(federationRejected)},
                      {"federationDisconnects", int64_t(federationDisconnects)},
                      {"federationBundled", int64_t(federationBundled)},
+                     {"federationLocalOnly", int64_t(federationLocalOnly)},
                      {"federationRequestsOut", int64_t(federationRequestsOut)},
                      {"federationRequestsIn", int64_t(federationRequestsIn)},
                      {"federationTimeouts", int64_t(federationTimeouts)}});

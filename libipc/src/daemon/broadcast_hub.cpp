@@ -41,6 +41,7 @@ Result<BroadcastHub::Channel*> BroadcastHub::channel(const ChannelName& name) {
   core::log().info("channel '{}' opened (ring {} bytes)", name.str(), ch->capacity);
   Channel* raw = ch.get();
   channels_.emplace(name, std::move(ch));
+  if (channelObserver_) channelObserver_(name, true);
   return raw;
 }
 
@@ -49,6 +50,7 @@ void BroadcastHub::maybeDrop(const ChannelName& name) {
   if (it == channels_.end() || !it->second->members.empty() || !it->second->local.empty()) return;
   core::log().info("channel '{}' closed (last member left)", name.str());
   channels_.erase(it);
+  if (channelObserver_) channelObserver_(name, false);
 }
 
 const BroadcastHub::Channel* BroadcastHub::find(const ChannelName& name) const {
@@ -56,9 +58,19 @@ const BroadcastHub::Channel* BroadcastHub::find(const ChannelName& name) const {
   return it == channels_.end() ? nullptr : it->second.get();
 }
 
+std::vector<ChannelName> BroadcastHub::channelNames() const {
+  std::vector<ChannelName> out;
+  out.reserve(channels_.size());
+  for (const auto& [name, ch] : channels_) out.push_back(name);
+  return out;
+}
+
 void BroadcastHub::clear() {
+  auto names = channelNames();
   channels_.clear();
   members_.clear();
+  if (channelObserver_)
+    for (const auto& name : names) channelObserver_(name, false);
 }
 
 // ------------------------------------------------------------------------------------------------ publish

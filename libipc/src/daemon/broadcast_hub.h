@@ -112,6 +112,12 @@ class BroadcastHub final : public detail::BroadcastHub {
   /// wrote. It runs inside the post, on the loop: it must only queue.
   using PostObserver = std::function<void(const ChannelName& name, const uint8_t* envelope, size_t bytes)>;
   void onLocalPost(PostObserver fn) { postObserver_ = std::move(fn); }
+  /// Sees each channel appear (its first object is joining) and go (its last object left, or
+  /// every channel at clear()): which channels this node has objects of. On the loop.
+  using ChannelObserver = std::function<void(const ChannelName& name, bool open)>;
+  void onChannel(ChannelObserver fn) { channelObserver_ = std::move(fn); }
+  /// The channels open here (with at least one object, or one joining), in no order.
+  std::vector<ChannelName> channelNames() const;
   /// A post from another node: into `name`'s ring and to its service-worker objects, as a post
   /// from none of the objects here. False when no object of `name` is open here, or (then
   /// reported as one missed post) it is larger than a record of this node's ring.
@@ -171,6 +177,7 @@ class BroadcastHub final : public detail::BroadcastHub {
 
   Sink& sink_;
   PostObserver postObserver_;  // federation: posts that originate here
+  ChannelObserver channelObserver_;  // federation: which channels this node has objects of
   const std::string* remoteNode_ = nullptr;  // while injectRemote() publishes: the node it came from
   Config config_;
   const TypeRegistry& types_;

@@ -23,7 +23,13 @@ Result<void> FederationFeature::start(daemon::FeatureHost& host) {
   subjects_ = subjectsFor(opts.scope);
   sent_.clear();
   peers_.clear();
+  wanted_.clear();
+  wantAll_ = 0;
+  announceSoon_ = false;
   tracker_ = SequenceTracker{};
+  interest_.clear();
+  for (auto& name : hub_->channelNames()) interest_.insert(std::move(name));
+  alive_ = std::make_shared<bool>(true);
 
   NatsLink::Options lo;
   lo.servers = fed.natsServers;
@@ -37,6 +43,7 @@ Result<void> FederationFeature::start(daemon::FeatureHost& host) {
   link_ = NatsLink::start(host.loop(), std::move(lo), std::move(ev));
   bundledSeen_ = 0;
   hub_->onLocalPost([this](const ChannelName& name, const uint8_t* env, size_t bytes) { localPost(name, env, bytes); });
+  hub_->onChannel([this](const ChannelName& name, bool open) { localChannel(name, open); });
   timer_ = host.loop().addTimer(deadlineIn(HEARTBEAT_INTERVAL), [this] { tick(); });
   timerArmed_ = true;
   return {};
@@ -45,6 +52,8 @@ Result<void> FederationFeature::start(daemon::FeatureHost& host) {
 void FederationFeature::stop() {
   if (!host_) return;
   hub_->onLocalPost(nullptr);
+  hub_->onChannel(nullptr);
+  alive_.reset();  // an announcement posted to the loop does nothing now
   if (timerArmed_) host_->loop().cancelTimer(timer_);
   timerArmed_ = false;
   link_.reset();  // closes the connection, joins the sender; no callback after this
@@ -57,6 +66,10 @@ void FederationFeature::stop() {
 
 void FederationFeature::localPost(const ChannelName& name, const uint8_t* envelope, size_t bytes) {
   if (name.size() > MAX_CHANNEL_NAME) return;
+  if (!wanted(name)) {  // no other node has an object of it: not part of any node's stream
+    ++host_->counters().federationLocalOnly;
+    return;
+  }
   auto& sent = sent_[name];
   if (sent.subject.empty()) sent.subject = subjects_.bcFor(name);
   const uint64_t seq = ++sent.seq;
@@ -81,6 +94,51 @@ void FederationFeature::syncBundled() {
   bundledSeen_ = now;
 }
 
+void FederationFeature::localChannel(const ChannelName& name, bool open) {
+  if (name.size() > MAX_CHANNEL_NAME) return;  // never published either
+  const bool changed = open ? interest_.insert(name).second : interest_.erase(name) > 0;
+  if (!changed || announceSoon_) return;
+  // After the current loop turn: a page opening a hundred channels costs one announcement.
+  announceSoon_ = true;
+  host_->loop().post([this, alive = std::weak_ptr<bool>(alive_)] {
+    if (alive.expired() || !host_) return;
+    announceSoon_ = false;
+    announce();
+  });
+}
+
+void FederationFeature::setInterest(const std::string& node, std::optional<std::vector<ChannelName>> interest) {
+  Peer& peer = peers_[node];
+  std::optional<std::set<ChannelName>> next;
+  if (interest) next.emplace(std::make_move_iterator(interest->begin()), std::make_move_iterator(interest->end()));
+  if (peer.announced && next == peer.interest) return;
+  if (peer.announced) {  // the old set out of the counts
+    if (!peer.interest) {
+      --wantAll_;
+    } else {
+      for (const auto& name : *peer.interest)
+        if (auto it = wanted_.find(name); it != wanted_.end() && --it->second == 0) wanted_.erase(it);
+    }
+  }
+  if (!next) {
+    ++wantAll_;
+  } else {
+    for (const auto& name : *next) ++wanted_[name];
+  }
+  // What changed, for whoever follows along (tests wait on these lines).
+  if (!next) {
+    core::log().debug("federation: node {} wants every channel", node);
+  } else {
+    for (const auto& name : *next)
+      if (!peer.interest || !peer.interest->count(name)) core::log().debug("federation: node {} wants '{}'", node, name.str());
+    if (peer.interest)
+      for (const auto& name : *peer.interest)
+        if (!next->count(name)) core::log().debug("federation: node {} no longer wants '{}'", node, name.str());
+  }
+  peer.interest = std::move(next);
+  peer.announced = true;
+}
+
 void FederationFeature::announce() {
   Heartbeat hb;
   hb.node = node_;
@@ -88,6 +146,7 @@ void FederationFeature::announce() {
   hb.intervalMs = static_cast<uint32_t>(HEARTBEAT_INTERVAL.count());
   hb.marks.reserve(sent_.size());
   for (const auto& [name, sent] : sent_) hb.marks.emplace_back(name, sent.seq);
+  hb.interest.emplace(interest_.begin(), interest_.end());
   syncBundled();
   std::string text = encodeHeartbeat(hb);
   (void)link_->tryPublish(subjects_.nodes, text);
@@ -153,6 +212,7 @@ void FederationFeature::onHeartbeat(std::span<const uint8_t> data) {
   peer.alive = true;
   peer.epoch = hb->epoch;
   peer.lastHeard = Clock::now();
+  setInterest(hb->node, std::move(hb->interest));
   for (const auto& [channel, seq] : hb->marks)
     if (uint64_t missed = tracker_.onMark(hb->node, hb->epoch, channel, seq)) reportGap(hb->node, channel, missed);
   tracker_.heartbeatDone(hb->node, hb->epoch);

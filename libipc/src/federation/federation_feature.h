@@ -4,8 +4,15 @@
 // - Node: announces itself every second on swipc.<scope>.node (its name, its epoch, its
 //   high-water mark per channel) and watches the others' announcements; a node silent for 3 s is
 //   gone. Both kinds of change, and every connection transition, are logged.
-// - BroadcastChannel: every post that originates here (daemon/broadcast_hub's post observer) is
-//   published with (node, epoch, per-channel seq); a post from another node is written into the
+// - Interest: each announcement also lists the channels this node has objects of (sent at once
+//   when that set changes, else every second). A post that originates here is published only when
+//   some other node announced its channel (DESIGN §16: a remote object is a destination once its
+//   node announced it, within 1 s of its open), so a channel used on one node costs nothing over
+//   NATS. A node's interest stays until it announces another set or restarts, also while it is
+//   silent: a node cut off from NATS still learns the posts it missed as lapped.
+// - BroadcastChannel: every post that originates here (daemon/broadcast_hub's post observer), of a
+//   channel some other node wants, is published with (node, epoch, per-channel seq, counting
+//   published posts only); a post from another node is written into the
 //   local channel's ring (BroadcastHub::injectRemote) when the channel has an object here. Posts
 //   another node made that never arrived (NATS dropped them, a node was cut off) are counted by
 //   the SequenceTracker and reach the local objects as lapped(missed) (reportRemoteGap). Local
@@ -80,6 +87,11 @@ class FederationFeature final : public daemon::Feature {
 
  private:
   void localPost(const ChannelName& name, const uint8_t* envelope, size_t bytes);
+  /// A channel appeared here or went: announce the new interest soon (once per loop turn).
+  void localChannel(const ChannelName& name, bool open);
+  /// Another node's announced interest (nullopt: it does not say, so it wants every channel).
+  void setInterest(const std::string& node, std::optional<std::vector<ChannelName>> interest);
+  bool wanted(const ChannelName& name) const { return wantAll_ > 0 || wanted_.count(name) > 0; }
   /// Brings the federationBundled counter up to the link's count.
   void syncBundled();
   void onMessage(std::string_view subject, std::span<const uint8_t> data);
@@ -119,8 +131,15 @@ class FederationFeature final : public daemon::Feature {
     uint64_t epoch = 0;
     Clock::time_point lastHeard;
     bool alive = false;
+    bool announced = false;                         // its interest is in the counts below
+    std::optional<std::set<ChannelName>> interest;  // nullopt: every channel
   };
   std::map<std::string, Peer> peers_;
+  std::set<ChannelName> interest_;            // the channels this node has objects of
+  std::map<ChannelName, size_t> wanted_;      // channel -> other nodes that announced it
+  size_t wantAll_ = 0;                        // other nodes that want every channel
+  bool announceSoon_ = false;                 // an announcement is posted to the loop
+  std::shared_ptr<bool> alive_;               // while started: what a posted announcement checks
   LocalClients local_;
   struct Pending {
     ClientsRequest::Kind kind = ClientsRequest::Kind::MATCH_ALL;

@@ -219,13 +219,27 @@ Result<void> JsQueue::setup() {
     cfg.Replicas = replicas_;
     cfg.AllowRollup = true;  // kvStore_Purge
     cfg.DenyDelete = false;
-    cfg.AllowDirect = true;
+    // Reads go to the stream's leader: a direct get may be answered by any replica, and
+    // nats-server 2.9.10 can answer one stale after a restart (nats-server#4162). A coalescing
+    // register trusts its read of the registration.
+    cfg.AllowDirect = false;
     cfg.Discard = js_DiscardNew;
     jsStreamInfo* si = nullptr;
     jsErrCode code = static_cast<jsErrCode>(0);
     natsStatus s = js_AddStream(&si, js_, &cfg, nullptr, &code);
     if (si) jsStreamInfo_Destroy(si);
     if (s != NATS_OK && code != JSStreamNameExistErr) return natsError("key-value bucket " + bucket_, s, code);
+    // A bucket made before (by an older build, or libnats' js_CreateKeyValue) denies deletes, and
+    // the server never lets that be undone: its done entries are purged (a marker each).
+    si = nullptr;
+    if (js_GetStreamInfo(&si, js_, kvStream.c_str(), nullptr, nullptr) == NATS_OK && si) {
+      denyDeletes_ = si->Config->DenyDelete;
+      jsStreamInfo_Destroy(si);
+    }
+    if (denyDeletes_)
+      core::log().warn("background sync: bucket {} denies deletes (made by an older build): done entries are purged, "
+                       "which leaves a marker each",
+                       bucket_);
     s = js_KeyValue(&kv_, js_, bucket_.c_str());
     if (s != NATS_OK) {
       kv_ = nullptr;
@@ -282,6 +296,9 @@ Result<std::optional<uint64_t>> JsQueue::put(const std::string& h, const JsRecor
                                : kvStore_Update(&rev, kv_, key.c_str(), value.data(), static_cast<int>(value.size()), revision);
   if (s == NATS_OK) return std::optional<uint64_t>{rev};
   if (lostRace(s)) return std::optional<uint64_t>{};
+  // Timed out: the write may have been stored. Said as TIMEOUT even while reconnecting, so that
+  // callers keep what the write needs (natsError would say Disconnected then).
+  if (s == NATS_TIMEOUT) return makeError(Errc::TIMEOUT, natsError("write " + key, s).message);
   return natsError("write " + key, s);
 }
 
@@ -369,12 +386,20 @@ Result<void> JsQueue::removeEntry(const JsEntry& entry) {
   // A bucket is the stream KV_<bucket>; an entry's revision is its sequence there. kvStore_Purge
   // would leave a marker per entry for ever, and every later read of the tag would wade through them.
   const std::string kvStream = "KV_" + bucket_;
+  if (denyDeletes_) {
+    natsStatus s = kvStore_Purge(kv_, entry.key.c_str(), nullptr);
+    if (s != NATS_OK) return natsError("purge entry " + entry.key, s);
+    return {};
+  }
   jsErrCode code = static_cast<jsErrCode>(0);
   natsStatus s = js_DeleteMsg(js_, kvStream.c_str(), entry.seq, nullptr, &code);
-  if (s == NATS_OK || code == JSNoMessageFoundErr || code == JSSequenceNotFoundErr) return {};
-  if (code == JSStreamMsgDeleteFailed) {  // a bucket made elsewhere that denies deletes: purge
-    s = kvStore_Purge(kv_, entry.key.c_str(), nullptr);
-    if (s == NATS_OK) return {};
+  if (s == NATS_OK || code == JSSequenceNotFoundErr) return {};
+  // 10057 is any failure of the store's delete, "no message found" (already deleted, or below
+  // the stream's first sequence; nats-server 2.9's words) among them: that one is done.
+  if (code == JSStreamMsgDeleteFailed) {
+    const char* text = nats_GetLastError(nullptr);
+    const std::string_view t = text ? text : "";
+    if (t.find("no message found") != t.npos || t.find("not found") != t.npos) return {};
   }
   return natsError("delete entry " + entry.key + " (seq " + std::to_string(entry.seq) + ")", s, code);
 }

@@ -121,7 +121,7 @@ class JsQueue {
   /// Deletes one entry (done, or dropped with its tag) by its sequence in the bucket's stream, so
   /// that no purge marker stays behind. An entry already gone is not an error.
   Result<void> removeEntry(const JsEntry& entry);
-  /// Messages the bucket holds: registrations, entries and any markers (for tests and swctl).
+  /// Messages the bucket holds: registrations, entries and any markers (for tests).
   Result<uint64_t> storedMessages();
 
   /// Waits up to `timeout` for at most `batch` tokens (on the fetch thread). An empty list when
@@ -143,6 +143,7 @@ class JsQueue {
   natsSubscription* sub_ = nullptr;
   int replicas_ = 0;
   int replicaRefusals_ = 0;  // times the cluster refused 3 replicas
+  bool denyDeletes_ = false;  // the bucket was made denying deletes: entries are purged instead
   uint64_t entryCounter_ = 0;
   uint64_t tokenCounter_ = 0;
   uint64_t entryPrefix_ = 0;  // random per process: entry ids never collide across nodes

@@ -92,9 +92,8 @@ Result<void> JsEvent::done(uint64_t seq) {
   entry.seq = seq;
   entry.key = it->second;
   side->forgetEntry(tagKey(tag_), entry.key);
-  side->shared->enqueue([shared = side->shared, entry = std::move(entry)] {
-    if (auto r = shared->q.removeEntry(entry); !r) core::log().warn("background sync: entry done: {}", r.error().describe());
-  }, milliseconds(0), true);
+  side->shared->enqueue([shared = side->shared, id = id_, entry = std::move(entry)] { shared->entryDone(id, entry); },
+                        milliseconds(0), true);
   keys_.erase(it);
   ++progress_;
   return {};

@@ -119,6 +119,8 @@ struct JetStreamSync::Shared {
     uint64_t token = 0;
     uint64_t delivery = 0;
     int settleTries = 0;
+    uint64_t givenMax = 0;            // the highest seq among the entries it was given
+    std::vector<JsEntry> undeleted;   // entries done whose delete failed: the settle retries them
   };
   std::map<uint64_t, Firing> firing;
   uint64_t nextEvent = 1;
@@ -151,6 +153,8 @@ struct JetStreamSync::Shared {
   /// `left`: the event's entries not done (seq and key): what stays queued, or what goes with
   /// the tag when it gave up. Entries registered while it ran made it `refire`.
   void settle(uint64_t id, sync::SyncOutcome outcome, uint64_t progress, std::vector<JsEntry> left);
+  /// Deletes an entry event `id` marked done; a failure is kept for its settle to retry.
+  void entryDone(uint64_t id, const JsEntry& entry);
   void registerTag(const std::string& tag, const std::optional<Value>& data, Done done);
 };
 

@@ -230,6 +230,7 @@ void JetStreamSync::Shared::registerTag(const std::string& tag, const std::optio
       next.tag = tag;
       next.order = nowNs();
       next.gen = *got ? rec.gen + 1 : 1;
+      next.floor = *got ? rec.floor : 0;  // entries of earlier lives stay dropped
     } else if (rec.state == "pending") {
       return answer(Result<void>{}, h, rec, rev, entryKey);  // coalesced: its token is on its way
     } else if (rec.state == "waiting") {
@@ -245,6 +246,7 @@ void JetStreamSync::Shared::registerTag(const std::string& tag, const std::optio
       if (auto p = q.publishToken(h, next.gen); !p) return refused(p.error());
     }
     auto put = q.put(h, next, *got ? rev : 0);
+    // A write that timed out may have been stored (JsQueue::put says TIMEOUT then, connected or not).
     if (!put) return put.error().code == Errc::TIMEOUT ? answer(put.error()) : refused(put.error());
     if (*put) return answer(Result<void>{}, h, next, **put, entryKey);
   }
@@ -338,7 +340,9 @@ void JetStreamSync::Shared::takeToken(natsMsg* msg, SteadyClock::time_point fetc
       return true;
     });
     const uint64_t id = nextEvent++;
-    firing[id] = Firing{msg, tok->h, next.gen, streamSeq, delivery, 0};
+    Firing f{msg, tok->h, next.gen, streamSeq, delivery, 0, 0, {}};
+    for (const auto& e : *entries) f.givenMax = std::max(f.givenMax, e.seq);
+    firing[id] = std::move(f);
     core::log().info("background sync: firing '{}' here (attempt {}, {} entries, token {})", rec.tag,
                      next.attempts + 1, entries->size(), streamSeq);
     enqueue([this, id] { keepAlive(id); }, ackWait() / 3);
@@ -350,6 +354,15 @@ void JetStreamSync::Shared::takeToken(natsMsg* msg, SteadyClock::time_point fetc
     return;
   }
   later(0);
+}
+
+void JetStreamSync::Shared::entryDone(uint64_t id, const JsEntry& entry) {
+  auto r = q.removeEntry(entry);
+  if (r) return;
+  auto it = firing.find(id);
+  core::log().warn("background sync: entry done: {}{}", r.error().describe(),
+                   it != firing.end() ? " (the event's settle tries again)" : "");
+  if (it != firing.end()) it->second.undeleted.push_back(entry);
 }
 
 void JetStreamSync::Shared::keepAlive(uint64_t id) {
@@ -381,6 +394,12 @@ void JetStreamSync::Shared::settle(uint64_t id, sync::SyncOutcome outcome, uint6
     core::log().warn("background sync: settling event {}: {} (again in 1 s)", id, e.describe());
     enqueue([this, id, outcome, progress, left] { settle(id, outcome, progress, left); }, milliseconds(1000), true);
   };
+  // Entries done whose delete failed (a leader election): deleted before anything is settled, so
+  // that a settle never leaves a done entry behind to be handed out again.
+  while (!f.undeleted.empty()) {
+    if (auto r = q.removeEntry(f.undeleted.back()); !r) return again(r.error());
+    f.undeleted.pop_back();
+  }
   for (int tries = 0; tries < 20; ++tries) {
     auto got = q.get(f.h);
     if (!got) return again(got.error());
@@ -408,6 +427,7 @@ void JetStreamSync::Shared::settle(uint64_t id, sync::SyncOutcome outcome, uint6
       if (left.empty()) {
         next.state = "removed";
         next.attempts = 0;
+        next.floor = std::max(next.floor, f.givenMax);  // whatever it was given is over
       } else if (progress > 0) {
         next.state = "pending";
         next.attempts = 0;
@@ -430,6 +450,7 @@ void JetStreamSync::Shared::settle(uint64_t id, sync::SyncOutcome outcome, uint6
         drop = left;
         next.state = "removed";
         next.attempts = n;
+        next.floor = std::max(next.floor, f.givenMax);
         for (const auto& e : drop) next.floor = std::max(next.floor, e.seq);
       }
     }

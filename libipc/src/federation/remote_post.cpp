@@ -70,7 +70,13 @@ Result<RemotePost> decodeRemotePost(const uint8_t* data, size_t bytes) {
 std::string encodeHeartbeat(const Heartbeat& hb) {
   nlohmann::json marks = nlohmann::json::array();
   for (const auto& [name, seq] : hb.marks) marks.push_back({toHex(name.str()), seq});
-  return nlohmann::json{{"node", hb.node}, {"epoch", hb.epoch}, {"intervalMs", hb.intervalMs}, {"marks", marks}}.dump();
+  nlohmann::json j{{"node", hb.node}, {"epoch", hb.epoch}, {"intervalMs", hb.intervalMs}, {"marks", marks}};
+  if (hb.interest) {
+    nlohmann::json interest = nlohmann::json::array();
+    for (const auto& name : *hb.interest) interest.push_back(toHex(name.str()));
+    j["interest"] = std::move(interest);
+  }
+  return j.dump();
 }
 
 Result<Heartbeat> decodeHeartbeat(std::string_view text) {
@@ -95,6 +101,16 @@ Result<Heartbeat> decodeHeartbeat(std::string_view text) {
     auto name = fromHex(m[0].get<std::string>());
     if (!name || name->size() > MAX_CHANNEL_NAME) return bad("malformed channel in a mark");
     hb.marks.emplace_back(ChannelName(std::move(*name)), m[1].get<uint64_t>());
+  }
+  if (auto interest = j.find("interest"); interest != j.end()) {
+    if (!interest->is_array()) return bad("interest is not a list");
+    hb.interest.emplace();
+    for (const auto& c : *interest) {
+      if (!c.is_string()) return bad("malformed channel in interest");
+      auto name = fromHex(c.get<std::string>());
+      if (!name || name->size() > MAX_CHANNEL_NAME) return bad("malformed channel in interest");
+      hb.interest->emplace_back(std::move(*name));
+    }
   }
   return hb;
 }

@@ -86,12 +86,15 @@ std::vector<uint8_t> encodeRemotePost(std::string_view node, uint64_t epoch, con
 /// envelope); PROTOCOL_VIOLATION naming the step that failed.
 Result<RemotePost> decodeRemotePost(const uint8_t* data, size_t bytes);
 
-/// A node's heartbeat: who it is and its high-water mark per channel.
+/// A node's heartbeat: who it is, its high-water mark per channel, and the channels it has
+/// objects of (its interest: the others publish only those channels' posts). A heartbeat with no
+/// "interest" (a node that does not say) wants every channel.
 struct Heartbeat {
   std::string node;
   uint64_t epoch = 0;
   uint32_t intervalMs = 0;
   std::vector<std::pair<ChannelName, uint64_t>> marks;
+  std::optional<std::vector<ChannelName>> interest;
 };
 std::string encodeHeartbeat(const Heartbeat& hb);
 Result<Heartbeat> decodeHeartbeat(std::string_view text);

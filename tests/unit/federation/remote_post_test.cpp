@@ -78,6 +78,34 @@ TEST(RemotePostTest, HeartbeatRejectsMalformedJson) {
   EXPECT_FALSE(decodeHeartbeat(R"({"node":"n1","epoch":1,"intervalMs":1,"marks":[["61",-1]]})"));
 }
 
+TEST(RemotePostTest, HeartbeatCarriesInterestOrSaysNothing) {
+  Heartbeat hb;
+  hb.node = "n1";
+  hb.epoch = 7;
+  hb.intervalMs = 1000;
+  hb.interest = std::vector<ChannelName>{ChannelName("chat"), ChannelName(""), ChannelName(std::string("\0>", 2))};
+  auto sut = decodeHeartbeat(encodeHeartbeat(hb));
+  ASSERT_TRUE(sut) << sut.error().describe();
+  EXPECT_EQ(sut->interest, hb.interest);
+  hb.interest = std::vector<ChannelName>{};  // no objects at all: wants nothing
+  sut = decodeHeartbeat(encodeHeartbeat(hb));
+  ASSERT_TRUE(sut && sut->interest);
+  EXPECT_TRUE(sut->interest->empty());
+  // A node that does not say (another build) wants every channel.
+  sut = decodeHeartbeat(R"({"node":"n1","epoch":1,"intervalMs":1,"marks":[]})");
+  ASSERT_TRUE(sut);
+  EXPECT_FALSE(sut->interest.has_value());
+}
+
+TEST(RemotePostTest, HeartbeatRejectsMalformedInterest) {
+  const std::string head = R"({"node":"n1","epoch":1,"intervalMs":1,"marks":[],"interest":)";
+  EXPECT_FALSE(decodeHeartbeat(head + R"("61"})"));
+  EXPECT_FALSE(decodeHeartbeat(head + R"([1]})"));
+  EXPECT_FALSE(decodeHeartbeat(head + R"(["zz"]})"));
+  EXPECT_FALSE(decodeHeartbeat(head + "[\"" + std::string(2 * (MAX_CHANNEL_NAME + 1), 'a') + "\"]}"));
+  EXPECT_TRUE(decodeHeartbeat(head + R"(["61"]})"));
+}
+
 TEST(RemotePostTest, SubjectsAreNatsTokensForAnyScopeAndChannel) {
   auto sut = subjectsFor("my.app-1");
   EXPECT_EQ(sut.nodes, "swipc.my~app-1.node");
