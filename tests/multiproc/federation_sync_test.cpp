@@ -340,6 +340,52 @@ TEST_F(FederationSyncTest, OneNatsServerKilledSyncGoesOnOnTheOthers) {
         << node(0).daemon().log();
 }
 
+// Registrations wait for JetStream in a bounded queue (JetStreamSync::MAX_PENDING_REGISTERS,
+// 4096). With every NATS server frozen (SIGSTOP: connections stay open, nothing answers) a page's
+// flood of registers fills it, and those past it are QueueFull at once; the daemon's loop is not
+// held up meanwhile (getTags answers from the mirror). Then the servers die: every register gets
+// exactly one answer, and none is ok (nothing is acknowledged that is not in JetStream).
+TEST_F(FederationSyncTest, RegistersPastTheBoundAreQueueFullAtOnceAndEachIsAnsweredOnce) {
+  startCluster({"--connectivity", "manual", "--offline"});
+  auto& page = node(0).page();
+  for (size_t i = 0; i < 3; ++i) ASSERT_TRUE(cluster_->pause(i));
+  constexpr int N = 4096 + 600;
+  for (int i = 0; i < N; ++i) page.send({{"op", "sync.register"}, {"id", i}, {"tag", "flood"}, {"data", i}});
+  auto isAnswer = [](const json& e) {
+    return e.contains("id") && e["id"].is_number_integer() && (e.value("event", "") == "ok" || e.value("event", "") == "error");
+  };
+  std::map<int, std::vector<json>> answers;
+  auto take = [&](std::chrono::milliseconds timeout) {
+    auto e = page.waitFor(isAnswer, timeout);
+    if (e) answers[(*e)["id"].get<int>()].push_back(*e);
+    return e.has_value();
+  };
+  auto queueFull = [&] {
+    size_t n = 0;
+    for (const auto& [id, list] : answers)
+      for (const auto& a : list) n += a.value("name", "") == "QueueFull";
+    return n;
+  };
+  const auto deadline = TestClock::now() + 30000ms;
+  while (queueFull() == 0 && TestClock::now() < deadline) take(1000ms);
+  ASSERT_GT(queueFull(), 0u) << answers.size() << " answers, none QueueFull\n" << node(0).daemon().log();
+  auto tags = page.call({{"op", "sync.getTags"}}, 3000ms);
+  EXPECT_TRUE(tags && (*tags)["event"] == "ok") << (tags ? tags->dump() : "no answer while JetStream is frozen");
+
+  for (size_t i = 0; i < 3; ++i) ASSERT_TRUE(cluster_->kill(i));
+  const auto end = TestClock::now() + 90000ms;
+  while (answers.size() < static_cast<size_t>(N) && TestClock::now() < end) take(1000ms);
+  ASSERT_EQ(answers.size(), static_cast<size_t>(N)) << "registers left unanswered";
+  std::map<std::string, int> names;
+  for (const auto& [id, list] : answers) {
+    EXPECT_EQ(list.size(), 1u) << "register " << id << " answered " << list.size() << " times";
+    EXPECT_EQ(list[0]["event"], "error") << list[0].dump();
+    ++names[list[0].value("name", "")];
+  }
+  EXPECT_EQ(names.count(""), 0u);  // every refusal is named
+  EXPECT_FALSE(take(500ms)) << "an answer more";
+}
+
 // NATS gone entirely: a registration cannot be committed and says so (Disconnected), instead
 // of an ok for something that is nowhere.
 TEST_F(FederationSyncTest, RegisteringWithNatsDownIsDisconnected) {

@@ -161,6 +161,16 @@ bool NatsCluster::kill(size_t i) {
   return gone;
 }
 
+bool NatsCluster::pause(size_t i) {
+  auto& p = servers_.at(i).proc;
+  return p && p->stop();
+}
+
+bool NatsCluster::resume(size_t i) {
+  auto& p = servers_.at(i).proc;
+  return p && p->resume();
+}
+
 bool NatsCluster::restart(size_t i, std::chrono::milliseconds timeout) {
   if (running(i)) kill(i);
   spawn(i);

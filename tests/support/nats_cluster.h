@@ -38,6 +38,9 @@ class NatsCluster {
   /// routes to the other running servers.
   bool restart(size_t i, std::chrono::milliseconds timeout = 20000ms);
   bool running(size_t i);
+  /// SIGSTOP / SIGCONT server i: its clients' connections stay open and get no answers.
+  bool pause(size_t i);
+  bool resume(size_t i);
   /// Server i has a route to each of the other `expected` servers (its /routez says so).
   bool routed(size_t i, size_t expected) const;
   /// Every server's stderr (for failure messages).
