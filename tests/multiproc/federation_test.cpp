@@ -142,6 +142,10 @@ TEST_F(FederationTest, AChannelUsedOnOneNodeOnlyStaysOffNatsUntilAnotherNodeOpen
   auto& p1 = node(0).page();
   auto& local = node(0).page();
   auto& p2 = node(1).page();
+  // Right after connecting, a node publishes every channel until the others' announcements came.
+  ASSERT_TRUE(eventually([&] {
+    return node(0).daemon().log().find("publishing by the other nodes' announced interest") != std::string::npos;
+  }, 10000ms));
   open(p1, "s", "solo");
   open(local, "s", "solo");
   constexpr int N = 100;
@@ -277,6 +281,13 @@ TEST_F(FederationTest, NatsDownEntirelyEachNodeKeepsWorkingLocallyAndRecovers) {
   auto cut = ask(a, {{"type", "POST_TO"}, {"id", remoteId}, {"data", 1}});
   EXPECT_EQ(cut["delivered"], false) << cut.dump();
   EXPECT_EQ(cut["error"]["name"], "Disconnected") << cut.dump();
+  // A channel the other node opens while NATS is down: this node cannot hear of it, so while it
+  // is cut off it numbers the posts of every channel, and the other node learns these as lapped
+  // too (were they left unnumbered as "no other node wants it", their loss would be silent).
+  open(remote, "late", "late");
+  open(a, "late", "late");
+  constexpr int M = 7;
+  for (int i = 0; i < M; ++i) post(a, "late", "a", i);
 
   // NATS returns: the daemons reconnect by themselves; the posts made while it was down reach
   // the other node as lapped with their count, and later posts arrive again.
@@ -290,6 +301,10 @@ TEST_F(FederationTest, NatsDownEntirelyEachNodeKeepsWorkingLocallyAndRecovers) {
   ASSERT_TRUE(collect(remote, "x", rr, [](const Received& r) { return r.missed >= N; }, 10000ms))
       << "missed " << rr.missed;
   EXPECT_EQ(rr.missed, uint64_t(N));
+  Received rl;
+  ASSERT_TRUE(collect(remote, "late", rl, [](const Received& r) { return r.missed >= M; }, 10000ms))
+      << "missed " << rl.missed;
+  EXPECT_EQ(rl.missed, uint64_t(M));
   post(a, "x", "a", N + 1);
   ASSERT_TRUE(collect(remote, "x", rr, [](const Received& r) { return r.messages.size() >= 2; }));
   EXPECT_EQ(seqFrom(rr, "a"), (std::vector<int>{0, N + 1}));
@@ -402,6 +417,7 @@ TEST_F(FederationTest, CountChannelIsAnsweredOnlyByTheNodeThePostWasMadeOn) {
   auto& p2 = node(1).page();
   open(p1, "c", "count-channel");
   open(p2, "c", "count-channel");
+  ASSERT_TRUE(interestKnown("count-channel"));
   p1.send({{"op", "bc.post"}, {"bc", "c"}, {"data", {{"type", "INCREASE_COUNT"}}}});
   // p2 sees the post itself and n1's answer; n2's service worker does not answer a post of n1.
   Received r2;

@@ -30,6 +30,9 @@ Result<void> FederationFeature::start(daemon::FeatureHost& host) {
   interest_.clear();
   for (auto& name : hub_->channelNames()) interest_.insert(std::move(name));
   alive_ = std::make_shared<bool>(true);
+  linkUp_ = false;
+  lastAnnounce_ = Clock::time_point{};
+  interestTooLarge_ = false;
 
   NatsLink::Options lo;
   lo.servers = fed.natsServers;
@@ -54,6 +57,9 @@ void FederationFeature::stop() {
   hub_->onLocalPost(nullptr);
   hub_->onChannel(nullptr);
   alive_.reset();  // an announcement posted to the loop does nothing now
+  // Leaving: the others stop publishing our channels to us (the link sends what it has queued).
+  interest_.clear();
+  if (link_) announce();
   if (timerArmed_) host_->loop().cancelTimer(timer_);
   timerArmed_ = false;
   link_.reset();  // closes the connection, joins the sender; no callback after this
@@ -97,10 +103,16 @@ void FederationFeature::syncBundled() {
 void FederationFeature::localChannel(const ChannelName& name, bool open) {
   if (name.size() > MAX_CHANNEL_NAME) return;  // never published either
   const bool changed = open ? interest_.insert(name).second : interest_.erase(name) > 0;
-  if (!changed || announceSoon_) return;
-  // After the current loop turn: a page opening a hundred channels costs one announcement.
+  if (changed) announceSoon();
+}
+
+void FederationFeature::announceSoon() {
+  if (announceSoon_) return;
+  // Coalesced and spaced: a page opening a hundred channels, or opening and closing one in a
+  // loop, costs one announcement per ANNOUNCE_SPACING at most.
   announceSoon_ = true;
-  host_->loop().post([this, alive = std::weak_ptr<bool>(alive_)] {
+  const auto due = std::max(Clock::now(), lastAnnounce_ + ANNOUNCE_SPACING);
+  host_->loop().addTimer(due, [this, alive = std::weak_ptr<bool>(alive_)] {
     if (alive.expired() || !host_) return;
     announceSoon_ = false;
     announce();
@@ -140,6 +152,7 @@ void FederationFeature::setInterest(const std::string& node, std::optional<std::
 }
 
 void FederationFeature::announce() {
+  lastAnnounce_ = Clock::now();
   Heartbeat hb;
   hb.node = node_;
   hb.epoch = epoch_;
@@ -149,6 +162,19 @@ void FederationFeature::announce() {
   hb.interest.emplace(interest_.begin(), interest_.end());
   syncBundled();
   std::string text = encodeHeartbeat(hb);
+  if (text.size() > MAX_HEARTBEAT_BYTES) {
+    // Too many channels to list: say nothing, so that the others publish every channel to us
+    // (what every node did before interest), rather than an announcement NATS would refuse.
+    hb.interest.reset();
+    text = encodeHeartbeat(hb);
+    if (!interestTooLarge_)
+      core::log().warn("federation: the list of {} channels with objects here is too long to announce ({} bytes): the "
+                       "other nodes publish every channel to this one",
+                       interest_.size(), text.size());
+    interestTooLarge_ = true;
+  } else {
+    interestTooLarge_ = false;
+  }
   (void)link_->tryPublish(subjects_.nodes, text);
 }
 
@@ -165,20 +191,33 @@ void FederationFeature::tick() {
   }
 }
 
+void FederationFeature::startGrace() {
+  linkUp_ = true;
+  graceUntil_ = Clock::now() + INTEREST_GRACE;
+  host_->loop().addTimer(graceUntil_, [this, alive = std::weak_ptr<bool>(alive_)] {
+    if (alive.expired() || !host_ || !linkUp_ || Clock::now() < graceUntil_) return;
+    core::log().debug("federation: publishing by the other nodes' announced interest from now on");
+  });
+}
+
 void FederationFeature::onState(NatsLink::State s, const std::string& url) {
   switch (s) {
     case NatsLink::State::CONNECTED:
       everConnected_ = true;
+      startGrace();
       core::log().info("federation: connected to NATS at {} (node {})", url, node_);
       break;
     case NatsLink::State::RECONNECTED:
+      startGrace();
       core::log().info("federation: reconnected to NATS at {} (node {})", url, node_);
       break;
     case NatsLink::State::DISCONNECTED:
+      linkUp_ = false;
       ++host_->counters().federationDisconnects;
       core::log().warn("federation: disconnected from NATS (node {}); local delivery goes on, reconnecting", node_);
       return;
     case NatsLink::State::CLOSED:
+      linkUp_ = false;
       core::log().warn("federation: NATS connection closed (node {})", node_);
       return;
   }
@@ -206,9 +245,13 @@ void FederationFeature::onHeartbeat(std::span<const uint8_t> data) {
   if (hb->node == node_) return;  // a namesake on another host: a configuration error
   auto [it, fresh] = peers_.try_emplace(hb->node);
   Peer& peer = it->second;
-  if (!peer.alive || peer.epoch != hb->epoch)
+  if (!peer.alive || peer.epoch != hb->epoch) {
     core::log().info("federation: node {} {} (epoch {})", hb->node, fresh ? "joined" : peer.alive ? "restarted" : "is back",
                      hb->epoch);
+    // It learns our interest and marks now, before any post we publish to it (one connection:
+    // in order), not at our next tick: its baseline for our channels comes from the marks.
+    announceSoon();
+  }
   peer.alive = true;
   peer.epoch = hb->epoch;
   peer.lastHeard = Clock::now();

@@ -51,6 +51,12 @@ class FederationFeature final : public daemon::Feature {
 
   /// How long a request to another node's clients waits for its answer.
   static constexpr std::chrono::milliseconds REMOTE_TIMEOUT{2000};
+  /// After a (re)connection, every channel is published this long (two announcements of the others).
+  static constexpr std::chrono::milliseconds INTEREST_GRACE{2500};
+  /// Announcements on a change of interest or a new peer are at least this far apart.
+  static constexpr std::chrono::milliseconds ANNOUNCE_SPACING{50};
+  /// An announcement larger than this leaves its interest out (NATS' default max_payload is 1 MiB).
+  static constexpr size_t MAX_HEARTBEAT_BYTES = 256 * 1024;
 
   /// This node's own clients, as the service worker's Clients API has them.
   struct LocalClients {
@@ -91,7 +97,16 @@ class FederationFeature final : public daemon::Feature {
   void localChannel(const ChannelName& name, bool open);
   /// Another node's announced interest (nullopt: it does not say, so it wants every channel).
   void setInterest(const std::string& node, std::optional<std::vector<ChannelName>> interest);
-  bool wanted(const ChannelName& name) const { return wantAll_ > 0 || wanted_.count(name) > 0; }
+  /// Whether a post of `name` is published (and numbered). Every channel is while this node
+  /// cannot know the others' interest: NATS down (the post is then a gap the others will see),
+  /// and for INTEREST_GRACE after each (re)connection, until their announcements came.
+  bool wanted(const ChannelName& name) const {
+    return wantAll_ > 0 || wanted_.count(name) > 0 || !linkUp_ || Clock::now() < graceUntil_;
+  }
+  /// Announces after the current loop turn, at most once per ANNOUNCE_SPACING.
+  void announceSoon();
+  /// Connected: every channel is published for INTEREST_GRACE (logged when that ends).
+  void startGrace();
   /// Brings the federationBundled counter up to the link's count.
   void syncBundled();
   void onMessage(std::string_view subject, std::span<const uint8_t> data);
@@ -140,6 +155,10 @@ class FederationFeature final : public daemon::Feature {
   size_t wantAll_ = 0;                        // other nodes that want every channel
   bool announceSoon_ = false;                 // an announcement is posted to the loop
   std::shared_ptr<bool> alive_;               // while started: what a posted announcement checks
+  bool linkUp_ = false;                       // connected to NATS (as the link last said)
+  Clock::time_point graceUntil_{};            // every channel is published until then
+  Clock::time_point lastAnnounce_{};
+  bool interestTooLarge_ = false;             // the last announcement left its interest out
   LocalClients local_;
   struct Pending {
     ClientsRequest::Kind kind = ClientsRequest::Kind::MATCH_ALL;

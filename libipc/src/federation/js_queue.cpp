@@ -232,10 +232,25 @@ Result<void> JsQueue::setup() {
     // A bucket made before (by an older build, or libnats' js_CreateKeyValue) denies deletes, and
     // the server never lets that be undone: its done entries are purged (a marker each).
     si = nullptr;
-    if (js_GetStreamInfo(&si, js_, kvStream.c_str(), nullptr, nullptr) == NATS_OK && si) {
-      denyDeletes_ = si->Config->DenyDelete;
-      jsStreamInfo_Destroy(si);
+    s = js_GetStreamInfo(&si, js_, kvStream.c_str(), nullptr, &code);
+    if (s != NATS_OK || !si) {
+      if (si) jsStreamInfo_Destroy(si);
+      return natsError("key-value bucket " + bucket_ + " (stream info)", s, code);
     }
+    denyDeletes_ = si->Config->DenyDelete;
+    if (si->Config->AllowDirect) {
+      // Made with direct gets (an older build, js_CreateKeyValue): reads go to the leader from
+      // now on, as in a bucket made here. The setting can be changed on a stream that exists.
+      si->Config->AllowDirect = false;
+      jsStreamInfo* updated = nullptr;
+      s = js_UpdateStream(&updated, js_, si->Config, nullptr, &code);
+      if (updated) jsStreamInfo_Destroy(updated);
+      if (s != NATS_OK)
+        core::log().warn("background sync: bucket {} answers reads from any replica and could not be changed ({}): a "
+                         "register may coalesce on a stale read",
+                         bucket_, natsError("", s, code).message);
+    }
+    jsStreamInfo_Destroy(si);
     if (denyDeletes_)
       core::log().warn("background sync: bucket {} denies deletes (made by an older build): done entries are purged, "
                        "which leaves a marker each",
@@ -393,13 +408,13 @@ Result<void> JsQueue::removeEntry(const JsEntry& entry) {
   }
   jsErrCode code = static_cast<jsErrCode>(0);
   natsStatus s = js_DeleteMsg(js_, kvStream.c_str(), entry.seq, nullptr, &code);
-  if (s == NATS_OK || code == JSSequenceNotFoundErr) return {};
+  if (s == NATS_OK || code == JSSequenceNotFoundErr || code == JSNoMessageFoundErr) return {};
   // 10057 is any failure of the store's delete, "no message found" (already deleted, or below
   // the stream's first sequence; nats-server 2.9's words) among them: that one is done.
   if (code == JSStreamMsgDeleteFailed) {
     const char* text = nats_GetLastError(nullptr);
     const std::string_view t = text ? text : "";
-    if (t.find("no message found") != t.npos || t.find("not found") != t.npos) return {};
+    if (t.find("no message found") != t.npos) return {};
   }
   return natsError("delete entry " + entry.key + " (seq " + std::to_string(entry.seq) + ")", s, code);
 }

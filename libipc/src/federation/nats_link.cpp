@@ -315,12 +315,13 @@ void NatsLink::Shared::runSender() {
   std::unique_lock lock(mu);
   while (true) {
     wake.wait(lock, [&] { return stopping || !queue.items.empty(); });
-    if (stopping) break;
+    const bool last = stopping;  // what was queued before the stop still goes (a leaving announcement)
     std::swap(batch, queue);  // `queue` takes the capacity of the batch before
     lock.unlock();
     publishBatch(batch);
     batch.clear();
     lock.lock();
+    if (last) break;
   }
   lock.unlock();
   if (nc) {
