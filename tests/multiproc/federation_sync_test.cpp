@@ -340,6 +340,44 @@ TEST_F(FederationSyncTest, OneNatsServerKilledSyncGoesOnOnTheOthers) {
         << node(0).daemon().log();
 }
 
+// A node runs at most JetStreamSync::MAX_IN_FLIGHT (64) events at once; the tokens past that
+// wait in JetStream until one settles, and every tag still runs exactly once. One online node,
+// 80 tags whose events take 6 s (long enough for 64 to start under ASan): the reports on
+// sync-log (one node, one channel, in order) never show more than 64 events started and not
+// done, and do show 64 at once.
+TEST_F(FederationSyncTest, ANodeRunsAtMost64EventsAtOnceAndTheRestAfterward) {
+  startCluster({"--connectivity", "manual", "--offline", "--sync-timeout-ms", "20000"});
+  auto& p1 = node(0).page();
+  auto& watcher = syncLogWatcher(2);
+  constexpr int TAGS = 80;
+  for (int i = 0; i < TAGS; ++i) ASSERT_NO_FATAL_FAILURE(registerTag(p1, "slow:6000:t" + std::to_string(i)));
+  ASSERT_EQ(ask(node(1).page(), {{"type", "SET_ONLINE"}, {"online", true}})["online"], true);
+  Received log;
+  auto done = [](const Received& r) {
+    size_t n = 0;
+    for (const auto& m : r.messages) n += m.value("type", "") == "SYNC_DONE";
+    return n;
+  };
+  ASSERT_TRUE(collect(watcher, "log", log, [&](const Received& r) { return done(r) >= TAGS; }, 90000ms))
+      << done(log) << " of " << TAGS << " done\n" << node(1).daemon().log();
+  int running = 0, most = 0;
+  std::map<std::string, int> ran;
+  for (const auto& m : log.messages) {
+    const std::string type = m.value("type", "");
+    if (type == "SYNC") {
+      most = std::max(most, ++running);
+      ++ran[m.value("tag", "")];
+    } else if (type == "SYNC_DONE") {
+      --running;
+      EXPECT_EQ(m["outcome"], "success") << m.dump();
+    }
+  }
+  EXPECT_LE(most, 64);
+  EXPECT_EQ(most, 64) << "the bound was never reached: the test shows nothing";
+  EXPECT_EQ(ran.size(), static_cast<size_t>(TAGS));
+  for (const auto& [tag, n] : ran) EXPECT_EQ(n, 1) << tag;
+}
+
 // Registrations wait for JetStream in a bounded queue (JetStreamSync::MAX_PENDING_REGISTERS,
 // 4096). With every NATS server frozen (SIGSTOP: connections stay open, nothing answers) a page's
 // flood of registers fills it, and those past it are QueueFull at once; the daemon's loop is not
