@@ -310,6 +310,33 @@ TEST_F(FederationTest, NatsDownEntirelyEachNodeKeepsWorkingLocallyAndRecovers) {
   EXPECT_EQ(seqFrom(rr, "a"), (std::vector<int>{0, N + 1}));
 }
 
+// The other node is the one cut off (its NATS server frozen) and opens a channel meanwhile: this
+// node cannot hear of it, so while that node is silent it publishes and numbers every channel,
+// and the other node gets those posts or learns them as lapped once it is back, never neither.
+TEST_F(FederationTest, PostsOnAChannelOpenedByANodeWhileItWasCutOffReachItOrAreLapped) {
+  startNode(0);
+  startNode(1);
+  ASSERT_TRUE(meshFormed());
+  auto& a = node(0).page();
+  auto& remote = node(1).page();
+  open(a, "y", "y");
+  ASSERT_TRUE(eventually([&] {  // past the grace after connecting: n1 publishes by interest
+    return node(0).daemon().log().find("publishing by the other nodes' announced interest") != std::string::npos;
+  }, 10000ms));
+  ASSERT_TRUE(cluster_->pause(1));  // n2's server
+  ASSERT_TRUE(eventually([&] {
+    return node(0).daemon().log().find("1 other node(s) silent: every channel is published") != std::string::npos;
+  }, 10000ms)) << node(0).daemon().log();
+  open(remote, "y", "y");
+  constexpr int M = 9;
+  for (int i = 0; i < M; ++i) post(a, "y", "a", i);
+  ASSERT_TRUE(cluster_->resume(1));
+  Received r;
+  ASSERT_TRUE(collect(remote, "y", r, [](const Received& x) { return x.messages.size() + x.missed >= M; }, 30000ms))
+      << r.messages.size() << " + " << r.missed << " lapped of " << M << "\n" << node(1).daemon().log();
+  EXPECT_EQ(r.messages.size() + r.missed, static_cast<uint64_t>(M));
+}
+
 // ------------------------------------------------------------------------------------------ clients
 
 TEST_F(FederationTest, MatchAllIncludeRemoteListsEveryLiveNodesClientsWithTheirNode) {

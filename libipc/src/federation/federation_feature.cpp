@@ -31,6 +31,8 @@ Result<void> FederationFeature::start(daemon::FeatureHost& host) {
   for (auto& name : hub_->channelNames()) interest_.insert(std::move(name));
   alive_ = std::make_shared<bool>(true);
   linkUp_ = false;
+  inGrace_ = false;
+  silentPeers_ = 0;
   lastAnnounce_ = Clock::time_point{};
   interestTooLarge_ = false;
 
@@ -57,9 +59,9 @@ void FederationFeature::stop() {
   hub_->onLocalPost(nullptr);
   hub_->onChannel(nullptr);
   alive_.reset();  // an announcement posted to the loop does nothing now
-  // Leaving: the others stop publishing our channels to us (the link sends what it has queued).
-  interest_.clear();
-  if (link_) announce();
+  // Leaving: the others stop publishing our channels to us. What is still queued is dropped
+  // by the link; its marks here count those posts, so the others see them as gaps.
+  if (link_) link_->setLast(subjects_.nodes, heartbeatText(true));
   if (timerArmed_) host_->loop().cancelTimer(timer_);
   timerArmed_ = false;
   link_.reset();  // closes the connection, joins the sender; no callback after this
@@ -151,31 +153,60 @@ void FederationFeature::setInterest(const std::string& node, std::optional<std::
   peer.announced = true;
 }
 
-void FederationFeature::announce() {
-  lastAnnounce_ = Clock::now();
+std::string FederationFeature::heartbeatText(bool leaving) {
+  const auto now = Clock::now();
   Heartbeat hb;
   hb.node = node_;
   hb.epoch = epoch_;
   hb.intervalMs = static_cast<uint32_t>(HEARTBEAT_INTERVAL.count());
+  hb.leaving = leaving;
   hb.marks.reserve(sent_.size());
-  for (const auto& [name, sent] : sent_) hb.marks.emplace_back(name, sent.seq);
-  hb.interest.emplace(interest_.begin(), interest_.end());
-  syncBundled();
+  for (auto& [name, sent] : sent_) {
+    if (sent.seq != sent.announcedSeq) {
+      sent.announcedSeq = sent.seq;
+      sent.changed = now;
+    }
+    // A mark unchanged for PEER_FORGET has been heard by every node that was listening.
+    if (now - sent.changed < PEER_FORGET) hb.marks.emplace_back(name, sent.seq);
+  }
+  if (!leaving) hb.interest.emplace(interest_.begin(), interest_.end());
+  else hb.interest.emplace();
   std::string text = encodeHeartbeat(hb);
   if (text.size() > MAX_HEARTBEAT_BYTES) {
     // Too many channels to list: say nothing, so that the others publish every channel to us
     // (what every node did before interest), rather than an announcement NATS would refuse.
+    const size_t listed = text.size();
     hb.interest.reset();
     text = encodeHeartbeat(hb);
     if (!interestTooLarge_)
-      core::log().warn("federation: the list of {} channels with objects here is too long to announce ({} bytes): the "
-                       "other nodes publish every channel to this one",
-                       interest_.size(), text.size());
+      core::log().warn("federation: the announcement ({} channels with objects here, {} marks) is too long ({} bytes, "
+                       "{} without the channel list): the other nodes publish every channel to this one",
+                       interest_.size(), hb.marks.size(), listed, text.size());
     interestTooLarge_ = true;
   } else {
     interestTooLarge_ = false;
   }
-  (void)link_->tryPublish(subjects_.nodes, text);
+  return text;
+}
+
+void FederationFeature::announce() {
+  lastAnnounce_ = Clock::now();
+  syncBundled();
+  (void)link_->tryPublish(subjects_.nodes, heartbeatText(false));
+}
+
+void FederationFeature::updateSilence() {
+  const auto now = Clock::now();
+  size_t silent = 0;
+  for (const auto& [name, peer] : peers_) {
+    if (peer.left) continue;
+    const auto quiet = now - peer.lastHeard;
+    if (quiet > SILENT_AFTER && quiet < PEER_FORGET) ++silent;
+  }
+  if (silent != silentPeers_)
+    core::log().debug("federation: {} other node(s) silent: {}", silent,
+                      silent ? "every channel is published" : "publishing by interest");
+  silentPeers_ = silent;
 }
 
 void FederationFeature::tick() {
@@ -189,13 +220,16 @@ void FederationFeature::tick() {
                        std::chrono::duration_cast<std::chrono::milliseconds>(now - peer.lastHeard).count());
     }
   }
+  updateSilence();
 }
 
 void FederationFeature::startGrace() {
   linkUp_ = true;
+  inGrace_ = true;
   graceUntil_ = Clock::now() + INTEREST_GRACE;
   host_->loop().addTimer(graceUntil_, [this, alive = std::weak_ptr<bool>(alive_)] {
     if (alive.expired() || !host_ || !linkUp_ || Clock::now() < graceUntil_) return;
+    inGrace_ = false;
     core::log().debug("federation: publishing by the other nodes' announced interest from now on");
   });
 }
@@ -245,17 +279,27 @@ void FederationFeature::onHeartbeat(std::span<const uint8_t> data) {
   if (hb->node == node_) return;  // a namesake on another host: a configuration error
   auto [it, fresh] = peers_.try_emplace(hb->node);
   Peer& peer = it->second;
-  if (!peer.alive || peer.epoch != hb->epoch) {
-    core::log().info("federation: node {} {} (epoch {})", hb->node, fresh ? "joined" : peer.alive ? "restarted" : "is back",
-                     hb->epoch);
-    // It learns our interest and marks now, before any post we publish to it (one connection:
-    // in order), not at our next tick: its baseline for our channels comes from the marks.
-    announceSoon();
+  // The last word of an earlier process of a node that restarted meanwhile: not about this one.
+  if (hb->leaving && !fresh && peer.epoch != hb->epoch) return;
+  if (hb->leaving) {
+    if (peer.alive) core::log().info("federation: node {} left (epoch {})", hb->node, hb->epoch);
+    peer.alive = false;
+    peer.left = true;
+  } else {
+    if (!peer.alive || peer.epoch != hb->epoch) {
+      core::log().info("federation: node {} {} (epoch {})", hb->node,
+                       fresh ? "joined" : peer.alive ? "restarted" : "is back", hb->epoch);
+      // It learns our interest and marks soon, not at our next tick (its first posts from us
+      // are a baseline for it either way).
+      announceSoon();
+    }
+    peer.alive = true;
+    peer.left = false;
   }
-  peer.alive = true;
   peer.epoch = hb->epoch;
   peer.lastHeard = Clock::now();
   setInterest(hb->node, std::move(hb->interest));
+  updateSilence();
   for (const auto& [channel, seq] : hb->marks)
     if (uint64_t missed = tracker_.onMark(hb->node, hb->epoch, channel, seq)) reportGap(hb->node, channel, missed);
   tracker_.heartbeatDone(hb->node, hb->epoch);

@@ -8,8 +8,10 @@
 //   when that set changes, else every second). A post that originates here is published only when
 //   some other node announced its channel (DESIGN §16: a remote object is a destination once its
 //   node announced it, within 1 s of its open), so a channel used on one node costs nothing over
-//   NATS. A node's interest stays until it announces another set or restarts, also while it is
-//   silent: a node cut off from NATS still learns the posts it missed as lapped.
+//   NATS. A node's interest stays until it announces another set, restarts or leaves, also while
+//   it is silent. Where the others' interest cannot be known, every channel is published (and
+//   numbered, so what does not arrive is a gap): while this node is off NATS, for INTEREST_GRACE
+//   after each (re)connection, and while another node is silent (SILENT_AFTER .. PEER_FORGET).
 // - BroadcastChannel: every post that originates here (daemon/broadcast_hub's post observer), of a
 //   channel some other node wants, is published with (node, epoch, per-channel seq, counting
 //   published posts only); a post from another node is written into the
@@ -53,6 +55,14 @@ class FederationFeature final : public daemon::Feature {
   static constexpr std::chrono::milliseconds REMOTE_TIMEOUT{2000};
   /// After a (re)connection, every channel is published this long (two announcements of the others).
   static constexpr std::chrono::milliseconds INTEREST_GRACE{2500};
+  /// A node not heard for this long may have opened channels we cannot know of: every channel is
+  /// published (and numbered, so it learns what it missed as lapped) until it is heard again, or
+  /// until PEER_FORGET has passed.
+  static constexpr std::chrono::milliseconds SILENT_AFTER{1500};
+  /// A node silent this long no longer makes every channel published, and a channel's mark
+  /// unchanged this long leaves the announcements: a node cut off for longer may not learn of
+  /// posts on channels it opened during the cut.
+  static constexpr std::chrono::milliseconds PEER_FORGET{600000};
   /// Announcements on a change of interest or a new peer are at least this far apart.
   static constexpr std::chrono::milliseconds ANNOUNCE_SPACING{50};
   /// An announcement larger than this leaves its interest out (NATS' default max_payload is 1 MiB).
@@ -101,8 +111,12 @@ class FederationFeature final : public daemon::Feature {
   /// cannot know the others' interest: NATS down (the post is then a gap the others will see),
   /// and for INTEREST_GRACE after each (re)connection, until their announcements came.
   bool wanted(const ChannelName& name) const {
-    return wantAll_ > 0 || wanted_.count(name) > 0 || !linkUp_ || Clock::now() < graceUntil_;
+    return wantAll_ > 0 || wanted_.count(name) > 0 || !linkUp_ || inGrace_ || silentPeers_ > 0;
   }
+  /// Counts the other nodes that went silent (see SILENT_AFTER).
+  void updateSilence();
+  /// This node's announcement (`leaving`: its last one).
+  std::string heartbeatText(bool leaving);
   /// Announces after the current loop turn, at most once per ANNOUNCE_SPACING.
   void announceSoon();
   /// Connected: every channel is published for INTEREST_GRACE (logged when that ends).
@@ -138,6 +152,8 @@ class FederationFeature final : public daemon::Feature {
   struct Sent {
     uint64_t seq = 0;     // the last post's
     std::string subject;  // the channel's subject, made once
+    uint64_t announcedSeq = 0;       // seq in the last announcement
+    Clock::time_point changed{};     // when an announcement last carried a new seq
   };
   std::map<ChannelName, Sent> sent_;
   uint64_t bundledSeen_ = 0;  // the link's bundled() already counted
@@ -147,6 +163,7 @@ class FederationFeature final : public daemon::Feature {
     Clock::time_point lastHeard;
     bool alive = false;
     bool announced = false;                         // its interest is in the counts below
+    bool left = false;                              // it announced that it stops (this epoch)
     std::optional<std::set<ChannelName>> interest;  // nullopt: every channel
   };
   std::map<std::string, Peer> peers_;
@@ -157,6 +174,8 @@ class FederationFeature final : public daemon::Feature {
   std::shared_ptr<bool> alive_;               // while started: what a posted announcement checks
   bool linkUp_ = false;                       // connected to NATS (as the link last said)
   Clock::time_point graceUntil_{};            // every channel is published until then
+  bool inGrace_ = false;                      // before graceUntil_ (the grace timer clears it)
+  size_t silentPeers_ = 0;                    // other nodes silent past SILENT_AFTER (updateSilence)
   Clock::time_point lastAnnounce_{};
   bool interestTooLarge_ = false;             // the last announcement left its interest out
   LocalClients local_;

@@ -82,6 +82,7 @@ struct NatsLink::Shared {
   std::condition_variable wake;
   MessageBuffer queue;  // what the loop queued for the sender
   bool stopping = false;
+  std::string lastSubject, last;  // published alone when stopping (setLast)
   std::thread sender;
 
   // ---- libnats threads -> loop
@@ -268,6 +269,9 @@ void NatsLink::Shared::runSender() {
   if (s == NATS_OK) s = natsOptions_SetNoEcho(opts, true);  // our own posts are delivered locally
   // Write each publish at once: the default holds it for the flusher thread (up to ~1 ms).
   if (s == NATS_OK) s = natsOptions_SetSendAsap(opts, true);
+  // A stalled server (full TCP window) fails a write after this instead of holding the sender,
+  // and with it the daemon's stop, for ever.
+  if (s == NATS_OK) s = natsOptions_SetWriteDeadline(opts, WRITE_DEADLINE_MS);
   // Nothing is held back while reconnecting (0 would mean libnats' 8 MB default). libnats tells
   // us of a disconnection on another thread, a little later: a post published in between waited
   // in that buffer and arrived long after the reconnect, although the daemon had already logged
@@ -315,15 +319,21 @@ void NatsLink::Shared::runSender() {
   std::unique_lock lock(mu);
   while (true) {
     wake.wait(lock, [&] { return stopping || !queue.items.empty(); });
-    const bool last = stopping;  // what was queued before the stop still goes (a leaving announcement)
+    if (stopping) break;
     std::swap(batch, queue);  // `queue` takes the capacity of the batch before
     lock.unlock();
     publishBatch(batch);
     batch.clear();
     lock.lock();
-    if (last) break;
   }
+  // Stopping: what is still queued is dropped (it may be large, and the server slow); only the
+  // last message goes.
+  const std::string lastSubjectCopy = lastSubject, lastCopy = last;
   lock.unlock();
+  if (nc && !lastSubjectCopy.empty() && natsConnection_Status(nc) == NATS_CONN_STATUS_CONNECTED) {
+    natsConnection_Publish(nc, lastSubjectCopy.c_str(), lastCopy.data(), static_cast<int>(lastCopy.size()));
+    natsConnection_FlushTimeout(nc, 500);
+  }
   if (nc) {
     natsConnection_Close(nc);
     std::unique_lock cl(closedMu);
@@ -358,6 +368,12 @@ NatsLink::~NatsLink() {
   }
   shared_->wake.notify_all();
   if (shared_->sender.joinable()) shared_->sender.join();
+}
+
+void NatsLink::setLast(std::string_view subject, std::string_view data) {
+  std::lock_guard lock(shared_->mu);
+  shared_->lastSubject.assign(subject);
+  shared_->last.assign(data);
 }
 
 bool NatsLink::tryPublish(std::string_view subject, const uint8_t* data, size_t bytes) {

@@ -34,6 +34,8 @@ namespace swipc::federation {
 
 /// The most one bundle holds (its headers and padding included); a larger message goes alone.
 inline constexpr size_t MAX_BUNDLE_BYTES = 64u << 10;
+/// How long one write to a NATS server may block the sender thread before it fails (ms).
+inline constexpr int64_t WRITE_DEADLINE_MS = 2000;
 
 class NatsLink {
  public:
@@ -54,7 +56,12 @@ class NatsLink {
   };
 
   static std::unique_ptr<NatsLink> start(core::EventLoop& loop, Options options, Events events);
+  /// Closes the link: what is still queued is dropped, then `lastSubject`/`last` (if any) is
+  /// published alone, then the connection closes. Writes wait at most WRITE_DEADLINE.
   ~NatsLink();
+  /// The message that goes out when the link closes, instead of what is still queued (a
+  /// leaving announcement: posts dropped there are numbered, so its marks count them as gaps).
+  void setLast(std::string_view subject, std::string_view data);
   NatsLink(const NatsLink&) = delete;
   NatsLink& operator=(const NatsLink&) = delete;
 

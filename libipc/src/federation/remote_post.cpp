@@ -76,6 +76,7 @@ std::string encodeHeartbeat(const Heartbeat& hb) {
     for (const auto& name : *hb.interest) interest.push_back(toHex(name.str()));
     j["interest"] = std::move(interest);
   }
+  if (hb.leaving) j["leaving"] = true;
   return j.dump();
 }
 
@@ -101,6 +102,10 @@ Result<Heartbeat> decodeHeartbeat(std::string_view text) {
     auto name = fromHex(m[0].get<std::string>());
     if (!name || name->size() > MAX_CHANNEL_NAME) return bad("malformed channel in a mark");
     hb.marks.emplace_back(ChannelName(std::move(*name)), m[1].get<uint64_t>());
+  }
+  if (auto leaving = j.find("leaving"); leaving != j.end()) {
+    if (!leaving->is_boolean()) return bad("leaving is not a boolean");
+    hb.leaving = leaving->get<bool>();
   }
   if (auto interest = j.find("interest"); interest != j.end()) {
     if (!interest->is_array()) return bad("interest is not a list");

@@ -95,6 +95,7 @@ struct Heartbeat {
   uint32_t intervalMs = 0;
   std::vector<std::pair<ChannelName, uint64_t>> marks;
   std::optional<std::vector<ChannelName>> interest;
+  bool leaving = false;  // the node's last announcement: it stops
 };
 std::string encodeHeartbeat(const Heartbeat& hb);
 Result<Heartbeat> decodeHeartbeat(std::string_view text);

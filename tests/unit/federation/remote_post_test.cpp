@@ -104,6 +104,17 @@ TEST(RemotePostTest, HeartbeatRejectsMalformedInterest) {
   EXPECT_FALSE(decodeHeartbeat(head + R"(["zz"]})"));
   EXPECT_FALSE(decodeHeartbeat(head + "[\"" + std::string(2 * (MAX_CHANNEL_NAME + 1), 'a') + "\"]}"));
   EXPECT_TRUE(decodeHeartbeat(head + R"(["61"]})"));
+  // "leaving": the node's last announcement; a boolean or nothing.
+  auto last = decodeHeartbeat(head + R"([],"leaving":true})");
+  ASSERT_TRUE(last);
+  EXPECT_TRUE(last->leaving);
+  EXPECT_FALSE(decodeHeartbeat(head + R"([],"leaving":1})"));
+  Heartbeat hb;
+  hb.node = "n3";
+  hb.leaving = true;
+  auto round = decodeHeartbeat(encodeHeartbeat(hb));
+  ASSERT_TRUE(round);
+  EXPECT_TRUE(round->leaving);
 }
 
 TEST(RemotePostTest, SubjectsAreNatsTokensForAnyScopeAndChannel) {
