@@ -154,25 +154,18 @@ void FederationFeature::setInterest(const std::string& node, std::optional<std::
 }
 
 std::string FederationFeature::heartbeatText(bool leaving) {
-  const auto now = Clock::now();
   Heartbeat hb;
   hb.node = node_;
   hb.epoch = epoch_;
   hb.intervalMs = static_cast<uint32_t>(HEARTBEAT_INTERVAL.count());
   hb.leaving = leaving;
   hb.marks.reserve(sent_.size());
-  for (auto& [name, sent] : sent_) {
-    if (sent.seq != sent.announcedSeq) {
-      sent.announcedSeq = sent.seq;
-      sent.changed = now;
-    }
-    // A mark unchanged for PEER_FORGET has been heard by every node that was listening.
-    if (now - sent.changed < PEER_FORGET) hb.marks.emplace_back(name, sent.seq);
-  }
+  // Every mark, always: a node that hears us for the first time takes its baselines from them.
+  for (const auto& [name, sent] : sent_) hb.marks.emplace_back(name, sent.seq);
   if (!leaving) hb.interest.emplace(interest_.begin(), interest_.end());
-  else hb.interest.emplace();
+  else hb.interest.emplace();  // wants nothing, whatever the size: "every channel" would stay for ever
   std::string text = encodeHeartbeat(hb);
-  if (text.size() > MAX_HEARTBEAT_BYTES) {
+  if (text.size() > MAX_HEARTBEAT_BYTES && !leaving) {
     // Too many channels to list: say nothing, so that the others publish every channel to us
     // (what every node did before interest), rather than an announcement NATS would refuse.
     const size_t listed = text.size();

@@ -57,11 +57,11 @@ class FederationFeature final : public daemon::Feature {
   static constexpr std::chrono::milliseconds INTEREST_GRACE{2500};
   /// A node not heard for this long may have opened channels we cannot know of: every channel is
   /// published (and numbered, so it learns what it missed as lapped) until it is heard again, or
-  /// until PEER_FORGET has passed.
-  static constexpr std::chrono::milliseconds SILENT_AFTER{1500};
-  /// A node silent this long no longer makes every channel published, and a channel's mark
-  /// unchanged this long leaves the announcements: a node cut off for longer may not learn of
-  /// posts on channels it opened during the cut.
+  /// until PEER_FORGET has passed. Two and a half heartbeats: a late one under load does not
+  /// flip it. Seen at the next tick, so 2.5 .. 3.5 s after the node's last announcement.
+  static constexpr std::chrono::milliseconds SILENT_AFTER{2500};
+  /// A node silent this long no longer makes every channel published: a node cut off for
+  /// longer may not learn of posts on channels it opened during the cut.
   static constexpr std::chrono::milliseconds PEER_FORGET{600000};
   /// Announcements on a change of interest or a new peer are at least this far apart.
   static constexpr std::chrono::milliseconds ANNOUNCE_SPACING{50};
@@ -109,7 +109,8 @@ class FederationFeature final : public daemon::Feature {
   void setInterest(const std::string& node, std::optional<std::vector<ChannelName>> interest);
   /// Whether a post of `name` is published (and numbered). Every channel is while this node
   /// cannot know the others' interest: NATS down (the post is then a gap the others will see),
-  /// and for INTEREST_GRACE after each (re)connection, until their announcements came.
+  /// for INTEREST_GRACE after each (re)connection (until their announcements came), and while
+  /// another node is silent (it may have opened channels meanwhile).
   bool wanted(const ChannelName& name) const {
     return wantAll_ > 0 || wanted_.count(name) > 0 || !linkUp_ || inGrace_ || silentPeers_ > 0;
   }
@@ -152,8 +153,6 @@ class FederationFeature final : public daemon::Feature {
   struct Sent {
     uint64_t seq = 0;     // the last post's
     std::string subject;  // the channel's subject, made once
-    uint64_t announcedSeq = 0;       // seq in the last announcement
-    Clock::time_point changed{};     // when an announcement last carried a new seq
   };
   std::map<ChannelName, Sent> sent_;
   uint64_t bundledSeen_ = 0;  // the link's bundled() already counted
