@@ -61,12 +61,12 @@ say "2. Three daemons of scope 'demo' as three hosts (n1, n2, n3), each on a dif
 for i in 0 1 2; do
   n=$((i + 1))
   "$DAEMON" --scope demo --runtime-dir "$DIR/host$n/run" --state-dir "$DIR/host$n/state" \
-    --nats "nats://127.0.0.1:${P[i*3]}" --node "n$n" --log-level info 2>"$DIR/n$n.log" &
+    --nats "nats://127.0.0.1:${P[i*3]}" --node "n$n" --log-level debug 2>"$DIR/n$n.log" &
   PIDS+=($!)
 done
 joined() { grep -q "node $2 joined" "$DIR/$1.log"; }
 for a in n1 n2 n3; do for b in n1 n2 n3; do [ "$a" != "$b" ] && wait_for joined "$a" "$b"; done; done
-grep -h "federation:" "$DIR"/n?.log | sed -E 's/^[^ ]+ //' | sed 's/^/   /'
+grep -h " info .*federation:" "$DIR"/n?.log | sed -E 's/^[^ ]+ //' | sed 's/^/   /'
 
 say "3. Pages on n2 and n3 open BroadcastChannel 'news'; a page on n1 posts three messages"
 for n in 2 3; do
@@ -75,6 +75,8 @@ for n in 2 3; do
   PIDS+=($!)
 done
 for n in 2 3; do wait_for grep -q '"id":1' "$DIR/page$n.out"; done
+# A remote object is a destination once its node has announced it (n1 logs that at debug level).
+for n in 2 3; do wait_for grep -q "node n$n wants 'news'" "$DIR/n1.log"; done
 "$PAGE" --scope demo --runtime-dir "$DIR/host1/run" script <<'OPS' >/dev/null
 {"op":"bc.open","id":1,"bc":"b","name":"news"}
 {"op":"bc.post","bc":"b","data":{"from":"n1","n":1}}
