@@ -143,9 +143,7 @@ TEST_F(FederationTest, AChannelUsedOnOneNodeOnlyStaysOffNatsUntilAnotherNodeOpen
   auto& local = node(0).page();
   auto& p2 = node(1).page();
   // Right after connecting, a node publishes every channel until the others' announcements came.
-  ASSERT_TRUE(eventually([&] {
-    return node(0).daemon().log().find("publishing by the other nodes' announced interest") != std::string::npos;
-  }, 10000ms));
+  ASSERT_TRUE(publishingByInterest(0));
   open(p1, "s", "solo");
   open(local, "s", "solo");
   constexpr int N = 100;
@@ -320,9 +318,7 @@ TEST_F(FederationTest, PostsOnAChannelOpenedByANodeWhileItWasCutOffReachItOrAreL
   auto& a = node(0).page();
   auto& remote = node(1).page();
   open(a, "y", "y");
-  ASSERT_TRUE(eventually([&] {  // past the grace after connecting: n1 publishes by interest
-    return node(0).daemon().log().find("publishing by the other nodes' announced interest") != std::string::npos;
-  }, 10000ms));
+  ASSERT_TRUE(publishingByInterest(0));  // past the grace after connecting
   const size_t logBefore = node(0).daemon().log().size();
   ASSERT_TRUE(cluster_->pause(1));  // n2's server
   ASSERT_TRUE(eventually([&] {

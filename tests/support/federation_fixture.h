@@ -82,6 +82,16 @@ class FederationFixture : public ::testing::Test {
         timeout);
   }
 
+  /// Node `i` is past its grace after connecting: it publishes by the others' announced
+  /// interest (it logged so, at debug level).
+  bool publishingByInterest(size_t i, std::chrono::milliseconds timeout = 10000ms) {
+    return eventually(
+        [&] {
+          return node(i).daemon().log().find("publishing by the other nodes' announced interest") != std::string::npos;
+        },
+        timeout);
+  }
+
   static void open(ScriptClient& page, const std::string& bc, const std::string& name) {
     auto r = page.call({{"op", "bc.open"}, {"bc", bc}, {"name", name}});
     ASSERT_TRUE(r && (*r)["event"] == "ok") << (r ? r->dump() : "no answer");
