@@ -27,8 +27,8 @@
 //   remote  swipc::Client + BroadcastChannel attached to n1  →  receiver attached to n2
 //   raw     libnats publisher connected to server 1  →  libnats subscriber on server 2, subject
 //           swipc.<scope>-raw.bc.c<hex of the channel> (the shape the daemons use, a scope no
-//           daemon subscribes to), libnats' default options as the daemon's publisher, the same
-//           pending limits as the daemon's subscription
+//           daemon subscribes to), libnats' default options (the daemon's publisher adds
+//           SendAsap, see raw_sendasap below), the same pending limits as the daemon's subscription
 //   local   sender and receiver both on n1 (with --nats) / both on n0 (without)
 // Both sides wait blocking (the client library's default, no spinning; libnats' delivery
 // thread), hence "blocking" in the metric names.
@@ -40,7 +40,7 @@
 //   remote_lapped                             msgs reported as lapped (raw: libnats' dropped)
 //   raw_sendasap_latency_p50_64B_blocking, …_p99…   us   raw with natsOptions_SetSendAsap vs raw
 //           with default options (libnats' flusher thread yields 1 ms before it writes, so a paced
-//           post waits up to 1 ms in the publisher's buffer; the daemon uses the default too)
+//           post waits up to 1 ms in the publisher's buffer; the daemon publishes with SendAsap)
 //   local_latency_p50_64B_blocking, …_p99…    us     with --nats (n1) vs without (n0)
 //   local_rate_64B_blocking, local_loss_64B   with --nats vs without
 //   local_daemon_cpu_per_post_64B             ns     n1's CPU time (all threads, /proc schedstat)
@@ -50,6 +50,12 @@
 //   remote_sender_daemon_cpu_per_post_64B, remote_receiver_daemon_cpu_per_post_64B   ns
 //           n1's and n2's over the 64 B remote burst, vs n0's
 //   (CPU per post does not depend on how the machine's cores are shared, unlike the rates.)
+//   remote_machine_cpu_per_post_64B, …_<large>   ns   the whole machine's busy CPU time (/proc/stat,
+//           every process: pages, daemons, NATS servers) over the remote burst per post, vs raw's
+//           per message; where every core is busy the rate ratio cannot exceed baseline / value
+//   local_machine_cpu_per_post_64B            ns     the same for the local burst, with --nats vs without
+//   remote_nats_servers_cpu_per_post_64B      ns     the three NATS servers' CPU time over the remote
+//           burst per post, vs over the raw burst per message
 // Goals (issue 19), reported on stderr when missed: remote rate ≥ 0.8 × raw, remote latency
 // ≤ raw + 50 us, local figures unchanged with --nats.
 //
@@ -358,6 +364,11 @@ class NatsCluster {
     if (!formed) die("the NATS cluster did not form:\n" + logs());
   }
   std::string url(size_t i) const { return "nats://127.0.0.1:" + std::to_string(servers_.at(i).clientPort); }
+  std::vector<pid_t> pids() const {
+    std::vector<pid_t> out;
+    for (const auto& s : servers_) out.push_back(s.proc->pid());
+    return out;
+  }
   std::string logs() const {
     std::string out;
     for (const auto& s : servers_) out += "--- " + s.dir + ".log\n" + readFile(s.dir + ".log");
@@ -710,7 +721,20 @@ struct BurstResult {
   uint64_t received = 0;
   double rate = 0;
   std::vector<double> cpuNsPerPost;  // per watched daemon: its CPU time over the burst / posts
+  double machineCpuNsPerPost = 0;    // every process on the machine (/proc/stat) over the burst / posts
 };
+
+/// CPU time the whole machine has been busy so far, all CPUs (/proc/stat: everything but idle
+/// and iowait), in ns.
+uint64_t machineBusyNs() {
+  std::ifstream in("/proc/stat");
+  std::string cpu;
+  uint64_t user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0;
+  in >> cpu >> user >> nice >> system >> idle >> iowait >> irq >> softirq >> steal;
+  if (cpu != "cpu") return 0;
+  static const long tick = ::sysconf(_SC_CLK_TCK);
+  return (user + nice + system + irq + softirq + steal) * (1'000'000'000ull / static_cast<uint64_t>(tick));
+}
 
 /// CPU time `pid` has used so far, all its threads (the first field of each thread's schedstat,
 /// in ns). Threads that ended are not counted: the daemons' threads live as long as they do.
@@ -790,14 +814,17 @@ SessionResult runSession(const Config& cfg, Sender& tx, std::vector<std::string>
   settle();
 
   std::vector<std::vector<double>> cpu(burstSizes.size());
+  std::vector<double> machineCpu(burstSizes.size());
   for (size_t k = 0; k < burstSizes.size(); ++k) {
     std::vector<uint64_t> before;
     for (pid_t p : watch) before.push_back(processCpuNs(p));
+    const uint64_t machineBefore = machineBusyNs();
     for (uint64_t i = 0; i < cfg.messages; ++i) tx.post(stamp(BURST, i, k, burstSizes[k]));
     tx.flush();
     settle();  // the daemons have done the burst's work once its marker is through
     for (size_t w = 0; w < watch.size(); ++w)
       cpu[k].push_back(static_cast<double>(processCpuNs(watch[w]) - before[w]) / static_cast<double>(cfg.messages));
+    machineCpu[k] = static_cast<double>(machineBusyNs() - machineBefore) / static_cast<double>(cfg.messages);
   }
 
   const std::string res = postUntilAnswered(tx, rx, [&] { return stamp(END, 0, 0, SMALL_BYTES); }, "res ", PHASE_DEADLINE);
@@ -812,6 +839,7 @@ SessionResult runSession(const Config& cfg, Sender& tx, std::vector<std::string>
   for (size_t k = 0; k < out.bursts.size(); ++k) {
     is >> out.bursts[k].received >> out.bursts[k].rate;
     out.bursts[k].cpuNsPerPost = cpu[k];
+    out.bursts[k].machineCpuNsPerPost = machineCpu[k];
   }
   receiver.waitExit(5s);
   if (samples < cfg.latencySamples)
@@ -878,10 +906,12 @@ int main(int argc, char** argv) {
     const std::vector<size_t> remoteSizes = {SMALL_BYTES, cfg.largeBytes};
     const std::vector<size_t> localSizes = {SMALL_BYTES};
     std::vector<SessionResult> raw, rawAsap, remote, localNats, localPlain;
+    std::vector<pid_t> remoteWatch = {n1.pid(), n2.pid()};  // then the NATS servers, as for raw
+    for (pid_t p : cluster.pids()) remoteWatch.push_back(p);
     for (int round = 0; round < cfg.rounds; ++round) {
       {
         RawSender tx(cluster.url(0), /*sendAsap=*/false);
-        raw.push_back(runSession(cfg, tx, {"--mode", "raw", "--nats", cluster.url(1)}, remoteSizes));
+        raw.push_back(runSession(cfg, tx, {"--mode", "raw", "--nats", cluster.url(1)}, remoteSizes, cluster.pids()));
       }
       {
         RawSender tx(cluster.url(0), /*sendAsap=*/true);
@@ -890,7 +920,7 @@ int main(int argc, char** argv) {
       {
         LibSender tx(n1);
         remote.push_back(runSession(cfg, tx, {"--mode", "lib", "--scope", SCOPE, "--runtime-dir", n2.runtimeDir()},
-                                    remoteSizes, {n1.pid(), n2.pid()}));
+                                    remoteSizes, remoteWatch));
       }
       {
         LibSender tx(n1);
@@ -923,7 +953,7 @@ int main(int argc, char** argv) {
       sb::emit(BENCH, "remote_loss_" + sz, med(remote, lost(k)), "msgs", med(raw, lost(k)));
     }
     sb::emit(BENCH, "remote_lapped", med(remote, lapped), "msgs", med(raw, lapped));
-    // What the raw path does without libnats' flusher yield (the daemon publishes without it too).
+    // What the raw path does without libnats' flusher yield (the daemon publishes without it).
     sb::emit(BENCH, "raw_sendasap_latency_p50_64B_blocking", med(rawAsap, p50), "us", med(raw, p50));
     sb::emit(BENCH, "raw_sendasap_latency_p99_64B_blocking", med(rawAsap, p99), "us", med(raw, p99));
     sb::emit(BENCH, "local_latency_p50_64B_blocking", med(localNats, p50), "us", med(localPlain, p50));
@@ -939,6 +969,26 @@ int main(int argc, char** argv) {
     sb::emit(BENCH, "local_other_node_cpu_per_post_64B", med(localNats, cpuOf(1)), "ns", plainCpu);
     sb::emit(BENCH, "remote_sender_daemon_cpu_per_post_64B", med(remote, cpuOf(0)), "ns", plainCpu);
     sb::emit(BENCH, "remote_receiver_daemon_cpu_per_post_64B", med(remote, cpuOf(1)), "ns", plainCpu);
+
+    // The whole machine's CPU time per post (all processes: pages, daemons, NATS servers), against
+    // raw NATS's per message: where every core is busy, rate ratio ≈ the inverse of this ratio.
+    const auto machineCpu = [](size_t k) {
+      return [k](const SessionResult& r) { return r.bursts[k].machineCpuNsPerPost; };
+    };
+    for (size_t k = 0; k < remoteSizes.size(); ++k)
+      sb::emit(BENCH, "remote_machine_cpu_per_post_" + sizeName(remoteSizes[k]), med(remote, machineCpu(k)), "ns",
+               med(raw, machineCpu(k)));
+    // The NATS servers' share: raw sends each message alone, the daemons bundle a burst.
+    const auto serversCpu = [](size_t first) {
+      return [first](const SessionResult& r) {
+        double sum = 0;
+        for (size_t w = first; w < r.bursts[0].cpuNsPerPost.size(); ++w) sum += r.bursts[0].cpuNsPerPost[w];
+        return sum;
+      };
+    };
+    sb::emit(BENCH, "remote_nats_servers_cpu_per_post_64B", med(remote, serversCpu(2)), "ns", med(raw, serversCpu(0)));
+    sb::emit(BENCH, "local_machine_cpu_per_post_64B", med(localNats, machineCpu(0)), "ns",
+             med(localPlain, machineCpu(0)));
 
     // Goals (issue 19): told on stderr, never a failure (a shared machine's figures drift).
     for (size_t k = 0; k < remoteSizes.size(); ++k)

@@ -78,20 +78,27 @@ void BroadcastHub::clear() {
 void BroadcastHub::publish(Channel& ch, uint64_t tag, const core::OutgoingPayload* out, schema::Payload::Reader* in,
                            const std::shared_ptr<const wire::Inbound>& owner, uint32_t localSender) {
   const uint64_t seq = ch.nextSeq++;
-  capnp::MallocMessageBuilder mb(256);
-  auto env = mb.initRoot<schema::Envelope>();
-  env.setSchemaVersion(schema::SCHEMA_VERSION);
-  env.setSeq(seq);
-  auto msg = env.initBcMessage();
-  if (in)
-    msg.setPayload(*in);
-  else
-    core::writePayload(*out, msg.initPayload());
-  const size_t bytes = wire::encodedBytes(mb);
-  std::vector<uint64_t> buf(bytes / 8);
-  wire::encodeInto(mb, reinterpret_cast<uint8_t*>(buf.data()), bytes);
-  ch.writer.append(wire::RECORD_ENVELOPE, seq, tag, buf.data(), static_cast<uint32_t>(bytes));
-  if (postObserver_ && tag != REMOTE_TAG) postObserver_(ch.name, reinterpret_cast<const uint8_t*>(buf.data()), bytes);
+  size_t bytes = 0;
+  {
+    // The builder is gone before anything below can call out (a service-worker handler that
+    // posts comes back here and takes the scratch segment again).
+    capnp::MallocMessageBuilder mb(kj::arrayPtr(scratch_.get(), SCRATCH_WORDS));
+    auto env = mb.initRoot<schema::Envelope>();
+    env.setSchemaVersion(schema::SCHEMA_VERSION);
+    env.setSeq(seq);
+    auto msg = env.initBcMessage();
+    if (in)
+      msg.setPayload(*in);
+    else
+      core::writePayload(*out, msg.initPayload());
+    bytes = wire::encodedBytes(mb);
+    if (record_.size() < bytes / 8) record_.resize(bytes / 8);
+    wire::encodeInto(mb, reinterpret_cast<uint8_t*>(record_.data()), bytes);
+  }
+  // record_ is read until deliverLocal() has copied it, and by nothing that calls out before.
+  const uint64_t* buf = record_.data();
+  ch.writer.append(wire::RECORD_ENVELOPE, seq, tag, buf, static_cast<uint32_t>(bytes));
+  if (postObserver_ && tag != REMOTE_TAG) postObserver_(ch.name, reinterpret_cast<const uint8_t*>(buf), bytes);
   ++counters_.broadcastsPosted;
   const bool first = pendingWakes_.empty();
   if (!ch.wakePending) {
@@ -99,7 +106,7 @@ void BroadcastHub::publish(Channel& ch, uint64_t tag, const core::OutgoingPayloa
     pendingWakes_.push_back(ch.name);
   }
   sink_.published(first);
-  if (!ch.local.empty()) deliverLocal(ch, buf.data(), bytes, in, owner, localSender);
+  if (!ch.local.empty()) deliverLocal(ch, buf, bytes, in, owner, localSender);
 }
 
 void BroadcastHub::flushWakes() {

@@ -179,6 +179,11 @@ class BroadcastHub final : public detail::BroadcastHub {
   PostObserver postObserver_;  // federation: posts that originate here
   ChannelObserver channelObserver_;  // federation: which channels this node has objects of
   const std::string* remoteNode_ = nullptr;  // while injectRemote() publishes: the node it came from
+  // publish()'s working space, reused post after post so that a post allocates nothing: the
+  // builder's first segment (zero whenever no builder holds it) and the encoded record.
+  static constexpr size_t SCRATCH_WORDS = 256;
+  std::unique_ptr<capnp::word[]> scratch_{new capnp::word[SCRATCH_WORDS]()};
+  std::vector<uint64_t> record_;
   Config config_;
   const TypeRegistry& types_;
   Counters& counters_;

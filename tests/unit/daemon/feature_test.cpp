@@ -97,6 +97,55 @@ TEST(FeatureSeamTest, BroadcastChannelIsServedThroughTheSeam) {
   channel.reset();
 }
 
+// The hub reuses its working space post after post: a service-worker handler that posts (to
+// another channel, from inside the delivery of the first) must not disturb the post being
+// delivered, nor its own, whatever their sizes (a large one outgrows the reused segment).
+TEST(FeatureSeamTest, AHandlerThatPostsWhileItsPostIsDeliveredDisturbsNeither) {
+  std::vector<std::string> witnessGot, echoGot;
+  std::unique_ptr<BroadcastChannel> relay, witness, echoOut, echoIn;
+  InProcessServiceWorker sw(
+      {},
+      [&](ServiceWorker& s) {
+        relay = std::make_unique<BroadcastChannel>(s, "news");
+        witness = std::make_unique<BroadcastChannel>(s, "news");
+        echoOut = std::make_unique<BroadcastChannel>(s, "echo");
+        echoIn = std::make_unique<BroadcastChannel>(s, "echo");
+        relay->onMessage([&](const MessageEvent& e) {
+          const std::string text = e.data.textOr("?");
+          EXPECT_TRUE(echoOut->postMessage(Value("relayed:" + text + std::string(text.size() * 3, '+'))).ok());
+        });
+        witness->onMessage([&](const MessageEvent& e) { witnessGot.push_back(e.data.textOr("?")); });
+        echoIn->onMessage([&](const MessageEvent& e) { echoGot.push_back(e.data.textOr("?")); });
+      },
+      InProcessServiceWorker::Loop::STEPPED);
+  auto page = RawPage::attach(sw);
+  joinNews(*page);
+  auto joined = page->next(sw);
+  ASSERT_TRUE(joined.has_value());
+  const std::vector<std::string> sent = {"short", std::string(5000, 'L'), "after"};
+  for (const auto& text : sent)
+    page->post([&](schema::Envelope::Builder e) {
+      auto p = e.initBcPost();
+      p.setObjectId(1);
+      wire::writeValue(Value(text), p.initPayload().initValue());
+    });
+  EXPECT_TRUE(sw.dispatchUntil([&] { return witnessGot.size() == sent.size() && echoGot.size() == sent.size(); }));
+  std::vector<std::string> relayed;
+  for (const auto& text : sent) relayed.push_back("relayed:" + text + std::string(text.size() * 3, '+'));
+  // (Compared whole, reported by size: the long one would fill the screen.)
+  auto sizes = [](const std::vector<std::string>& v) {
+    std::string out;
+    for (const auto& s : v) out += std::to_string(s.size()) + " ";
+    return out;
+  };
+  EXPECT_TRUE(witnessGot == sent) << "sizes " << sizes(witnessGot);
+  EXPECT_TRUE(echoGot == relayed) << "sizes " << sizes(echoGot) << "expected " << sizes(relayed);
+  relay.reset();
+  witness.reset();
+  echoOut.reset();
+  echoIn.reset();
+}
+
 TEST(FeatureSeamTest, KindNobodyRegisteredDisconnectsThePage) {
   InProcessServiceWorker sw({}, {}, InProcessServiceWorker::Loop::STEPPED);
   auto page = RawPage::attach(sw);
