@@ -4,6 +4,7 @@
 // --node n1/n2/n3), with page_client pages on each. Skipped only when nats-server is not
 // installed (scripts/install-deps.sh installs it).
 #include <gtest/gtest.h>
+#include <nats/nats.h>
 
 #include <map>
 #include <memory>
@@ -455,6 +456,56 @@ TEST_F(FederationTest, CountChannelIsAnsweredOnlyByTheNodeThePostWasMadeOn) {
   ASSERT_TRUE(collect(p1, "c", r1, [](const Received& r) { return !r.messages.empty(); }));
   EXPECT_EQ(r1.messages[0], (json{{"type", "COUNT"}, {"count", 1}}));
   EXPECT_FALSE(collect(p1, "c", r1, [](const Received& r) { return r.messages.size() >= 2; }, 500ms));
+}
+
+// Another host is a peer like a page: bytes on the scope's subjects that are not what a node
+// sends (a hostile or broken NATS client) are refused by name and counted, one by one, and the
+// node goes on serving the real nodes.
+TEST_F(FederationTest, HostileFramesOnTheScopesSubjectsAreRefusedCountedAndServiceGoesOn) {
+  startNode(0);
+  startNode(1);
+  ASSERT_TRUE(meshFormed());
+  auto& sender = node(0).page();
+  auto& reader = node(1).page();
+  open(sender, "h", "hostile");
+  open(reader, "h", "hostile");
+  ASSERT_TRUE(interestKnown("hostile"));
+
+  natsConnection* nc = nullptr;
+  ASSERT_EQ(natsConnection_ConnectTo(&nc, cluster_->url(2).c_str()), NATS_OK);
+  const std::string prefix = "swipc." + scope_;
+  const std::string channelSubject = prefix + ".bc.c686f7374696c65";  // hex of "hostile"
+  const std::vector<std::pair<std::string, std::string>> hostile = {
+      {prefix + ".node", "not json at all"},
+      {prefix + ".node", R"({"node":"x"})"},  // no epoch, interval or marks
+      {channelSubject, "short"},
+      {channelSubject, std::string(64, 'Z')},  // a frame's length, not its magic
+  };
+  for (const auto& [subject, data] : hostile)
+    ASSERT_EQ(natsConnection_Publish(nc, subject.c_str(), data.data(), static_cast<int>(data.size())), NATS_OK);
+  ASSERT_EQ(natsConnection_FlushTimeout(nc, 5000), NATS_OK);
+  natsConnection_Destroy(nc);
+
+  for (size_t i : {0u, 1u}) {
+    std::optional<json> c;
+    EXPECT_TRUE(eventually([&] {
+      c = readCounters(node(i).daemon());
+      return c && (*c)["federationRejected"].get<int64_t>() >= static_cast<int64_t>(hostile.size());
+    })) << "node " << i << ": " << (c ? c->dump() : "no counters");
+    if (c) {
+      EXPECT_EQ((*c)["federationRejected"].get<int64_t>(), static_cast<int64_t>(hostile.size())) << c->dump();
+    }
+  }
+  EXPECT_NE(node(1).daemon().log().find("heartbeat: not a JSON object"), std::string::npos);
+  EXPECT_NE(node(1).daemon().log().find("cross-node post: bad magic"), std::string::npos);
+
+  post(sender, "h", "s", 1);
+  Received r;
+  ASSERT_TRUE(collect(reader, "h", r, [](const Received& x) { return !x.messages.empty(); }));
+  EXPECT_EQ(seqFrom(r, "s"), std::vector<int>{1});
+  EXPECT_EQ(r.missed, 0u);
+  EXPECT_TRUE(node(0).daemon().process().running());
+  EXPECT_TRUE(node(1).daemon().process().running());
 }
 
 TEST_F(FederationTest, NodeAnswersTheNodeName) {

@@ -266,6 +266,7 @@ void FederationFeature::onMessage(std::string_view subject, std::span<const uint
 void FederationFeature::onHeartbeat(std::span<const uint8_t> data) {
   auto hb = decodeHeartbeat(std::string_view(reinterpret_cast<const char*>(data.data()), data.size()));
   if (!hb) {
+    ++host_->counters().federationRejected;
     core::log().warn("federation: {}", hb.error().describe());
     return;
   }
