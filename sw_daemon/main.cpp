@@ -125,6 +125,11 @@ int main(int argc, char** argv) {
                  "federate the scope across hosts over this NATS cluster: URL[,URL...] (DESIGN §16); "
                  "without it nothing connects");
   app.add_option("--node", opts.federation.node, "this node's name with --nats (default: the short host name)");
+  int64_t channelIdleMs = 600000;
+  app.add_option("--nats-channel-idle-ms", channelIdleMs,
+                 "with --nats: a channel this node has not posted on for this long leaves its announcements "
+                 "(default 600000)")
+      ->check(CLI::Range(int64_t{1}, int64_t{86400000}));
   std::string logFile;
   app.add_option("--log-file", logFile,
                  "append the log to this file (created 0600) instead of stderr, from when the scope is ours");
@@ -155,6 +160,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "sw_daemon: --node needs --nats\n");
     return 1;
   }
+  opts.federation.channelIdle = std::chrono::milliseconds(channelIdleMs);
   sync.timeout = std::chrono::milliseconds(syncTimeoutMs);
   sync.periodicMinInterval = std::chrono::milliseconds(periodicMinMs);
   using Connectivity = swipc::BackgroundSyncOptions::Connectivity;

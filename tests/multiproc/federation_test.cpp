@@ -508,6 +508,40 @@ TEST_F(FederationTest, HostileFramesOnTheScopesSubjectsAreRefusedCountedAndServi
   EXPECT_TRUE(node(1).daemon().process().running());
 }
 
+// Runs (remote_post.h): a channel its sender has not posted on for --nats-channel-idle-ms leaves
+// that node's announcements (they stay as small as the channels in use, not every channel ever
+// posted on), and the others forget it. Its next posts start a new numbering from 1: they
+// arrive, in order, and nothing is counted as missed (nor taken for posts seen already).
+TEST_F(FederationTest, AChannelIdleOnItsSenderLeavesTheAnnouncementsAndItsNextPostsArriveWithNothingMissed) {
+  startNode(0, {"--nats-channel-idle-ms", "1500"});
+  startNode(1);
+  ASSERT_TRUE(meshFormed());
+  auto& sender = node(0).page();
+  auto& reader = node(1).page();
+  open(sender, "i", "idle");
+  open(reader, "i", "idle");
+  ASSERT_TRUE(interestKnown("idle"));
+  ASSERT_TRUE(publishingByInterest(0));
+  for (int i = 0; i < 3; ++i) post(sender, "i", "s", i);
+  Received r;
+  ASSERT_TRUE(collect(reader, "i", r, [](const Received& x) { return x.messages.size() + x.missed >= 3; }));
+  ASSERT_TRUE(eventually([&] { return node(0).daemon().log().find("'idle' not posted on for") != std::string::npos; },
+                         15000ms))
+      << node(0).daemon().log();
+  ASSERT_TRUE(eventually(
+      [&] { return node(1).daemon().log().find("node n1 ended its run of 'idle'") != std::string::npos; }, 15000ms))
+      << node(1).daemon().log();
+  for (int i = 3; i < 6; ++i) post(sender, "i", "s", i);
+  ASSERT_TRUE(collect(reader, "i", r, [](const Received& x) { return x.messages.size() + x.missed >= 6; }))
+      << r.messages.size() << " of 6, missed " << r.missed;
+  EXPECT_EQ(seqFrom(r, "s"), range(0, 6));
+  EXPECT_EQ(r.missed, 0u);
+  auto c = readCounters(node(1).daemon());
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ((*c)["federationMissed"].get<int64_t>(), 0) << c->dump();
+  EXPECT_EQ((*c)["federationPostsIn"].get<int64_t>(), 6) << c->dump();
+}
+
 TEST_F(FederationTest, NodeAnswersTheNodeName) {
   startNode(1);
   auto& p = node(1).page();

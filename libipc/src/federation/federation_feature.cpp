@@ -22,6 +22,11 @@ Result<void> FederationFeature::start(daemon::FeatureHost& host) {
       std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
   subjects_ = subjectsFor(opts.scope);
   sent_.clear();
+  nextRun_ = 1;
+  ticks_ = 0;
+  // At least two ticks: an announcement with the run's last mark has gone out before it ends.
+  idleTicks_ = std::max<uint64_t>(
+      2, static_cast<uint64_t>((fed.channelIdle + HEARTBEAT_INTERVAL - std::chrono::milliseconds(1)) / HEARTBEAT_INTERVAL));
   peers_.clear();
   wanted_.clear();
   wantAll_ = 0;
@@ -78,13 +83,18 @@ void FederationFeature::localPost(const ChannelName& name, const uint8_t* envelo
     ++host_->counters().federationLocalOnly;
     return;
   }
-  auto& sent = sent_[name];
-  if (sent.subject.empty()) sent.subject = subjects_.bcFor(name);
+  auto [it, fresh] = sent_.try_emplace(name);
+  Sent& sent = it->second;
+  if (fresh) {
+    sent.subject = subjects_.bcFor(name);
+    sent.run = nextRun_++;
+  }
+  sent.lastTick = ticks_;
   const uint64_t seq = ++sent.seq;
   // Numbered whether or not it goes out: a post NATS does not take is a gap its receivers see.
   const bool queued =
       link_->tryPublishWith(sent.subject, remotePostBytes(node_, name, bytes), [&](uint8_t* out) {
-        writeRemotePost(out, node_, epoch_, name, seq, envelope, bytes);
+        writeRemotePost(out, node_, epoch_, name, sent.run, seq, envelope, bytes);
       });
   if (!queued) {
     ++notSent_;
@@ -161,7 +171,7 @@ std::string FederationFeature::heartbeatText(bool leaving) {
   hb.leaving = leaving;
   hb.marks.reserve(sent_.size());
   // Every mark, always: a node that hears us for the first time takes its baselines from them.
-  for (const auto& [name, sent] : sent_) hb.marks.emplace_back(name, sent.seq);
+  for (const auto& [name, sent] : sent_) hb.marks.push_back({name, sent.seq, sent.run});
   if (!leaving) hb.interest.emplace(interest_.begin(), interest_.end());
   else hb.interest.emplace();  // wants nothing, whatever the size: "every channel" would stay for ever
   std::string text = encodeHeartbeat(hb);
@@ -202,8 +212,23 @@ void FederationFeature::updateSilence() {
   silentPeers_ = silent;
 }
 
+void FederationFeature::endIdleRuns() {
+  if (!linkUp_ || inGrace_ || silentPeers_ > 0) return;
+  for (auto it = sent_.begin(); it != sent_.end();) {
+    if (ticks_ - it->second.lastTick < idleTicks_) {
+      ++it;
+      continue;
+    }
+    core::log().debug("federation: '{}' not posted on for {} s: its run {} ends at seq {} (a next post starts a new one)",
+                      it->first.str(), ticks_ - it->second.lastTick, it->second.run, it->second.seq);
+    it = sent_.erase(it);
+  }
+}
+
 void FederationFeature::tick() {
   timer_ = host_->loop().addTimer(deadlineIn(HEARTBEAT_INTERVAL), [this] { tick(); });
+  ++ticks_;
+  endIdleRuns();  // before the announcement: it goes out without them, ahead of any later post
   announce();
   const auto now = Clock::now();
   for (auto& [name, peer] : peers_) {
@@ -294,9 +319,12 @@ void FederationFeature::onHeartbeat(std::span<const uint8_t> data) {
   peer.lastHeard = Clock::now();
   setInterest(hb->node, std::move(hb->interest));
   updateSilence();
-  for (const auto& [channel, seq] : hb->marks)
-    if (uint64_t missed = tracker_.onMark(hb->node, hb->epoch, channel, seq)) reportGap(hb->node, channel, missed);
-  tracker_.heartbeatDone(hb->node, hb->epoch);
+  for (const auto& m : hb->marks)
+    if (uint64_t missed = tracker_.onMark(hb->node, hb->epoch, m.channel, m.seq, m.run))
+      reportGap(hb->node, m.channel, missed);
+  for (const auto& name : tracker_.heartbeatDone(hb->node, hb->epoch))
+    core::log().debug("federation: node {} ended its run of '{}' (not posted on there for a while)", hb->node,
+                      name.str());
 }
 
 void FederationFeature::onRemotePost(std::span<const uint8_t> data) {
@@ -307,7 +335,7 @@ void FederationFeature::onRemotePost(std::span<const uint8_t> data) {
     return;
   }
   if (post->node == node_) return;
-  auto verdict = tracker_.onPost(post->node, post->epoch, post->channel, post->seq);
+  auto verdict = tracker_.onPost(post->node, post->epoch, post->channel, post->seq, post->run);
   if (verdict.missed) reportGap(post->node, post->channel, verdict.missed);
   if (!verdict.deliver) return;
   if (!hub_->find(post->channel)) return;  // no object of that channel here

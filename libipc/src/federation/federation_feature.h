@@ -138,6 +138,9 @@ class FederationFeature final : public daemon::Feature {
   void onState(NatsLink::State state, const std::string& url);
   void tick();
   void announce();
+  /// Ends the runs not posted on for idleTicks_ (their channels leave the announcements), while
+  /// every other node can hear that: connected, past the grace, no node silent.
+  void endIdleRuns();
   /// `missed` posts of another node on `channel` never came: the local objects learn it.
   void reportGap(const std::string& node, const ChannelName& channel, uint64_t missed);
 
@@ -149,12 +152,17 @@ class FederationFeature final : public daemon::Feature {
   Subjects subjects_;
   core::EventLoop::TimerId timer_ = 0;
   bool timerArmed_ = false;
-  /// Our posts per channel in this epoch (the seq of the last one; also the heartbeat's marks).
+  /// Our posts per channel run in use (the seq of the last one; also the heartbeat's marks).
   struct Sent {
-    uint64_t seq = 0;     // the last post's
-    std::string subject;  // the channel's subject, made once
+    uint64_t seq = 0;       // the last post's
+    uint32_t run = 0;       // which numbering (remote_post.h)
+    uint64_t lastTick = 0;  // ticks_ when it was last posted on
+    std::string subject;    // the channel's subject, made once
   };
   std::map<ChannelName, Sent> sent_;
+  uint32_t nextRun_ = 1;  // runs are unique within the epoch
+  uint64_t ticks_ = 0;    // heartbeat ticks since start
+  uint64_t idleTicks_ = 0;  // a run not posted on for this many ticks ends (--nats-channel-idle-ms)
   uint64_t bundledSeen_ = 0;  // the link's bundled() already counted
   SequenceTracker tracker_;
   struct Peer {

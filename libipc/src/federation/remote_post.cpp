@@ -17,14 +17,15 @@ size_t remotePostBytes(std::string_view node, const ChannelName& channel, size_t
   return sizeof(RemotePostHeader) + pad8(node.size() + channel.size()) + envelopeBytes;
 }
 
-void writeRemotePost(uint8_t* out, std::string_view node, uint64_t epoch, const ChannelName& channel, uint64_t seq,
-                     const uint8_t* envelope, size_t envelopeBytes) {
+void writeRemotePost(uint8_t* out, std::string_view node, uint64_t epoch, const ChannelName& channel, uint32_t run,
+                     uint64_t seq, const uint8_t* envelope, size_t envelopeBytes) {
   SWIPC_REQUIRE(node.size() <= MAX_NODE_NAME && channel.size() <= MAX_CHANNEL_NAME, "node or channel name too long");
   RemotePostHeader h{};
   h.magic = REMOTE_POST_MAGIC;
   h.version = REMOTE_POST_VERSION;
   h.nodeLen = static_cast<uint16_t>(node.size());
   h.channelLen = static_cast<uint32_t>(channel.size());
+  h.run = run;
   h.epoch = epoch;
   h.seq = seq;
   const size_t names = pad8(node.size() + channel.size());
@@ -36,9 +37,9 @@ void writeRemotePost(uint8_t* out, std::string_view node, uint64_t epoch, const 
 }
 
 std::vector<uint8_t> encodeRemotePost(std::string_view node, uint64_t epoch, const ChannelName& channel, uint64_t seq,
-                                      const uint8_t* envelope, size_t envelopeBytes) {
+                                      const uint8_t* envelope, size_t envelopeBytes, uint32_t run) {
   std::vector<uint8_t> out(remotePostBytes(node, channel, envelopeBytes));
-  writeRemotePost(out.data(), node, epoch, channel, seq, envelope, envelopeBytes);
+  writeRemotePost(out.data(), node, epoch, channel, run, seq, envelope, envelopeBytes);
   return out;
 }
 
@@ -48,7 +49,9 @@ Result<RemotePost> decodeRemotePost(const uint8_t* data, size_t bytes) {
   if (bytes < sizeof h) return bad("shorter than its header (" + std::to_string(bytes) + " bytes)");
   std::memcpy(&h, data, sizeof h);
   if (h.magic != REMOTE_POST_MAGIC) return bad("bad magic");
-  if (h.version != REMOTE_POST_VERSION) return bad("version " + std::to_string(h.version) + " (expected 1)");
+  if (h.version != REMOTE_POST_VERSION)
+    return bad("version " + std::to_string(h.version) + " (expected " + std::to_string(REMOTE_POST_VERSION) +
+               "; every node of a scope runs one version)");
   if (h.nodeLen == 0 || h.nodeLen > MAX_NODE_NAME) return bad("node name of " + std::to_string(h.nodeLen) + " bytes");
   if (h.channelLen > MAX_CHANNEL_NAME) return bad("channel name of " + std::to_string(h.channelLen) + " bytes");
   const size_t names = pad8(size_t{h.nodeLen} + h.channelLen);
@@ -62,6 +65,7 @@ Result<RemotePost> decodeRemotePost(const uint8_t* data, size_t bytes) {
   if (!validNodeName(p.node)) return bad("invalid node name");
   p.epoch = h.epoch;
   p.seq = h.seq;
+  p.run = h.run;
   p.envelope = data + sizeof h + names;
   p.envelopeBytes = envelopeBytes;
   return p;
@@ -69,7 +73,7 @@ Result<RemotePost> decodeRemotePost(const uint8_t* data, size_t bytes) {
 
 std::string encodeHeartbeat(const Heartbeat& hb) {
   nlohmann::json marks = nlohmann::json::array();
-  for (const auto& [name, seq] : hb.marks) marks.push_back({toHex(name.str()), seq});
+  for (const auto& m : hb.marks) marks.push_back({toHex(m.channel.str()), m.seq, m.run});
   nlohmann::json j{{"node", hb.node}, {"epoch", hb.epoch}, {"intervalMs", hb.intervalMs}, {"marks", marks}};
   if (hb.interest) {
     nlohmann::json interest = nlohmann::json::array();
@@ -98,10 +102,12 @@ Result<Heartbeat> decodeHeartbeat(std::string_view text) {
   hb.epoch = epoch->get<uint64_t>();
   hb.intervalMs = static_cast<uint32_t>(std::min<uint64_t>(interval->get<uint64_t>(), 3600000));
   for (const auto& m : *marks) {
-    if (!m.is_array() || m.size() != 2 || !m[0].is_string() || !m[1].is_number_unsigned()) return bad("malformed mark");
+    if (!m.is_array() || m.size() != 3 || !m[0].is_string() || !m[1].is_number_unsigned() ||
+        !m[2].is_number_unsigned() || m[2].get<uint64_t>() > UINT32_MAX)
+      return bad("malformed mark");
     auto name = fromHex(m[0].get<std::string>());
     if (!name || name->size() > MAX_CHANNEL_NAME) return bad("malformed channel in a mark");
-    hb.marks.emplace_back(ChannelName(std::move(*name)), m[1].get<uint64_t>());
+    hb.marks.push_back({ChannelName(std::move(*name)), m[1].get<uint64_t>(), static_cast<uint32_t>(m[2].get<uint64_t>())});
   }
   if (auto leaving = j.find("leaving"); leaving != j.end()) {
     if (!leaving->is_boolean()) return bad("leaving is not a boolean");

@@ -6,21 +6,26 @@
 //
 //   0        4        6        8                 16                24                32
 //   +--------+--------+--------+--------+--------+-----------------+-----------------+
-//   | magic  | version| nodeLen| channelLen u32  | epoch u64       | seq u64         |
-//   | u32    | u16    | u16    |                 |                 |                 |
-//   +--------+--------+--------+-----------------+-----------------+-----------------+
+//   | magic  | version| nodeLen| channelLen u32  | run u32| epoch u64       | seq u64         |
+//   | u32    | u16    | u16    |                 |        |                 |                 |
+//   +--------+--------+--------+-----------------+--------+-----------------+-----------------+
 //   32: node name (nodeLen bytes), channel name (channelLen bytes), zero padding to 8
 //   then: the post's Envelope (Cap'n Proto, flat: seq, bcMessage{payload}), exactly the bytes
 //         the sending node wrote into its own channel ring
 //
 //   epoch: the sending daemon's start (a restarted node counts its posts from 1 again, under a
-//          new epoch); seq: the sender's count of posts on that channel in this epoch, from 1,
-//          with no holes: a receiver that sees one has missed posts (reported as lapped).
+//          new epoch); seq: the sender's count of posts on that channel in this run, from 1,
+//          with no holes: a receiver that sees one has missed posts (reported as lapped);
+//   run:   which numbering of that channel, within the epoch. A channel not posted on for a
+//          while (--nats-channel-idle-ms) leaves the sender's announcements, so they stay as
+//          small as the channels in use; its next post starts a new run, numbered from 1 again.
+//          Runs are unique within an epoch (a node-wide counter).
 //
 // Heartbeats go on `swipc.<scope>.node` as one JSON object:
-//   {"node":N,"epoch":E,"intervalMs":I,"marks":[["<hex channel>",seq],…]}
-// where marks are the sender's last seq per channel (its high-water marks), so a gap at the tail
-// of a stream is found too.
+//   {"node":N,"epoch":E,"intervalMs":I,"marks":[["<hex channel>",seq,run],…]}
+// where marks are the sender's last seq per channel run in use (its high-water marks), so a gap
+// at the tail of a stream is found too. A channel a heartbeat does not name has no run in use:
+// what a receiver kept of it goes.
 //
 // @concurrent: pure functions.
 #pragma once
@@ -45,7 +50,7 @@ struct RemotePostHeader {
   uint16_t version;
   uint16_t nodeLen;
   uint32_t channelLen;
-  uint32_t reserved;  // 0
+  uint32_t run;
   uint64_t epoch;
   uint64_t seq;
 };
@@ -54,12 +59,13 @@ static_assert(offsetof(RemotePostHeader, magic) == 0);
 static_assert(offsetof(RemotePostHeader, version) == 4);
 static_assert(offsetof(RemotePostHeader, nodeLen) == 6);
 static_assert(offsetof(RemotePostHeader, channelLen) == 8);
+static_assert(offsetof(RemotePostHeader, run) == 12);
 static_assert(offsetof(RemotePostHeader, epoch) == 16);
 static_assert(offsetof(RemotePostHeader, seq) == 24);
 static_assert(sizeof(RemotePostHeader) == 32);
 
 inline constexpr uint32_t REMOTE_POST_MAGIC = 0x42465753;  // "SWFB"
-inline constexpr uint16_t REMOTE_POST_VERSION = 1;
+inline constexpr uint16_t REMOTE_POST_VERSION = 2;  // 2: runs (a node of version 1 is refused)
 inline constexpr size_t MAX_NODE_NAME = 64;
 inline constexpr size_t MAX_CHANNEL_NAME = 1024;  // as the daemon's BroadcastHub
 
@@ -69,6 +75,7 @@ struct RemotePost {
   ChannelName channel;
   uint64_t epoch = 0;
   uint64_t seq = 0;
+  uint32_t run = 0;
   const uint8_t* envelope = nullptr;
   size_t envelopeBytes = 0;
 };
@@ -77,11 +84,11 @@ struct RemotePost {
 size_t remotePostBytes(std::string_view node, const ChannelName& channel, size_t envelopeBytes);
 /// Writes that frame into `out` (remotePostBytes() of room), so that a caller can build it in
 /// place in a buffer of its own.
-void writeRemotePost(uint8_t* out, std::string_view node, uint64_t epoch, const ChannelName& channel, uint64_t seq,
-                     const uint8_t* envelope, size_t envelopeBytes);
+void writeRemotePost(uint8_t* out, std::string_view node, uint64_t epoch, const ChannelName& channel, uint32_t run,
+                     uint64_t seq, const uint8_t* envelope, size_t envelopeBytes);
 /// The frame of a post of `channel` by `node`: header, names, padding, then the envelope bytes.
 std::vector<uint8_t> encodeRemotePost(std::string_view node, uint64_t epoch, const ChannelName& channel, uint64_t seq,
-                                      const uint8_t* envelope, size_t envelopeBytes);
+                                      const uint8_t* envelope, size_t envelopeBytes, uint32_t run = 1);
 /// Checks a received frame in a fixed order (size, magic, version, lengths, alignment of the
 /// envelope); PROTOCOL_VIOLATION naming the step that failed.
 Result<RemotePost> decodeRemotePost(const uint8_t* data, size_t bytes);
@@ -93,7 +100,13 @@ struct Heartbeat {
   std::string node;
   uint64_t epoch = 0;
   uint32_t intervalMs = 0;
-  std::vector<std::pair<ChannelName, uint64_t>> marks;
+  struct Mark {
+    ChannelName channel;
+    uint64_t seq = 0;
+    uint32_t run = 1;
+    bool operator==(const Mark&) const = default;
+  };
+  std::vector<Mark> marks;
   std::optional<std::vector<ChannelName>> interest;
   bool leaving = false;  // the node's last announcement: it stops
 };

@@ -17,33 +17,59 @@ SequenceTracker::NodeState* SequenceTracker::state(const std::string& node, uint
 }
 
 SequenceTracker::Verdict SequenceTracker::onPost(const std::string& node, uint64_t epoch, const ChannelName& channel,
-                                                 uint64_t seq) {
+                                                 uint64_t seq, uint32_t run) {
   NodeState* s = state(node, epoch);
   if (!s) return {};
-  auto [it, fresh] = s->last.try_emplace(channel, 0);
-  if (fresh && !s->announced) it->second = seq - 1;  // first heard of here: nothing before counts
-  if (seq <= it->second) return {};                   // seen already (or older)
-  Verdict v{true, seq - it->second - 1};
-  it->second = seq;
+  auto [it, fresh] = s->channels.try_emplace(channel);
+  Channel& c = it->second;
+  if (fresh || c.run != run) {
+    // A run not known here: before the sender's first heartbeat nothing before this post counts;
+    // after it, the run started after that heartbeat, at 1.
+    c.run = run;
+    c.last = s->announced ? 0 : seq - 1;
+  }
+  if (seq <= c.last) return {};  // seen already (or older)
+  Verdict v{true, seq - c.last - 1};
+  c.last = seq;
   return v;
 }
 
-uint64_t SequenceTracker::onMark(const std::string& node, uint64_t epoch, const ChannelName& channel, uint64_t seq) {
+uint64_t SequenceTracker::onMark(const std::string& node, uint64_t epoch, const ChannelName& channel, uint64_t seq,
+                                 uint32_t run) {
   NodeState* s = state(node, epoch);
   if (!s) return 0;
-  auto [it, fresh] = s->last.try_emplace(channel, 0);
-  if (fresh && !s->announced) {
-    it->second = seq;  // the baseline: posted before we listened
-    return 0;
+  auto [it, fresh] = s->channels.try_emplace(channel);
+  Channel& c = it->second;
+  c.namedIn = s->heartbeats + 1;  // the heartbeat being taken
+  if (fresh || c.run != run) {
+    c.run = run;
+    if (!s->announced) {
+      c.last = seq;  // the baseline: posted before we listened
+      return 0;
+    }
+    c.last = 0;  // a run started since the sender's last heartbeat: every post of it counts
   }
-  if (seq <= it->second) return 0;
-  const uint64_t missed = seq - it->second;
-  it->second = seq;
+  if (seq <= c.last) return 0;
+  const uint64_t missed = seq - c.last;
+  c.last = seq;
   return missed;
 }
 
-void SequenceTracker::heartbeatDone(const std::string& node, uint64_t epoch) {
-  if (NodeState* s = state(node, epoch)) s->announced = true;
+std::vector<ChannelName> SequenceTracker::heartbeatDone(const std::string& node, uint64_t epoch) {
+  std::vector<ChannelName> forgotten;
+  NodeState* s = state(node, epoch);
+  if (!s) return forgotten;
+  s->announced = true;
+  const uint64_t taken = ++s->heartbeats;
+  for (auto it = s->channels.begin(); it != s->channels.end();) {
+    if (it->second.namedIn == taken) {
+      ++it;
+      continue;
+    }
+    forgotten.push_back(it->first);
+    it = s->channels.erase(it);
+  }
+  return forgotten;
 }
 
 }  // namespace swipc::federation

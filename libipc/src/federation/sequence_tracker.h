@@ -9,6 +9,12 @@
 // every channel it names; a channel first heard of in a post, before that, starts at that post.
 // After it, a channel the sender never named before started at 1.
 //
+// Runs: a sender numbers each channel within a run (remote_post.h). Every heartbeat names every
+// run in use there, and a post always travels before any heartbeat built after it, so a channel
+// a heartbeat does not name has no run in use: it is forgotten here (what is kept stays as small
+// as what the senders use). A post or mark of a run not known here is a run started after the
+// last one known: numbered from 1 (or, before the sender's first heartbeat, a baseline).
+//
 // @concurrent: single-threaded (the daemon's loop thread).
 #pragma once
 
@@ -28,22 +34,35 @@ class SequenceTracker {
     uint64_t missed = 0;   // posts of that sender on that channel that never came, before this one
   };
 
-  /// Post `seq` of `node` (epoch `epoch`) on `channel` arrived.
-  Verdict onPost(const std::string& node, uint64_t epoch, const ChannelName& channel, uint64_t seq);
-  /// `node`'s heartbeat says its last post on `channel` is `seq`: the posts missed up to there.
-  /// A heartbeat is taken as a whole: onMark() for each mark, then heartbeatDone().
-  uint64_t onMark(const std::string& node, uint64_t epoch, const ChannelName& channel, uint64_t seq);
-  /// Every mark of `node`'s heartbeat has been given: its later new channels start at 1.
-  void heartbeatDone(const std::string& node, uint64_t epoch);
+  /// Post `seq` of run `run` of `node` (epoch `epoch`) on `channel` arrived.
+  Verdict onPost(const std::string& node, uint64_t epoch, const ChannelName& channel, uint64_t seq, uint32_t run = 1);
+  /// `node`'s heartbeat says its last post on `channel` (run `run`) is `seq`: the posts missed up
+  /// to there. A heartbeat is taken as a whole: onMark() for each mark, then heartbeatDone().
+  uint64_t onMark(const std::string& node, uint64_t epoch, const ChannelName& channel, uint64_t seq,
+                  uint32_t run = 1);
+  /// Every mark of `node`'s heartbeat has been given: its later new channels start at 1, and the
+  /// channels it did not name are forgotten (returned).
+  std::vector<ChannelName> heartbeatDone(const std::string& node, uint64_t epoch);
 
   /// Senders known (tests, logs).
   size_t nodeCount() const { return nodes_.size(); }
+  /// Channels kept for `node` (tests).
+  size_t channelCount(const std::string& node) const {
+    auto it = nodes_.find(node);
+    return it == nodes_.end() ? 0 : it->second.channels.size();
+  }
 
  private:
+  struct Channel {
+    uint32_t run = 0;
+    uint64_t last = 0;       // the last seq seen or accounted for in that run
+    uint64_t namedIn = 0;    // the heartbeat (NodeState::heartbeats) that last named it
+  };
   struct NodeState {
     uint64_t epoch = 0;
     bool announced = false;  // a heartbeat of this epoch was seen
-    std::map<ChannelName, uint64_t> last;
+    uint64_t heartbeats = 0; // of this epoch, taken whole
+    std::map<ChannelName, Channel> channels;
   };
   /// The state of `node`, started again when `epoch` is not the one it had.
   NodeState* state(const std::string& node, uint64_t epoch);

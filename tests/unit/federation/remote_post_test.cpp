@@ -16,13 +16,14 @@ std::vector<uint8_t> envelopeBytes(size_t n) {
 TEST(RemotePostTest, RoundTripsNodeChannelEpochSeqAndEnvelope) {
   auto env = envelopeBytes(48);
   const ChannelName ch("chat room\n\xff");
-  auto frame = encodeRemotePost("n1", 77, ch, 5, env.data(), env.size());
+  auto frame = encodeRemotePost("n1", 77, ch, 5, env.data(), env.size(), 0xfffffff3u);
   auto sut = decodeRemotePost(frame.data(), frame.size());
   ASSERT_TRUE(sut) << sut.error().describe();
   EXPECT_EQ(sut->node, "n1");
   EXPECT_EQ(sut->channel, ch);
   EXPECT_EQ(sut->epoch, 77u);
   EXPECT_EQ(sut->seq, 5u);
+  EXPECT_EQ(sut->run, 0xfffffff3u);
   ASSERT_EQ(sut->envelopeBytes, env.size());
   EXPECT_EQ(std::memcmp(sut->envelope, env.data(), env.size()), 0);
   EXPECT_EQ(static_cast<size_t>(sut->envelope - frame.data()) % 8, 0u);
@@ -49,7 +50,11 @@ TEST(RemotePostTest, RejectsBadMagicVersionAndLengths) {
     return decodeRemotePost(f.data(), f.size());
   };
   EXPECT_FALSE(corrupt(0, 0xdeadbeef, 4));         // magic
-  EXPECT_FALSE(corrupt(4, 2, 2));                  // version
+  EXPECT_FALSE(corrupt(4, 3, 2));                  // version
+  // A node of the version before runs is refused by name, not misread.
+  auto old = corrupt(4, 1, 2);
+  ASSERT_FALSE(old);
+  EXPECT_NE(old.error().describe().find("version 1 (expected 2"), std::string::npos) << old.error().describe();
   EXPECT_FALSE(corrupt(6, 0, 2));                  // no node name
   EXPECT_FALSE(corrupt(6, 65, 2));                 // node name too long
   EXPECT_FALSE(corrupt(8, 1u << 20, 4));           // channel name past the frame / too long
@@ -61,7 +66,7 @@ TEST(RemotePostTest, HeartbeatRoundTripsMarksOfAnyChannelName) {
   hb.node = "n2";
   hb.epoch = 123456789012345ull;
   hb.intervalMs = 1000;
-  hb.marks = {{ChannelName("a"), 3}, {ChannelName(std::string("\0\x80 .*>", 6)), 9}};
+  hb.marks = {{ChannelName("a"), 3, 1}, {ChannelName(std::string("\0\x80 .*>", 6)), 9, 0xffffffffu}};
   auto sut = decodeHeartbeat(encodeHeartbeat(hb));
   ASSERT_TRUE(sut) << sut.error().describe();
   EXPECT_EQ(sut->node, "n2");
@@ -74,8 +79,13 @@ TEST(RemotePostTest, HeartbeatRejectsMalformedJson) {
   EXPECT_FALSE(decodeHeartbeat("not json"));
   EXPECT_FALSE(decodeHeartbeat(R"({"node":"n1"})"));
   EXPECT_FALSE(decodeHeartbeat(R"({"node":"bad name","epoch":1,"intervalMs":1,"marks":[]})"));
-  EXPECT_FALSE(decodeHeartbeat(R"({"node":"n1","epoch":1,"intervalMs":1,"marks":[["zz",1]]})"));
-  EXPECT_FALSE(decodeHeartbeat(R"({"node":"n1","epoch":1,"intervalMs":1,"marks":[["61",-1]]})"));
+  EXPECT_FALSE(decodeHeartbeat(R"({"node":"n1","epoch":1,"intervalMs":1,"marks":[["zz",1,1]]})"));
+  EXPECT_FALSE(decodeHeartbeat(R"({"node":"n1","epoch":1,"intervalMs":1,"marks":[["61",-1,1]]})"));
+  EXPECT_TRUE(decodeHeartbeat(R"({"node":"n1","epoch":1,"intervalMs":1,"marks":[["61",1,1]]})"));
+  // A mark without its run (a node of the version before runs), or with one past 32 bits.
+  EXPECT_FALSE(decodeHeartbeat(R"({"node":"n1","epoch":1,"intervalMs":1,"marks":[["61",1]]})"));
+  EXPECT_FALSE(decodeHeartbeat(R"({"node":"n1","epoch":1,"intervalMs":1,"marks":[["61",1,4294967296]]})"));
+  EXPECT_FALSE(decodeHeartbeat(R"({"node":"n1","epoch":1,"intervalMs":1,"marks":[["61",1,-1]]})"));
 }
 
 TEST(RemotePostTest, HeartbeatCarriesInterestOrSaysNothing) {

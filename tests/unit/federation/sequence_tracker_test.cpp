@@ -78,6 +78,52 @@ TEST(SequenceTrackerTest, AnotherEpochStartsAgainWithoutClaimingAGap) {
   EXPECT_EQ(sut.onPost("n1", 2, A, 2).missed, 0u);
 }
 
+// Runs (remote_post.h): a heartbeat names every run in use on its node; what it does not name
+// ended there and is forgotten here, so what is kept stays as small as what the senders use.
+TEST(SequenceTrackerTest, ChannelsAHeartbeatNoLongerNamesAreForgotten) {
+  SequenceTracker sut;
+  sut.onMark("n1", 1, A, 5, 1);
+  sut.onMark("n1", 1, B, 2, 2);
+  EXPECT_TRUE(sut.heartbeatDone("n1", 1).empty());
+  EXPECT_EQ(sut.channelCount("n1"), 2u);
+  sut.onMark("n1", 1, A, 5, 1);
+  EXPECT_EQ(sut.heartbeatDone("n1", 1), std::vector<ChannelName>{B});
+  EXPECT_EQ(sut.channelCount("n1"), 1u);
+  // A channel first heard of in a post is named by the next heartbeat (it was built after).
+  sut.onPost("n1", 1, B, 1, 3);
+  sut.onMark("n1", 1, A, 5, 1);
+  sut.onMark("n1", 1, B, 1, 3);
+  EXPECT_TRUE(sut.heartbeatDone("n1", 1).empty());
+  EXPECT_EQ(sut.channelCount("n1"), 2u);
+}
+
+TEST(SequenceTrackerTest, ANewRunAfterTheOldOneEndedStartsAtOneWithNothingMissed) {
+  SequenceTracker sut;
+  sut.onMark("n1", 1, A, 5, 1);
+  sut.heartbeatDone("n1", 1);
+  EXPECT_EQ(sut.onPost("n1", 1, A, 6, 1).missed, 0u);
+  EXPECT_EQ(sut.heartbeatDone("n1", 1), std::vector<ChannelName>{A});  // its run ended there
+  auto v = sut.onPost("n1", 1, A, 1, 2);  // seq 1 again, of the new run: not "seen already"
+  EXPECT_TRUE(v.deliver);
+  EXPECT_EQ(v.missed, 0u);
+  EXPECT_EQ(sut.onPost("n1", 1, A, 2, 2).missed, 0u);
+  EXPECT_EQ(sut.onMark("n1", 1, A, 2, 2), 0u);
+}
+
+TEST(SequenceTrackerTest, ANewRunHeardOfBeforeTheHeartbeatThatEndedTheOldOneCountsFromOne) {
+  // The heartbeat without the old run never came (NATS dropped it): the new run's first post
+  // still is not taken for an old one, and what it skipped is missed.
+  SequenceTracker sut;
+  sut.onMark("n1", 1, A, 5, 1);
+  sut.heartbeatDone("n1", 1);
+  auto v = sut.onPost("n1", 1, A, 3, 2);
+  EXPECT_TRUE(v.deliver);
+  EXPECT_EQ(v.missed, 2u);
+  // A mark of a run never seen here: all of it was missed.
+  EXPECT_EQ(sut.onMark("n1", 1, B, 4, 7), 4u);
+  EXPECT_EQ(sut.onMark("n1", 1, B, 4, 7), 0u);
+}
+
 TEST(SequenceTrackerTest, SendersAreCountedApart) {
   SequenceTracker sut;
   sut.onPost("n1", 1, A, 1);
