@@ -44,9 +44,10 @@ struct FederationOptions {
   std::vector<std::string> natsServers;  // --nats URL[,URL...]
   std::string node;                      // --node: this node's name; "" = the short host name
                                          // (options() then says which)
-  /// --nats-channel-idle-ms: a channel this node has not posted on for this long leaves its
-  /// announcements (its next post starts a new numbering), so they stay as small as the
-  /// channels in use. Rounded up to whole heartbeats, at least two.
+  /// --nats-channel-idle-ms: a channel this node has not posted on for about this long (counted
+  /// in heartbeats, so up to one earlier) leaves its announcements once every other node has
+  /// heard its last mark (its next post starts a new numbering), so they stay as small as the
+  /// channels in use.
   std::chrono::milliseconds channelIdle{600000};
 };
 

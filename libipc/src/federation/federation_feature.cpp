@@ -24,6 +24,7 @@ Result<void> FederationFeature::start(daemon::FeatureHost& host) {
   sent_.clear();
   nextRun_ = 1;
   ticks_ = 0;
+  announced_ = 0;
   // At least two ticks: an announcement with the run's last mark has gone out before it ends.
   idleTicks_ = std::max<uint64_t>(
       2, static_cast<uint64_t>((fed.channelIdle + HEARTBEAT_INTERVAL - std::chrono::milliseconds(1)) / HEARTBEAT_INTERVAL));
@@ -90,6 +91,7 @@ void FederationFeature::localPost(const ChannelName& name, const uint8_t* envelo
     sent.run = nextRun_++;
   }
   sent.lastTick = ticks_;
+  sent.announcedAtPost = announced_;
   const uint64_t seq = ++sent.seq;
   // Numbered whether or not it goes out: a post NATS does not take is a gap its receivers see.
   const bool queued =
@@ -195,7 +197,7 @@ std::string FederationFeature::heartbeatText(bool leaving) {
 void FederationFeature::announce() {
   lastAnnounce_ = Clock::now();
   syncBundled();
-  (void)link_->tryPublish(subjects_.nodes, heartbeatText(false));
+  if (link_->tryPublish(subjects_.nodes, heartbeatText(false))) ++announced_;
 }
 
 void FederationFeature::updateSilence() {
@@ -213,9 +215,15 @@ void FederationFeature::updateSilence() {
 }
 
 void FederationFeature::endIdleRuns() {
-  if (!linkUp_ || inGrace_ || silentPeers_ > 0) return;
+  if (!linkUp_ || inGrace_) return;
+  std::vector<runs::Hearing> hearing;
+  const auto now = Clock::now();
+  for (const auto& [name, peer] : peers_) hearing.push_back({peer.left, now - peer.lastHeard, peer.heardSince});
+  const uint64_t heardSince = runs::heardByAllSince(hearing, SILENT_AFTER);
+  if (heardSince == UINT64_MAX) return;  // someone may have missed a tail: it needs the marks
   for (auto it = sent_.begin(); it != sent_.end();) {
-    if (ticks_ - it->second.lastTick < idleTicks_) {
+    const Sent& run = it->second;
+    if (!runs::mayEnd(ticks_ - run.lastTick, idleTicks_, run.announcedAtPost, announced_, heardSince)) {
       ++it;
       continue;
     }
@@ -225,9 +233,27 @@ void FederationFeature::endIdleRuns() {
   }
 }
 
+void FederationFeature::forgetGonePeers() {
+  const auto now = Clock::now();
+  for (auto it = peers_.begin(); it != peers_.end();) {
+    if (now - it->second.lastHeard < runs::PEER_GONE) {
+      ++it;
+      continue;
+    }
+    const std::string name = it->first;
+    setInterest(name, std::vector<ChannelName>{});  // out of the counts (it wants nothing now)
+    tracker_.forgetNode(name);
+    core::log().info("federation: node {} not heard for {} min: forgotten", name,
+                     std::chrono::duration_cast<std::chrono::minutes>(runs::PEER_GONE).count());
+    it = peers_.erase(peers_.find(name));
+  }
+  updateSilence();
+}
+
 void FederationFeature::tick() {
   timer_ = host_->loop().addTimer(deadlineIn(HEARTBEAT_INTERVAL), [this] { tick(); });
   ++ticks_;
+  forgetGonePeers();
   endIdleRuns();  // before the announcement: it goes out without them, ahead of any later post
   announce();
   const auto now = Clock::now();
@@ -312,6 +338,10 @@ void FederationFeature::onHeartbeat(std::span<const uint8_t> data) {
       // are a baseline for it either way).
       announceSoon();
     }
+    // Heard again after a silence (or for the first time, or another life of it): the marks it
+    // may have missed count from now (runs.h).
+    if (fresh || !peer.alive || peer.left || peer.epoch != hb->epoch || Clock::now() - peer.lastHeard > SILENT_AFTER)
+      peer.heardSince = announced_;
     peer.alive = true;
     peer.left = false;
   }

@@ -12,6 +12,9 @@
 //   it is silent. Where the others' interest cannot be known, every channel is published (and
 //   numbered, so what does not arrive is a gap): while this node is off NATS, for INTEREST_GRACE
 //   after each (re)connection, and while another node is silent (SILENT_AFTER .. PEER_FORGET).
+// - Runs: a channel's numbering is a run (remote_post.h); one not posted on for
+//   --nats-channel-idle-ms ends once every other node has heard its last mark (runs.h), so the
+//   announcements, and what every node keeps, stay as small as the channels in use.
 // - BroadcastChannel: every post that originates here (daemon/broadcast_hub's post observer), of a
 //   channel some other node wants, is published with (node, epoch, per-channel seq, counting
 //   published posts only); a post from another node is written into the
@@ -41,6 +44,7 @@
 #include "federation/nats_link.h"
 #include "federation/remote_clients.h"
 #include "federation/remote_post.h"
+#include "federation/runs.h"
 #include "federation/sequence_tracker.h"
 
 namespace swipc::federation {
@@ -138,9 +142,11 @@ class FederationFeature final : public daemon::Feature {
   void onState(NatsLink::State state, const std::string& url);
   void tick();
   void announce();
-  /// Ends the runs not posted on for idleTicks_ (their channels leave the announcements), while
-  /// every other node can hear that: connected, past the grace, no node silent.
+  /// Ends the runs not posted on for idleTicks_ whose last mark every other node has heard
+  /// (runs.h): their channels leave the announcements. Only while connected and past the grace.
   void endIdleRuns();
+  /// Forgets the nodes not heard for runs::PEER_GONE: their interest, and what the tracker kept.
+  void forgetGonePeers();
   /// `missed` posts of another node on `channel` never came: the local objects learn it.
   void reportGap(const std::string& node, const ChannelName& channel, uint64_t missed);
 
@@ -157,11 +163,13 @@ class FederationFeature final : public daemon::Feature {
     uint64_t seq = 0;       // the last post's
     uint32_t run = 0;       // which numbering (remote_post.h)
     uint64_t lastTick = 0;  // ticks_ when it was last posted on
+    uint64_t announcedAtPost = 0;  // announced_ then
     std::string subject;    // the channel's subject, made once
   };
   std::map<ChannelName, Sent> sent_;
   uint32_t nextRun_ = 1;  // runs are unique within the epoch
   uint64_t ticks_ = 0;    // heartbeat ticks since start
+  uint64_t announced_ = 0;  // announcements the link took (runs.h counts repeats of a mark in them)
   uint64_t idleTicks_ = 0;  // a run not posted on for this many ticks ends (--nats-channel-idle-ms)
   uint64_t bundledSeen_ = 0;  // the link's bundled() already counted
   SequenceTracker tracker_;
@@ -171,6 +179,7 @@ class FederationFeature final : public daemon::Feature {
     bool alive = false;
     bool announced = false;                         // its interest is in the counts below
     bool left = false;                              // it announced that it stops (this epoch)
+    uint64_t heardSince = 0;                        // announced_ when heard again after a silence
     std::optional<std::set<ChannelName>> interest;  // nullopt: every channel
   };
   std::map<std::string, Peer> peers_;

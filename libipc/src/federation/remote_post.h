@@ -4,11 +4,11 @@
 //
 // A cross-node post is one NATS message on subject `swipc.<scope>.bc.c<hex(channel name)>`:
 //
-//   0        4        6        8                 16                24                32
+//   0        4        6        8        12       16                24                32
 //   +--------+--------+--------+--------+--------+-----------------+-----------------+
-//   | magic  | version| nodeLen| channelLen u32  | run u32| epoch u64       | seq u64         |
-//   | u32    | u16    | u16    |                 |        |                 |                 |
-//   +--------+--------+--------+-----------------+--------+-----------------+-----------------+
+//   | magic  | version| nodeLen| channel| run    | epoch u64       | seq u64         |
+//   | u32    | u16    | u16    | Len u32| u32    |                 |                 |
+//   +--------+--------+--------+--------+--------+-----------------+-----------------+
 //   32: node name (nodeLen bytes), channel name (channelLen bytes), zero padding to 8
 //   then: the post's Envelope (Cap'n Proto, flat: seq, bcMessage{payload}), exactly the bytes
 //         the sending node wrote into its own channel ring
@@ -19,7 +19,9 @@
 //   run:   which numbering of that channel, within the epoch. A channel not posted on for a
 //          while (--nats-channel-idle-ms) leaves the sender's announcements, so they stay as
 //          small as the channels in use; its next post starts a new run, numbered from 1 again.
-//          Runs are unique within an epoch (a node-wide counter).
+//          Runs are unique within an epoch (a node-wide counter; it would wrap after 2^32 runs,
+//          harmless unless a receiver kept one channel through all of them). When a run may
+//          end: runs.h.
 //
 // Heartbeats go on `swipc.<scope>.node` as one JSON object:
 //   {"node":N,"epoch":E,"intervalMs":I,"marks":[["<hex channel>",seq,run],…]}

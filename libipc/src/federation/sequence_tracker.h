@@ -44,6 +44,9 @@ class SequenceTracker {
   /// channels it did not name are forgotten (returned).
   std::vector<ChannelName> heartbeatDone(const std::string& node, uint64_t epoch);
 
+  /// Forgets everything of `node` (gone for good).
+  void forgetNode(const std::string& node) { nodes_.erase(node); }
+
   /// Senders known (tests, logs).
   size_t nodeCount() const { return nodes_.size(); }
   /// Channels kept for `node` (tests).
