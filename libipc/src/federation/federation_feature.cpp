@@ -25,7 +25,7 @@ Result<void> FederationFeature::start(daemon::FeatureHost& host) {
   nextRun_ = 1;
   ticks_ = 0;
   announced_ = 0;
-  // At least two ticks: an announcement with the run's last mark has gone out before it ends.
+  // At least two ticks (the repeats of the run's last mark, runs.h, are counted on top).
   idleTicks_ = std::max<uint64_t>(
       2, static_cast<uint64_t>((fed.channelIdle + HEARTBEAT_INTERVAL - std::chrono::milliseconds(1)) / HEARTBEAT_INTERVAL));
   peers_.clear();
@@ -129,7 +129,7 @@ void FederationFeature::announceSoon() {
   host_->loop().addTimer(due, [this, alive = std::weak_ptr<bool>(alive_)] {
     if (alive.expired() || !host_) return;
     announceSoon_ = false;
-    announce();
+    announce(false);
   });
 }
 
@@ -171,6 +171,7 @@ std::string FederationFeature::heartbeatText(bool leaving) {
   hb.epoch = epoch_;
   hb.intervalMs = static_cast<uint32_t>(HEARTBEAT_INTERVAL.count());
   hb.leaving = leaving;
+  hb.receiveBreaks = link_ ? link_->receiveBreaks() : 0;
   hb.marks.reserve(sent_.size());
   // Every mark, always: a node that hears us for the first time takes its baselines from them.
   for (const auto& [name, sent] : sent_) hb.marks.push_back({name, sent.seq, sent.run});
@@ -194,10 +195,12 @@ std::string FederationFeature::heartbeatText(bool leaving) {
   return text;
 }
 
-void FederationFeature::announce() {
+void FederationFeature::announce(bool tick) {
   lastAnnounce_ = Clock::now();
   syncBundled();
-  if (link_->tryPublish(subjects_.nodes, heartbeatText(false))) ++announced_;
+  // Only the tick's announcements count as repeats of a run's last mark (runs.h): they are a
+  // second apart, so a cut shorter than SILENT_AFTER misses a few of them, never all.
+  if (link_->tryPublish(subjects_.nodes, heartbeatText(false)) && tick) ++announced_;
 }
 
 void FederationFeature::updateSilence() {
@@ -234,20 +237,19 @@ void FederationFeature::endIdleRuns() {
 }
 
 void FederationFeature::forgetGonePeers() {
+  // Only nodes that left: their interest is empty already, and their numbering ended with them
+  // (another life of them has another epoch). A node that went silent without leaving may come
+  // back with posts we must count, to objects that still want its channels: it is kept.
   const auto now = Clock::now();
   for (auto it = peers_.begin(); it != peers_.end();) {
-    if (now - it->second.lastHeard < runs::PEER_GONE) {
+    if (!it->second.left || now - it->second.lastHeard < runs::PEER_GONE) {
       ++it;
       continue;
     }
-    const std::string name = it->first;
-    setInterest(name, std::vector<ChannelName>{});  // out of the counts (it wants nothing now)
-    tracker_.forgetNode(name);
-    core::log().info("federation: node {} not heard for {} min: forgotten", name,
-                     std::chrono::duration_cast<std::chrono::minutes>(runs::PEER_GONE).count());
-    it = peers_.erase(peers_.find(name));
+    tracker_.forgetNode(it->first);
+    core::log().debug("federation: node {} left over an hour ago: forgotten", it->first);
+    it = peers_.erase(it);
   }
-  updateSilence();
 }
 
 void FederationFeature::tick() {
@@ -255,7 +257,7 @@ void FederationFeature::tick() {
   ++ticks_;
   forgetGonePeers();
   endIdleRuns();  // before the announcement: it goes out without them, ahead of any later post
-  announce();
+  announce(true);
   const auto now = Clock::now();
   for (auto& [name, peer] : peers_) {
     if (peer.alive && now - peer.lastHeard > NODE_TIMEOUT) {
@@ -299,7 +301,7 @@ void FederationFeature::onState(NatsLink::State s, const std::string& url) {
       core::log().warn("federation: NATS connection closed (node {})", node_);
       return;
   }
-  announce();  // at once: the others learn our marks (posts made while we were away are gaps)
+  announce(false);  // at once: the others learn our marks (posts made while we were away are gaps)
 }
 
 // ------------------------------------------------------------------------------------------------ in
@@ -340,8 +342,12 @@ void FederationFeature::onHeartbeat(std::span<const uint8_t> data) {
     }
     // Heard again after a silence (or for the first time, or another life of it): the marks it
     // may have missed count from now (runs.h).
-    if (fresh || !peer.alive || peer.left || peer.epoch != hb->epoch || Clock::now() - peer.lastHeard > SILENT_AFTER)
+    // So is one whose NATS client says it lost messages or its connection since its last
+    // announcement: it is heard, but may not have heard us.
+    if (fresh || !peer.alive || peer.left || peer.epoch != hb->epoch || Clock::now() - peer.lastHeard > SILENT_AFTER ||
+        hb->receiveBreaks != peer.receiveBreaks)
       peer.heardSince = announced_;
+    peer.receiveBreaks = hb->receiveBreaks;
     peer.alive = true;
     peer.left = false;
   }

@@ -141,11 +141,12 @@ class FederationFeature final : public daemon::Feature {
   std::vector<std::string> liveNodes() const;
   void onState(NatsLink::State state, const std::string& url);
   void tick();
-  void announce();
+  /// `tick`: the heartbeat's own (counted as a repeat of every mark, runs.h).
+  void announce(bool tick);
   /// Ends the runs not posted on for idleTicks_ whose last mark every other node has heard
   /// (runs.h): their channels leave the announcements. Only while connected and past the grace.
   void endIdleRuns();
-  /// Forgets the nodes not heard for runs::PEER_GONE: their interest, and what the tracker kept.
+  /// Forgets the nodes that left runs::PEER_GONE ago (what the tracker kept of them too).
   void forgetGonePeers();
   /// `missed` posts of another node on `channel` never came: the local objects learn it.
   void reportGap(const std::string& node, const ChannelName& channel, uint64_t missed);
@@ -180,6 +181,7 @@ class FederationFeature final : public daemon::Feature {
     bool announced = false;                         // its interest is in the counts below
     bool left = false;                              // it announced that it stops (this epoch)
     uint64_t heardSince = 0;                        // announced_ when heard again after a silence
+    uint64_t receiveBreaks = 0;                     // as its last announcement said
     std::optional<std::set<ChannelName>> interest;  // nullopt: every channel
   };
   std::map<std::string, Peer> peers_;

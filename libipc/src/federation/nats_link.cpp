@@ -123,6 +123,7 @@ struct NatsLink::Shared {
   /// Publishes what the loop queued, in order; a run of one subject as one bundle (bundle.h).
   void publishBatch(const MessageBuffer& batch);
   std::atomic<uint64_t> bundled{0};  // messages that went inside a bundle
+  std::atomic<uint64_t> receiveBreaks{0};  // slow-consumer drops and disconnections
 };
 
 namespace {
@@ -194,6 +195,7 @@ void onReconnected(natsConnection*, void* closure) {
 void onDisconnected(natsConnection*, void* closure) {
   auto* sh = static_cast<NatsLink::Shared*>(closure);
   sh->connected = false;
+  ++sh->receiveBreaks;
   sh->reportState(NatsLink::State::DISCONNECTED);
 }
 
@@ -209,6 +211,7 @@ void onClosed(natsConnection*, void* closure) {
 
 void onError(natsConnection*, natsSubscription*, natsStatus err, void* closure) {
   auto* sh = static_cast<NatsLink::Shared*>(closure);
+  if (err == NATS_SLOW_CONSUMER) ++sh->receiveBreaks;
   std::string what = natsStatus_GetText(err);
   sh->toLoop([what](NatsLink::Shared& s) {
     if (s.events.error) s.events.error(what);
@@ -405,5 +408,6 @@ void NatsLink::commit() {
 bool NatsLink::connectedGuess() const { return shared_->connected; }
 uint64_t NatsLink::sendFailures() const { return shared_->sendFailures; }
 uint64_t NatsLink::bundled() const { return shared_->bundled; }
+uint64_t NatsLink::receiveBreaks() const { return shared_->receiveBreaks; }
 
 }  // namespace swipc::federation

@@ -87,6 +87,9 @@ class NatsLink {
   uint64_t sendFailures() const;
   /// Messages that travelled inside a bundle (bundle.h) rather than alone.
   uint64_t bundled() const;
+  /// Times the link may have missed messages for us: libnats dropped some (slow consumer) or the
+  /// connection broke.
+  uint64_t receiveBreaks() const;
 
   struct Shared;
 

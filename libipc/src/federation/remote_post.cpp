@@ -81,6 +81,7 @@ std::string encodeHeartbeat(const Heartbeat& hb) {
     j["interest"] = std::move(interest);
   }
   if (hb.leaving) j["leaving"] = true;
+  if (hb.receiveBreaks) j["receiveBreaks"] = hb.receiveBreaks;
   return j.dump();
 }
 
@@ -108,6 +109,10 @@ Result<Heartbeat> decodeHeartbeat(std::string_view text) {
     auto name = fromHex(m[0].get<std::string>());
     if (!name || name->size() > MAX_CHANNEL_NAME) return bad("malformed channel in a mark");
     hb.marks.push_back({ChannelName(std::move(*name)), m[1].get<uint64_t>(), static_cast<uint32_t>(m[2].get<uint64_t>())});
+  }
+  if (auto breaks = j.find("receiveBreaks"); breaks != j.end()) {
+    if (!breaks->is_number_unsigned()) return bad("receiveBreaks is not a count");
+    hb.receiveBreaks = breaks->get<uint64_t>();
   }
   if (auto leaving = j.find("leaving"); leaving != j.end()) {
     if (!leaving->is_boolean()) return bad("leaving is not a boolean");

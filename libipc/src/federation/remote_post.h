@@ -111,6 +111,9 @@ struct Heartbeat {
   std::vector<Mark> marks;
   std::optional<std::vector<ChannelName>> interest;
   bool leaving = false;  // the node's last announcement: it stops
+  /// Times its NATS client lost messages (slow consumer) or its connection: when this changes,
+  /// it may have missed marks it was thought to have heard (runs.h). Absent = 0.
+  uint64_t receiveBreaks = 0;
 };
 std::string encodeHeartbeat(const Heartbeat& hb);
 Result<Heartbeat> decodeHeartbeat(std::string_view text);

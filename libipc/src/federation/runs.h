@@ -6,10 +6,14 @@
 // announcements (each announcement names every run in use, so repeats cost nothing extra):
 //   - a node silent now (not heard for SILENT_AFTER) holds every run back: it may have missed
 //     the tail and the marks, and needs the mark when it comes back;
-//   - a node heard again after a silence (or new) counts its repeats from then;
+//   - a node heard again after a silence (or new, or restarted), or one whose announcement says
+//     its NATS client lost messages or its connection since the one before (receiveBreaks),
+//     counts its repeats from then;
 //   - a node that left, or has not been heard for PEER_GONE, holds nothing back (it is gone for
 //     good; a node cut off that long may not learn of a tail it missed).
-// Announcements count only when the link took them (a full queue refuses them).
+// Only the heartbeat's own announcements count (a second apart, so a cut shorter than
+// SILENT_AFTER misses a few, never all), and only when the link took them (a full queue
+// refuses them).
 //
 // @concurrent: pure functions.
 #pragma once
@@ -24,7 +28,8 @@ namespace swipc::federation::runs {
 
 /// How many announcements carry a run's last mark, while every other node hears them, before it ends.
 inline constexpr uint64_t MARK_REPEATS = 5;
-/// A node not heard for this long is gone for good: it holds no run back, and is forgotten.
+/// A node not heard for this long is gone for good: it holds no run back (one that left that
+/// long ago is forgotten).
 inline constexpr std::chrono::milliseconds PEER_GONE{3600000};
 
 /// What this node knows of another node's hearing.

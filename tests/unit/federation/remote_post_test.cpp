@@ -75,6 +75,22 @@ TEST(RemotePostTest, HeartbeatRoundTripsMarksOfAnyChannelName) {
   EXPECT_EQ(sut->marks, hb.marks);
 }
 
+TEST(RemotePostTest, HeartbeatCarriesTheReceiveBreaksOfItsNode) {
+  Heartbeat hb;
+  hb.node = "n2";
+  hb.epoch = 1;
+  hb.intervalMs = 1000;
+  hb.receiveBreaks = 7;
+  auto sut = decodeHeartbeat(encodeHeartbeat(hb));
+  ASSERT_TRUE(sut) << sut.error().describe();
+  EXPECT_EQ(sut->receiveBreaks, 7u);
+  sut = decodeHeartbeat(R"({"node":"n1","epoch":1,"intervalMs":1,"marks":[]})");
+  ASSERT_TRUE(sut);
+  EXPECT_EQ(sut->receiveBreaks, 0u);  // absent: none
+  EXPECT_FALSE(decodeHeartbeat(R"({"node":"n1","epoch":1,"intervalMs":1,"marks":[],"receiveBreaks":-1})"));
+  EXPECT_FALSE(decodeHeartbeat(R"({"node":"n1","epoch":1,"intervalMs":1,"marks":[],"receiveBreaks":"x"})"));
+}
+
 TEST(RemotePostTest, HeartbeatRejectsMalformedJson) {
   EXPECT_FALSE(decodeHeartbeat("not json"));
   EXPECT_FALSE(decodeHeartbeat(R"({"node":"n1"})"));
