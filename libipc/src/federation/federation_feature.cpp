@@ -340,10 +340,9 @@ void FederationFeature::onHeartbeat(std::span<const uint8_t> data) {
       // are a baseline for it either way).
       announceSoon();
     }
-    // Heard again after a silence (or for the first time, or another life of it): the marks it
-    // may have missed count from now (runs.h).
-    // So is one whose NATS client says it lost messages or its connection since its last
-    // announcement: it is heard, but may not have heard us.
+    // Heard for the first time, again after a silence, in another life, or with its NATS client
+    // saying it lost messages or its connection since its last announcement (heard, but it may
+    // not have heard us): the repeats of our marks count for it from now (runs.h).
     if (fresh || !peer.alive || peer.left || peer.epoch != hb->epoch || Clock::now() - peer.lastHeard > SILENT_AFTER ||
         hb->receiveBreaks != peer.receiveBreaks)
       peer.heardSince = announced_;
