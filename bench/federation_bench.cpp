@@ -56,6 +56,11 @@
 //   local_machine_cpu_per_post_64B            ns     the same for the local burst, with --nats vs without
 //   remote_nats_servers_cpu_per_post_64B      ns     the three NATS servers' CPU time over the remote
 //           burst per post, vs over the raw burst per message
+//   remote_busiest_thread_cpu_per_post_64B, …_<large>   ns   the CPU time over the remote burst per
+//           post of the busiest thread of the sender, the receiver and the daemons n1 and n2 (which
+//           thread it was goes to stderr), vs raw's busiest of sender and receiver: with a core per
+//           thread (not so on a 2-core machine), rate ratio ≈ baseline / value, as far as the NATS
+//           servers (shared by both paths, remote_nats_servers_cpu_per_post_64B) keep up
 // Goals (issue 19), reported on stderr when missed: remote rate ≥ 0.8 × raw, remote latency
 // ≤ raw + 50 us, local figures unchanged with --nats.
 //
@@ -85,6 +90,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -722,6 +728,8 @@ struct BurstResult {
   double rate = 0;
   std::vector<double> cpuNsPerPost;  // per watched daemon: its CPU time over the burst / posts
   double machineCpuNsPerPost = 0;    // every process on the machine (/proc/stat) over the burst / posts
+  double busiestThreadNsPerPost = 0; // the pipeline's busiest thread (ThreadTimes) over the burst / posts
+  std::string busiestThread;         // which one: "<process>/<thread name>"
 };
 
 /// CPU time the whole machine has been busy so far, all CPUs (/proc/stat: everything but idle
@@ -750,6 +758,52 @@ uint64_t processCpuNs(pid_t pid) {
   return total;
 }
 
+/// CPU time of every thread of some processes (/proc/PID/task/TID/schedstat, ns), to find the
+/// busiest thread of a pipeline over a burst. With a core for each thread, a pipeline's rate is
+/// bounded by its busiest thread: 1 / (its CPU time per post).
+class ThreadTimes {
+ public:
+  /// `procs`: (label, pid) of each process of the pipeline.
+  explicit ThreadTimes(std::vector<std::pair<std::string, pid_t>> procs) : procs_(std::move(procs)) { take(start_); }
+
+  /// The thread that used the most CPU time since construction ("<label>/<comm>") and that time.
+  std::pair<std::string, uint64_t> busiest() const {
+    std::map<std::string, uint64_t> now;
+    take(now);
+    std::pair<std::string, uint64_t> best{"", 0};
+    for (const auto& [key, ns] : now) {
+      const auto it = start_.find(key);
+      const uint64_t used = ns - (it == start_.end() ? 0 : std::min(ns, it->second));
+      if (used > best.second) best = {names_.count(key) ? names_.at(key) : key, used};
+    }
+    return best;
+  }
+
+ private:
+  void take(std::map<std::string, uint64_t>& into) const {
+    for (const auto& [label, pid] : procs_) {
+      std::error_code ec;
+      for (const auto& t : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+        std::ifstream in(t.path() / "schedstat");
+        uint64_t ns = 0;
+        if (!(in >> ns)) continue;
+        const std::string key = std::to_string(pid) + "/" + t.path().filename().string();
+        into[key] = ns;
+        if (!names_.count(key)) {
+          std::ifstream c(t.path() / "comm");
+          std::string comm;
+          std::getline(c, comm);
+          names_[key] = label + "/" + comm;
+        }
+      }
+    }
+  }
+
+  std::vector<std::pair<std::string, pid_t>> procs_;
+  std::map<std::string, uint64_t> start_;
+  mutable std::map<std::string, std::string> names_;
+};
+
 struct SessionResult {
   double p50Us = 0, p99Us = 0;
   uint64_t lapped = 0;
@@ -775,9 +829,12 @@ std::string postUntilAnswered(Sender& tx, LineReader& rx, const std::function<st
 }
 
 /// One session (probe, paced, bursts, end) between `tx` and a receiver started with `rxArgs`.
-/// `watch`: daemons whose CPU time per post each burst reports (BurstResult::cpuNsPerPost).
+/// `watch`: processes whose CPU time per post each burst reports (BurstResult::cpuNsPerPost).
+/// `stages`: the pipeline's processes besides the sender (this one) and the receiver, whose
+/// threads BurstResult::busiestThreadNsPerPost looks at.
 SessionResult runSession(const Config& cfg, Sender& tx, std::vector<std::string> rxArgs,
-                         const std::vector<size_t>& burstSizes, const std::vector<pid_t>& watch = {}) {
+                         const std::vector<size_t>& burstSizes, const std::vector<pid_t>& watch = {},
+                         const std::vector<std::pair<std::string, pid_t>>& stages = {}) {
   int pipeFds[2];
   if (::pipe2(pipeFds, O_CLOEXEC) != 0) die("pipe");
   std::error_code ec;
@@ -815,16 +872,22 @@ SessionResult runSession(const Config& cfg, Sender& tx, std::vector<std::string>
 
   std::vector<std::vector<double>> cpu(burstSizes.size());
   std::vector<double> machineCpu(burstSizes.size());
+  std::vector<std::pair<std::string, double>> busiest(burstSizes.size());
+  auto pipeline = stages;
+  pipeline.insert(pipeline.begin(), {{"sender", ::getpid()}, {"receiver", receiver.pid()}});
   for (size_t k = 0; k < burstSizes.size(); ++k) {
     std::vector<uint64_t> before;
     for (pid_t p : watch) before.push_back(processCpuNs(p));
     const uint64_t machineBefore = machineBusyNs();
+    const ThreadTimes threads(pipeline);
     for (uint64_t i = 0; i < cfg.messages; ++i) tx.post(stamp(BURST, i, k, burstSizes[k]));
     tx.flush();
     settle();  // the daemons have done the burst's work once its marker is through
     for (size_t w = 0; w < watch.size(); ++w)
       cpu[k].push_back(static_cast<double>(processCpuNs(watch[w]) - before[w]) / static_cast<double>(cfg.messages));
     machineCpu[k] = static_cast<double>(machineBusyNs() - machineBefore) / static_cast<double>(cfg.messages);
+    const auto [name, ns] = threads.busiest();
+    busiest[k] = {name, static_cast<double>(ns) / static_cast<double>(cfg.messages)};
   }
 
   const std::string res = postUntilAnswered(tx, rx, [&] { return stamp(END, 0, 0, SMALL_BYTES); }, "res ", PHASE_DEADLINE);
@@ -840,6 +903,8 @@ SessionResult runSession(const Config& cfg, Sender& tx, std::vector<std::string>
     is >> out.bursts[k].received >> out.bursts[k].rate;
     out.bursts[k].cpuNsPerPost = cpu[k];
     out.bursts[k].machineCpuNsPerPost = machineCpu[k];
+    out.bursts[k].busiestThread = busiest[k].first;
+    out.bursts[k].busiestThreadNsPerPost = busiest[k].second;
   }
   receiver.waitExit(5s);
   if (samples < cfg.latencySamples)
@@ -920,7 +985,7 @@ int main(int argc, char** argv) {
       {
         LibSender tx(n1);
         remote.push_back(runSession(cfg, tx, {"--mode", "lib", "--scope", SCOPE, "--runtime-dir", n2.runtimeDir()},
-                                    remoteSizes, remoteWatch));
+                                    remoteSizes, remoteWatch, {{"n1", n1.pid()}, {"n2", n2.pid()}}));
       }
       {
         LibSender tx(n1);
@@ -989,6 +1054,22 @@ int main(int argc, char** argv) {
     sb::emit(BENCH, "remote_nats_servers_cpu_per_post_64B", med(remote, serversCpu(2)), "ns", med(raw, serversCpu(0)));
     sb::emit(BENCH, "local_machine_cpu_per_post_64B", med(localNats, machineCpu(0)), "ns",
              med(localPlain, machineCpu(0)));
+    // The busiest thread of each pipeline (NATS servers aside: both paths go through the same
+    // servers, and the daemons' bundles make fewer NATS messages than raw's): with a core for
+    // each thread, rate ratio ≈ the inverse of this ratio (capped by the servers).
+    const auto busiestCpu = [](size_t k) {
+      return [k](const SessionResult& r) { return r.bursts[k].busiestThreadNsPerPost; };
+    };
+    for (size_t k = 0; k < remoteSizes.size(); ++k) {
+      const std::string sz = sizeName(remoteSizes[k]);
+      sb::emit(BENCH, "remote_busiest_thread_cpu_per_post_" + sz, med(remote, busiestCpu(k)), "ns",
+               med(raw, busiestCpu(k)));
+      // Which threads they were, per round (a name, not a number: stderr).
+      for (size_t i = 0; i < remote.size(); ++i)
+        std::fprintf(stderr, "federation_bench: busiest thread, %s burst, round %zu: swipc %s (%.0f ns/post), raw %s (%.0f ns/msg)\n",
+                     sz.c_str(), i + 1, remote[i].bursts[k].busiestThread.c_str(), remote[i].bursts[k].busiestThreadNsPerPost,
+                     raw[i].bursts[k].busiestThread.c_str(), raw[i].bursts[k].busiestThreadNsPerPost);
+    }
 
     // Goals (issue 19): told on stderr, never a failure (a shared machine's figures drift).
     for (size_t k = 0; k < remoteSizes.size(); ++k)

@@ -13,9 +13,10 @@ using import "fetch.capnp".FetchResult;
 using import "fetch.capnp".FetchProgress;
 
 const schemaVersion :UInt16 = 1;
-const protocolVersion :UInt32 = 4;   # 2: MessagePort transfer (PortDescriptor, port* kinds)
+const protocolVersion :UInt32 = 5;   # 2: MessagePort transfer (PortDescriptor, port* kinds)
                                      # 3: the daemon wakes a client through a pipe (Welcome fd 3)
                                      # 4: Welcome.socketWakes (one fd; wakes as socket datagrams)
+                                     # 5: bcLapped (page -> daemon)
 
 # An application-defined Cap'n Proto struct posted instead of a Value.
 struct TypedPayload {
@@ -139,6 +140,11 @@ struct BcJoined {                  # daemon -> page: the join is in effect
   senderTag @4 :UInt64;            # this client's tag prefix (records it posted carry it)
 }
 
+struct BcLapped {                  # page -> daemon: object `objectId` was lapped (swctl channels' laps)
+  objectId @0 :UInt32;
+  missed @1 :UInt64;               # records it missed
+}
+
 struct BcMessage {                 # one record in a channel ring (written by the daemon only)
   payload @0 :Payload;
 }
@@ -171,6 +177,7 @@ struct Envelope {
     fetchCall @23 :FetchCall;      # page -> daemon (Background Fetch, schemas/fetch.capnp)
     fetchResult @24 :FetchResult;  # daemon -> page
     fetchProgress @25 :FetchProgress;  # daemon -> page
+    bcLapped @26 :BcLapped;        # page -> daemon
   }
 }
 

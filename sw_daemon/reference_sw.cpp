@@ -80,6 +80,15 @@ MatchAllOptions matchAllOptions(const Value& o) {
   return m;
 }
 
+/// MATCH_ALL's options given beside "type" instead of inside "options".
+Value topLevelOptions(const Value& data) {
+  Value o = Value::map({});
+  for (const char* key : {"includeUncontrolled", "includeRemote"})
+    if (const Value* v = data.find(key)) o.set(key, *v);
+  if (const Value* t = data.find("clientType")) o.set("type", *t);
+  return o;
+}
+
 }  // namespace
 
 struct ReferenceServiceWorker::State : std::enable_shared_from_this<ReferenceServiceWorker::State> {
@@ -180,7 +189,11 @@ void handle(ReferenceServiceWorker::State& st, ExtendableMessageEvent& e, std::o
     relayPort(sw, e);
   } else if (type == "MATCH_ALL") {
     // With includeRemote (federated, DESIGN §16) the answer waits for the other nodes.
-    sw.clients().matchAll(matchAllOptions(e.data["options"]),
+    // The options as {"options":{…}}; a message without "options" may carry them at its top
+    // level ({"type":"MATCH_ALL","includeUncontrolled":true}): its "type" is then the message's,
+    // so the client type filter is read from "clientType" there.
+    const Value* nested = e.data.find("options");
+    sw.clients().matchAll(nested && nested->isMap() ? matchAllOptions(*nested) : matchAllOptions(topLevelOptions(e.data)),
                           [later = Responder(e, arrivedOn)](std::vector<ClientHandle> clients) mutable {
                             Value::List list;
                             list.reserve(clients.size());

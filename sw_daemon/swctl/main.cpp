@@ -221,8 +221,9 @@ int watch(const Options& opts) {
       for (const auto& [k, r] : rates) line += " " + k + "/s=" + r;
       std::printf("%s\n", line.c_str());
       for (const auto& c : field(ch, "channels"))
-        std::printf("channel %s members=%s fill=%s posts=%s\n", cell(c["name"]).c_str(), cell(c["members"]).c_str(),
-                    cell(c["ringFill"]).c_str(), cell(c["posts"]).c_str());
+        std::printf("channel %s members=%s fill=%s posts=%s laps=%s\n", cell(c["name"]).c_str(),
+                    cell(c["members"]).c_str(), cell(c["ringFill"]).c_str(), cell(c["posts"]).c_str(),
+                    cell(c["laps"]).c_str());
     }
     std::fflush(stdout);
     waitInterval(opts.intervalMs);

@@ -273,6 +273,9 @@ TEST_F(ClientsTest, MatchAllIncludeUncontrolledAddsUncontrolledClients) {
   EXPECT_EQ(matchAllIds({{"includeUncontrolled", true}}),
             (std::vector<std::string>{w1.clientId(), u.clientId(), w2.clientId()}));
   EXPECT_EQ(matchAllIds({{"includeUncontrolled", false}}), (std::vector<std::string>{w1.clientId(), w2.clientId()}));
+  // The options beside "type" instead of inside "options" (the reference service worker takes both).
+  EXPECT_EQ(idsOf(ask({{"type", "MATCH_ALL"}, {"includeUncontrolled", true}})),
+            (std::vector<std::string>{w1.clientId(), u.clientId(), w2.clientId()}));
 }
 
 TEST_F(ClientsTest, MatchAllTypeSelectsWindowWorkerOrAll) {
@@ -290,6 +293,8 @@ TEST_F(ClientsTest, MatchAllTypeSelectsWindowWorkerOrAll) {
             (std::vector<std::string>{w1.clientId(), w2.clientId(), k1.clientId(), k2.clientId(), q.clientId()}));
   EXPECT_EQ(matchAllIds({{"type", "worker"}, {"includeUncontrolled", true}}),
             (std::vector<std::string>{k1.clientId(), k2.clientId(), q.clientId(), ku.clientId()}));
+  EXPECT_EQ(idsOf(ask({{"type", "MATCH_ALL"}, {"clientType", "worker"}})),
+            (std::vector<std::string>{k1.clientId(), k2.clientId(), q.clientId()}));
   auto workers = matchAll({{"type", "worker"}});
   ASSERT_FALSE(workers["clients"].empty());
   EXPECT_EQ(workers["clients"][0].value("type", ""), "worker");

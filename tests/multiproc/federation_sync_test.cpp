@@ -114,6 +114,34 @@ TEST_F(FederationSyncTest, RegisteredOnOneNodeVisibleEverywhereRunsExactlyOnceOn
   EXPECT_EQ(ask(p1, {{"type", "SYNC_STATE"}})["tags"], json::array());
 }
 
+// `swctl sync` is cluster-wide (DESIGN §16): with every node offline, a tag registered on n1 is
+// listed, pending with its entry, by `swctl --json sync` run against n3's daemon.
+TEST_F(FederationSyncTest, SwctlSyncOnAnotherNodeListsATagRegisteredOnN1) {
+  for (size_t i : {0u, 2u}) startNode(i, {"--connectivity", "manual", "--offline"});
+  ASSERT_TRUE(meshFormed()) << node(0).daemon().log();
+  for (size_t i : {0u, 2u})
+    ASSERT_TRUE(eventually([&] { return node(i).daemon().log().find("JetStream ready") != std::string::npos; }, 30000ms))
+        << node(i).daemon().log();
+  registerTag(node(0).page(), "outbox", {{"n", 1}});
+  // Wait until n3's mirror has it (a page's getTags there), then ask swctl once.
+  auto& p3 = node(2).page();
+  ASSERT_TRUE(eventually([&] { return getTags(p3) == json({"outbox"}); }, 10000ms)) << getTags(p3).dump();
+
+  ChildProcess::Options o;
+  o.pipeStdout = true;
+  ChildProcess swctl({SWIPC_SWCTL_PATH, "--scope", node(2).name(), "--runtime-dir", node(2).runtimeDir(), "--json", "sync"},
+                     o);
+  std::string out;
+  while (auto line = swctl.readLine(10000ms)) out += *line;
+  ASSERT_EQ(swctl.waitExitCode(10000ms), std::optional<int>(0)) << out << swctl.stderrText();
+  const json j = json::parse(out, nullptr, false);
+  ASSERT_TRUE(j.is_object() && j["tags"].is_array()) << out;
+  ASSERT_EQ(j["tags"].size(), 1u) << out;
+  EXPECT_EQ(j["tags"][0]["tag"], "outbox") << out;
+  EXPECT_EQ(j["tags"][0]["state"], "pending") << out;
+  EXPECT_EQ(j["tags"][0]["entries"], 1) << out;
+}
+
 // A tag with many entries, handled a part at a time ("part:500:" marks 500 done per event and
 // rejects while any is left, so it is retried): the events take them in order, none twice,
 // until none is left and the last resolves; then no node lists the tag. Done
@@ -434,6 +462,14 @@ TEST_F(FederationSyncTest, RegisteringWithNatsDownIsDisconnected) {
   ASSERT_TRUE(r.has_value());
   EXPECT_EQ((*r)["event"], "error") << r->dump();
   EXPECT_EQ((*r)["name"], "Disconnected") << r->dump();
+  // Both transitions of the sync connection are in the log, as the broadcast link's are.
+  EXPECT_TRUE(eventually(
+      [&] { return node(0).daemon().log().find("background sync: lost the NATS connection") != std::string::npos; }, 10s))
+      << node(0).daemon().log();
+  for (size_t i = 0; i < 3; ++i) ASSERT_TRUE(cluster_->restart(i)) << cluster_->logs();
+  EXPECT_TRUE(eventually(
+      [&] { return node(0).daemon().log().find("background sync: NATS connection back") != std::string::npos; }, 20s))
+      << node(0).daemon().log();
 }
 
 }  // namespace

@@ -6,9 +6,15 @@
 #include <gtest/gtest.h>
 #include <nats/nats.h>
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -372,14 +378,63 @@ TEST_F(FederationTest, MatchAllIncludeRemoteListsEveryLiveNodesClientsWithTheirN
   ASSERT_TRUE(workers.is_object());
   EXPECT_TRUE(workers["clients"].empty()) << workers.dump();
 
-  // A node that dies leaves the results (within 6 s of its death).
+  // Liveness (DESIGN §16: a node silent for 3 s is gone; within 6 s of its death its clients
+  // leave remote results and posts to them are not delivered). kill -9 n3's daemon: both others
+  // log it gone within 6 s of the kill (+1 s margin: the suite also runs under AddressSanitizer,
+  // where the 1 s heartbeat ticks run late; the product's own bound is ~3-4 s). From then on
+  // matchAll leaves its clients out, and a post to one is NotFoundError (a node still taken
+  // for live would be asked, and the post would end as a TimeoutError).
+  const auto killedAt = TestClock::now();
   ASSERT_TRUE(node(2).daemon().kill9());
-  ASSERT_TRUE(eventually(
-      [&] {
-        auto now = ask(asker, {{"type", "MATCH_ALL"}, {"options", {{"includeRemote", true}}}});
-        return now.is_object() && now["clients"].size() == 3;
-      },
-      8000ms));
+  const auto goneBy = killedAt + 7000ms;
+  for (size_t i : {0u, 1u}) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(goneBy - TestClock::now());
+    ASSERT_TRUE(eventually(
+        [&] { return node(i).daemon().log().find("federation: node n3 gone") != std::string::npos; },
+        std::max(left, 0ms)))
+        << nodeName(i) << " did not log n3 gone within 7 s of the kill (" << msSince(killedAt) << " ms)\n"
+        << node(i).daemon().log();
+  }
+  // n1's and n2's view, each with its own clients first.
+  for (auto [p, expected] : {std::pair{&asker, std::vector<std::string>{ids[0], ids[1], ids[2]}},
+                             std::pair{&b1, std::vector<std::string>{ids[1], ids[2], ids[0]}}}) {
+    auto now = ask(*p, {{"type", "MATCH_ALL"}, {"options", {{"includeRemote", true}}}});
+    ASSERT_TRUE(now.is_object()) << now.dump();
+    std::vector<std::string> left;
+    for (const auto& c : now["clients"]) left.push_back(c.value("id", ""));
+    EXPECT_EQ(left, expected) << now.dump();
+  }
+  auto gone = ask(asker, {{"type", "POST_TO"}, {"id", ids[3]}, {"data", 1}});
+  EXPECT_EQ(gone["delivered"], false) << gone.dump();
+  EXPECT_EQ(gone["error"]["name"], "NotFoundError") << gone.dump();
+}
+
+// includeUncontrolled filters remote clients too (DESIGN §16): an uncontrolled page on n2 is in
+// n1's matchAll({includeRemote, includeUncontrolled}) and not in matchAll({includeRemote}).
+TEST_F(FederationTest, MatchAllIncludeRemoteListsAnUncontrolledRemoteClientOnlyWithIncludeUncontrolled) {
+  startNode(0);
+  startNode(1);
+  ASSERT_TRUE(meshFormed());
+  auto& asker = node(0).page();
+  auto& controlled = node(1).page();
+  auto& uncontrolled = node(1).page({"--uncontrolled"});
+  const std::string cid = controlled.clientId(), uid = uncontrolled.clientId();
+  ASSERT_FALSE(cid.empty());
+  ASSERT_FALSE(uid.empty());
+  auto remoteIds = [&](const json& options) {
+    auto r = ask(asker, {{"type", "MATCH_ALL"}, {"options", options}});
+    if (!r.is_object()) return std::vector<std::string>{"no answer"};
+    std::vector<std::string> out;
+    for (const auto& c : r.value("clients", json::array()))
+      if (c.value("node", "") == "n2") out.push_back(c.value("id", ""));
+    return out;
+  };
+  EXPECT_EQ(remoteIds({{"includeRemote", true}}), std::vector<std::string>{cid});
+  auto all = remoteIds({{"includeRemote", true}, {"includeUncontrolled", true}});
+  std::sort(all.begin(), all.end());
+  auto expected = std::vector<std::string>{cid, uid};
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(all, expected);
 }
 
 TEST_F(FederationTest, GetAndPostMessageReachAClientOnAnotherNodeWithTheRealOutcome) {
@@ -542,12 +597,71 @@ TEST_F(FederationTest, AChannelIdleOnItsSenderLeavesTheAnnouncementsAndItsNextPo
   EXPECT_EQ((*c)["federationPostsIn"].get<int64_t>(), 6) << c->dump();
 }
 
+// The outcome of a remote post to a page that does not drain (DESIGN §16: as for a local
+// client): n2 holds at most 4 messages for a page (--max-backlog 4, a 4 KiB ring) and its page is
+// stopped (SIGSTOP), so n1's POST_TOs fill the ring and the backlog, and the next is refused with
+// QueueFull by name.
+TEST_F(FederationTest, PostMessageToARemoteClientThatDoesNotDrainIsQueueFull) {
+  startNode(0);
+  startNode(1, {"--ring-bytes", "4096", "--max-backlog", "4", "--unresponsive-ms", "60000"});
+  ASSERT_TRUE(meshFormed());
+  auto& asker = node(0).page();
+  auto& target = node(1).page();
+  const std::string id = target.clientId();
+  ASSERT_FALSE(id.empty());
+  ASSERT_TRUE(target.stop());
+  const std::string pad(1024, 'x');
+  json r;
+  int delivered = 0;
+  for (int i = 0; i < 100; ++i) {
+    r = ask(asker, {{"type", "POST_TO"}, {"id", id}, {"data", {{"i", i}, {"pad", pad}}}});
+    if (!r.is_object() || r.value("delivered", false) != true) break;
+    ++delivered;
+  }
+  ASSERT_TRUE(r.is_object()) << "no answer after " << delivered << " delivered";
+  EXPECT_EQ(r["delivered"], false) << r.dump();
+  EXPECT_EQ(r["error"]["name"], "QueueFull") << r.dump();
+  EXPECT_GE(delivered, 4);  // the backlog's bound at least, before the refusal
+}
+
 TEST_F(FederationTest, NodeAnswersTheNodeName) {
   startNode(1);
   auto& p = node(1).page();
   auto r = p.call({{"op", "messageSW"}, {"data", {{"type", "NODE"}}}, {"timeoutMs", 5000}});
   ASSERT_TRUE(r && (*r)["event"] == "ok") << (r ? r->dump() : "no answer");
   EXPECT_EQ((*r)["data"], "n2");
+}
+
+// Without --node (DESIGN §16) the node's name is the short host name (gethostname up to the
+// first '.'). One daemon is enough here.
+TEST_F(FederationTest, WithoutNodeTheNodeIsNamedAfterTheShortHostName) {
+  char host[256] = {};
+  ASSERT_EQ(::gethostname(host, sizeof host - 1), 0);
+  std::string expected(host);
+  if (auto dot = expected.find('.'); dot != std::string::npos) expected.resize(dot);
+  // Not a usable name (remote_post.h, validNodeName): the documented fallback is "node".
+  if (expected.empty() || expected.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") !=
+                              std::string::npos)
+    expected = "node";
+  ScopeOptions o;
+  o.scope = scope_;
+  o.daemonArgs = {"--nats", cluster_->url(0)};  // and no --node
+  nodes_[0] = std::make_unique<Scope>(o);
+  auto r = node(0).page().call({{"op", "messageSW"}, {"data", {{"type", "NODE"}}}, {"timeoutMs", 5000}});
+  ASSERT_TRUE(r && (*r)["event"] == "ok") << (r ? r->dump() : "no answer");
+  EXPECT_EQ((*r)["data"], expected) << node(0).daemon().log();
+  // Its threads carry names (README "Inspect"): the loop keeps the program's, the publisher is
+  // nats-sender.
+  std::set<std::string> threads;
+  std::error_code ec;
+  for (const auto& t : std::filesystem::directory_iterator(
+           "/proc/" + std::to_string(node(0).daemon().pid()) + "/task", ec)) {
+    std::ifstream comm(t.path() / "comm");
+    std::string name;
+    if (std::getline(comm, name)) threads.insert(name);
+  }
+  EXPECT_TRUE(threads.count("sw_daemon")) << ::testing::PrintToString(threads);
+  EXPECT_TRUE(threads.count("nats-sender")) << ::testing::PrintToString(threads);
 }
 
 }  // namespace

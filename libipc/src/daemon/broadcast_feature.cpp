@@ -18,6 +18,11 @@ Result<void> BroadcastFeature::start(FeatureHost& host) {
     hub_->clientLeave(c.id, env.getBcLeave().getObjectId());
     return true;
   });
+  host.handle(schema::Envelope::BC_LAPPED, [this](ClientRecord& c, schema::Envelope::Reader env, const Inbound&) {
+    auto l = env.getBcLapped();
+    hub_->clientLapped(c.id, l.getObjectId(), l.getMissed());
+    return true;
+  });
   host.handle(schema::Envelope::BC_POST, [this](ClientRecord& c, schema::Envelope::Reader env, const Inbound& owner) {
     // Every member reads these bytes: one they could not read is the sender's violation, here.
     if (auto ok = owner->checkPayloads(); !ok) {

@@ -232,6 +232,17 @@ void BroadcastHub::clientLeave(const ClientId& id, uint32_t objectId) {
   }
 }
 
+void BroadcastHub::clientLapped(const ClientId& id, uint32_t objectId, uint64_t missed) {
+  if (missed == 0) return;
+  for (auto& [name, ch] : channels_) {
+    const auto& m = ch->members;
+    if (std::find(m.begin(), m.end(), std::make_pair(id, objectId)) == m.end()) continue;
+    ++ch->laps;
+    return;
+  }
+  // An object that left meanwhile (its leave was sent after its last reading): nothing to count.
+}
+
 void BroadcastHub::clientPost(const ClientId& id, schema::BcPost::Reader post, MessageSeq seq,
                               const std::shared_ptr<const wire::Inbound>& owner) {
   const uint32_t objectId = post.getObjectId();
@@ -344,6 +355,7 @@ bool BroadcastHub::reportRemoteGap(const ChannelName& name, uint64_t missed) {
   ch.writer.wakeAll();
   std::vector<std::shared_ptr<detail::BcObject>> targets;
   for (auto& [id, obj] : ch.local) targets.push_back(obj);
+  ch.laps += targets.size();  // the service-worker objects (client objects report theirs)
   for (auto& obj : targets) {
     auto onLapped = obj->onLapped;  // a copy: a handler may close() its own object
     if (!obj->closed && onLapped) core::callUser("a BroadcastChannel handler", [&] { onLapped(missed); });
@@ -359,6 +371,7 @@ std::vector<BroadcastHub::ChannelStats> BroadcastHub::stats() const {
     s.name = name;
     s.members = ch->members.size() + ch->local.size();
     s.posts = ch->nextSeq - 1;
+    s.laps = ch->laps;
     s.capacity = ch->capacity;
     s.retainedBytes = std::min(ch->writer.tail(), ch->capacity);
     out.push_back(std::move(s));

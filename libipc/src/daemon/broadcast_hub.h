@@ -85,6 +85,7 @@ class BroadcastHub final : public detail::BroadcastHub {
     std::vector<std::pair<ClientId, uint32_t>> members;           // client objects
     std::map<uint32_t, std::shared_ptr<detail::BcObject>> local;  // service-worker objects
     bool wakePending = false;  // records appended since its readers were last woken
+    uint64_t laps = 0;         // objects that reported being lapped (clients' bcLapped, gaps)
   };
 
   BroadcastHub(Sink& sink, Config config, const TypeRegistry& types, Counters& counters)
@@ -95,6 +96,10 @@ class BroadcastHub final : public detail::BroadcastHub {
   /// disconnected (it joined that object twice).
   bool clientJoin(const ClientId& id, const ChannelName& name, uint32_t objectId, MessageSeq seq);
   void clientLeave(const ClientId& id, uint32_t objectId);
+  /// bcLapped: object `objectId` of client `id` missed `missed` records (it fell a lap behind, or
+  /// a gap record told it of posts from another node that never came): counted in its channel's
+  /// laps. What the client says is only a figure for swctl: nothing else trusts it.
+  void clientLapped(const ClientId& id, uint32_t objectId, uint64_t missed);
   /// bcPost: `post` (whose bytes `owner` keeps) from object `objectId` of client `id`.
   void clientPost(const ClientId& id, schema::BcPost::Reader post, MessageSeq seq,
                   const std::shared_ptr<const wire::Inbound>& owner);
@@ -139,6 +144,7 @@ class BroadcastHub final : public detail::BroadcastHub {
     ChannelName name;
     size_t members = 0;         // open objects: client ones and service-worker ones
     uint64_t posts = 0;         // records written into its ring
+    uint64_t laps = 0;          // times one of its objects was lapped (Channel::laps)
     uint64_t retainedBytes = 0; // ring bytes holding records (not yet overwritten), <= capacity
     uint64_t capacity = 0;
   };

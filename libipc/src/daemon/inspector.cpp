@@ -69,13 +69,11 @@ std::string Inspector::channels() const {
   Json list = Json::array();
   for (const auto& ch : hub_().stats()) {
     double fill = ch.capacity ? static_cast<double>(ch.retainedBytes) / static_cast<double>(ch.capacity) : 0.0;
-    // Laps are detected by each reader in its own process (the ring never waits for it): the
-    // daemon does not see them, hence null.
     list.push_back(Json{{"name", ch.name.str()},
                         {"members", ch.members},
                         {"ringFill", fill},
                         {"posts", ch.posts},
-                        {"laps", nullptr}});
+                        {"laps", ch.laps}});
   }
   return dump(Json{{"channels", std::move(list)}});
 }

@@ -123,6 +123,23 @@ Error JsQueue::natsError(std::string_view what, natsStatus s, jsErrCode code) co
   }
 }
 
+namespace {
+
+// Both transitions of the sync connection are logged, as the broadcast link's are (on libnats'
+// thread: the logger is thread-safe). It comes back every 250 ms (SetReconnectWait), without a
+// growing back-off, so that a sync event waits as little as possible for JetStream.
+void onSyncDisconnected(natsConnection* nc, void*) {
+  if (natsConnection_IsClosed(nc)) return;  // the daemon closed it: stopping, nothing lost
+  core::log().warn("background sync: lost the NATS connection: reconnecting every 250 ms");
+}
+void onSyncReconnected(natsConnection* nc, void*) {
+  char url[256] = {};
+  if (natsConnection_GetConnectedUrl(nc, url, sizeof url) != NATS_OK) url[0] = 0;
+  core::log().info("background sync: NATS connection back ({})", url);
+}
+
+}  // namespace
+
 Result<void> JsQueue::open() {
   if (opened()) return {};
   if (!nc_) {
@@ -135,6 +152,8 @@ Result<void> JsQueue::open() {
     if (s == NATS_OK) s = natsOptions_SetName(opts, name.c_str());
     if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts, -1);
     if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts, 250);
+    if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(opts, onSyncDisconnected, nullptr);
+    if (s == NATS_OK) s = natsOptions_SetReconnectedCB(opts, onSyncReconnected, nullptr);
     if (s == NATS_OK) s = natsOptions_SetTimeout(opts, 2000);
     if (s == NATS_OK) s = natsOptions_SetPingInterval(opts, 2000);
     if (s == NATS_OK) s = natsOptions_SetMaxPingsOut(opts, 2);

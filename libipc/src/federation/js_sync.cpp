@@ -1,5 +1,6 @@
 #include "federation/js_sync.h"
 
+#include "common/thread_name.h"
 #include "core/user_code.h"
 #include "federation/js_sync_internal.h"
 
@@ -160,9 +161,18 @@ Result<void> JetStreamSync::start(core::EventLoop& loop, const sync::SyncOptions
   shared_->node = config_.node;
   shared_->side = side_;
   Shared* s = shared_.get();
-  s->worker = std::thread([s] { s->runWorker(); });
-  s->fetcher = std::thread([s] { s->runFetcher(); });
-  s->watcher = std::thread([s] { s->runWatcher(); });
+  s->worker = std::thread([s] {
+    nameThisThread("sync-js-worker");
+    s->runWorker();
+  });
+  s->fetcher = std::thread([s] {
+    nameThisThread("sync-js-fetch");
+    s->runFetcher();
+  });
+  s->watcher = std::thread([s] {
+    nameThisThread("sync-js-watch");
+    s->runWatcher();
+  });
   return {};
 }
 

@@ -13,6 +13,7 @@
 #include <string_view>
 #include <thread>
 
+#include "common/thread_name.h"
 #include "core/log.h"
 #include "federation/bundle.h"
 
@@ -355,7 +356,10 @@ std::unique_ptr<NatsLink> NatsLink::start(core::EventLoop& loop, Options options
   sh->options = std::move(options);
   sh->events = std::move(events);
   keepAlive(sh);
-  sh->sender = std::thread([raw = sh.get()] { raw->runSender(); });
+  sh->sender = std::thread([raw = sh.get()] {
+    nameThisThread("nats-sender");
+    raw->runSender();
+  });
   return std::unique_ptr<NatsLink>(new NatsLink(sh));
 }
 

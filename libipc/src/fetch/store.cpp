@@ -9,6 +9,7 @@
 #include <set>
 #include <system_error>
 
+#include "common/thread_name.h"
 #include "sync/state_db.h"
 
 namespace swipc::fetch {
@@ -65,7 +66,10 @@ Result<std::unique_ptr<FetchStore>> FetchStore::open(const std::filesystem::path
 }
 
 FetchStore::FetchStore(sync::sql::Database db, std::filesystem::path dir)
-    : db_(std::move(db)), dir_(std::move(dir)), janitor_([this] { janitor(); }) {}
+    : db_(std::move(db)), dir_(std::move(dir)), janitor_([this] {
+        nameThisThread("fetch-janitor");
+        janitor();
+      }) {}
 
 FetchStore::~FetchStore() {
   {

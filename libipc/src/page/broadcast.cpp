@@ -254,6 +254,7 @@ void PageBroadcast::readBroadcastsDeferred() {
         const uint64_t from = std::max(ring.expectedSeq, obj->fromSeq);
         if (rec.seq > from) {
           uint64_t missed = rec.seq - from;
+          laps_.emplace_back(obj->id, missed);
           ctx_.queue.deliver([obj = obj, missed] {
             if (auto fn = obj->onLapped; !obj->closed && fn) fn(missed);
           });
@@ -293,6 +294,24 @@ void PageBroadcast::readBroadcastsDeferred() {
       ring.expectedSeq = rec.seq + 1;
     }
   }
+  reportLaps();
+}
+
+void PageBroadcast::reportLaps() {
+  // A figure for swctl (the channel's laps), sent after the walk: best effort, like the lapped
+  // events themselves it never holds reading up (a full ring to the daemon loses the report).
+  if (ctx_.link.attached()) {
+    for (const auto& [id, missed] : laps_) {
+      (void)ctx_.sender.sendEnvelope(
+          [&](schema::Envelope::Builder e) {
+            auto l = e.initBcLapped();
+            l.setObjectId(id);
+            l.setMissed(missed);
+          },
+          PostOptions{}, false);
+    }
+  }
+  laps_.clear();
 }
 
 }  // namespace swipc::page

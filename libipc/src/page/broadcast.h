@@ -16,6 +16,8 @@
 #include <map>
 #include <memory>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "common/unique_fd.h"
 #include "core/broadcast_object.h"
@@ -67,6 +69,8 @@ class PageBroadcast final : public PageFeature {
   /// Maps ring `ringId` (its fd came in a Control.bcRing datagram) read-only and checks it.
   Result<RingView> mapRing(uint64_t ringId, uint64_t startPos);
   void readBroadcastsDeferred();
+  /// Tells the daemon of each lapped object the last walk found (bcLapped), then forgets them.
+  void reportLaps();
   void refreshWaiter();
   void dropRingIfUnused(const ChannelName& name);
   bool joinPending(const ChannelName& name) const;
@@ -78,6 +82,7 @@ class PageBroadcast final : public PageFeature {
   uint32_t nextId_ = 1;
   std::unordered_map<ChannelName, RingView> rings_;
   uint64_t senderTag_ = 0;
+  std::vector<std::pair<uint32_t, uint64_t>> laps_;  // (object, missed) found by the walk in progress
   std::unique_ptr<BroadcastWaiter> waiter_;
   UniqueFd wakeFd_;
   core::EventLoop::WatchId wakeWatch_ = 0;

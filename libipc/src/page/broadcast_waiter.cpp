@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <climits>
 
+#include "common/thread_name.h"
+
 namespace swipc::page {
 
 namespace {
@@ -17,7 +19,10 @@ constexpr unsigned FUTEX_32 = 2;
 }  // namespace
 
 BroadcastWaiter::BroadcastWaiter(std::function<void()> signal) : signal_(std::move(signal)) {
-  threads_.emplace_back([this] { run(0); });
+  threads_.emplace_back([this] {
+    nameThisThread("swipc-bc-wait");
+    run(0);
+  });
 }
 
 BroadcastWaiter::~BroadcastWaiter() {
@@ -40,7 +45,10 @@ void BroadcastWaiter::setWords(std::vector<const std::atomic<uint32_t>*> words,
   // Only this (loop) thread starts threads, so reading threads_ here needs no lock.
   while (threads_.size() < groups) {
     const size_t group = threads_.size();
-    threads_.emplace_back([this, group] { run(group); });
+    threads_.emplace_back([this, group] {
+      nameThisThread("swipc-bc-wait");
+      run(group);
+    });
   }
   poke();
 }

@@ -58,6 +58,7 @@ bool isPlain(schema::Envelope::Reader env) {
     case schema::Envelope::CONTROLLER_CHANGE: (void)env.getControllerChange(); return true;
     case schema::Envelope::FOCUS: return true;  // Void: no pointer
     case schema::Envelope::BC_LEAVE: (void)env.getBcLeave(); return true;
+    case schema::Envelope::BC_LAPPED: (void)env.getBcLapped(); return true;
     case schema::Envelope::PORT_CLOSE: (void)env.getPortClose(); return true;
     case schema::Envelope::PORT_CLOSED: (void)env.getPortClosed(); return true;
     case schema::Envelope::PORT_ACK: (void)env.getPortAck(); return true;

@@ -69,7 +69,7 @@ class BroadcastFeatureTest : public ::testing::Test {
 
 TEST_F(BroadcastFeatureTest, StartRegistersTheBroadcastKindsAndADetachHook) {
   EXPECT_EQ(host.kinds, (std::set<schema::Envelope::Which>{schema::Envelope::BC_JOIN, schema::Envelope::BC_LEAVE,
-                                                            schema::Envelope::BC_POST}));
+                                                            schema::Envelope::BC_POST, schema::Envelope::BC_LAPPED}));
   EXPECT_EQ(host.hooks, 1);
 }
 

@@ -244,6 +244,33 @@ TEST_F(BroadcastHubTest, PostLargerThanARingRecordIsRefusedWithQuotaExceeded) {
   EXPECT_TRUE(ring("c").empty());
 }
 
+TEST_F(BroadcastHubTest, LapsCountEachObjectThatReportedBeingLappedAndEveryServiceWorkerObjectAtAGap) {
+  // swctl channels' laps: a client object's bcLapped counts once whatever it missed; one that is
+  // not a member (it left, or never joined) counts nothing; a gap from another node laps every
+  // service-worker object of the channel (client objects report theirs when they read the gap).
+  ASSERT_TRUE(sut.clientJoin(a, ChannelName("c"), 1, 1));
+  ASSERT_TRUE(sut.clientJoin(b, ChannelName("d"), 1, 1));
+  std::vector<std::string> got;
+  uint64_t swMissed = 0;
+  auto o1 = localObject("c", got, "o1");
+  auto o2 = localObject("c", got, "o2");
+  o1->onLapped = [&](uint64_t n) { swMissed += n; };
+  sut.clientLapped(a, 1, 40);
+  sut.clientLapped(a, 1, 0);   // nothing missed: not a lap
+  sut.clientLapped(a, 7, 5);   // no such object
+  sut.clientLapped(b, 1, 3);   // b's object is on d
+  auto s = sut.stats();
+  ASSERT_EQ(s.size(), 2u);
+  EXPECT_EQ(s[0].laps, 1u);
+  EXPECT_EQ(s[1].laps, 1u);
+  ASSERT_TRUE(sut.reportRemoteGap(ChannelName("c"), 6));
+  EXPECT_EQ(swMissed, 6u);
+  EXPECT_EQ(sut.stats()[0].laps, 3u);  // + o1 and o2
+  sut.clientLeave(a, 1);
+  sut.clientLapped(a, 1, 2);  // after its leave
+  EXPECT_EQ(sut.stats()[0].laps, 3u);
+}
+
 TEST_F(BroadcastHubTest, ServiceWorkerObjectsGetPostsInCreationOrderButNeverTheirOwn) {
   std::vector<std::string> got;
   auto o1 = localObject("c", got, "o1");
