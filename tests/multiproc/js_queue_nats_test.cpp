@@ -71,5 +71,34 @@ TEST(JsQueueNatsTest, RemovedEntriesLeaveNothingInTheBucket) {
   EXPECT_EQ((*got)->first.tag, "tag");
 }
 
+// What makes two nodes registering one tag at once harmless (docs/design/federation.md): a
+// registration written "only if absent" (revision 0, a KV create) loses to one already there, and
+// a write at a revision that moved on loses too; the loser reads again.
+TEST(JsQueueNatsTest, ACreateOverAnExistingRegistrationAndAStaleWriteBothLose) {
+  if (!NatsCluster::available()) GTEST_SKIP() << "nats-server is not installed (apt-get install nats-server)";
+  NatsCluster cluster(3);
+  JsQueue q(JsQueue::Config{{cluster.url(0)}, "cas.test", "n1"});
+  ASSERT_TRUE(swipc::testing::eventually([&] { return q.open().ok(); }, 30s)) << cluster.logs();
+  const std::string h = tagKey("tag");
+  JsRecord rec;
+  rec.tag = "tag";
+  auto first = q.put(h, rec, 0);
+  ASSERT_TRUE(first && first->has_value()) << (first ? "lost a race with nobody" : first.error().describe());
+  rec.attempts = 1;
+  auto second = q.put(h, rec, 0);
+  ASSERT_TRUE(second) << second.error().describe();
+  EXPECT_FALSE(second->has_value()) << "a create over an existing registration took effect";
+  auto moved = q.put(h, rec, **first);  // at the current revision: wins
+  ASSERT_TRUE(moved && moved->has_value());
+  rec.attempts = 2;
+  auto stale = q.put(h, rec, **first);  // at the revision before: loses
+  ASSERT_TRUE(stale) << stale.error().describe();
+  EXPECT_FALSE(stale->has_value()) << "a write at a stale revision took effect";
+  auto got = q.get(h);
+  ASSERT_TRUE(got && got->has_value());
+  EXPECT_EQ((*got)->first.attempts, 1);
+  EXPECT_EQ((*got)->second, **moved);
+}
+
 }  // namespace
 }  // namespace swipc::federation
