@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "federation/remote_post.h"
 #include "federation_fixture.h"
 #include "swipc/testing.h"
 
@@ -561,6 +562,76 @@ TEST_F(FederationTest, HostileFramesOnTheScopesSubjectsAreRefusedCountedAndServi
   post(sender, "h", "s", 1);
   Received r;
   ASSERT_TRUE(collect(reader, "h", r, [](const Received& x) { return !x.messages.empty(); }));
+  EXPECT_EQ(seqFrom(r, "s"), std::vector<int>{1});
+  EXPECT_EQ(r.missed, 0u);
+  EXPECT_TRUE(node(0).daemon().process().running());
+  EXPECT_TRUE(node(1).daemon().process().running());
+}
+
+// Any NATS client can pose as nodes: what a node keeps of others is bounded. Past MAX_PEERS (1024)
+// nodes known, all alive, a new node's announcement is refused; past MAX_UNANNOUNCED (64) senders
+// of posts without an announcement, their posts are; each counted in federationRejected, and the
+// real nodes go on as before.
+TEST_F(FederationTest, NodesPosedByAHostileClientAreBoundedCountedAndServiceGoesOn) {
+  startNode(0);
+  startNode(1);
+  ASSERT_TRUE(meshFormed());
+  auto& sender = node(0).page();
+  auto& reader = node(1).page();
+  open(sender, "b", "bounded");
+  open(reader, "b", "bounded");
+  ASSERT_TRUE(interestKnown("bounded"));
+
+  natsConnection* nc = nullptr;
+  ASSERT_EQ(natsConnection_ConnectTo(&nc, cluster_->url(2).c_str()), NATS_OK);
+  const std::string prefix = "swipc." + scope_;
+  constexpr int FAKE_NODES = 1100, GHOSTS = 100;
+  for (int i = 0; i < FAKE_NODES; ++i) {
+    const std::string hb = json{{"node", "evil-" + std::to_string(i)}, {"epoch", 1}, {"intervalMs", 1000},
+                                {"marks", json::array()}, {"interest", json::array()}}
+                               .dump();
+    ASSERT_EQ(natsConnection_Publish(nc, (prefix + ".node").c_str(), hb.data(), static_cast<int>(hb.size())), NATS_OK);
+  }
+  const uint64_t envelope = 0;  // never read: no object of "nobody" anywhere
+  const std::string nobody = prefix + ".bc.c6e6f626f6479";  // hex of "nobody"
+  for (int i = 0; i < GHOSTS; ++i) {
+    auto frame = federation::encodeRemotePost("ghost-" + std::to_string(i), 1, ChannelName("nobody"), 1,
+                                              reinterpret_cast<const uint8_t*>(&envelope), sizeof envelope);
+    ASSERT_EQ(natsConnection_Publish(nc, nobody.c_str(), frame.data(), static_cast<int>(frame.size())), NATS_OK);
+  }
+  ASSERT_EQ(natsConnection_FlushTimeout(nc, 5000), NATS_OK);
+  natsConnection_Destroy(nc);
+
+  // Each node knew one real node: 1023 fake ones fit, 77 do not; 64 ghosts fit, 36 do not. (All
+  // within a second: no fake node has gone silent yet, so none makes room.)
+  constexpr int64_t REFUSED = (FAKE_NODES - 1023) + (GHOSTS - 64);
+  for (size_t i : {0u, 1u}) {
+    std::optional<json> c;
+    EXPECT_TRUE(eventually([&] {
+      c = readCounters(node(i).daemon());
+      return c && (*c)["federationRejected"].get<int64_t>() >= REFUSED;
+    }, 20s)) << "node " << i << ": " << (c ? c->dump() : "no counters");
+    if (c) EXPECT_EQ((*c)["federationRejected"].get<int64_t>(), REFUSED) << c->dump();
+    EXPECT_NE(node(i).daemon().log().find("nodes known, all alive"), std::string::npos);
+    EXPECT_NE(node(i).daemon().log().find("senders not announced here already"), std::string::npos);
+  }
+
+  // Once the fake nodes are gone (silent 3 s), a new node's announcement takes the place of one.
+  ASSERT_TRUE(eventually([&] { return node(1).daemon().log().find("node evil-1022 gone") != std::string::npos; }, 20s));
+  ASSERT_EQ(natsConnection_ConnectTo(&nc, cluster_->url(2).c_str()), NATS_OK);
+  const std::string late = json{{"node", "late"}, {"epoch", 1}, {"intervalMs", 1000}, {"marks", json::array()}}.dump();
+  ASSERT_EQ(natsConnection_Publish(nc, (prefix + ".node").c_str(), late.data(), static_cast<int>(late.size())), NATS_OK);
+  ASSERT_EQ(natsConnection_FlushTimeout(nc, 5000), NATS_OK);
+  natsConnection_Destroy(nc);
+  EXPECT_TRUE(eventually([&] { return node(1).daemon().log().find("node late joined") != std::string::npos; }, 10s));
+  EXPECT_NE(node(1).daemon().log().find("(gone) forgotten"), std::string::npos);
+  auto after = readCounters(node(1).daemon());
+  ASSERT_TRUE(after.has_value());
+  EXPECT_EQ((*after)["federationRejected"].get<int64_t>(), REFUSED) << after->dump();
+
+  post(sender, "b", "s", 1);
+  Received r;
+  ASSERT_TRUE(collect(reader, "b", r, [](const Received& x) { return !x.messages.empty(); }));
   EXPECT_EQ(seqFrom(r, "s"), std::vector<int>{1});
   EXPECT_EQ(r.missed, 0u);
   EXPECT_TRUE(node(0).daemon().process().running());

@@ -71,6 +71,16 @@ class FederationFeature final : public daemon::Feature {
   static constexpr std::chrono::milliseconds ANNOUNCE_SPACING{50};
   /// An announcement larger than this leaves its interest out (NATS' default max_payload is 1 MiB).
   static constexpr size_t MAX_HEARTBEAT_BYTES = 256 * 1024;
+  /// Other nodes known at once. Any NATS client on the scope's subjects can pose as a node: past
+  /// this many, a new node's announcement takes the place of the node silent longest (one that is
+  /// gone), or is refused (federationRejected) while every one known is alive.
+  static constexpr size_t MAX_PEERS = 1024;
+  /// Senders of posts not (yet) announced here: a node's posts can arrive before the first of its
+  /// announcements this node hears (it subscribed in between). What is kept of one is forgotten
+  /// UNANNOUNCED_TTL after its first post unless an announcement of it came; past this many at
+  /// once, posts of another such sender are refused (federationRejected).
+  static constexpr size_t MAX_UNANNOUNCED = 64;
+  static constexpr std::chrono::milliseconds UNANNOUNCED_TTL{10000};
 
   /// This node's own clients, as the service worker's Clients API has them.
   struct LocalClients {
@@ -146,8 +156,18 @@ class FederationFeature final : public daemon::Feature {
   /// Ends the runs not posted on for idleTicks_ whose last mark every other node has heard
   /// (runs.h): their channels leave the announcements. Only while connected and past the grace.
   void endIdleRuns();
-  /// Forgets the nodes that left runs::PEER_GONE ago (what the tracker kept of them too).
+  /// Forgets the nodes that left runs::PEER_GONE ago (what the tracker kept of them too), and
+  /// the senders of posts that were not announced within UNANNOUNCED_TTL.
   void forgetGonePeers();
+  /// Room for one more node at MAX_PEERS: forgets the one silent longest among those gone (not
+  /// alive). False when every node known is alive.
+  bool makeRoomForPeer();
+  /// Forgets a node: its interest leaves the counts, the tracker forgets its numbering.
+  void dropPeer(const std::string& node);
+  /// Something from another host refused by a limit (MAX_PEERS, MAX_UNANNOUNCED): counted;
+  /// logged at most every 10 s per limit.
+  enum class Limit { PEERS, UNANNOUNCED };
+  void refuseByLimit(Limit limit, const std::string& what);
   /// `missed` posts of another node on `channel` never came: the local objects learn it.
   void reportGap(const std::string& node, const ChannelName& channel, uint64_t missed);
 
@@ -185,6 +205,9 @@ class FederationFeature final : public daemon::Feature {
     std::optional<std::set<ChannelName>> interest;  // nullopt: every channel
   };
   std::map<std::string, Peer> peers_;
+  std::map<std::string, Clock::time_point> unannounced_;  // post senders not announced: first post
+  uint64_t refusedByLimit_[2] = {};           // refuseByLimit() calls per Limit (logged with the count)
+  Clock::time_point lastLimitLog_[2] = {};
   std::set<ChannelName> interest_;            // the channels this node has objects of
   std::map<ChannelName, size_t> wanted_;      // channel -> other nodes that announced it
   size_t wantAll_ = 0;                        // other nodes that want every channel
