@@ -168,9 +168,10 @@ TEST_F(FederationTest, AChannelUsedOnOneNodeOnlyStaysOffNatsUntilAnotherNodeOpen
   open(p2, "s", "solo");
   const auto openedAt = std::chrono::steady_clock::now();
   ASSERT_TRUE(interestKnown("solo"));
-  // DESIGN §16: a remote object is a destination at most 1 s after its bc.open ok (here 1.5 s:
-  // the sanitizer pass runs this beside another multi-process test on two cores).
-  EXPECT_LE(std::chrono::steady_clock::now() - openedAt, 1500ms);
+  // DESIGN §16: a remote object is a destination at most 1 s after its bc.open ok (here 2.5 s:
+  // the sanitizer pass runs this beside another multi-process test on two cores; without the
+  // prompt announcement it would take the next heartbeat or the 10 s fallback).
+  EXPECT_LE(std::chrono::steady_clock::now() - openedAt, 2500ms);
   post(p1, "s", "p1", N);
   Received r2;
   ASSERT_TRUE(collect(p2, "s", r2, [](const Received& x) { return !x.messages.empty(); }));
@@ -568,7 +569,7 @@ TEST_F(FederationTest, HostileFramesOnTheScopesSubjectsAreRefusedCountedAndServi
   EXPECT_TRUE(node(1).daemon().process().running());
 }
 
-// Any NATS client can pose as nodes: what a node keeps of others is bounded. Past MAX_PEERS (1024)
+// Any NATS client can pose as nodes: what a node keeps of others is bounded. Past MAX_PEERS (256)
 // nodes known, all alive, a new node's announcement is refused; past MAX_UNANNOUNCED (64) senders
 // of posts without an announcement, their posts are; each counted in federationRejected, and the
 // real nodes go on as before.
@@ -602,9 +603,10 @@ TEST_F(FederationTest, NodesPosedByAHostileClientAreBoundedCountedAndServiceGoes
   ASSERT_EQ(natsConnection_FlushTimeout(nc, 5000), NATS_OK);
   natsConnection_Destroy(nc);
 
-  // Each node knew one real node: 1023 fake ones fit, 77 do not; 64 ghosts fit, 36 do not. (All
-  // within a second: no fake node has gone silent yet, so none makes room.)
-  constexpr int64_t REFUSED = (FAKE_NODES - 1023) + (GHOSTS - 64);
+  // Each node knew one real node: 255 fake ones fit, 845 do not; 64 ghosts fit, 36 do not. This
+  // assumes every announcement is taken within NODE_TIMEOUT (3 s) of the first (they all go out
+  // at once): a fake node gone silent by then would make room for one more.
+  constexpr int64_t REFUSED = (FAKE_NODES - 255) + (GHOSTS - 64);
   for (size_t i : {0u, 1u}) {
     std::optional<json> c;
     EXPECT_TRUE(eventually([&] {
@@ -617,7 +619,7 @@ TEST_F(FederationTest, NodesPosedByAHostileClientAreBoundedCountedAndServiceGoes
   }
 
   // Once the fake nodes are gone (silent 3 s), a new node's announcement takes the place of one.
-  ASSERT_TRUE(eventually([&] { return node(1).daemon().log().find("node evil-1022 gone") != std::string::npos; }, 20s));
+  ASSERT_TRUE(eventually([&] { return node(1).daemon().log().find("node evil-254 gone") != std::string::npos; }, 20s));
   ASSERT_EQ(natsConnection_ConnectTo(&nc, cluster_->url(2).c_str()), NATS_OK);
   const std::string late = json{{"node", "late"}, {"epoch", 1}, {"intervalMs", 1000}, {"marks", json::array()}}.dump();
   ASSERT_EQ(natsConnection_Publish(nc, (prefix + ".node").c_str(), late.data(), static_cast<int>(late.size())), NATS_OK);

@@ -29,6 +29,9 @@ Result<void> FederationFeature::start(daemon::FeatureHost& host) {
   idleTicks_ = std::max<uint64_t>(
       2, static_cast<uint64_t>((fed.channelIdle + HEARTBEAT_INTERVAL - std::chrono::milliseconds(1)) / HEARTBEAT_INTERVAL));
   peers_.clear();
+  unannounced_.clear();
+  for (auto& n : refusedByLimit_) n = 0;
+  for (auto& t : lastLimitLog_) t = Clock::time_point{};
   wanted_.clear();
   wantAll_ = 0;
   announceSoon_ = false;
@@ -263,9 +266,14 @@ void FederationFeature::forgetGonePeers() {
 }
 
 bool FederationFeature::makeRoomForPeer() {
+  // A node that left first (nothing of it is needed any more), else the one silent longest.
   auto oldest = peers_.end();
+  auto before = [](const Peer& a, const Peer& b) {
+    if (a.left != b.left) return a.left;
+    return a.lastHeard < b.lastHeard;
+  };
   for (auto it = peers_.begin(); it != peers_.end(); ++it)
-    if (!it->second.alive && (oldest == peers_.end() || it->second.lastHeard < oldest->second.lastHeard)) oldest = it;
+    if (!it->second.alive && (oldest == peers_.end() || before(it->second, oldest->second))) oldest = it;
   if (oldest == peers_.end()) return false;
   core::log().info("federation: node {} (gone) forgotten: {} nodes known, the most kept", oldest->first, peers_.size());
   dropPeer(oldest->first);
@@ -371,6 +379,8 @@ void FederationFeature::onHeartbeat(std::span<const uint8_t> data) {
     return;
   }
   if (hb->node == node_) return;  // a namesake on another host: a configuration error
+  // The last word of a node not known here: nothing to forget, and it takes no place.
+  if (hb->leaving && !peers_.count(hb->node)) return;
   if (!peers_.count(hb->node) && peers_.size() >= MAX_PEERS && !makeRoomForPeer())
     return refuseByLimit(Limit::PEERS, "announcement of node " + hb->node + " refused: " + std::to_string(peers_.size()) +
                          " nodes known, all alive (the most a node keeps)");
@@ -403,6 +413,11 @@ void FederationFeature::onHeartbeat(std::span<const uint8_t> data) {
   }
   peer.epoch = hb->epoch;
   peer.lastHeard = Clock::now();
+  if (hb->interest) {
+    size_t bytes = 0;
+    for (const auto& name : *hb->interest) bytes += name.str().size();
+    if (hb->interest->size() > MAX_PEER_INTEREST || bytes > MAX_PEER_INTEREST_BYTES) hb->interest.reset();
+  }
   setInterest(hb->node, std::move(hb->interest));
   updateSilence();
   for (const auto& m : hb->marks)
@@ -428,6 +443,12 @@ void FederationFeature::onRemotePost(std::span<const uint8_t> data) {
     unannounced_.emplace(post->node, Clock::now());
   }
   auto verdict = tracker_.onPost(post->node, post->epoch, post->channel, post->seq, post->run);
+  if (verdict.refused) {
+    refuseByLimit(Limit::CHANNELS, "post of node " + post->node + " on '" + post->channel.str() +
+                                       "' refused: the channels kept of other nodes are at their budget");
+    reportGap(post->node, post->channel, 1);  // its objects here learn of it
+    return;
+  }
   if (verdict.missed) reportGap(post->node, post->channel, verdict.missed);
   if (!verdict.deliver) return;
   if (!hub_->find(post->channel)) return;  // no object of that channel here

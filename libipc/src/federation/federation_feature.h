@@ -74,7 +74,11 @@ class FederationFeature final : public daemon::Feature {
   /// Other nodes known at once. Any NATS client on the scope's subjects can pose as a node: past
   /// this many, a new node's announcement takes the place of the node silent longest (one that is
   /// gone), or is refused (federationRejected) while every one known is alive.
-  static constexpr size_t MAX_PEERS = 1024;
+  static constexpr size_t MAX_PEERS = 256;
+  /// A node's announced interest past this many channels, or this many bytes of names, is taken
+  /// as "every channel" (what it costs here stays bounded; it gets more than it asked for).
+  static constexpr size_t MAX_PEER_INTEREST = 4096;
+  static constexpr size_t MAX_PEER_INTEREST_BYTES = 256 * 1024;
   /// Senders of posts not (yet) announced here: a node's posts can arrive before the first of its
   /// announcements this node hears (it subscribed in between). What is kept of one is forgotten
   /// UNANNOUNCED_TTL after its first post unless an announcement of it came; past this many at
@@ -164,9 +168,9 @@ class FederationFeature final : public daemon::Feature {
   bool makeRoomForPeer();
   /// Forgets a node: its interest leaves the counts, the tracker forgets its numbering.
   void dropPeer(const std::string& node);
-  /// Something from another host refused by a limit (MAX_PEERS, MAX_UNANNOUNCED): counted;
-  /// logged at most every 10 s per limit.
-  enum class Limit { PEERS, UNANNOUNCED };
+  /// Something from another host refused by a limit (MAX_PEERS, MAX_UNANNOUNCED, the tracker's
+  /// budget): counted; logged at most every 10 s per limit.
+  enum class Limit { PEERS, UNANNOUNCED, CHANNELS };
   void refuseByLimit(Limit limit, const std::string& what);
   /// `missed` posts of another node on `channel` never came: the local objects learn it.
   void reportGap(const std::string& node, const ChannelName& channel, uint64_t missed);
@@ -206,8 +210,8 @@ class FederationFeature final : public daemon::Feature {
   };
   std::map<std::string, Peer> peers_;
   std::map<std::string, Clock::time_point> unannounced_;  // post senders not announced: first post
-  uint64_t refusedByLimit_[2] = {};           // refuseByLimit() calls per Limit (logged with the count)
-  Clock::time_point lastLimitLog_[2] = {};
+  uint64_t refusedByLimit_[3] = {};           // refuseByLimit() calls per Limit (logged with the count)
+  Clock::time_point lastLimitLog_[3] = {};
   std::set<ChannelName> interest_;            // the channels this node has objects of
   std::map<ChannelName, size_t> wanted_;      // channel -> other nodes that announced it
   size_t wantAll_ = 0;                        // other nodes that want every channel

@@ -125,14 +125,17 @@ Error JsQueue::natsError(std::string_view what, natsStatus s, jsErrCode code) co
 
 namespace {
 
-// Both transitions of the sync connection are logged, as the broadcast link's are (on libnats'
-// thread: the logger is thread-safe). It comes back every 250 ms (SetReconnectWait), without a
-// growing back-off, so that a sync event waits as little as possible for JetStream.
+// Both transitions of the sync connection are logged, as the broadcast link's are; here on
+// libnats' callback thread (the logger is thread-safe). Nothing once the connection is closed:
+// ~JsQueue closes it first, so no callback still queued logs while the daemon winds down. It
+// comes back every 250 ms (SetReconnectWait), without a growing back-off, so that a sync event
+// waits as little as possible for JetStream.
 void onSyncDisconnected(natsConnection* nc, void*) {
   if (natsConnection_IsClosed(nc)) return;  // the daemon closed it: stopping, nothing lost
   core::log().warn("background sync: lost the NATS connection: reconnecting every 250 ms");
 }
 void onSyncReconnected(natsConnection* nc, void*) {
+  if (natsConnection_IsClosed(nc)) return;
   char url[256] = {};
   if (natsConnection_GetConnectedUrl(nc, url, sizeof url) != NATS_OK) url[0] = 0;
   core::log().info("background sync: NATS connection back ({})", url);

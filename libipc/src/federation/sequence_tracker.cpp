@@ -10,18 +10,41 @@ SequenceTracker::NodeState* SequenceTracker::state(const std::string& node, uint
   // claimed. Epochs are compared for equality only: a host clock set back must not make a
   // restarted node's posts look stale forever.
   if (fresh || epoch != s.epoch) {
+    release(s);
     s = NodeState{};
     s.epoch = epoch;
   }
   return &s;
 }
 
+void SequenceTracker::release(const NodeState& s) {
+  for (const auto& [name, c] : s.channels) used_ -= cost(name);
+}
+
+void SequenceTracker::forgetNode(const std::string& node) {
+  auto it = nodes_.find(node);
+  if (it == nodes_.end()) return;
+  release(it->second);
+  nodes_.erase(it);
+}
+
+SequenceTracker::Channel* SequenceTracker::channel(NodeState& s, const ChannelName& name, bool& fresh) {
+  fresh = false;
+  if (auto it = s.channels.find(name); it != s.channels.end()) return &it->second;
+  if (used_ + cost(name) > budget_) return nullptr;
+  used_ += cost(name);
+  fresh = true;
+  return &s.channels[name];
+}
+
 SequenceTracker::Verdict SequenceTracker::onPost(const std::string& node, uint64_t epoch, const ChannelName& channel,
                                                  uint64_t seq, uint32_t run) {
   NodeState* s = state(node, epoch);
   if (!s) return {};
-  auto [it, fresh] = s->channels.try_emplace(channel);
-  Channel& c = it->second;
+  bool fresh = false;
+  Channel* kept = this->channel(*s, channel, fresh);
+  if (!kept) return Verdict{false, 0, true};
+  Channel& c = *kept;
   if (fresh || c.run != run) {
     // A run not known here: before the sender's first heartbeat nothing before this post counts;
     // after it, the run started after that heartbeat, at 1.
@@ -38,8 +61,10 @@ uint64_t SequenceTracker::onMark(const std::string& node, uint64_t epoch, const 
                                  uint32_t run) {
   NodeState* s = state(node, epoch);
   if (!s) return 0;
-  auto [it, fresh] = s->channels.try_emplace(channel);
-  Channel& c = it->second;
+  bool fresh = false;
+  Channel* kept = this->channel(*s, channel, fresh);
+  if (!kept) return 0;
+  Channel& c = *kept;
   c.namedIn = s->heartbeats + 1;  // the heartbeat being taken
   if (fresh || c.run != run) {
     c.run = run;
@@ -67,6 +92,7 @@ std::vector<ChannelName> SequenceTracker::heartbeatDone(const std::string& node,
       continue;
     }
     forgotten.push_back(it->first);
+    used_ -= cost(it->first);
     it = s->channels.erase(it);
   }
   return forgotten;

@@ -32,12 +32,21 @@ class SequenceTracker {
   struct Verdict {
     bool deliver = false;  // a new post, in order: deliver it
     uint64_t missed = 0;   // posts of that sender on that channel that never came, before this one
+    bool refused = false;  // a channel not kept yet, past the budget: not tracked, not delivered
   };
 
-  /// Post `seq` of run `run` of `node` (epoch `epoch`) on `channel` arrived.
+  /// What the channels kept (every node's) may cost at most: their names' bytes plus
+  /// CHANNEL_OVERHEAD each. Senders are other hosts, any NATS client among them.
+  static constexpr size_t DEFAULT_BUDGET = 64u << 20;
+  static constexpr size_t CHANNEL_OVERHEAD = 96;
+  explicit SequenceTracker(size_t budgetBytes = DEFAULT_BUDGET) : budget_(budgetBytes) {}
+
+  /// Post `seq` of run `run` of `node` (epoch `epoch`) on `channel` arrived. A channel new to
+  /// this node past the budget is refused (Verdict::refused).
   Verdict onPost(const std::string& node, uint64_t epoch, const ChannelName& channel, uint64_t seq, uint32_t run = 1);
   /// `node`'s heartbeat says its last post on `channel` (run `run`) is `seq`: the posts missed up
   /// to there. A heartbeat is taken as a whole: onMark() for each mark, then heartbeatDone().
+  /// A channel new here past the budget is not kept (its later posts are refused).
   uint64_t onMark(const std::string& node, uint64_t epoch, const ChannelName& channel, uint64_t seq,
                   uint32_t run = 1);
   /// Every mark of `node`'s heartbeat has been given: its later new channels start at 1, and the
@@ -45,7 +54,9 @@ class SequenceTracker {
   std::vector<ChannelName> heartbeatDone(const std::string& node, uint64_t epoch);
 
   /// Forgets everything of `node` (gone for good).
-  void forgetNode(const std::string& node) { nodes_.erase(node); }
+  void forgetNode(const std::string& node);
+  /// What the channels kept cost now (see DEFAULT_BUDGET).
+  size_t usedBytes() const { return used_; }
 
   /// Senders known (tests, logs).
   size_t nodeCount() const { return nodes_.size(); }
@@ -69,8 +80,14 @@ class SequenceTracker {
   };
   /// The state of `node`, started again when `epoch` is not the one it had.
   NodeState* state(const std::string& node, uint64_t epoch);
+  /// `channel` of `s`, made when within the budget; nullptr past it. `fresh`: made now.
+  Channel* channel(NodeState& s, const ChannelName& channel, bool& fresh);
+  static size_t cost(const ChannelName& c) { return c.str().size() + CHANNEL_OVERHEAD; }
+  void release(const NodeState& s);
 
   std::map<std::string, NodeState> nodes_;
+  size_t budget_;
+  size_t used_ = 0;
 };
 
 }  // namespace swipc::federation

@@ -298,20 +298,24 @@ void PageBroadcast::readBroadcastsDeferred() {
 }
 
 void PageBroadcast::reportLaps() {
-  // A figure for swctl (the channel's laps), sent after the walk: best effort, like the lapped
-  // events themselves it never holds reading up (a full ring to the daemon loses the report).
-  if (ctx_.link.attached()) {
-    for (const auto& [id, missed] : laps_) {
-      (void)ctx_.sender.sendEnvelope(
-          [&](schema::Envelope::Builder e) {
-            auto l = e.initBcLapped();
-            l.setObjectId(id);
-            l.setMissed(missed);
-          },
-          PostOptions{}, false);
-    }
+  // A figure for swctl (the channel's laps), sent after the walk: best effort, it never holds
+  // reading up. A full ring to the daemon loses the report (no wait for space: a wait would
+  // handle incoming records meanwhile, and may read the rings again, into laps_).
+  if (laps_.empty()) return;
+  const auto laps = std::exchange(laps_, {});
+  if (!ctx_.link.attached()) return;
+  PostOptions now;
+  now.waitForSpace = std::chrono::milliseconds(0);
+  for (const auto& [id, missed] : laps) {
+    (void)ctx_.sender.sendEnvelope(
+        [&](schema::Envelope::Builder e) {
+          auto l = e.initBcLapped();
+          l.setObjectId(id);
+          l.setMissed(missed);
+        },
+        now, false, /*wake=*/false);
   }
-  laps_.clear();
+  ctx_.sender.ringDeferred();
 }
 
 }  // namespace swipc::page

@@ -258,7 +258,7 @@ TEST_F(BroadcastHubTest, LapsCountEachObjectThatReportedBeingLappedAndEveryServi
   sut.clientLapped(a, 1, 40);
   sut.clientLapped(a, 1, 0);   // nothing missed: not a lap
   sut.clientLapped(a, 7, 5);   // no such object
-  sut.clientLapped(b, 1, 3);   // b's object is on d
+  sut.clientLapped(b, 1, 3);   // counts on d, where b's object 1 is
   auto s = sut.stats();
   ASSERT_EQ(s.size(), 2u);
   EXPECT_EQ(s[0].laps, 1u);

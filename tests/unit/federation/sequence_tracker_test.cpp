@@ -133,5 +133,35 @@ TEST(SequenceTrackerTest, SendersAreCountedApart) {
   EXPECT_EQ(sut.nodeCount(), 2u);
 }
 
+// Senders are other hosts, any NATS client among them: what is kept of their channels has a
+// budget. A channel new past it is refused (its posts are not delivered: the caller counts and
+// reports them); what heartbeats, restarts and forgetting drop is budget again.
+TEST(SequenceTrackerTest, ChannelsPastTheBudgetAreRefusedAndForgettingGivesBudgetBack) {
+  const ChannelName a("a"), b("b"), c("c");
+  SequenceTracker t(2 * (1 + SequenceTracker::CHANNEL_OVERHEAD));  // two one-letter channels
+  EXPECT_TRUE(t.onPost("n1", 7, a, 1).deliver);
+  EXPECT_TRUE(t.onPost("n2", 9, b, 1).deliver);
+  EXPECT_EQ(t.usedBytes(), 2 * (1 + SequenceTracker::CHANNEL_OVERHEAD));
+  auto refused = t.onPost("n1", 7, c, 1);
+  EXPECT_TRUE(refused.refused);
+  EXPECT_FALSE(refused.deliver);
+  EXPECT_EQ(t.onMark("n1", 7, c, 5), 0u);  // not kept either
+  EXPECT_EQ(t.channelCount("n1"), 1u);
+  EXPECT_TRUE(t.onPost("n1", 7, a, 2).deliver);  // a channel kept goes on
+  t.forgetNode("n2");
+  EXPECT_TRUE(t.onPost("n1", 7, c, 1).deliver);  // b's room
+  // n1 restarts (another epoch): its two channels are dropped, their room is free again.
+  EXPECT_TRUE(t.onPost("n1", 8, a, 1).deliver);
+  EXPECT_EQ(t.usedBytes(), 1 + SequenceTracker::CHANNEL_OVERHEAD);
+  // A heartbeat that does not name a channel forgets it.
+  EXPECT_EQ(t.onMark("n1", 8, a, 1), 0u);
+  t.heartbeatDone("n1", 8);
+  EXPECT_TRUE(t.onPost("n1", 8, b, 1).deliver);
+  EXPECT_EQ(t.onMark("n1", 8, b, 1), 0u);
+  t.heartbeatDone("n1", 8);  // a not named: gone
+  EXPECT_EQ(t.channelCount("n1"), 1u);
+  EXPECT_EQ(t.usedBytes(), 1 + SequenceTracker::CHANNEL_OVERHEAD);
+}
+
 }  // namespace
 }  // namespace swipc::federation
