@@ -523,14 +523,8 @@ TEST_F(FederationTest, CountChannelIsAnsweredOnlyByTheNodeThePostWasMadeOn) {
 // sends (a hostile or broken NATS client) are refused by name and counted, one by one, and the
 // node goes on serving the real nodes.
 TEST_F(FederationTest, HostileFramesOnTheScopesSubjectsAreRefusedCountedAndServiceGoesOn) {
-  startNode(0);
-  startNode(1);
-  ASSERT_TRUE(meshFormed());
-  auto& sender = node(0).page();
-  auto& reader = node(1).page();
-  open(sender, "h", "hostile");
-  open(reader, "h", "hostile");
-  ASSERT_TRUE(interestKnown("hostile"));
+  auto [sender, reader] = twoNodesSharing("h", "hostile");
+  ASSERT_FALSE(HasFailure());
 
   natsConnection* nc = nullptr;
   ASSERT_EQ(natsConnection_ConnectTo(&nc, cluster_->url(2).c_str()), NATS_OK);
@@ -560,13 +554,7 @@ TEST_F(FederationTest, HostileFramesOnTheScopesSubjectsAreRefusedCountedAndServi
   EXPECT_NE(node(1).daemon().log().find("heartbeat: not a JSON object"), std::string::npos);
   EXPECT_NE(node(1).daemon().log().find("cross-node post: bad magic"), std::string::npos);
 
-  post(sender, "h", "s", 1);
-  Received r;
-  ASSERT_TRUE(collect(reader, "h", r, [](const Received& x) { return !x.messages.empty(); }));
-  EXPECT_EQ(seqFrom(r, "s"), std::vector<int>{1});
-  EXPECT_EQ(r.missed, 0u);
-  EXPECT_TRUE(node(0).daemon().process().running());
-  EXPECT_TRUE(node(1).daemon().process().running());
+  expectServiceGoesOn(*sender, *reader, "h");
 }
 
 // Any NATS client can pose as nodes: what a node keeps of others is bounded. Past MAX_PEERS (256)
@@ -574,14 +562,8 @@ TEST_F(FederationTest, HostileFramesOnTheScopesSubjectsAreRefusedCountedAndServi
 // of posts without an announcement, their posts are; each counted in federationRejected, and the
 // real nodes go on as before.
 TEST_F(FederationTest, NodesPosedByAHostileClientAreBoundedCountedAndServiceGoesOn) {
-  startNode(0);
-  startNode(1);
-  ASSERT_TRUE(meshFormed());
-  auto& sender = node(0).page();
-  auto& reader = node(1).page();
-  open(sender, "b", "bounded");
-  open(reader, "b", "bounded");
-  ASSERT_TRUE(interestKnown("bounded"));
+  auto [sender, reader] = twoNodesSharing("b", "bounded");
+  ASSERT_FALSE(HasFailure());
 
   natsConnection* nc = nullptr;
   ASSERT_EQ(natsConnection_ConnectTo(&nc, cluster_->url(2).c_str()), NATS_OK);
@@ -631,13 +613,7 @@ TEST_F(FederationTest, NodesPosedByAHostileClientAreBoundedCountedAndServiceGoes
   ASSERT_TRUE(after.has_value());
   EXPECT_EQ((*after)["federationRejected"].get<int64_t>(), REFUSED) << after->dump();
 
-  post(sender, "b", "s", 1);
-  Received r;
-  ASSERT_TRUE(collect(reader, "b", r, [](const Received& x) { return !x.messages.empty(); }));
-  EXPECT_EQ(seqFrom(r, "s"), std::vector<int>{1});
-  EXPECT_EQ(r.missed, 0u);
-  EXPECT_TRUE(node(0).daemon().process().running());
-  EXPECT_TRUE(node(1).daemon().process().running());
+  expectServiceGoesOn(*sender, *reader, "b");
 }
 
 // Runs (remote_post.h): a channel its sender has not posted on for --nats-channel-idle-ms leaves

@@ -134,6 +134,30 @@ class FederationFixture : public ::testing::Test {
     page.send({{"op", "bc.post"}, {"bc", bc}, {"data", {{"from", from}, {"i", i}}}});
   }
 
+  /// n1 and n2 up, a page on each with channel `name` open as `bc`, and each node knowing the
+  /// other wants it: {the page on n1, the page on n2}. For tests that then disturb the two.
+  std::pair<ScriptClient*, ScriptClient*> twoNodesSharing(const std::string& bc, const std::string& name) {
+    startNode(0);
+    startNode(1);
+    EXPECT_TRUE(meshFormed());
+    ScriptClient& a = node(0).page();
+    ScriptClient& b = node(1).page();
+    open(a, bc, name);
+    open(b, bc, name);
+    EXPECT_TRUE(interestKnown(name));
+    return {&a, &b};
+  }
+  /// Post 1 from `sender` reaches `reader` whole, nothing missed, and both daemons still run.
+  void expectServiceGoesOn(ScriptClient& sender, ScriptClient& reader, const std::string& bc) {
+    post(sender, bc, "s", 1);
+    Received r;
+    ASSERT_TRUE(collect(reader, bc, r, [](const Received& x) { return !x.messages.empty(); }));
+    EXPECT_EQ(seqFrom(r, "s"), std::vector<int>{1});
+    EXPECT_EQ(r.missed, 0u);
+    EXPECT_TRUE(node(0).daemon().process().running());
+    EXPECT_TRUE(node(1).daemon().process().running());
+  }
+
   /// The reference SW's answer to `data` sent by `page` (messageSW), or null.
   static json ask(ScriptClient& page, const json& data, int timeoutMs = 10000) {
     auto r = page.call({{"op", "messageSW"}, {"data", data}, {"timeoutMs", timeoutMs}},
