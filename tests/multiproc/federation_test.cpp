@@ -613,6 +613,27 @@ TEST_F(FederationTest, NodesPosedByAHostileClientAreBoundedCountedAndServiceGoes
   ASSERT_TRUE(after.has_value());
   EXPECT_EQ((*after)["federationRejected"].get<int64_t>(), REFUSED) << after->dump();
 
+  // What was kept of the unannounced senders goes 10 s after their first post: another one's
+  // post is taken then, not refused.
+  ASSERT_TRUE(eventually(
+      [&] { return node(1).daemon().log().find("posts of node ghost-0 came, never an announcement") != std::string::npos; },
+      20s));
+  ASSERT_EQ(natsConnection_ConnectTo(&nc, cluster_->url(2).c_str()), NATS_OK);
+  auto frame = federation::encodeRemotePost("ghost-late", 1, ChannelName("nobody"), 1,
+                                            reinterpret_cast<const uint8_t*>(&envelope), sizeof envelope);
+  ASSERT_EQ(natsConnection_Publish(nc, nobody.c_str(), frame.data(), static_cast<int>(frame.size())), NATS_OK);
+  // A frame the nodes refuse by name comes right behind it on the same connection: once it is
+  // logged, the post before it was handled (taken, or refused and counted).
+  const std::string bad = "not json";
+  ASSERT_EQ(natsConnection_Publish(nc, (prefix + ".node").c_str(), bad.data(), static_cast<int>(bad.size())), NATS_OK);
+  ASSERT_EQ(natsConnection_FlushTimeout(nc, 5000), NATS_OK);
+  natsConnection_Destroy(nc);
+  ASSERT_TRUE(eventually(
+      [&] { return node(1).daemon().log().find("heartbeat: not a JSON object") != std::string::npos; }, 10s));
+  after = readCounters(node(1).daemon());
+  ASSERT_TRUE(after.has_value());
+  EXPECT_EQ((*after)["federationRejected"].get<int64_t>(), REFUSED + 1) << "the late ghost was refused: " << after->dump();
+
   expectServiceGoesOn(*sender, *reader, "b");
 }
 
