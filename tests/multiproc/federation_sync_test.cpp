@@ -198,8 +198,15 @@ TEST_F(FederationSyncTest, KillingTheNodeMidEventHandsItToAnotherNodeThatComplet
   int runner = -1;
   ASSERT_TRUE(eventually([&] { return (runner = firedOn(tag)) >= 0; }, 15000ms));
   ASSERT_TRUE(node(static_cast<size_t>(runner)).daemon().kill9());
+  const auto killedAt = std::chrono::steady_clock::now();
   const size_t survivor = runner == 0 ? 1 : 0;
   const size_t other = 3 - static_cast<size_t>(runner) - survivor;
+  // DESIGN §16: another node takes it within 2 x --sync-timeout-ms (the ack wait, 8 s) of the
+  // death; 3 s more for the consumer's redelivery and a loaded sanitizer run.
+  ASSERT_TRUE(eventually([&] {
+    return (node(survivor).daemon().log() + node(other).daemon().log()).find("taking it over") != std::string::npos;
+  }, 20000ms));
+  EXPECT_LE(std::chrono::steady_clock::now() - killedAt, 11000ms);
 
   Received log;
   ASSERT_TRUE(collect(*watchers[survivor], "log", log,
