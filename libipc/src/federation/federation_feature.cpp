@@ -141,14 +141,7 @@ void FederationFeature::setInterest(const std::string& node, std::optional<std::
   std::optional<std::set<ChannelName>> next;
   if (interest) next.emplace(std::make_move_iterator(interest->begin()), std::make_move_iterator(interest->end()));
   if (peer.announced && next == peer.interest) return;
-  if (peer.announced) {  // the old set out of the counts
-    if (!peer.interest) {
-      --wantAll_;
-    } else {
-      for (const auto& name : *peer.interest)
-        if (auto it = wanted_.find(name); it != wanted_.end() && --it->second == 0) wanted_.erase(it);
-    }
-  }
+  if (peer.announced) uncount(peer);  // the old set out of the counts
   if (!next) {
     ++wantAll_;
   } else {
@@ -280,18 +273,19 @@ bool FederationFeature::makeRoomForPeer() {
   return true;
 }
 
+void FederationFeature::uncount(const Peer& peer) {
+  if (!peer.interest) {
+    --wantAll_;
+    return;
+  }
+  for (const auto& name : *peer.interest)
+    if (auto it = wanted_.find(name); it != wanted_.end() && --it->second == 0) wanted_.erase(it);
+}
+
 void FederationFeature::dropPeer(const std::string& node) {
   auto it = peers_.find(node);
   if (it == peers_.end()) return;
-  const Peer& peer = it->second;
-  if (peer.announced) {
-    if (!peer.interest) {
-      --wantAll_;
-    } else {
-      for (const auto& name : *peer.interest)
-        if (auto w = wanted_.find(name); w != wanted_.end() && --w->second == 0) wanted_.erase(w);
-    }
-  }
+  if (it->second.announced) uncount(it->second);
   tracker_.forgetNode(node);
   peers_.erase(it);
   updateSilence();
@@ -379,9 +373,10 @@ void FederationFeature::onHeartbeat(std::span<const uint8_t> data) {
     return;
   }
   if (hb->node == node_) return;  // a namesake on another host: a configuration error
+  const bool known = peers_.count(hb->node) > 0;
   // The last word of a node not known here: nothing to forget, and it takes no place.
-  if (hb->leaving && !peers_.count(hb->node)) return;
-  if (!peers_.count(hb->node) && peers_.size() >= MAX_PEERS && !makeRoomForPeer())
+  if (hb->leaving && !known) return;
+  if (!known && peers_.size() >= MAX_PEERS && !makeRoomForPeer())
     return refuseByLimit(Limit::PEERS, "announcement of node " + hb->node + " refused: " + std::to_string(peers_.size()) +
                          " nodes known, all alive (the most a node keeps)");
   unannounced_.erase(hb->node);

@@ -208,6 +208,8 @@ class FederationFeature final : public daemon::Feature {
     uint64_t receiveBreaks = 0;                     // as its last announcement said
     std::optional<std::set<ChannelName>> interest;  // nullopt: every channel
   };
+  /// Takes `peer`'s announced interest out of wanted_ / wantAll_.
+  void uncount(const Peer& peer);
   std::map<std::string, Peer> peers_;
   std::map<std::string, Clock::time_point> unannounced_;  // post senders not announced: first post
   uint64_t refusedByLimit_[3] = {};           // refuseByLimit() calls per Limit (logged with the count)
