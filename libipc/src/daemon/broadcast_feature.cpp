@@ -23,17 +23,26 @@ Result<void> BroadcastFeature::start(FeatureHost& host) {
     hub_->clientLapped(c.id, l.getObjectId(), l.getMissed());
     return true;
   });
-  host.handle(schema::Envelope::BC_POST, [this](ClientRecord& c, schema::Envelope::Reader env, const Inbound& owner) {
-    // Every member reads these bytes: one they could not read is the sender's violation, here.
-    if (auto ok = owner->checkPayloads(); !ok) {
-      host_->clients().violation(c, ok.error());
-      return false;
-    }
-    hub_->clientPost(c.id, env.getBcPost(), env.getSeq(), owner);
-    return true;
-  });
+  host.handle(
+      schema::Envelope::BC_POST,
+      [this](ClientRecord& c, schema::Envelope::Reader env, const Inbound& owner) {
+        // Every member reads these bytes: one they could not read is the sender's violation, here.
+        if (auto ok = owner->checkPayloads(); !ok) {
+          host_->clients().violation(c, ok.error());
+          return false;
+        }
+        hub_->clientPost(c.id, env.getBcPost(), env.getSeq(), owner);
+        return true;
+      },
+      Dispatch::PlainHandler::of<&BroadcastFeature::onPlainPost>(this));
   host.onDetach([this](ClientRecord& c) { hub_->clientGone(c.id); });
   return {};
+}
+
+bool BroadcastFeature::onPlainPost(ClientRecord& c, const wire::PlainMessage& m, ExtendableMessageEvent& ev) {
+  // The fast lane decoded the Value whole: the ring gets it re-encoded, never the client's bytes.
+  hub_->clientPostValue(c.id, m.objectId, ev.data, m.wantAck, m.seq);
+  return true;
 }
 
 void BroadcastFeature::stop() {

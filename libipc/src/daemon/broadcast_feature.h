@@ -36,6 +36,8 @@ class BroadcastFeature final : public Feature, private BroadcastHub::Sink {
   void channelsJoined(const ClientId& id, int delta) override;
   void published(bool firstSinceFlush) override;
 
+  /// bcPost from the fast lane (wire/plain_post.h): its Value is in ev.data.
+  bool onPlainPost(ClientRecord& c, const wire::PlainMessage& m, ExtendableMessageEvent& ev);
   /// The alive client `id` (nullptr before start() or when gone).
   ClientRecord* client(const ClientId& id) const;
 

@@ -8,6 +8,7 @@
 #include "core/user_code.h"
 #include "shm/memfd.h"
 #include "wire/limits.h"
+#include "wire/plain_post.h"
 
 namespace swipc::daemon {
 
@@ -75,11 +76,24 @@ void BroadcastHub::clear() {
 
 // ------------------------------------------------------------------------------------------------ publish
 
-void BroadcastHub::publish(Channel& ch, uint64_t tag, const core::OutgoingPayload* out, schema::Payload::Reader* in,
-                           const std::shared_ptr<const wire::Inbound>& owner, uint32_t localSender) {
+size_t BroadcastHub::valueRecordBytes(const Value& v) {
+  wire::PlainMessage m;
+  m.kind = schema::Envelope::BC_MESSAGE;
+  return wire::plainBytes(m, v);
+}
+
+void BroadcastHub::publish(Channel& ch, uint64_t tag, const PostPayload& p, uint32_t localSender) {
   const uint64_t seq = ch.nextSeq++;
   size_t bytes = 0;
-  {
+  if (p.value) {
+    // The fast lane's writer: the record straight from the Value, no builder.
+    wire::PlainMessage m;
+    m.kind = schema::Envelope::BC_MESSAGE;
+    m.seq = seq;
+    bytes = wire::plainBytes(m, *p.value);
+    if (record_.size() < bytes / 8) record_.resize(bytes / 8);
+    wire::writePlain(m, *p.value, reinterpret_cast<uint8_t*>(record_.data()), bytes);
+  } else {
     // The builder is gone before anything below can call out (a service-worker handler that
     // posts comes back here and takes the scratch segment again).
     capnp::MallocMessageBuilder mb(kj::arrayPtr(scratch_.get(), SCRATCH_WORDS));
@@ -87,10 +101,10 @@ void BroadcastHub::publish(Channel& ch, uint64_t tag, const core::OutgoingPayloa
     env.setSchemaVersion(schema::SCHEMA_VERSION);
     env.setSeq(seq);
     auto msg = env.initBcMessage();
-    if (in)
-      msg.setPayload(*in);
+    if (p.in)
+      msg.setPayload(*p.in);
     else
-      core::writePayload(*out, msg.initPayload());
+      core::writePayload(*p.out, msg.initPayload());
     bytes = wire::encodedBytes(mb);
     if (record_.size() < bytes / 8) record_.resize(bytes / 8);
     wire::encodeInto(mb, reinterpret_cast<uint8_t*>(record_.data()), bytes);
@@ -106,7 +120,7 @@ void BroadcastHub::publish(Channel& ch, uint64_t tag, const core::OutgoingPayloa
     pendingWakes_.push_back(ch.name);
   }
   sink_.published(first);
-  if (!ch.local.empty()) deliverLocal(ch, buf, bytes, in, owner, localSender);
+  if (!ch.local.empty()) deliverLocal(ch, buf, bytes, p, localSender);
 }
 
 void BroadcastHub::flushWakes() {
@@ -120,20 +134,25 @@ void BroadcastHub::flushWakes() {
   }
 }
 
-void BroadcastHub::deliverLocal(Channel& ch, const uint64_t* words, size_t bytes, schema::Payload::Reader* in,
-                                const std::shared_ptr<const wire::Inbound>& owner, uint32_t localSender) {
+void BroadcastHub::deliverLocal(Channel& ch, const uint64_t* words, size_t bytes, const PostPayload& p,
+                                uint32_t localSender) {
   // Service-worker objects of this channel get it now, in creation order.
-  auto ownerCopy = owner;
-  if (!ownerCopy) {
-    auto r = wire::Inbound::copyEnvelope(reinterpret_cast<const uint8_t*>(words), bytes,
-                                         wire::readerOptions(config_.maxMessageBytes));
-    if (r) ownerCopy = std::make_shared<const wire::Inbound>(std::move(*r));
-  }
   auto event = std::make_shared<MessageEvent>();
-  Result<void> decoded = makeError(Errc::DATA_CLONE, "undecodable");
-  if (ownerCopy) {
-    auto payload = in ? *in : ownerCopy->envelope().getBcMessage().getPayload();
-    decoded = core::readPayload(payload, ownerCopy, types_, *event);
+  Result<void> decoded{};
+  if (p.value) {
+    event->data = *p.value;
+  } else {
+    std::shared_ptr<const wire::Inbound> owner = p.owner ? *p.owner : nullptr;
+    if (!owner) {
+      auto r = wire::Inbound::copyEnvelope(reinterpret_cast<const uint8_t*>(words), bytes,
+                                           wire::readerOptions(config_.maxMessageBytes));
+      if (r) owner = std::make_shared<const wire::Inbound>(std::move(*r));
+    }
+    decoded = makeError(Errc::DATA_CLONE, "undecodable");
+    if (owner) {
+      auto payload = p.in ? *p.in : owner->envelope().getBcMessage().getPayload();
+      decoded = core::readPayload(payload, owner, types_, *event);
+    }
   }
   if (remoteNode_) event->node = *remoteNode_;
   std::vector<std::shared_ptr<detail::BcObject>> targets;
@@ -243,9 +262,8 @@ void BroadcastHub::clientLapped(const ClientId& id, uint32_t objectId, uint64_t 
   // An object that left meanwhile (its leave was sent after its last reading): nothing to count.
 }
 
-void BroadcastHub::clientPost(const ClientId& id, schema::BcPost::Reader post, MessageSeq seq,
-                              const std::shared_ptr<const wire::Inbound>& owner) {
-  const uint32_t objectId = post.getObjectId();
+BroadcastHub::Channel* BroadcastHub::posterChannel(const ClientId& id, uint32_t objectId, MessageSeq seq,
+                                                  uint64_t& tag) {
   Channel* target = nullptr;
   for (auto& [name, ch] : channels_) {
     for (const auto& m : ch->members)
@@ -255,20 +273,42 @@ void BroadcastHub::clientPost(const ClientId& id, schema::BcPost::Reader post, M
   auto member = members_.find(id);
   if (!target || member == members_.end()) {
     sink_.reportError(id, Errc::INVALID_STATE, "BroadcastChannel object is not open", seq);
-    return;
+    return nullptr;
   }
+  tag = detail::bcTag(member->second.tagPrefix, objectId);
+  return target;
+}
+
+bool BroadcastHub::refuseOversize(const Channel& ch, size_t recordBytes, const ClientId& id, MessageSeq seq) {
+  if (recordBytes <= ch.writer.maxPayload()) return false;
+  ++counters_.oversize;
+  sink_.reportError(id, Errc::QUOTA_EXCEEDED,
+                    "message larger than a channel ring record (" + std::to_string(ch.writer.maxPayload()) +
+                        " bytes; see --bc-ring-bytes)",
+                    seq);
+  return true;
+}
+
+void BroadcastHub::clientPost(const ClientId& id, schema::BcPost::Reader post, MessageSeq seq,
+                              const std::shared_ptr<const wire::Inbound>& owner) {
+  uint64_t tag = 0;
+  Channel* target = posterChannel(id, post.getObjectId(), seq, tag);
+  if (!target) return;
   // Size check on the record we will write: payload + envelope framing.
-  if (post.totalSize().wordCount * sizeof(capnp::word) + 64 > target->writer.maxPayload()) {
-    ++counters_.oversize;
-    sink_.reportError(id, Errc::QUOTA_EXCEEDED,
-                      "message larger than a channel ring record (" + std::to_string(target->writer.maxPayload()) +
-                          " bytes; see --bc-ring-bytes)",
-                      seq);
-    return;
-  }
+  if (refuseOversize(*target, post.totalSize().wordCount * sizeof(capnp::word) + 64, id, seq)) return;
   auto payload = post.getPayload();
-  publish(*target, detail::bcTag(member->second.tagPrefix, objectId), nullptr, &payload, owner, 0);
+  publish(*target, tag, PostPayload{nullptr, nullptr, &payload, &owner}, 0);
   if (post.getWantAck()) sink_.ack(id, seq);
+}
+
+void BroadcastHub::clientPostValue(const ClientId& id, uint32_t objectId, const Value& data, bool wantAck,
+                                   MessageSeq seq) {
+  uint64_t tag = 0;
+  Channel* target = posterChannel(id, objectId, seq, tag);
+  if (!target) return;
+  if (refuseOversize(*target, valueRecordBytes(data), id, seq)) return;
+  publish(*target, tag, PostPayload{&data}, 0);
+  if (wantAck) sink_.ack(id, seq);
 }
 
 void BroadcastHub::clientGone(const ClientId& id) {
@@ -307,13 +347,19 @@ Result<MessageSeq> BroadcastHub::post(detail::BcObject& obj, const core::Outgoin
   if (it == channels_.end() || !it->second->local.count(obj.id))
     return makeError(Errc::INVALID_STATE, "BroadcastChannel is not open");
   Channel& ch = *it->second;
+  const MessageSeq seq = ch.nextSeq;
+  if (payload.value) {
+    if (valueRecordBytes(*payload.value) > ch.writer.maxPayload())
+      return makeError(Errc::QUOTA_EXCEEDED, "message larger than a channel ring record");
+    publish(ch, detail::bcTag(0, obj.id), PostPayload{payload.value}, obj.id);
+    return seq;
+  }
   // Encode once to check the size before anything is written.
   capnp::MallocMessageBuilder probe(256);
   core::writePayload(payload, probe.initRoot<schema::Payload>());
   if (wire::encodedBytes(probe) + 64 > ch.writer.maxPayload())
     return makeError(Errc::QUOTA_EXCEEDED, "message larger than a channel ring record");
-  const MessageSeq seq = ch.nextSeq;
-  publish(ch, detail::bcTag(0, obj.id), &payload, nullptr, nullptr, obj.id);
+  publish(ch, detail::bcTag(0, obj.id), PostPayload{nullptr, &payload}, obj.id);
   return seq;
 }
 
@@ -338,7 +384,22 @@ bool BroadcastHub::injectRemote(const ChannelName& name, const std::string& from
     return false;
   }
   remoteNode_ = &fromNode;
-  publish(ch, REMOTE_TAG, nullptr, &payload, owner, 0);
+  publish(ch, REMOTE_TAG, PostPayload{nullptr, nullptr, &payload, &owner}, 0);
+  remoteNode_ = nullptr;
+  return true;
+}
+
+bool BroadcastHub::injectRemoteValue(const ChannelName& name, const std::string& fromNode, const Value& data) {
+  auto it = channels_.find(name);
+  if (it == channels_.end()) return false;
+  Channel& ch = *it->second;
+  if (valueRecordBytes(data) > ch.writer.maxPayload()) {
+    ++counters_.oversize;
+    reportRemoteGap(name, 1);
+    return false;
+  }
+  remoteNode_ = &fromNode;
+  publish(ch, REMOTE_TAG, PostPayload{&data}, 0);
   remoteNode_ = nullptr;
   return true;
 }

@@ -103,6 +103,8 @@ class BroadcastHub final : public detail::BroadcastHub {
   /// bcPost: `post` (whose bytes `owner` keeps) from object `objectId` of client `id`.
   void clientPost(const ClientId& id, schema::BcPost::Reader post, MessageSeq seq,
                   const std::shared_ptr<const wire::Inbound>& owner);
+  /// The same from the fast lane: the Value `data` posted by object `objectId`.
+  void clientPostValue(const ClientId& id, uint32_t objectId, const Value& data, bool wantAck, MessageSeq seq);
   /// The client is gone: every object of its leaves (a member process that exits leaves).
   void clientGone(const ClientId& id);
 
@@ -129,6 +131,8 @@ class BroadcastHub final : public detail::BroadcastHub {
   /// Service-worker objects see `fromNode` as MessageEvent::node.
   bool injectRemote(const ChannelName& name, const std::string& fromNode, schema::Payload::Reader payload,
                     const std::shared_ptr<const wire::Inbound>& owner);
+  /// The same for a post the fast lane read: its Value `data`.
+  bool injectRemoteValue(const ChannelName& name, const std::string& fromNode, const Value& data);
   /// `missed` posts from another node never reached this one: every object of `name` here learns
   /// it as lapped(missed) (client objects through a gap record in the ring, which takes the
   /// sequence numbers of the missed posts). False when no object of `name` is open here.
@@ -173,13 +177,26 @@ class BroadcastHub final : public detail::BroadcastHub {
   Result<void> admitJoin(const ClientId& id, const ChannelName& name);
   /// Member bookkeeping of `id` after `delta` objects joined (or left).
   void objectsJoined(const ClientId& id, int delta);
+  /// What a post carries: a Value (written by the fast lane's writer), service-worker code's
+  /// payload `out`, or a client's (or another node's) payload `in`, whose bytes `owner` keeps.
+  struct PostPayload {
+    const Value* value = nullptr;
+    const core::OutgoingPayload* out = nullptr;
+    schema::Payload::Reader* in = nullptr;
+    const std::shared_ptr<const wire::Inbound>* owner = nullptr;
+  };
+  /// Bytes of the ring record that carries `v`.
+  static size_t valueRecordBytes(const Value& v);
+  /// The channel client `id`'s object `objectId` is a member of, and that object's sender tag;
+  /// nullptr (InvalidStateError sent, for envelope `seq`) when it has no such open object.
+  Channel* posterChannel(const ClientId& id, uint32_t objectId, MessageSeq seq, uint64_t& tag);
+  /// True (counted, QuotaExceededError sent to `id`) when a record of `recordBytes` does not fit `ch`.
+  bool refuseOversize(const Channel& ch, size_t recordBytes, const ClientId& id, MessageSeq seq);
   /// Writes one post into the channel ring and hands it to service-worker objects (all but
-  /// `localSender`). The payload is `out` (service-worker code) or `in` (a client's, in `owner`).
-  void publish(Channel& ch, uint64_t tag, const core::OutgoingPayload* out, schema::Payload::Reader* in,
-               const std::shared_ptr<const wire::Inbound>& owner, uint32_t localSender);
-  /// Hands the record `bytes` (an encoded envelope) to the channel's service-worker objects.
-  void deliverLocal(Channel& ch, const uint64_t* words, size_t bytes, schema::Payload::Reader* in,
-                    const std::shared_ptr<const wire::Inbound>& owner, uint32_t localSender);
+  /// `localSender`).
+  void publish(Channel& ch, uint64_t tag, const PostPayload& p, uint32_t localSender);
+  /// Hands the record `bytes` (an encoded envelope of `p`) to the channel's service-worker objects.
+  void deliverLocal(Channel& ch, const uint64_t* words, size_t bytes, const PostPayload& p, uint32_t localSender);
 
   Sink& sink_;
   PostObserver postObserver_;  // federation: posts that originate here

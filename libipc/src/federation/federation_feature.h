@@ -38,6 +38,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "daemon/broadcast_hub.h"
 #include "daemon/feature.h"
@@ -212,6 +213,8 @@ class FederationFeature final : public daemon::Feature {
   void uncount(const Peer& peer);
   std::map<std::string, Peer> peers_;
   std::map<std::string, Clock::time_point> unannounced_;  // post senders not announced: first post
+  std::vector<uint64_t> remoteWords_;  // a received post's envelope, aligned for the fast lane
+  Value remoteValue_;                  // its Value, storage reused post after post
   uint64_t refusedByLimit_[3] = {};           // refuseByLimit() calls per Limit (logged with the count)
   Clock::time_point lastLimitLog_[3] = {};
   std::set<ChannelName> interest_;            // the channels this node has objects of

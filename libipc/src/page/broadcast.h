@@ -69,6 +69,9 @@ class PageBroadcast final : public PageFeature {
   /// Maps ring `ringId` (its fd came in a Control.bcRing datagram) read-only and checks it.
   Result<RingView> mapRing(uint64_t ringId, uint64_t startPos);
   void readBroadcastsDeferred();
+  /// The message in record `rec`; DataCloneError (that record's messageerror) when it cannot be read.
+  Result<std::shared_ptr<MessageEvent>> decodeRecord(const queue::BroadcastRecord& rec,
+                                                     const capnp::ReaderOptions& options) const;
   /// Tells the daemon of each lapped object the last walk found (bcLapped), then forgets them.
   void reportLaps();
   void refreshWaiter();

@@ -46,6 +46,10 @@ struct Layout {
   uint32_t pmTo = 0, pmSeq = 0;                                         // 64-bit units
   uint32_t pmPayload = 0, pmPorts = 0;                                  // pointer indices
   uint32_t pcPort = 0, pcRecvNext = 0;                                  // 64-bit units
+  uint32_t envBcPost = 0, envBcMessage = 0;                             // pointer indices
+  uint32_t bpObjectId = 0;                                              // 32-bit units
+  uint32_t bpWantAck = 0;                                               // bit offset
+  uint32_t bpPayload = 0, bmPayload = 0;                                // pointer indices
   // What the writer uses: the smallest struct that holds what is set (Cap'n Proto readers take
   // any size and read what is missing as zero), as its canonical form would.
   StructSize valueOf[8];  // by Value::Kind
@@ -53,6 +57,7 @@ struct Layout {
   StructSize postWithAck, postWithoutAck;
   StructSize descriptorWritten;  // every data field, no queue (a null pointer)
   StructSize portMessageWritten, portCloseWritten;
+  StructSize bcMessageWritten;
 };
 
 }  // namespace plain
@@ -123,6 +128,12 @@ uint32_t slotOf(const char* field) {
   l.pmPorts = slotOf<schema::PortMessage>("ports");
   l.pcPort = slotOf<schema::PortClose>("port");
   l.pcRecvNext = slotOf<schema::PortClose>("recvNext");
+  l.envBcPost = slotOf<schema::Envelope>("bcPost");
+  l.envBcMessage = slotOf<schema::Envelope>("bcMessage");
+  l.bpObjectId = slotOf<schema::BcPost>("objectId");
+  l.bpWantAck = slotOf<schema::BcPost>("wantAck");
+  l.bpPayload = slotOf<schema::BcPost>("payload");
+  l.bmPayload = slotOf<schema::BcMessage>("payload");
   const uint32_t tagWords = l.valueDiscriminant / 4 + 1;
   auto withData = [&](uint32_t words) { return std::max(tagWords, words); };
   l.valueOf[static_cast<int>(Value::Kind::NONE)] = {0, 0};  // a null pointer reads as none
@@ -140,6 +151,7 @@ uint32_t slotOf(const char* field) {
   l.descriptorWritten = {std::max({l.pdPortId, l.pdPeerId, l.pdSendSeq, l.pdRecvNext, bitsWord}) + 1, 0};
   l.portMessageWritten = {std::max(l.pmTo, l.pmSeq) + 1, l.pmPayload + 1};  // ports stay null
   l.portCloseWritten = {std::max(l.pcPort, l.pcRecvNext) + 1, 0};
+  l.bcMessageWritten = {0, l.bmPayload + 1};
   return l;
 }
 
@@ -153,6 +165,8 @@ uint32_t pointerOf(schema::Envelope::Which kind) {
     case schema::Envelope::CLIENT_POST: return layout().envClientPost;
     case schema::Envelope::PORT_MESSAGE: return layout().envPortMessage;
     case schema::Envelope::PORT_CLOSE: return layout().envPortClose;
+    case schema::Envelope::BC_POST: return layout().envBcPost;
+    case schema::Envelope::BC_MESSAGE: return layout().envBcMessage;
     default: return layout().envControllerPost;
   }
 }
@@ -349,6 +363,14 @@ bool readPlain(const capnp::word* words, size_t count, const capnp::ReaderOption
         out.to = body.word(L.pcPort);
         out.portSeq = body.word(L.pcRecvNext);
         return !filter || filter->wantsValue(out);
+      case schema::Envelope::BC_POST:
+        out.objectId = body.u32(L.bpObjectId);
+        out.wantAck = body.bit(L.bpWantAck);
+        if (filter && !filter->wantsValue(out)) return false;
+        return readValuePayload(seg, body.pointer(L.bpPayload), body.nestingLeft, data);
+      case schema::Envelope::BC_MESSAGE:
+        if (filter && !filter->wantsValue(out)) return false;
+        return readValuePayload(seg, body.pointer(L.bmPayload), body.nestingLeft, data);
       default: return false;
     }
   } catch (const plain::NotPlain&) {
@@ -412,6 +434,9 @@ class Writer {
   }
   void set16(size_t structAt, uint32_t offset, uint16_t v) {
     seg_[structAt + offset / 4] |= static_cast<uint64_t>(v) << (16 * (offset % 4));
+  }
+  void set32(size_t structAt, uint32_t offset, uint32_t v) {
+    seg_[structAt + offset / 2] |= static_cast<uint64_t>(v) << (32 * (offset % 2));
   }
   void setBit(size_t structAt, uint32_t bit, bool v) {
     if (v) seg_[structAt + bit / 64] |= uint64_t{1} << (bit % 64);
@@ -510,6 +535,11 @@ StructSize bodySize(const Layout& L, const PlainMessage& m) {
   switch (m.kind) {
     case schema::Envelope::PORT_MESSAGE: return L.portMessageWritten;
     case schema::Envelope::PORT_CLOSE: return L.portCloseWritten;
+    case schema::Envelope::BC_MESSAGE: return L.bcMessageWritten;
+    case schema::Envelope::BC_POST: {
+      const bool data = m.objectId != 0 || m.wantAck;
+      return {data ? std::max(L.bpObjectId / 2, L.bpWantAck / 64) + 1 : 0, L.bpPayload + 1};
+    }
     default: {
       StructSize s = m.wantAck ? L.postWithAck : L.postWithoutAck;
       if (m.hasPort) s.pointers = std::max(s.pointers, L.postPorts + 1);
@@ -560,6 +590,14 @@ void writePlain(const PlainMessage& m, const Value& data, uint8_t* dst, size_t b
     case schema::Envelope::PORT_CLOSE:
       w.setWord(body, L.pcPort, m.to);
       w.setWord(body, L.pcRecvNext, m.portSeq);
+      break;
+    case schema::Envelope::BC_MESSAGE: payloadPtr = bodyPtrs + L.bmPayload; break;
+    case schema::Envelope::BC_POST:
+      if (size.dataWords) {
+        w.set32(body, L.bpObjectId, m.objectId);
+        w.setBit(body, L.bpWantAck, m.wantAck);
+      }
+      payloadPtr = bodyPtrs + L.bpPayload;
       break;
     default:
       w.setBit(body, L.postWantAck, m.wantAck);

@@ -38,7 +38,9 @@ struct PlainPort {
 /// What a fast-lane envelope carries besides its Value. The fast lane covers:
 ///   CONTROLLER_POST, CLIENT_POST  a Value; no ports, or (controller posts) one PlainPort;
 ///   PORT_MESSAGE                  a Value on port `to`, seq `portSeq`, carrying no ports;
-///   PORT_CLOSE                    port `to` closed, having received everything before `portSeq`.
+///   PORT_CLOSE                    port `to` closed, having received everything before `portSeq`;
+///   BC_POST                       a Value posted by the page's BroadcastChannel object `objectId`;
+///   BC_MESSAGE                    a Value in a channel ring record (or a cross-node post).
 struct PlainMessage {
   schema::Envelope::Which kind = schema::Envelope::CONTROLLER_POST;
   uint64_t seq = 0;
@@ -48,6 +50,7 @@ struct PlainMessage {
   PlainPort port;
   uint64_t to = 0;       // PORT_MESSAGE: the receiving port; PORT_CLOSE: the closed port
   uint64_t portSeq = 0;  // PORT_MESSAGE: the sending end's seq; PORT_CLOSE: recvNext
+  uint32_t objectId = 0;  // BC_POST
   bool hasValue() const { return kind != schema::Envelope::PORT_CLOSE; }
 };
 
@@ -108,6 +111,10 @@ struct StructView {
   int nestingLeft = 0;
 
   uint64_t word(uint32_t at) const { return at < dataWords ? data[at] : 0; }
+  uint32_t u32(uint32_t at) const {
+    const uint32_t w = at / 2;
+    return w < dataWords ? static_cast<uint32_t>(data[w] >> (32 * (at % 2))) : 0;
+  }
   uint16_t u16(uint32_t at) const {
     const uint32_t w = at / 4;
     return w < dataWords ? static_cast<uint16_t>(data[w] >> (16 * (at % 4))) : 0;
