@@ -18,12 +18,15 @@
 #include <functional>
 #include <utility>
 
+#include "common/small_function.h"
+
 namespace swipc::page {
 
 /// @concurrent: single-threaded (the page's loop thread).
 class HeldQueue {
  public:
-  using Event = std::function<void()>;
+  /// A lambda holding up to 48 bytes (say, an object and its event) is kept without allocating.
+  using Event = SmallFunction<48>;
 
   /// Runs `fn` now, or right after the blocking call the page is in.
   void deliver(Event fn) {
