@@ -1,7 +1,7 @@
 // Fuzz target broadcast_reader: a member's reading of a BroadcastChannel ring (queue/
 // broadcast_ring.cpp) over a region whose every byte is hostile, then what the page does with
-// each record it gets (page/broadcast.cpp's readBroadcastsDeferred: copy, validate as an
-// Envelope, decode the bcMessage payload).
+// each record it gets (page/broadcast.cpp's decodeRecord: the fast lane on the record's copy, else
+// copy, validate as an Envelope, decode the bcMessage payload).
 //
 // Input: startPos u64 (the join position the daemon would announce), then the region itself
 // (region header, indices, data) as the member maps it. Properties: readBroadcastHeader accepts
@@ -23,6 +23,7 @@
 #include "swipc/message_event.h"
 #include "wire/codec.h"
 #include "wire/limits.h"
+#include "wire/plain_post.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace swipc;
@@ -48,6 +49,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (rec.length > queue::broadcastMaxPayload(region->capacity) || rec.words.size() * 8 < rec.length) {
       std::fprintf(stderr, "reader returned a record larger than the ring allows\n");
       std::abort();
+    }
+    // The page first tries the fast lane on the record's private copy (PageBroadcast::decodeRecord).
+    if (rec.length % sizeof(capnp::word) == 0) {
+      wire::PlainMessage m;
+      Value data;
+      if (wire::readPlain(reinterpret_cast<const capnp::word*>(rec.words.data()), rec.length / sizeof(capnp::word),
+                          options, wire::kindBit(schema::Envelope::BC_MESSAGE), m, data))
+        continue;
     }
     auto in = wire::Inbound::copyEnvelope(rec.bytes(), rec.length, options);
     if (!in || !in->envelope().isBcMessage()) continue;
