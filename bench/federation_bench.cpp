@@ -94,6 +94,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <cctype>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -435,6 +436,18 @@ class Node {
   std::string log_;
   std::unique_ptr<Child> proc_;
 };
+
+/// The posts of node `from` a daemon's log says never arrived ("N post(s) of node X on ...").
+uint64_t missedInLog(const std::string& log, const std::string& from) {
+  const std::string tail = " post(s) of node " + from + " on ";
+  uint64_t total = 0;
+  for (size_t at = log.find(tail); at != std::string::npos; at = log.find(tail, at + 1)) {
+    size_t begin = at;
+    while (begin > 0 && std::isdigit(static_cast<unsigned char>(log[begin - 1]))) --begin;
+    if (begin < at) total += std::stoull(log.substr(begin, at - begin));
+  }
+  return total;
+}
 
 swipc::Result<swipc::Client> connectWithRetry(const std::string& scope, const std::string& runtimeDir) {
   swipc::ClientOptions o;
@@ -1001,6 +1014,11 @@ int main(int argc, char** argv) {
       }
       if (!n1.alive() || !n2.alive() || !n0.alive()) die("a daemon died during the run");
     }
+    // Where a loss happened: n2 logs each gap in n1's stream (posts n1 did not send because its
+    // NATS queue was full, or that NATS lost); a loss beyond those is the receiving page lapped.
+    if (uint64_t gaps = missedInLog(n2.log(), "n1"); gaps > 0)
+      std::fprintf(stderr, "federation_bench: n2 saw %llu posts of n1 never arrive over NATS (all rounds)\n",
+                   static_cast<unsigned long long>(gaps));
 
     const auto lost = [&](size_t k) {
       return [&, k](const SessionResult& r) { return static_cast<double>(cfg.messages - r.bursts[k].received); };

@@ -9,12 +9,13 @@ namespace swipc {
 Value Value::map(std::initializer_list<std::pair<std::string, Value>> entries) {
   Map m;
   m.reserve(entries.size());
-  for (const auto& [k, val] : entries) {
+  for (const auto& entry : entries) {  // (not a structured binding: clang 14 cannot capture one)
+    const std::string& k = entry.first;
     auto same = std::find_if(m.begin(), m.end(), [&](const auto& e) { return e.first == k; });
     if (same != m.end())
-      same->second = val;  // a repeated key: the last one wins, as set() does
+      same->second = entry.second;  // a repeated key: the last one wins, as set() does
     else
-      m.emplace_back(k, val);  // one copy, straight into place
+      m.emplace_back(k, entry.second);  // one copy, straight into place
   }
   return Value(std::move(m));
 }
