@@ -1,6 +1,7 @@
 // The fast lane for the commonest envelopes: a post (controllerPost or clientPost) whose payload
 // is a Value and which transfers no ports (or registers one fresh port pair, as messageSW does),
-// a port message carrying a Value and no ports, and a port close. It is read and written directly in the Cap'n Proto wire
+// a port message carrying a Value and no ports, a port close, a BroadcastChannel post (bcPost)
+// carrying a Value, and a channel ring record (bcMessage) carrying one. It is read and written directly in the Cap'n Proto wire
 // format, with the field positions taken from the compiled schemas (capnp reflection), instead of
 // through the generated accessors and a MessageBuilder: that is most of what a small post cost.
 //
@@ -10,7 +11,11 @@
 // (another kind, ports, a typed payload, far pointers, an unknown Value kind, any malformed byte)
 // it returns false and the caller takes the general path (wire::Inbound) over the same private
 // copy, which classifies the message (ProtocolViolation, VersionMismatch, messageerror). So a
-// message accepted here is one the general path would accept with the same Value.
+// message accepted here is one the general path would accept with the same Value. One
+// difference: Inbound walks a bcPost whole (it is not "plain" there, as its payload is relayed),
+// so it refuses one with a bad pointer where no reader looks; the lane reads only what the daemon
+// uses and the daemon writes the ring record anew from the Value, so such bytes never reach a
+// member either way.
 //
 // Writing produces a standard one-segment message any Cap'n Proto reader decodes.
 #pragma once
