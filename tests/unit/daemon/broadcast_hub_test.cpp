@@ -14,6 +14,7 @@
 #include "daemon_rig.h"
 #include "queue/broadcast_ring.h"
 #include "wire/limits.h"
+#include "wire/plain_post.h"
 #include "wire/value_codec.h"
 
 namespace swipc::daemon {
@@ -242,6 +243,82 @@ TEST_F(BroadcastHubTest, PostLargerThanARingRecordIsRefusedWithQuotaExceeded) {
   EXPECT_EQ(sink.errors[0].code, Errc::QUOTA_EXCEEDED);
   EXPECT_EQ(counters.oversize, 1u);
   EXPECT_TRUE(ring("c").empty());
+}
+
+TEST_F(BroadcastHubTest, AFastLanePostGoesIntoTheRingAsAGeneralOneDoes) {
+  // bcPost from the fast lane (clientPostValue) and from the general path: the same record, the
+  // same sender tag, the same ack and the same delivery to service-worker objects.
+  std::vector<std::string> got;
+  auto o1 = localObject("c", got, "o1");
+  ASSERT_TRUE(sut.clientJoin(a, ChannelName("c"), 1, 1));
+  clientPost(a, 1, Value("general"), 5, /*wantAck=*/true);
+  sut.clientPostValue(a, 1, Value("fast"), /*wantAck=*/true, 6);
+  sut.clientPostValue(a, 1, Value("fast, no ack"), /*wantAck=*/false, 7);
+  auto records = ring("c");
+  ASSERT_EQ(records.size(), 3u);
+  EXPECT_EQ(records[0].text, "general");
+  EXPECT_EQ(records[1].text, "fast");
+  EXPECT_EQ(records[2].text, "fast, no ack");
+  EXPECT_EQ(records[1].seq, records[0].seq + 1);
+  EXPECT_EQ(records[1].tag, records[0].tag);
+  ASSERT_EQ(sink.acks.size(), 2u);
+  EXPECT_EQ(sink.acks[1].second, 6u);
+  EXPECT_EQ(got, (std::vector<std::string>{"o1:general", "o1:fast", "o1:fast, no ack"}));
+  EXPECT_TRUE(sink.errors.empty());
+}
+
+TEST_F(BroadcastHubTest, AFastLanePostKeepsTheLimits) {
+  sut.clientPostValue(a, 1, Value("nobody"), false, 4);  // no open object
+  ASSERT_EQ(sink.errors.size(), 1u);
+  EXPECT_EQ(sink.errors[0].code, Errc::INVALID_STATE);
+  ASSERT_TRUE(sut.clientJoin(a, ChannelName("c"), 1, 1));
+  sut.clientPostValue(a, 1, Value(Bytes{std::vector<uint8_t>(2000, 1)}), true, 5);
+  ASSERT_EQ(sink.errors.size(), 2u);
+  EXPECT_EQ(sink.errors[1].code, Errc::QUOTA_EXCEEDED);
+  EXPECT_EQ(sink.errors[1].refSeq, 5u);
+  EXPECT_EQ(counters.oversize, 1u);
+  EXPECT_TRUE(sink.acks.empty());
+  EXPECT_TRUE(ring("c").empty());
+  // The lane knows the record's exact size: the largest Value that fits goes in, one word more
+  // does not.
+  const size_t max = sut.find(ChannelName("c"))->writer.maxPayload();
+  wire::PlainMessage record;
+  record.kind = schema::Envelope::BC_MESSAGE;
+  size_t fits = 0;
+  while (wire::plainBytes(record, Value(Bytes{std::vector<uint8_t>(fits + 8, 2)})) <= max) fits += 8;
+  ASSERT_GT(fits, 0u);
+  sut.clientPostValue(a, 1, Value(Bytes{std::vector<uint8_t>(fits, 2)}), false, 6);
+  EXPECT_EQ(sink.errors.size(), 2u);
+  EXPECT_EQ(ring("c").size(), 1u);
+  sut.clientPostValue(a, 1, Value(Bytes{std::vector<uint8_t>(fits + 8, 2)}), false, 7);
+  ASSERT_EQ(sink.errors.size(), 3u);
+  EXPECT_EQ(sink.errors[2].code, Errc::QUOTA_EXCEEDED);
+  EXPECT_EQ(ring("c").size(), 1u);
+}
+
+TEST_F(BroadcastHubTest, APostFromAnotherNodeReadByTheFastLaneReachesEveryObjectWithItsNode) {
+  std::vector<std::string> got;
+  std::string node;
+  auto o1 = localObject("c", got, "o1");
+  o1->onMessage = [&](const MessageEvent& e) {
+    got.push_back(e.data.textOr("?"));
+    node = e.node;
+  };
+  ASSERT_TRUE(sut.clientJoin(a, ChannelName("c"), 1, 1));
+  EXPECT_TRUE(sut.injectRemoteValue(ChannelName("c"), "n7", Value("remote")));
+  EXPECT_EQ(got, (std::vector<std::string>{"remote"}));
+  EXPECT_EQ(node, "n7");
+  auto records = ring("c");
+  ASSERT_EQ(records.size(), 1u);
+  EXPECT_EQ(records[0].text, "remote");
+  EXPECT_NE(records[0].tag, detail::bcTag(sink.joins[0].second.senderTag, 1));  // the client object gets it too
+  EXPECT_FALSE(sut.injectRemoteValue(ChannelName("nobody here"), "n7", Value("x")));
+  // Larger than this node's records: reported as one missed post, to every object.
+  uint64_t missed = 0;
+  o1->onLapped = [&](uint64_t n) { missed += n; };
+  EXPECT_FALSE(sut.injectRemoteValue(ChannelName("c"), "n7", Value(Bytes{std::vector<uint8_t>(2000, 1)})));
+  EXPECT_EQ(missed, 1u);
+  EXPECT_EQ(counters.oversize, 1u);
 }
 
 TEST_F(BroadcastHubTest, LapsCountEachObjectThatReportedBeingLappedAndEveryServiceWorkerObjectAtAGap) {
