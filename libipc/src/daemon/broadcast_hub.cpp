@@ -375,31 +375,26 @@ void BroadcastHub::close(detail::BcObject& obj) {
 
 bool BroadcastHub::injectRemote(const ChannelName& name, const std::string& fromNode, schema::Payload::Reader payload,
                                 const std::shared_ptr<const wire::Inbound>& owner) {
-  auto it = channels_.find(name);
-  if (it == channels_.end()) return false;
-  Channel& ch = *it->second;
-  if (payload.totalSize().wordCount * sizeof(capnp::word) + 64 > ch.writer.maxPayload()) {
-    ++counters_.oversize;
-    reportRemoteGap(name, 1);
-    return false;
-  }
-  remoteNode_ = &fromNode;
-  publish(ch, REMOTE_TAG, PostPayload{nullptr, nullptr, &payload, &owner}, 0);
-  remoteNode_ = nullptr;
-  return true;
+  return inject(name, fromNode, payload.totalSize().wordCount * sizeof(capnp::word) + 64,
+                PostPayload{nullptr, nullptr, &payload, &owner});
 }
 
 bool BroadcastHub::injectRemoteValue(const ChannelName& name, const std::string& fromNode, const Value& data) {
+  return inject(name, fromNode, valueRecordBytes(data), PostPayload{&data});
+}
+
+bool BroadcastHub::inject(const ChannelName& name, const std::string& fromNode, size_t recordBytes,
+                          const PostPayload& p) {
   auto it = channels_.find(name);
   if (it == channels_.end()) return false;
   Channel& ch = *it->second;
-  if (valueRecordBytes(data) > ch.writer.maxPayload()) {
+  if (recordBytes > ch.writer.maxPayload()) {
     ++counters_.oversize;
     reportRemoteGap(name, 1);
     return false;
   }
   remoteNode_ = &fromNode;
-  publish(ch, REMOTE_TAG, PostPayload{&data}, 0);
+  publish(ch, REMOTE_TAG, p, 0);
   remoteNode_ = nullptr;
   return true;
 }

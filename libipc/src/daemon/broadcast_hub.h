@@ -192,6 +192,8 @@ class BroadcastHub final : public detail::BroadcastHub {
   Channel* posterChannel(const ClientId& id, uint32_t objectId, MessageSeq seq, uint64_t& tag);
   /// True (counted, QuotaExceededError sent to `id`) when a record of `recordBytes` does not fit `ch`.
   bool refuseOversize(const Channel& ch, size_t recordBytes, const ClientId& id, MessageSeq seq);
+  /// injectRemote*: a post of another node, of `recordBytes` (at most), into `name`'s ring.
+  bool inject(const ChannelName& name, const std::string& fromNode, size_t recordBytes, const PostPayload& p);
   /// Writes one post into the channel ring and hands it to service-worker objects (all but
   /// `localSender`).
   void publish(Channel& ch, uint64_t tag, const PostPayload& p, uint32_t localSender);
