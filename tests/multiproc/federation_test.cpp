@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "federation/remote_post.h"
+#include "wire/plain_post.h"
 #include "federation_fixture.h"
 #include "swipc/testing.h"
 
@@ -555,6 +556,59 @@ TEST_F(FederationTest, HostileFramesOnTheScopesSubjectsAreRefusedCountedAndServi
   EXPECT_NE(node(1).daemon().log().find("cross-node post: bad magic"), std::string::npos);
 
   expectServiceGoesOn(*sender, *reader, "h");
+}
+
+// DESIGN §16: a gap reaches the affected objects as bc.lapped with the missed count within 2 s,
+// mid-stream (a post's number skips) and at the tail of a stream (only the sender's announced
+// high-water mark tells of it). A raw libnats client plays node "tail": it announces itself,
+// posts 1 and 3 on channel "gaps" (2 never comes), then announces its mark 6 (4 to 6 never come).
+TEST_F(FederationTest, GapsMidStreamAndAtTheTailReachTheObjectsAsLappedWithinTwoSeconds) {
+  startNode(0);
+  auto& page = node(0).page();
+  open(page, "g", "gaps");
+  natsConnection* nc = nullptr;
+  ASSERT_EQ(natsConnection_ConnectTo(&nc, cluster_->url(0).c_str()), NATS_OK);
+  const federation::Subjects subjects = federation::subjectsFor(scope_);
+  auto publish = [&](const std::string& subject, const void* data, size_t bytes) {
+    ASSERT_EQ(natsConnection_Publish(nc, subject.c_str(), data, static_cast<int>(bytes)), NATS_OK);
+    ASSERT_EQ(natsConnection_FlushTimeout(nc, 5000), NATS_OK);
+  };
+  federation::Heartbeat hb;
+  hb.node = "tail";
+  hb.epoch = 7;
+  hb.intervalMs = 1000;
+  hb.interest = std::vector<ChannelName>{ChannelName("gaps")};
+  const std::string first = federation::encodeHeartbeat(hb);
+  publish(subjects.nodes, first.data(), first.size());
+  ASSERT_TRUE(eventually([&] { return node(0).daemon().log().find("node tail joined") != std::string::npos; }));
+
+  auto postNumbered = [&](uint64_t seq) {
+    const Value v = Value::map({{"from", "tail"}, {"i", static_cast<int64_t>(seq)}});
+    wire::PlainMessage m;
+    m.kind = schema::Envelope::BC_MESSAGE;
+    std::vector<uint64_t> envelope(wire::plainBytes(m, v) / 8);
+    wire::writePlain(m, v, reinterpret_cast<uint8_t*>(envelope.data()), envelope.size() * 8);
+    auto frame = federation::encodeRemotePost("tail", hb.epoch, ChannelName("gaps"), seq,
+                                              reinterpret_cast<const uint8_t*>(envelope.data()), envelope.size() * 8, 1);
+    publish(subjects.bcFor(ChannelName("gaps")), frame.data(), frame.size());
+  };
+  postNumbered(1);
+  postNumbered(3);
+  Received r;
+  ASSERT_TRUE(collect(page, "g", r, [](const Received& x) { return x.messages.size() >= 2; }, 5000ms))
+      << node(0).daemon().log();
+  EXPECT_EQ(seqFrom(r, "tail"), (std::vector<int>{1, 3}));
+  EXPECT_EQ(r.missed, 1u);  // post 2, reported when post 3 came
+
+  hb.marks = {{ChannelName("gaps"), 6, 1}};
+  const std::string tail = federation::encodeHeartbeat(hb);
+  const auto announced = TestClock::now();
+  publish(subjects.nodes, tail.data(), tail.size());
+  ASSERT_TRUE(collect(page, "g", r, [](const Received& x) { return x.missed >= 4; }, 5000ms)) << node(0).daemon().log();
+  EXPECT_LE(TestClock::now() - announced, 2000ms);
+  EXPECT_EQ(r.missed, 4u);
+  EXPECT_EQ(r.messages.size(), 2u);
+  natsConnection_Destroy(nc);
 }
 
 // Any NATS client can pose as nodes: what a node keeps of others is bounded. Past MAX_PEERS (256)
