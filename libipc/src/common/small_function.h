@@ -16,6 +16,8 @@ namespace swipc {
 
 template <size_t Inline = 48>
 class SmallFunction {
+  static_assert(Inline >= sizeof(void*), "a functor kept on the heap is held by a pointer in place");
+
  public:
   SmallFunction() = default;
 
@@ -45,6 +47,7 @@ class SmallFunction {
   ~SmallFunction() { reset(); }
 
   explicit operator bool() const { return ops_ != nullptr; }
+  /// Runs the functor; there must be one (unlike std::function, an empty one is not checked).
   void operator()() { ops_->call(buf_); }
 
   /// Whether a functor of type T is kept in place (no allocation).

@@ -76,14 +76,10 @@ void BroadcastHub::clear() {
 
 // ------------------------------------------------------------------------------------------------ publish
 
-size_t BroadcastHub::valueRecordBytes(const Value& v) {
-  wire::PlainMessage m;
-  m.kind = schema::Envelope::BC_MESSAGE;
-  return wire::plainBytes(m, v);
-}
-
-void BroadcastHub::publish(Channel& ch, uint64_t tag, const PostPayload& p, uint32_t localSender) {
-  const uint64_t seq = ch.nextSeq++;
+bool BroadcastHub::publish(Channel& ch, uint64_t tag, const PostPayload& p, uint32_t localSender) {
+  // Every kind of post is measured exactly, as the record it makes, before anything is written:
+  // one limit whoever posts and whichever way the record is written.
+  const uint64_t seq = ch.nextSeq;
   size_t bytes = 0;
   if (p.value) {
     // The fast lane's writer: the record straight from the Value, no builder.
@@ -91,9 +87,12 @@ void BroadcastHub::publish(Channel& ch, uint64_t tag, const PostPayload& p, uint
     m.kind = schema::Envelope::BC_MESSAGE;
     m.seq = seq;
     bytes = wire::plainBytes(m, *p.value);
+    if (bytes > ch.writer.maxPayload()) return false;
     if (record_.size() < bytes / 8) record_.resize(bytes / 8);
     wire::writePlain(m, *p.value, reinterpret_cast<uint8_t*>(record_.data()), bytes);
   } else {
+    // A relayed payload that alone is larger than a record is refused before it is copied.
+    if (p.in && p.in->totalSize().wordCount * sizeof(capnp::word) > ch.writer.maxPayload()) return false;
     // The builder is gone before anything below can call out (a service-worker handler that
     // posts comes back here and takes the scratch segment again).
     capnp::MallocMessageBuilder mb(kj::arrayPtr(scratch_.get(), SCRATCH_WORDS));
@@ -106,9 +105,11 @@ void BroadcastHub::publish(Channel& ch, uint64_t tag, const PostPayload& p, uint
     else
       core::writePayload(*p.out, msg.initPayload());
     bytes = wire::encodedBytes(mb);
+    if (bytes > ch.writer.maxPayload()) return false;
     if (record_.size() < bytes / 8) record_.resize(bytes / 8);
     wire::encodeInto(mb, reinterpret_cast<uint8_t*>(record_.data()), bytes);
   }
+  ++ch.nextSeq;
   // record_ is read until deliverLocal() has copied it, and by nothing that calls out before.
   const uint64_t* buf = record_.data();
   ch.writer.append(wire::RECORD_ENVELOPE, seq, tag, buf, static_cast<uint32_t>(bytes));
@@ -121,6 +122,7 @@ void BroadcastHub::publish(Channel& ch, uint64_t tag, const PostPayload& p, uint
   }
   sink_.published(first);
   if (!ch.local.empty()) deliverLocal(ch, buf, bytes, p, localSender);
+  return true;
 }
 
 void BroadcastHub::flushWakes() {
@@ -139,9 +141,12 @@ void BroadcastHub::deliverLocal(Channel& ch, const uint64_t* words, size_t bytes
   // Service-worker objects of this channel get it now, in creation order.
   auto event = std::make_shared<MessageEvent>();
   Result<void> decoded{};
-  if (p.value) {
-    event->data = *p.value;
+  if (p.value && localSender == 0) {
+    event->data = *p.value;  // decoded from a client's or another node's bytes: as every reader sees it
   } else {
+    // The relayed payload, or the record just written: a Value service-worker code posted is
+    // read back, so these objects get what the pages get (one too deep to read is a messageerror
+    // here too, and a repeated key resolves as there).
     std::shared_ptr<const wire::Inbound> owner = p.owner ? *p.owner : nullptr;
     if (!owner) {
       auto r = wire::Inbound::copyEnvelope(reinterpret_cast<const uint8_t*>(words), bytes,
@@ -279,14 +284,12 @@ BroadcastHub::Channel* BroadcastHub::posterChannel(const ClientId& id, uint32_t 
   return target;
 }
 
-bool BroadcastHub::refuseOversize(const Channel& ch, size_t recordBytes, const ClientId& id, MessageSeq seq) {
-  if (recordBytes <= ch.writer.maxPayload()) return false;
+void BroadcastHub::refuseOversize(const Channel& ch, const ClientId& id, MessageSeq seq) {
   ++counters_.oversize;
   sink_.reportError(id, Errc::QUOTA_EXCEEDED,
                     "message larger than a channel ring record (" + std::to_string(ch.writer.maxPayload()) +
                         " bytes; see --bc-ring-bytes)",
                     seq);
-  return true;
 }
 
 void BroadcastHub::clientPost(const ClientId& id, schema::BcPost::Reader post, MessageSeq seq,
@@ -294,10 +297,8 @@ void BroadcastHub::clientPost(const ClientId& id, schema::BcPost::Reader post, M
   uint64_t tag = 0;
   Channel* target = posterChannel(id, post.getObjectId(), seq, tag);
   if (!target) return;
-  // Size check on the record we will write: payload + envelope framing.
-  if (refuseOversize(*target, post.totalSize().wordCount * sizeof(capnp::word) + 64, id, seq)) return;
   auto payload = post.getPayload();
-  publish(*target, tag, PostPayload{nullptr, nullptr, &payload, &owner}, 0);
+  if (!publish(*target, tag, PostPayload{nullptr, nullptr, &payload, &owner}, 0)) return refuseOversize(*target, id, seq);
   if (post.getWantAck()) sink_.ack(id, seq);
 }
 
@@ -306,8 +307,7 @@ void BroadcastHub::clientPostValue(const ClientId& id, uint32_t objectId, const 
   uint64_t tag = 0;
   Channel* target = posterChannel(id, objectId, seq, tag);
   if (!target) return;
-  if (refuseOversize(*target, valueRecordBytes(data), id, seq)) return;
-  publish(*target, tag, PostPayload{&data}, 0);
+  if (!publish(*target, tag, PostPayload{&data}, 0)) return refuseOversize(*target, id, seq);
   if (wantAck) sink_.ack(id, seq);
 }
 
@@ -348,18 +348,9 @@ Result<MessageSeq> BroadcastHub::post(detail::BcObject& obj, const core::Outgoin
     return makeError(Errc::INVALID_STATE, "BroadcastChannel is not open");
   Channel& ch = *it->second;
   const MessageSeq seq = ch.nextSeq;
-  if (payload.value) {
-    if (valueRecordBytes(*payload.value) > ch.writer.maxPayload())
-      return makeError(Errc::QUOTA_EXCEEDED, "message larger than a channel ring record");
-    publish(ch, detail::bcTag(0, obj.id), PostPayload{payload.value}, obj.id);
-    return seq;
-  }
-  // Encode once to check the size before anything is written.
-  capnp::MallocMessageBuilder probe(256);
-  core::writePayload(payload, probe.initRoot<schema::Payload>());
-  if (wire::encodedBytes(probe) + 64 > ch.writer.maxPayload())
+  const PostPayload p = payload.value ? PostPayload{payload.value} : PostPayload{nullptr, &payload};
+  if (!publish(ch, detail::bcTag(0, obj.id), p, obj.id))
     return makeError(Errc::QUOTA_EXCEEDED, "message larger than a channel ring record");
-  publish(ch, detail::bcTag(0, obj.id), PostPayload{nullptr, &payload}, obj.id);
   return seq;
 }
 
@@ -375,28 +366,24 @@ void BroadcastHub::close(detail::BcObject& obj) {
 
 bool BroadcastHub::injectRemote(const ChannelName& name, const std::string& fromNode, schema::Payload::Reader payload,
                                 const std::shared_ptr<const wire::Inbound>& owner) {
-  return inject(name, fromNode, payload.totalSize().wordCount * sizeof(capnp::word) + 64,
-                PostPayload{nullptr, nullptr, &payload, &owner});
+  return inject(name, fromNode, PostPayload{nullptr, nullptr, &payload, &owner});
 }
 
 bool BroadcastHub::injectRemoteValue(const ChannelName& name, const std::string& fromNode, const Value& data) {
-  return inject(name, fromNode, valueRecordBytes(data), PostPayload{&data});
+  return inject(name, fromNode, PostPayload{&data});
 }
 
-bool BroadcastHub::inject(const ChannelName& name, const std::string& fromNode, size_t recordBytes,
-                          const PostPayload& p) {
+bool BroadcastHub::inject(const ChannelName& name, const std::string& fromNode, const PostPayload& p) {
   auto it = channels_.find(name);
   if (it == channels_.end()) return false;
-  Channel& ch = *it->second;
-  if (recordBytes > ch.writer.maxPayload()) {
+  remoteNode_ = &fromNode;
+  const bool written = publish(*it->second, REMOTE_TAG, p, 0);
+  remoteNode_ = nullptr;
+  if (!written) {  // larger than this node's records: one missed post for every object here
     ++counters_.oversize;
     reportRemoteGap(name, 1);
-    return false;
   }
-  remoteNode_ = &fromNode;
-  publish(ch, REMOTE_TAG, p, 0);
-  remoteNode_ = nullptr;
-  return true;
+  return written;
 }
 
 bool BroadcastHub::reportRemoteGap(const ChannelName& name, uint64_t missed) {

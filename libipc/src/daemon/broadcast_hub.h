@@ -185,18 +185,18 @@ class BroadcastHub final : public detail::BroadcastHub {
     schema::Payload::Reader* in = nullptr;
     const std::shared_ptr<const wire::Inbound>* owner = nullptr;
   };
-  /// Bytes of the ring record that carries `v`.
-  static size_t valueRecordBytes(const Value& v);
   /// The channel client `id`'s object `objectId` is a member of, and that object's sender tag;
   /// nullptr (InvalidStateError sent, for envelope `seq`) when it has no such open object.
   Channel* posterChannel(const ClientId& id, uint32_t objectId, MessageSeq seq, uint64_t& tag);
-  /// True (counted, QuotaExceededError sent to `id`) when a record of `recordBytes` does not fit `ch`.
-  bool refuseOversize(const Channel& ch, size_t recordBytes, const ClientId& id, MessageSeq seq);
-  /// injectRemote*: a post of another node, of `recordBytes` (at most), into `name`'s ring.
-  bool inject(const ChannelName& name, const std::string& fromNode, size_t recordBytes, const PostPayload& p);
+  /// Counts and tells client `id` (QuotaExceededError for envelope `seq`) that its post is larger
+  /// than a record of `ch`.
+  void refuseOversize(const Channel& ch, const ClientId& id, MessageSeq seq);
+  /// injectRemote*: a post of another node into `name`'s ring.
+  bool inject(const ChannelName& name, const std::string& fromNode, const PostPayload& p);
   /// Writes one post into the channel ring and hands it to service-worker objects (all but
-  /// `localSender`).
-  void publish(Channel& ch, uint64_t tag, const PostPayload& p, uint32_t localSender);
+  /// `localSender`). False, and nothing written, when its record is larger than the ring's
+  /// records (the one size limit, exact, for every kind of post).
+  bool publish(Channel& ch, uint64_t tag, const PostPayload& p, uint32_t localSender);
   /// Hands the record `bytes` (an encoded envelope of `p`) to the channel's service-worker objects.
   void deliverLocal(Channel& ch, const uint64_t* words, size_t bytes, const PostPayload& p, uint32_t localSender);
 

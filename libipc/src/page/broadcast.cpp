@@ -101,7 +101,7 @@ Result<MessageSeq> PageBroadcast::post(BcObject& obj, const core::OutgoingPayloa
   if (!ctx_.link.attached()) return makeError(Errc::DISCONNECTED, "not attached to a daemon");
   PostOptions opts;
   opts.requestAck = wantAck;
-  if (payload.value) {  // the fast lane (wire/plain_post.h); one too large for a ring record is built below
+  if (payload.value) {  // the fast lane (wire/plain_post.h); one larger than an up-ring record is built below
     wire::PlainMessage m;
     m.kind = schema::Envelope::BC_POST;
     m.objectId = obj.id;

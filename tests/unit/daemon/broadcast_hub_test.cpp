@@ -296,6 +296,34 @@ TEST_F(BroadcastHubTest, AFastLanePostKeepsTheLimits) {
   EXPECT_EQ(ring("c").size(), 1u);
 }
 
+TEST_F(BroadcastHubTest, ServiceWorkerObjectsGetWhatPagesGetOfAValueServiceWorkerCodePosts) {
+  // Service-worker code hands over a Value as it built it; the other service-worker objects get
+  // it as the pages read it from the ring: a repeated key resolved, one too deep a messageerror.
+  BroadcastHub hub{sink, BroadcastHub::Config{1 << 16, 1 << 20}, types, counters};  // records for a deep Value
+  auto o1 = std::make_shared<detail::BcObject>();
+  auto o2 = std::make_shared<detail::BcObject>();
+  o1->name = o2->name = "c";
+  hub.open(o1);
+  hub.open(o2);
+  std::vector<Value> seen;
+  std::vector<Errc> errors;
+  o2->onMessage = [&](const MessageEvent& e) { seen.push_back(e.data); };
+  o2->onMessageError = [&](const MessageErrorEvent& e) { errors.push_back(e.error.code); };
+  Value repeated(Value::Map{{"k", Value(int64_t{1})}, {"k", Value(int64_t{2})}});
+  core::OutgoingPayload p;
+  p.value = &repeated;
+  ASSERT_TRUE(hub.post(*o1, p, false).ok());
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].asMap().size(), 1u);
+  Value deep(int64_t{0});
+  for (int i = 0; i < 80; ++i) deep = Value(Value::List{deep});
+  p.value = &deep;
+  ASSERT_TRUE(hub.post(*o1, p, false).ok());  // written: readers decide
+  EXPECT_EQ(seen.size(), 1u);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0], Errc::DATA_CLONE);
+}
+
 TEST_F(BroadcastHubTest, APostFromAnotherNodeReadByTheFastLaneReachesEveryObjectWithItsNode) {
   std::vector<std::string> got;
   std::string node;
