@@ -287,6 +287,10 @@ TEST_F(FederationTest, NatsDownEntirelyEachNodeKeepsWorkingLocallyAndRecovers) {
   for (int i = 1; i <= N; ++i) post(a, "x", "a", i);
   ASSERT_TRUE(collect(b, "x", rb, [](const Received& r) { return r.messages.size() >= N + 1; }, 5000ms));
   EXPECT_EQ(seqFrom(rb, "a"), range(0, N + 1));
+  // The sending node says why its posts did not go out (once for the lot: at most every 10 s).
+  EXPECT_NE(node(0).daemon().log().find("not published since the last such line"), std::string::npos);
+  EXPECT_NE(node(0).daemon().log().find("NATS is unreachable; the other nodes learn them as missed"), std::string::npos)
+      << node(0).daemon().log();
   auto echo = a.call({{"op", "messageSW"}, {"data", {{"type", "GET_VERSION"}}}, {"timeoutMs", 2000}});
   ASSERT_TRUE(echo && (*echo)["event"] == "ok");
   // A client on another node is out of reach: Disconnected, at once.

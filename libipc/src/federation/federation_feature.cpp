@@ -103,13 +103,25 @@ void FederationFeature::localPost(const ChannelName& name, const uint8_t* envelo
       link_->tryPublishWith(sent.subject, remotePostBytes(node_, name, bytes), [&](uint8_t* out) {
         writeRemotePost(out, node_, epoch_, name, sent.run, seq, envelope, bytes);
       });
-  if (!queued) {
-    ++notSent_;
-    ++host_->counters().federationNotSent;
-    return;
-  }
+  if (!queued) return notPublished();
   ++host_->counters().federationPostsOut;
   syncBundled();
+}
+
+void FederationFeature::notPublished() {
+  ++notSent_;
+  ++host_->counters().federationNotSent;
+  // Said on this side too, at most every 10 s: the other nodes log the gaps they see, but only
+  // here is it known why (NATS unreachable, or slower than the posts made here).
+  const auto now = Clock::now();
+  if (notSentLogged_ != 0 && now - lastNotSentLog_ < std::chrono::seconds(10)) return;
+  core::log().warn("federation: {} post(s) not published since the last such line ({} in all): {}; the other nodes "
+                   "learn them as missed (logged at most every 10 s)",
+                   notSent_ - notSentLogged_, notSent_,
+                   link_->connectedGuess() ? "the NATS queue is full (NATS is slower than the posts made here)"
+                                           : "NATS is unreachable");
+  notSentLogged_ = notSent_;
+  lastNotSentLog_ = now;
 }
 
 void FederationFeature::syncBundled() {

@@ -173,6 +173,9 @@ class FederationFeature final : public daemon::Feature {
   /// budget): counted; logged at most every 10 s per limit.
   enum class Limit { PEERS, UNANNOUNCED, CHANNELS };
   void refuseByLimit(Limit limit, const std::string& what);
+  /// A local post did not go out (NATS unreachable, or the link's queue full): counted, and
+  /// logged with the reason at most every 10 s.
+  void notPublished();
   /// `missed` posts of another node on `channel` never came: the local objects learn it.
   void reportGap(const std::string& node, const ChannelName& channel, uint64_t missed);
 
@@ -245,6 +248,8 @@ class FederationFeature final : public daemon::Feature {
   uint64_t nextReq_ = 1;
   bool everConnected_ = false;
   uint64_t notSent_ = 0;  // posts that did not go out (not connected, queue full)
+  uint64_t notSentLogged_ = 0;          // notSent_ when notPublished() last logged
+  Clock::time_point lastNotSentLog_{};  // when it did
 };
 
 }  // namespace swipc::federation
