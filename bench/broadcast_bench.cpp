@@ -4,7 +4,7 @@
 // MAP_SHARED anonymous mapping, futex wake-ups) — what the library costs on top of its own ring.
 //
 //   broadcast_bench [--daemon PATH] [--messages N] [--latency-samples N] [--pace-us N]
-//                   [--ring-bytes N] [--receivers 1,2,4,8] [--log-level L]
+//                   [--ring-bytes N] [--receivers 1,2,4,8] [--log-level L] [--other-channels N]
 //
 // Per N, two phases with 64-byte payloads (Bytes: index, send time, phase, padding):
 //   burst   the sender posts --messages as fast as postMessage lets it (it waits for ring space
@@ -24,6 +24,9 @@
 //   post_cost_burst_N{n}     ns per postMessage during the burst (includes waiting for space)
 //   latency_p50_N{n}, latency_p99_N{n}   ns
 //   post_cost_N8_over_N1     post_cpu N=8 / N=1 (target <= 1.2; baseline: the raw ring's ratio)
+//
+// --other-channels N: each receiver also holds N objects of other (idle) channels, as a page with
+// many channels open does; what a post costs a receiver should not grow with them.
 //
 // Receivers are this program re-executed with --role receiver (fresh processes, no inherited
 // threads). Whole run well under 90 s on a loaded 2-core machine.
@@ -236,6 +239,7 @@ struct Config {
   uint64_t ringBytes = 16u << 20;
   std::string daemonPath;
   std::string logLevel = "warn";
+  int64_t otherChannels = 0;
 };
 
 // ------------------------------------------------------------------------------------------------ raw baseline
@@ -370,6 +374,9 @@ int receiverMain(const sb::Args& args) {
     std::fprintf(stderr, "receiver: %s\n", c.error().describe().c_str());
     return 1;
   }
+  std::vector<std::unique_ptr<swipc::BroadcastChannel>> others;
+  for (int64_t i = 0, n = args.getInt("--other-channels", 0); i < n; ++i)
+    others.push_back(std::make_unique<swipc::BroadcastChannel>(*c, std::string(CHANNEL) + "-idle-" + std::to_string(i)));
   swipc::BroadcastChannel bc(*c, CHANNEL);
   StreamCheck check(burst);
   bool done = false;
@@ -422,7 +429,7 @@ PhaseResult libraryFanout(const Config& cfg, int n) {
   for (int k = 0; k < n; ++k) {
     // The child's stdout is the pipe (dup2 clears O_CLOEXEC on the copy).
     cleanup.kids.push_back(spawn({self, "--role", "receiver", "--runtime-dir", dir, "--messages",
-                                  std::to_string(cfg.messages)},
+                                  std::to_string(cfg.messages), "--other-channels", std::to_string(cfg.otherChannels)},
                                  pipeFds[1]));
   }
   ::close(pipeFds[1]);
@@ -498,6 +505,7 @@ int main(int argc, char** argv) {
     cfg.ringBytes = static_cast<uint64_t>(args.getInt("--ring-bytes", 16 << 20));
     cfg.daemonPath = args.getOr("--daemon", defaultDaemonPath());
     cfg.logLevel = args.getOr("--log-level", "warn");
+    cfg.otherChannels = args.getInt("--other-channels", 0);
     const std::vector<int> ns = parseList(args.getOr("--receivers", "1,2,4,8"));
     ::signal(SIGPIPE, SIG_IGN);
 
