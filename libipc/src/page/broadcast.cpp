@@ -83,7 +83,7 @@ void PageBroadcast::joinRefused(MessageSeq seq, const Error& err) {
   // The daemon refused the join (QuotaExceededError past --max-channels[-per-client]): this object
   // never receives anything; it is closed, so its posts fail here with InvalidStateError.
   std::shared_ptr<BcObject> refused = obj->second;
-  objects_.erase(obj);
+  forget(*refused);
   refused->closed = true;
   core::log().warn("BroadcastChannel '{}': join refused: {}", refused->name, err.describe());
   if (auto fn = refused->onJoinRefused) fn(err);
@@ -92,6 +92,7 @@ void PageBroadcast::joinRefused(MessageSeq seq, const Error& err) {
 void PageBroadcast::open(const std::shared_ptr<BcObject>& obj) {
   obj->id = nextId_++;
   objects_.emplace(obj->id, obj);
+  byChannel_[ChannelName(obj->name)].push_back(obj);  // ids grow: creation order
   if (!ctx_.link.attached()) return;  // joins when (re-)attached
   auto r = sendJoin(*obj);
   if (!r) core::log().warn("BroadcastChannel '{}': join not sent: {}", obj->name, r.error().describe());
@@ -121,7 +122,7 @@ Result<MessageSeq> PageBroadcast::post(BcObject& obj, const core::OutgoingPayloa
 void PageBroadcast::close(BcObject& obj) {
   const ChannelName name(obj.name);
   const uint32_t id = obj.id;
-  objects_.erase(id);
+  forget(obj);
   joinSeqOf_.erase(id);
   if (ctx_.link.attached()) {
     (void)ctx_.sender.sendEnvelope([&](schema::Envelope::Builder e) { e.initBcLeave().setObjectId(id); }, PostOptions{},
@@ -148,20 +149,29 @@ void PageBroadcast::detaching() {
 void PageBroadcast::closing() {
   for (auto& [id, obj] : objects_) obj->closed = true;
   objects_.clear();
+  byChannel_.clear();
   waiter_.reset();
   hub_.reset();
 }
 
+void PageBroadcast::forget(const BcObject& obj) {
+  objects_.erase(obj.id);
+  auto it = byChannel_.find(ChannelName(obj.name));
+  if (it == byChannel_.end()) return;
+  auto& v = it->second;
+  v.erase(std::remove_if(v.begin(), v.end(), [&](const auto& o) { return o->id == obj.id; }), v.end());
+  if (v.empty()) byChannel_.erase(it);
+}
+
 void PageBroadcast::dropRingIfUnused(const ChannelName& name) {
-  for (const auto& [id, o] : objects_)
-    if (o->name == name.str()) return;
+  if (byChannel_.count(name)) return;
   if (rings_.erase(name)) refreshWaiter();
 }
 
 bool PageBroadcast::joinPending(const ChannelName& name) const {
-  for (const auto& [id, o] : objects_)
-    if (o->name == name.str() && !o->joined) return true;
-  return false;
+  auto it = byChannel_.find(name);
+  if (it == byChannel_.end()) return false;
+  return std::any_of(it->second.begin(), it->second.end(), [](const auto& o) { return !o->joined; });
 }
 
 // ------------------------------------------------------------------------------------------------ rings
@@ -253,12 +263,17 @@ void PageBroadcast::readBroadcastsDeferred() {
   const capnp::ReaderOptions options = wire::readerOptions(wire::DEFAULT_MAX_MESSAGE_BYTES);
   for (auto& [name, ring] : rings_) {
     if (joinPending(name)) continue;  // its start position is not known yet
+    // Not changed during the walk: every callback runs after it (readBroadcasts()). A ring with
+    // no object left (one whose join was refused) is still read, its records passed over.
+    static const std::vector<std::shared_ptr<BcObject>> NONE;
+    auto members = byChannel_.find(name);
+    const auto& objects = members == byChannel_.end() ? NONE : members->second;
     while (ring.reader.next(rec) == queue::BroadcastReader::Status::OK) {
       if (rec.seq < ring.expectedSeq) continue;
       std::shared_ptr<MessageEvent> event;
       std::optional<Error> decodeError;
-      for (auto& [id, obj] : objects_) {
-        if (obj->name != name.str() || !obj->joined || obj->closed || obj->fromSeq > rec.seq) continue;
+      for (const auto& obj : objects) {
+        if (!obj->joined || obj->closed || obj->fromSeq > rec.seq) continue;
         const uint64_t from = std::max(ring.expectedSeq, obj->fromSeq);
         if (rec.seq > from) {
           uint64_t missed = rec.seq - from;

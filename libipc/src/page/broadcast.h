@@ -75,12 +75,17 @@ class PageBroadcast final : public PageFeature {
   /// Tells the daemon of each lapped object the last walk found (bcLapped), then forgets them.
   void reportLaps();
   void refreshWaiter();
+  /// Takes `obj` out of objects_ and byChannel_.
+  void forget(const detail::BcObject& obj);
   void dropRingIfUnused(const ChannelName& name);
   bool joinPending(const ChannelName& name) const;
 
   PageContext& ctx_;
   std::shared_ptr<detail::BroadcastHub> hub_;  // a Hub
   std::map<uint32_t, std::shared_ptr<detail::BcObject>> objects_;  // by id = creation order
+  /// The same objects by channel, each list in creation order: a record is fanned out to its
+  /// channel's objects only, however many other channels the page has open.
+  std::unordered_map<ChannelName, std::vector<std::shared_ptr<detail::BcObject>>> byChannel_;
   std::unordered_map<uint32_t, MessageSeq> joinSeqOf_;            // joins not answered yet
   uint32_t nextId_ = 1;
   std::unordered_map<ChannelName, RingView> rings_;
